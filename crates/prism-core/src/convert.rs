@@ -1,0 +1,357 @@
+//! Conversions between burn tensors, host `ndarray` arrays and safetensors bytes.
+//!
+//! Every crate converts through here, so there is exactly one place that knows how f16/bf16
+//! are widened, how shapes are checked and how files are written atomically.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use half::{bf16, f16};
+use ndarray::{ArrayD, IxDyn};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{PrismError, Result};
+
+/// A float tensor on the host: row-major `f32` data and its shape.
+///
+/// The common currency between file formats (safetensors, GGUF) and devices.
+///
+/// ```
+/// use prism_core::HostTensor;
+/// let t = HostTensor::new(vec![2, 3], (0..6).map(|v| v as f32).collect()).unwrap();
+/// assert_eq!(t.transpose2().unwrap().data, vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+/// assert!(HostTensor::new(vec![2, 2], vec![1.0]).is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    /// Dimensions, outermost first.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    /// Builds a host tensor, checking that the data fills the shape exactly.
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(PrismError::Shape(format!(
+                "shape {shape:?} needs {n} values, got {}",
+                data.len()
+            )));
+        }
+        Ok(Self { shape, data })
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// True when the tensor holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Transposes a 2-D tensor (`[r, c]` → `[c, r]`).
+    pub fn transpose2(&self) -> Result<Self> {
+        let [r, c] = self.dims2()?;
+        let mut out = vec![0.0; r * c];
+        for i in 0..r {
+            for j in 0..c {
+                out[j * r + i] = self.data[i * c + j];
+            }
+        }
+        Ok(Self {
+            shape: vec![c, r],
+            data: out,
+        })
+    }
+
+    /// The two dimensions of a 2-D tensor, or a shape error.
+    pub fn dims2(&self) -> Result<[usize; 2]> {
+        match self.shape.as_slice() {
+            &[r, c] => Ok([r, c]),
+            s => Err(PrismError::Shape(format!(
+                "expected a 2-D tensor, got shape {s:?}"
+            ))),
+        }
+    }
+
+    /// Moves the data onto `device` as a burn tensor of rank `D`.
+    pub fn to_burn<const D: usize>(&self, device: &Device) -> Result<Tensor<D>> {
+        if self.shape.len() != D {
+            return Err(PrismError::Shape(format!(
+                "cannot make a rank-{D} tensor from shape {:?}",
+                self.shape
+            )));
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(self.data.clone(), self.shape.clone()),
+            device,
+        ))
+    }
+
+    /// Reads a burn tensor back to the host (as f32).
+    pub fn from_burn<const D: usize>(t: Tensor<D>) -> Result<Self> {
+        let shape = t.dims().to_vec();
+        let data = t
+            .try_into_data()
+            .map_err(|e| PrismError::Readback(e.to_string()))?
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| PrismError::Readback(format!("{e:?}")))?;
+        Self::new(shape, data)
+    }
+
+    /// Views the tensor as an `ndarray` array.
+    pub fn into_ndarray(self) -> Result<ArrayD<f32>> {
+        ArrayD::from_shape_vec(IxDyn(&self.shape), self.data)
+            .map_err(|e| PrismError::Shape(e.to_string()))
+    }
+
+    /// Copies an `ndarray` array (any layout) into a host tensor.
+    pub fn from_ndarray(a: &ArrayD<f32>) -> Self {
+        Self {
+            shape: a.shape().to_vec(),
+            data: a.iter().copied().collect(),
+        }
+    }
+}
+
+/// Reads a burn tensor into a host `ndarray` array.
+///
+/// ```
+/// use burn::tensor::Tensor;
+/// let device = prism_core::device("cpu").unwrap();
+/// let t = Tensor::<2>::from_floats([[1.0, 2.0], [3.0, 4.0]], &device);
+/// let a = prism_core::to_ndarray(t).unwrap();
+/// assert_eq!(a[[1, 0]], 3.0);
+/// ```
+pub fn to_ndarray<const D: usize>(t: Tensor<D>) -> Result<ArrayD<f32>> {
+    HostTensor::from_burn(t)?.into_ndarray()
+}
+
+/// Puts a host `ndarray` array on `device` as a burn tensor of rank `D`.
+///
+/// ```
+/// let device = prism_core::device("cpu").unwrap();
+/// let a = ndarray::ArrayD::from_shape_vec(vec![2, 2], vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
+/// let t = prism_core::from_ndarray::<2>(&a, &device).unwrap();
+/// assert_eq!(t.dims(), [2, 2]);
+/// assert!(prism_core::from_ndarray::<3>(&a, &device).is_err());
+/// ```
+pub fn from_ndarray<const D: usize>(a: &ArrayD<f32>, device: &Device) -> Result<Tensor<D>> {
+    HostTensor::from_ndarray(a).to_burn(device)
+}
+
+/// Reads a burn tensor's values into a flat `Vec<f32>`.
+///
+/// ```
+/// use burn::tensor::Tensor;
+/// let device = prism_core::device("cpu").unwrap();
+/// let v = prism_core::to_vec(Tensor::<1>::from_floats([1.5, 2.5], &device)).unwrap();
+/// assert_eq!(v, vec![1.5, 2.5]);
+/// ```
+pub fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    Ok(HostTensor::from_burn(t)?.data)
+}
+
+/// Storage precision of a float tensor in a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FloatDtype {
+    /// 32-bit IEEE float.
+    #[default]
+    F32,
+    /// 16-bit IEEE half.
+    F16,
+    /// bfloat16.
+    BF16,
+}
+
+/// Decodes raw little-endian bytes of the given safetensors dtype into f32 values.
+///
+/// ```
+/// let bytes = half::f16::from_f32(1.5).to_le_bytes();
+/// let v = prism_core::decode_floats(safetensors::Dtype::F16, &bytes).unwrap();
+/// assert_eq!(v, vec![1.5]);
+/// ```
+pub fn decode_floats(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
+    let bad_len = |w: usize| {
+        PrismError::Shape(format!(
+            "{} bytes is not a whole number of {w}-byte values",
+            bytes.len()
+        ))
+    };
+    Ok(match dtype {
+        Dtype::F32 => {
+            if !bytes.len().is_multiple_of(4) {
+                return Err(bad_len(4));
+            }
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        }
+        Dtype::F16 | Dtype::BF16 => {
+            if !bytes.len().is_multiple_of(2) {
+                return Err(bad_len(2));
+            }
+            let halves = bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]));
+            if dtype == Dtype::F16 {
+                halves.map(|h| f16::from_bits(h).to_f32()).collect()
+            } else {
+                halves.map(|h| bf16::from_bits(h).to_f32()).collect()
+            }
+        }
+        Dtype::F64 => {
+            if !bytes.len().is_multiple_of(8) {
+                return Err(bad_len(8));
+            }
+            bytes
+                .chunks_exact(8)
+                .map(|c| {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(c);
+                    f64::from_le_bytes(b) as f32
+                })
+                .collect()
+        }
+        other => {
+            return Err(PrismError::Shape(format!(
+                "dtype {other:?} is not a float type"
+            )));
+        }
+    })
+}
+
+/// Encodes f32 values as little-endian bytes in the given storage precision.
+pub fn encode_floats(values: &[f32], dtype: FloatDtype) -> Vec<u8> {
+    match dtype {
+        FloatDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        FloatDtype::F16 => values
+            .iter()
+            .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+            .collect(),
+        FloatDtype::BF16 => values
+            .iter()
+            .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
+            .collect(),
+    }
+}
+
+/// Reads every float tensor of a safetensors file into host tensors (f32/f16/bf16/f64 → f32).
+///
+/// Errors name the file: a truncated header, offsets past the end of the file, or a non-float
+/// tensor are all reported as [`PrismError::Safetensors`].
+pub fn read_safetensors(path: &Path) -> Result<HashMap<String, HostTensor>> {
+    let bytes = std::fs::read(path).map_err(|e| PrismError::io(path, e))?;
+    let st = parse_safetensors(path, &bytes)?;
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        out.insert(name.clone(), view_to_host(path, &name, &view)?);
+    }
+    Ok(out)
+}
+
+/// Parses safetensors bytes, mapping the format's errors to a message that names `path`.
+pub fn parse_safetensors<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(bytes).map_err(|e| PrismError::Safetensors {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Converts one safetensors tensor view into a host tensor.
+pub fn view_to_host(
+    path: &Path,
+    name: &str,
+    view: &safetensors::tensor::TensorView<'_>,
+) -> Result<HostTensor> {
+    let data = decode_floats(view.dtype(), view.data()).map_err(|e| PrismError::Safetensors {
+        path: path.to_path_buf(),
+        message: format!("tensor `{name}`: {e}"),
+    })?;
+    HostTensor::new(view.shape().to_vec(), data).map_err(|e| PrismError::Safetensors {
+        path: path.to_path_buf(),
+        message: format!("tensor `{name}`: {e}"),
+    })
+}
+
+/// Writes named host tensors to a safetensors file, atomically (temp file, then rename).
+///
+/// ```
+/// use prism_core::{HostTensor, FloatDtype};
+/// let dir = std::env::temp_dir().join(format!("prism-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("t.safetensors");
+/// let t = HostTensor::new(vec![2], vec![1.0, -2.0]).unwrap();
+/// prism_core::write_safetensors(&path, &[("w".into(), t.clone())], FloatDtype::F32, None).unwrap();
+/// assert_eq!(prism_core::read_safetensors(&path).unwrap()["w"], t);
+/// ```
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, HostTensor)],
+    dtype: FloatDtype,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let st_dtype = match dtype {
+        FloatDtype::F32 => Dtype::F32,
+        FloatDtype::F16 => Dtype::F16,
+        FloatDtype::BF16 => Dtype::BF16,
+    };
+    let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape.clone(), encode_floats(&t.data, dtype)))
+        .collect();
+    let views = encoded
+        .iter()
+        .map(|(n, s, b)| {
+            safetensors::tensor::TensorView::new(st_dtype, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| PrismError::Safetensors {
+                    path: path.to_path_buf(),
+                    message: format!("tensor `{n}`: {e}"),
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(views, metadata).map_err(|e| PrismError::Safetensors {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    atomic_write(path, &bytes)
+}
+
+/// Writes `bytes` to `path` so that a reader sees either the old file or the whole new one:
+/// the data goes to a temporary file in the same directory, is flushed, then renamed.
+///
+/// ```
+/// let path = std::env::temp_dir().join(format!("prism-atomic-{}.txt", std::process::id()));
+/// prism_core::atomic_write(&path, b"hello").unwrap();
+/// assert_eq!(std::fs::read(&path).unwrap(), b"hello");
+/// ```
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        PrismError::io(path, e)
+    })
+}

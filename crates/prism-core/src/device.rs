@@ -1,0 +1,111 @@
+//! Choosing where tensors live: burn's `flex` (or `ndarray`) CPU backend, or `wgpu`.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use burn::tensor::{Device, DeviceKind};
+
+use crate::error::{PrismError, Result};
+
+/// The compute backends Prism can run on.
+///
+/// ```
+/// use prism_core::Backend;
+/// let b: Backend = "cpu".parse().unwrap();
+/// assert_eq!(b, Backend::Cpu);
+/// assert_eq!(Backend::Wgpu.to_string(), "wgpu");
+/// assert!("tpu".parse::<Backend>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Backend {
+    /// burn's `flex` CPU backend (the default).
+    #[default]
+    Cpu,
+    /// burn's older `ndarray` CPU backend (deprecated upstream, kept selectable).
+    Ndarray,
+    /// burn's `wgpu` backend: Vulkan, Metal or DX12 GPUs, or Mesa's software Vulkan (lavapipe).
+    Wgpu,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Cpu => "cpu",
+            Backend::Ndarray => "ndarray",
+            Backend::Wgpu => "wgpu",
+        })
+    }
+}
+
+impl FromStr for Backend {
+    type Err = PrismError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" | "flex" => Ok(Backend::Cpu),
+            "ndarray" => Ok(Backend::Ndarray),
+            "wgpu" | "gpu" => Ok(Backend::Wgpu),
+            other => Err(PrismError::Device {
+                device: other.to_string(),
+                message: "expected one of cpu, ndarray, wgpu".into(),
+            }),
+        }
+    }
+}
+
+impl Backend {
+    /// Returns the burn device for this backend, initialising it on first use.
+    ///
+    /// For `wgpu` this asks for the default adapter and falls back to a CPU (software)
+    /// adapter; when neither exists the error says so instead of panicking later.
+    ///
+    /// ```
+    /// use prism_core::Backend;
+    /// let device = Backend::Cpu.device().unwrap();
+    /// let t = burn::tensor::Tensor::<1>::from_floats([1.0, 2.0], &device);
+    /// assert_eq!(t.sum().into_scalar::<f32>(), 3.0);
+    /// ```
+    pub fn device(self) -> Result<Device> {
+        match self {
+            Backend::Cpu => Ok(Device::flex()),
+            #[allow(deprecated)]
+            Backend::Ndarray => Ok(Device::ndarray()),
+            Backend::Wgpu => wgpu_device(),
+        }
+    }
+}
+
+/// Parses a backend name and returns its device in one step.
+///
+/// ```
+/// let device = prism_core::device("cpu").unwrap();
+/// assert!(prism_core::device("abacus").is_err());
+/// ```
+pub fn device(name: &str) -> Result<Device> {
+    name.parse::<Backend>()?.device()
+}
+
+fn wgpu_device() -> Result<Device> {
+    // burn registers a wgpu runtime once per process; keep the outcome of the first attempt.
+    static WGPU: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
+    WGPU.get_or_init(|| {
+        let mut errors = Vec::new();
+        for kind in [DeviceKind::DefaultDevice, DeviceKind::Cpu] {
+            let label = format!("{kind:?}");
+            match Device::wgpu_options().device_kind(kind).init() {
+                Ok(device) => return Ok(device),
+                Err(e) => errors.push(format!("{label}: {e}")),
+            }
+        }
+        Err(format!(
+            "no wgpu adapter could be initialised ({}); install a Vulkan driver \
+             (e.g. Debian's mesa-vulkan-drivers for software rendering) or use --device cpu",
+            errors.join("; ")
+        ))
+    })
+    .clone()
+    .map_err(|message| PrismError::Device {
+        device: "wgpu".into(),
+        message,
+    })
+}

@@ -1,0 +1,43 @@
+//! The `Dictionary` trait: what every sparse autoencoder architecture offers the rest of Prism.
+
+use burn::tensor::Tensor;
+
+/// A sparse dictionary (sparse autoencoder) over activations of width `d_in`.
+///
+/// It maps activations `x ∈ R^d_in` to codes `f ∈ R^d_sae` and back. Statistics, similarity and
+/// patching code only see this trait, never a concrete architecture.
+///
+/// ```
+/// use burn::tensor::Tensor;
+/// use prism_core::Dictionary;
+///
+/// /// The identity "dictionary": one feature per input dimension.
+/// struct Identity { d: usize, device: burn::tensor::Device }
+/// impl Dictionary for Identity {
+///     fn d_in(&self) -> usize { self.d }
+///     fn d_sae(&self) -> usize { self.d }
+///     fn encode(&self, x: Tensor<2>) -> Tensor<2> { x }
+///     fn decode(&self, f: Tensor<2>) -> Tensor<2> { f }
+///     fn decoder_directions(&self) -> Tensor<2> { Tensor::eye(self.d, &self.device) }
+/// }
+/// let device = prism_core::device("cpu").unwrap();
+/// let dict = Identity { d: 3, device: device.clone() };
+/// let x = Tensor::<2>::from_floats([[1.0, 0.0, 2.0]], &device);
+/// assert_eq!(prism_core::to_vec(dict.forward(x)).unwrap(), vec![1.0, 0.0, 2.0]);
+/// ```
+pub trait Dictionary {
+    /// Width of the activations it reads.
+    fn d_in(&self) -> usize;
+    /// Number of features (dictionary size).
+    fn d_sae(&self) -> usize;
+    /// Codes for a batch of activations: `[n, d_in]` → `[n, d_sae]`.
+    fn encode(&self, x: Tensor<2>) -> Tensor<2>;
+    /// Reconstructions from codes: `[n, d_sae]` → `[n, d_in]`.
+    fn decode(&self, f: Tensor<2>) -> Tensor<2>;
+    /// `decode(encode(x))`.
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.decode(self.encode(x))
+    }
+    /// Each feature's decoder direction, one per row: `[d_sae, d_in]`.
+    fn decoder_directions(&self) -> Tensor<2>;
+}

@@ -1,0 +1,124 @@
+//! The one error type shared by every Prism crate.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in Prism, with enough context to act on.
+///
+/// Library code never panics on bad input: it returns one of these. Messages name the file
+/// (where there is one) and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum PrismError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// A safetensors file is truncated, corrupt or holds something unexpected.
+    #[error("{path}: invalid safetensors file: {message}")]
+    Safetensors {
+        /// The file involved.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A GGUF file is truncated, corrupt or uses something we cannot read.
+    #[error("{path}: invalid GGUF file: {message}")]
+    Gguf {
+        /// The file involved.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A model configuration is missing a key or holds an unusable value.
+    #[error("{path}: invalid model config: {message}")]
+    Config {
+        /// The file involved (config.json, or the GGUF file holding the metadata).
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A tokenizer could not be loaded or does not fit the model.
+    #[error("{path}: tokenizer problem: {message}")]
+    Tokenizer {
+        /// The file involved.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A weight the architecture needs is absent, or has the wrong shape.
+    #[error("{path}: weight `{name}`: {message}")]
+    Weight {
+        /// The file or directory holding the weights.
+        path: PathBuf,
+        /// The tensor name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A hook-point name that is not one of the TransformerLens names Prism knows.
+    #[error("unknown hook point `{name}`: {reason}")]
+    UnknownHook {
+        /// The name as given.
+        name: String,
+        /// Why it was rejected (and what would be valid).
+        reason: String,
+    },
+    /// A hook or intervention that does not fit the tensor it is applied to.
+    #[error("hook {hook}: {message}")]
+    Hook {
+        /// The hook point.
+        hook: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Tensor shapes that do not fit together.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// The requested compute device is not available.
+    #[error("device `{device}` is not available: {message}")]
+    Device {
+        /// The device asked for.
+        device: String,
+        /// Why it cannot be used.
+        message: String,
+    },
+    /// Input that is empty or otherwise unusable (an empty text, an empty batch).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// A computation produced NaN or infinity where a finite number was required.
+    #[error("non-finite value: {0}")]
+    NonFinite(String),
+    /// Reading a tensor back from the device failed.
+    #[error("tensor readback failed: {0}")]
+    Readback(String),
+    /// An external command (e.g. `pip`) failed.
+    #[error("command `{command}` failed: {message}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Its error output or exit status.
+        message: String,
+    },
+}
+
+/// Shorthand for results in Prism.
+pub type Result<T, E = PrismError> = std::result::Result<T, E>;
+
+impl PrismError {
+    /// Wraps an I/O error with the path it concerns.
+    ///
+    /// ```
+    /// use prism_core::PrismError;
+    /// let e = PrismError::io("weights.bin", std::io::Error::other("disk on fire"));
+    /// assert_eq!(e.to_string(), "weights.bin: disk on fire");
+    /// ```
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        PrismError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! # prism-core
+//!
+//! What every Prism crate shares: the device choice ([`Backend`]), host/device tensor
+//! conversions ([`HostTensor`], [`to_ndarray`], [`write_safetensors`]), TransformerLens hook
+//! names ([`HookPoint`]), hooks and interventions ([`Hooks`], [`Intervention`]), the
+//! [`Dictionary`] trait, and the error type ([`PrismError`]).
+
+#![warn(missing_docs)]
+
+mod convert;
+mod device;
+mod dictionary;
+mod error;
+mod hook_point;
+mod hooks;
+
+pub use convert::{
+    FloatDtype, HostTensor, atomic_write, decode_floats, encode_floats, from_ndarray,
+    parse_safetensors, read_safetensors, to_ndarray, to_vec, view_to_host, write_safetensors,
+};
+pub use device::{Backend, device};
+pub use dictionary::Dictionary;
+pub use error::{PrismError, Result};
+pub use hook_point::{HookPoint, ModelShape};
+pub use hooks::{Activation, Edit, HookFn, HookRun, Hooks, Intervention};
+
+pub use burn;
+pub use burn::tensor::{Device, Tensor};

@@ -1,0 +1,152 @@
+//! The building blocks every architecture shares: linear maps, norms, rotary embedding.
+//!
+//! Activations flow as `[rows, width]` matrices (batch and sequence flattened) so that every
+//! projection is one large GEMM.
+
+use burn::tensor::activation;
+use burn::tensor::{Device, Tensor, TensorData};
+use prism_core::{HostTensor, Result};
+
+use crate::config::{MlpActivation, NormKind};
+
+/// `y = x W + b` with `W` stored `[in, out]`.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    /// `[d_in, d_out]`.
+    pub weight: Tensor<2>,
+    /// `[1, d_out]`.
+    pub bias: Option<Tensor<2>>,
+}
+
+impl Linear {
+    /// Builds from HF-layout host tensors: weight `[out, in]` (transposed here), bias `[out]`.
+    pub fn from_hf(
+        weight: &HostTensor,
+        bias: Option<&HostTensor>,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::from_in_out(&weight.transpose2()?, bias, device)
+    }
+
+    /// Builds from a weight already laid out `[in, out]` (GPT-2's Conv1D), bias `[out]`.
+    pub fn from_in_out(
+        weight: &HostTensor,
+        bias: Option<&HostTensor>,
+        device: &Device,
+    ) -> Result<Self> {
+        let weight = weight.to_burn::<2>(device)?;
+        let bias = bias.map(|b| row(b, device)).transpose()?;
+        Ok(Self { weight, bias })
+    }
+
+    /// Applies the map to `[rows, d_in]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let y = x.matmul(self.weight.clone());
+        match &self.bias {
+            Some(b) => y + b.clone(),
+            None => y,
+        }
+    }
+}
+
+/// A 1-D host tensor as a `[1, n]` row on the device (broadcasts over rows).
+pub fn row(t: &HostTensor, device: &Device) -> Result<Tensor<2>> {
+    HostTensor::new(vec![1, t.len()], t.data.clone())?.to_burn::<2>(device)
+}
+
+/// LayerNorm or RMSNorm over the last axis.
+#[derive(Clone, Debug)]
+pub struct Norm {
+    /// Flavour.
+    pub kind: NormKind,
+    /// `[1, d]`.
+    pub weight: Tensor<2>,
+    /// `[1, d]` (LayerNorm only).
+    pub bias: Option<Tensor<2>>,
+    /// Added to the variance.
+    pub eps: f64,
+}
+
+impl Norm {
+    /// Normalises each row of `[rows, d]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let normed = match self.kind {
+            NormKind::LayerNorm => {
+                let centred = x.clone() - x.mean_dim(1);
+                let var = centred.clone().square().mean_dim(1);
+                centred * var.add_scalar(self.eps).sqrt().recip()
+            }
+            NormKind::RmsNorm => {
+                let ms = x.clone().square().mean_dim(1);
+                x * ms.add_scalar(self.eps).sqrt().recip()
+            }
+        };
+        let y = normed * self.weight.clone();
+        match &self.bias {
+            Some(b) => y + b.clone(),
+            None => y,
+        }
+    }
+}
+
+/// Applies the MLP nonlinearity.
+pub fn activate(kind: MlpActivation, x: Tensor<2>) -> Tensor<2> {
+    match kind {
+        MlpActivation::Gelu => activation::gelu(x),
+        MlpActivation::GeluTanh => activation::gelu_approximate(x),
+        MlpActivation::Silu => activation::silu(x),
+    }
+}
+
+/// cos/sin tables `[seq, dims]` for HF-style rotate-half rotary embedding, computed in f32 the
+/// way `transformers` computes them (inverse frequencies `θ^(−2i/dims)`, duplicated halves).
+pub fn rotary_tables(
+    seq: usize,
+    dims: usize,
+    theta: f64,
+    device: &Device,
+) -> (Tensor<2>, Tensor<2>) {
+    let half = dims / 2;
+    let inv: Vec<f32> = (0..half)
+        .map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / dims as f32))
+        .collect();
+    let mut cos = Vec::with_capacity(seq * dims);
+    let mut sin = Vec::with_capacity(seq * dims);
+    for p in 0..seq {
+        for _half in 0..2 {
+            for f in &inv {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(cos, [seq, dims]), device),
+        Tensor::from_data(TensorData::new(sin, [seq, dims]), device),
+    )
+}
+
+/// Rotates the first `dims` features of each head of `x: [batch, heads, seq, d_head]`.
+pub fn apply_rotary(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
+    let [b, h, s, dh] = x.dims();
+    let dims = cos.dims()[1];
+    let half = dims / 2;
+    let rot = if dims == dh {
+        x.clone()
+    } else {
+        x.clone().narrow(3, 0, dims)
+    };
+    let x1 = rot.clone().narrow(3, 0, half);
+    let x2 = rot.clone().narrow(3, half, half);
+    let rotated_half = Tensor::cat(vec![x2.neg(), x1], 3);
+    let cos = cos.clone().reshape([1, 1, s, dims]);
+    let sin = sin.clone().reshape([1, 1, s, dims]);
+    let out = rot * cos + rotated_half * sin;
+    if dims == dh {
+        out
+    } else {
+        Tensor::cat(vec![out, x.narrow(3, dims, dh - dims)], 3)
+    }
+    .reshape([b, h, s, dh])
+}

@@ -1,0 +1,329 @@
+//! The decoder-only transformer every architecture maps onto, and its hooked forward pass.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::activation;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use prism_core::{Activation, HookPoint, HookRun, Hooks, PrismError, Result};
+
+use crate::config::{ModelConfig, Positions};
+use crate::layers::{Linear, Norm, activate, apply_rotary, rotary_tables};
+
+/// Self-attention with one fused q|k|v projection.
+#[derive(Clone, Debug)]
+pub struct Attention {
+    /// `[d_model, (n_heads + 2·n_kv_heads)·d_head]`, columns ordered q | k | v, head-major.
+    pub qkv: Linear,
+    /// `[n_heads·d_head, d_model]`.
+    pub out: Linear,
+}
+
+/// The MLP: `down(act(up(x)))`, or gated `down(act(gate(x)) · up(x))`.
+#[derive(Clone, Debug)]
+pub struct Mlp {
+    /// `[d_model, d_mlp]`, or `[d_model, 2·d_mlp]` with columns gate | up when gated.
+    pub up: Linear,
+    /// `[d_mlp, d_model]`.
+    pub down: Linear,
+}
+
+/// One transformer block.
+#[derive(Clone, Debug)]
+pub struct Block {
+    /// Norm before attention.
+    pub ln1: Norm,
+    /// Norm before the MLP.
+    pub ln2: Norm,
+    /// Attention.
+    pub attn: Attention,
+    /// MLP.
+    pub mlp: Mlp,
+}
+
+/// A decoder-only transformer with its weights on a device.
+#[derive(Clone, Debug)]
+pub struct Transformer {
+    /// Shape and components.
+    pub config: ModelConfig,
+    /// Where the weights live.
+    pub device: Device,
+    /// Token embedding `[vocab, d_model]`.
+    pub embed: Tensor<2>,
+    /// Learned positions `[max_positions, d_model]` (GPT-2).
+    pub pos_embed: Option<Tensor<2>>,
+    /// The blocks.
+    pub blocks: Vec<Block>,
+    /// Final norm.
+    pub ln_final: Norm,
+    /// Unembedding `[d_model, vocab]` (the embedding transposed when tied).
+    pub unembed: Tensor<2>,
+}
+
+/// A batch of token sequences, right-padded to a common length.
+///
+/// ```
+/// use prism_models::TokenBatch;
+/// let b = TokenBatch::from_sequences(&[vec![5, 6, 7], vec![8]], 0).unwrap();
+/// assert_eq!((b.batch, b.seq), (2, 3));
+/// assert_eq!(b.ids, vec![5, 6, 7, 8, 0, 0]);
+/// assert_eq!(b.lengths, vec![3, 1]);
+/// assert!(TokenBatch::from_sequences(&[], 0).is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenBatch {
+    /// Row-major `[batch, seq]` ids.
+    pub ids: Vec<u32>,
+    /// Number of sequences.
+    pub batch: usize,
+    /// Padded length.
+    pub seq: usize,
+    /// Real (unpadded) length of each sequence.
+    pub lengths: Vec<usize>,
+}
+
+impl TokenBatch {
+    /// Right-pads sequences with `pad` to the longest one.
+    pub fn from_sequences(seqs: &[Vec<u32>], pad: u32) -> Result<Self> {
+        let seq = seqs.iter().map(Vec::len).max().unwrap_or(0);
+        if seqs.is_empty() || seq == 0 {
+            return Err(PrismError::InvalidInput(
+                "a batch needs at least one non-empty sequence".into(),
+            ));
+        }
+        let mut ids = Vec::with_capacity(seqs.len() * seq);
+        for s in seqs {
+            ids.extend_from_slice(s);
+            ids.extend(std::iter::repeat_n(pad, seq - s.len()));
+        }
+        Ok(Self {
+            ids,
+            batch: seqs.len(),
+            seq,
+            lengths: seqs.iter().map(Vec::len).collect(),
+        })
+    }
+
+    /// The ids as an `Int` tensor `[batch, seq]`.
+    pub fn to_tensor(&self, device: &Device) -> Tensor<2, Int> {
+        let ids: Vec<i64> = self.ids.iter().map(|&v| v as i64).collect();
+        Tensor::from_data(TensorData::new(ids, [self.batch, self.seq]), device)
+    }
+}
+
+/// What a forward pass returns.
+#[derive(Debug)]
+pub struct ForwardOutput {
+    /// `[batch, seq, vocab]`, absent when the pass stopped early.
+    pub logits: Option<Tensor<3>>,
+    /// The captured activations.
+    pub captures: BTreeMap<HookPoint, Activation>,
+}
+
+impl ForwardOutput {
+    /// Removes and returns one captured activation.
+    pub fn take(&mut self, hook: HookPoint) -> Result<Activation> {
+        self.captures.remove(&hook).ok_or_else(|| PrismError::Hook {
+            hook: hook.to_string(),
+            message: "was not captured (add it with Hooks::capture)".into(),
+        })
+    }
+
+    /// The logits, or an error if the pass stopped before computing them.
+    pub fn logits(&self) -> Result<Tensor<3>> {
+        self.logits
+            .clone()
+            .ok_or_else(|| PrismError::InvalidInput("this forward pass computed no logits".into()))
+    }
+}
+
+impl Transformer {
+    /// Runs the model on `batch`, applying and capturing `hooks`; returns logits and captures.
+    pub fn forward(&self, batch: &TokenBatch, hooks: &Hooks) -> Result<ForwardOutput> {
+        self.run(batch, hooks, false)
+    }
+
+    /// Runs only as far as the deepest hooked layer and returns the captures (no logits).
+    /// This is what activation harvesting wants: layers past the last hook are skipped.
+    pub fn capture_only(&self, batch: &TokenBatch, hooks: &Hooks) -> Result<ForwardOutput> {
+        self.run(batch, hooks, true)
+    }
+
+    fn run(&self, batch: &TokenBatch, hooks: &Hooks, stop_early: bool) -> Result<ForwardOutput> {
+        let cfg = &self.config;
+        let shape = cfg.shape();
+        for h in hooks.hook_points() {
+            h.validate(&shape)?;
+        }
+        if batch.seq > cfg.max_positions {
+            return Err(PrismError::InvalidInput(format!(
+                "sequence of {} tokens is longer than the model's {} positions",
+                batch.seq, cfg.max_positions
+            )));
+        }
+        if let Some(bad) = batch.ids.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(PrismError::InvalidInput(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                cfg.vocab_size
+            )));
+        }
+        let (b, s, d) = (batch.batch, batch.seq, cfg.d_model);
+        let mut run = hooks.start();
+        let ids = batch.to_tensor(&self.device).reshape([b * s]);
+        let tok = self.embed.clone().select(0, ids).reshape([b, s, d]);
+        let mut x = run.visit3(HookPoint::Embed, tok)?;
+        if let Some(pe) = &self.pos_embed {
+            let pos = pe
+                .clone()
+                .narrow(0, 0, s)
+                .reshape([1, s, d])
+                .expand([b, s, d]);
+            x = x + run.visit3(HookPoint::PosEmbed, pos)?;
+        }
+        let rope = match cfg.positions {
+            Positions::Rotary { dims, theta } if dims > 0 => {
+                Some(rotary_tables(s, dims, theta, &self.device))
+            }
+            _ => None,
+        };
+        let causal = Tensor::<2, Bool>::tril_mask([s, s], 0, &self.device).reshape([1, 1, s, s]);
+        let last = if stop_early && !hooks.touches(HookPoint::LnFinal) {
+            match hooks.last_layer() {
+                Some(l) => l + 1,
+                None => 0,
+            }
+        } else {
+            cfg.n_layers
+        };
+        for (l, block) in self.blocks.iter().enumerate().take(last) {
+            x = self.block_forward(l, block, x, &rope, &causal, &mut run)?;
+        }
+        let logits = if last == cfg.n_layers {
+            let normed = self
+                .ln_final
+                .forward(x.reshape([b * s, d]))
+                .reshape([b, s, d]);
+            let normed = run.visit3(HookPoint::LnFinal, normed)?;
+            if stop_early {
+                None
+            } else {
+                let v = cfg.vocab_size;
+                Some(
+                    normed
+                        .reshape([b * s, d])
+                        .matmul(self.unembed.clone())
+                        .reshape([b, s, v]),
+                )
+            }
+        } else {
+            None
+        };
+        Ok(ForwardOutput {
+            logits,
+            captures: run.into_captures(),
+        })
+    }
+
+    fn block_forward(
+        &self,
+        l: usize,
+        block: &Block,
+        x: Tensor<3>,
+        rope: &Option<(Tensor<2>, Tensor<2>)>,
+        causal: &Tensor<4, Bool>,
+        run: &mut HookRun<'_>,
+    ) -> Result<Tensor<3>> {
+        let [b, s, d] = x.dims();
+        let resid_pre = run.visit3(HookPoint::ResidPre(l), x)?;
+        let flat = resid_pre.clone().reshape([b * s, d]);
+        let attn_out = self.attention(
+            l,
+            block,
+            block.ln1.forward(flat.clone()),
+            b,
+            s,
+            rope,
+            causal,
+            run,
+        )?;
+        let attn_out = run.visit3(HookPoint::AttnOut(l), attn_out)?;
+        let resid_post = if self.config.parallel_residual {
+            let mlp_out = self.mlp(l, block, block.ln2.forward(flat), b, s, run)?;
+            let mlp_out = run.visit3(HookPoint::MlpOut(l), mlp_out)?;
+            mlp_out + attn_out + resid_pre
+        } else {
+            let mid = run.visit3(HookPoint::ResidMid(l), resid_pre + attn_out)?;
+            let mlp_in = block.ln2.forward(mid.clone().reshape([b * s, d]));
+            let mlp_out = self.mlp(l, block, mlp_in, b, s, run)?;
+            let mlp_out = run.visit3(HookPoint::MlpOut(l), mlp_out)?;
+            mid + mlp_out
+        };
+        run.visit3(HookPoint::ResidPost(l), resid_post)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        l: usize,
+        block: &Block,
+        x: Tensor<2>,
+        b: usize,
+        s: usize,
+        rope: &Option<(Tensor<2>, Tensor<2>)>,
+        causal: &Tensor<4, Bool>,
+        run: &mut HookRun<'_>,
+    ) -> Result<Tensor<3>> {
+        let cfg = &self.config;
+        let (h, kv, dh) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
+        let qkv = block.attn.qkv.forward(x);
+        let heads = |t: Tensor<2>, n: usize| t.reshape([b, s, n, dh]).swap_dims(1, 2);
+        let mut q = heads(qkv.clone().narrow(1, 0, h * dh), h);
+        let mut k = heads(qkv.clone().narrow(1, h * dh, kv * dh), kv);
+        let mut v = heads(qkv.narrow(1, (h + kv) * dh, kv * dh), kv);
+        if let Some((cos, sin)) = rope {
+            q = apply_rotary(q, cos, sin);
+            k = apply_rotary(k, cos, sin);
+        }
+        if kv < h {
+            let rep = h / kv;
+            let expand = |t: Tensor<4>| {
+                t.unsqueeze_dim::<5>(2)
+                    .expand([b, kv, rep, s, dh])
+                    .reshape([b, h, s, dh])
+            };
+            k = expand(k);
+            v = expand(v);
+        }
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .mul_scalar((dh as f64).powf(-0.5));
+        let scores = scores.mask_fill(causal.clone().expand([b, h, s, s]), f32::NEG_INFINITY);
+        let pattern = activation::softmax(scores, 3);
+        let pattern = run.visit4(HookPoint::AttnPattern(l), pattern)?;
+        let z = pattern.matmul(v).swap_dims(1, 2); // [b, s, h, dh]
+        let z = run.visit4(HookPoint::AttnZ(l), z)?;
+        let out = block.attn.out.forward(z.reshape([b * s, h * dh]));
+        Ok(out.reshape([b, s, cfg.d_model]))
+    }
+
+    fn mlp(
+        &self,
+        l: usize,
+        block: &Block,
+        x: Tensor<2>,
+        b: usize,
+        s: usize,
+        run: &mut HookRun<'_>,
+    ) -> Result<Tensor<3>> {
+        let cfg = &self.config;
+        let m = cfg.d_mlp;
+        let up = block.mlp.up.forward(x);
+        let post = if cfg.gated_mlp {
+            activate(cfg.activation, up.clone().narrow(1, 0, m)) * up.narrow(1, m, m)
+        } else {
+            activate(cfg.activation, up)
+        };
+        let post = run.visit3(HookPoint::MlpPost(l), post.reshape([b, s, m]))?;
+        let out = block.mlp.down.forward(post.reshape([b * s, m]));
+        Ok(out.reshape([b, s, cfg.d_model]))
+    }
+}

@@ -1,0 +1,80 @@
+//! Helpers shared by the integration tests: fixture paths and reference data.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use prism_core::HostTensor;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn fixtures() -> PathBuf {
+    root().join("fixtures")
+}
+
+pub const MODELS: [&str; 5] = [
+    "gpt_neox_parallel",
+    "gpt_neox_sequential",
+    "gpt2",
+    "llama_gqa",
+    "llama_tied",
+];
+
+pub struct Reference {
+    pub texts: Vec<String>,
+    pub tokens: Vec<Vec<u32>>,
+    pub losses: Vec<f64>,
+    pub logits: Vec<HostTensor>,
+}
+
+pub fn reference(name: &str) -> Reference {
+    let dir = fixtures().join("models").join(name);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let tensors = prism_core::read_safetensors(&dir.join("reference.safetensors")).unwrap();
+    let texts = json["texts"].as_array().unwrap();
+    Reference {
+        texts: texts
+            .iter()
+            .map(|t| t["text"].as_str().unwrap().to_string())
+            .collect(),
+        tokens: texts
+            .iter()
+            .map(|t| {
+                t["tokens"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as u32)
+                    .collect()
+            })
+            .collect(),
+        losses: texts.iter().map(|t| t["loss"].as_f64().unwrap()).collect(),
+        logits: (0..texts.len())
+            .map(|i| tensors[&format!("logits_{i}")].clone())
+            .collect(),
+    }
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// The wgpu device, or `None` (with the reason printed) where no adapter exists. When
+/// `PRISM_REQUIRE_WGPU` is set (CI installs lavapipe and sets it) a missing adapter fails the test.
+pub fn wgpu_device() -> Option<prism_core::Device> {
+    match prism_core::device("wgpu") {
+        Ok(d) => Some(d),
+        Err(e) if std::env::var_os("PRISM_REQUIRE_WGPU").is_some() => panic!("wgpu required: {e}"),
+        Err(e) => {
+            eprintln!("skipping the wgpu part: {e}");
+            None
+        }
+    }
+}

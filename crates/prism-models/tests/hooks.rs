@@ -1,0 +1,242 @@
+//! The hooked forward pass: captures agree with each other, interventions do what they say.
+
+mod common;
+
+use common::*;
+use prism_core::{Edit, HookPoint, Hooks, HostTensor, Intervention};
+use prism_models::{Model, TokenBatch};
+
+fn load(name: &str) -> (Model, TokenBatch) {
+    let device = prism_core::device("cpu").unwrap();
+    let model = Model::load(&fixtures().join("models").join(name), &device).unwrap();
+    let r = reference(name);
+    let batch = TokenBatch::from_sequences(&r.tokens[..2], 0).unwrap();
+    (model, batch)
+}
+
+fn host(a: prism_core::Activation) -> HostTensor {
+    match a {
+        prism_core::Activation::Rank3(t) => HostTensor::from_burn(t).unwrap(),
+        prism_core::Activation::Rank4(t) => HostTensor::from_burn(t).unwrap(),
+    }
+}
+
+#[test]
+fn resid_post_is_the_sum_of_its_parts() {
+    for name in MODELS {
+        let (model, batch) = load(name);
+        let parallel = model.config().parallel_residual;
+        for l in 0..model.config().n_layers {
+            let mut hooks = Hooks::new().capture_all([
+                HookPoint::ResidPre(l),
+                HookPoint::AttnOut(l),
+                HookPoint::MlpOut(l),
+                HookPoint::ResidPost(l),
+            ]);
+            if !parallel {
+                hooks = hooks.capture(HookPoint::ResidMid(l));
+            }
+            let mut out = model.forward(&batch, &hooks).unwrap();
+            let pre = host(out.take(HookPoint::ResidPre(l)).unwrap());
+            let attn = host(out.take(HookPoint::AttnOut(l)).unwrap());
+            let mlp = host(out.take(HookPoint::MlpOut(l)).unwrap());
+            let post = host(out.take(HookPoint::ResidPost(l)).unwrap());
+            let by_hand: Vec<f32> = (0..pre.len())
+                .map(|i| pre.data[i] + attn.data[i] + mlp.data[i])
+                .collect();
+            let diff = max_abs_diff(&by_hand, &post.data);
+            assert!(
+                diff < 1e-5,
+                "{name} layer {l}: resid_post differs from the sum by {diff}"
+            );
+            if !parallel {
+                let mid = host(out.take(HookPoint::ResidMid(l)).unwrap());
+                let by_hand: Vec<f32> =
+                    (0..pre.len()).map(|i| pre.data[i] + attn.data[i]).collect();
+                assert!(
+                    max_abs_diff(&by_hand, &mid.data) < 1e-6,
+                    "{name} layer {l}: resid_mid"
+                );
+            }
+            if l + 1 < model.config().n_layers {
+                let next = model
+                    .forward(&batch, &Hooks::new().capture(HookPoint::ResidPre(l + 1)))
+                    .unwrap();
+                let next = host(next.captures.into_values().next().unwrap());
+                assert_eq!(
+                    next.data,
+                    post.data,
+                    "{name}: resid_pre({}) must equal resid_post({l})",
+                    l + 1
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn replacing_an_activation_by_itself_changes_nothing_and_zeroing_does() {
+    for name in MODELS {
+        let (model, batch) = load(name);
+        let clean = model
+            .forward(&batch, &Hooks::new().capture(HookPoint::MlpOut(0)))
+            .unwrap();
+        let clean_logits = HostTensor::from_burn(clean.logits().unwrap()).unwrap();
+        let mlp0 = clean.captures[&HookPoint::MlpOut(0)].clone();
+        let same =
+            Hooks::new().intervene(Intervention::new(HookPoint::MlpOut(0), Edit::Replace(mlp0)));
+        let patched =
+            HostTensor::from_burn(model.forward(&batch, &same).unwrap().logits().unwrap()).unwrap();
+        assert_eq!(
+            patched.data, clean_logits.data,
+            "{name}: self-replacement changed the logits"
+        );
+        let zero = Hooks::new().intervene(Intervention::new(HookPoint::MlpOut(0), Edit::Zero));
+        let ablated =
+            HostTensor::from_burn(model.forward(&batch, &zero).unwrap().logits().unwrap()).unwrap();
+        assert!(
+            max_abs_diff(&ablated.data, &clean_logits.data) > 1e-3,
+            "{name}: zero-ablation changed nothing"
+        );
+    }
+}
+
+#[test]
+fn zeroing_a_head_in_hook_z_equals_zeroing_its_slice_of_the_output_projection() {
+    for name in MODELS {
+        let (model, batch) = load(name);
+        let (l, head) = (1, 1);
+        let hooks = Hooks::new()
+            .intervene(Intervention::new(HookPoint::AttnZ(l), Edit::Zero).at_heads([head]));
+        let via_hook =
+            HostTensor::from_burn(model.forward(&batch, &hooks).unwrap().logits().unwrap())
+                .unwrap();
+
+        // Same ablation done on the weights: the rows of W_O that read this head's output.
+        let dh = model.config().d_head;
+        let mut edited = model.transformer.clone();
+        let w = &mut edited.blocks[l].attn.out.weight;
+        let rows = w.dims()[0];
+        let mask: Vec<f32> = (0..rows)
+            .map(|r| if r / dh == head { 0.0 } else { 1.0 })
+            .collect();
+        let mask = burn::tensor::Tensor::<2>::from_data(
+            burn::tensor::TensorData::new(mask, [rows, 1]),
+            model.device(),
+        );
+        *w = w.clone() * mask;
+        let via_weights = HostTensor::from_burn(
+            edited
+                .forward(&batch, &Hooks::new())
+                .unwrap()
+                .logits()
+                .unwrap(),
+        )
+        .unwrap();
+        let diff = max_abs_diff(&via_hook.data, &via_weights.data);
+        assert!(
+            diff < 1e-5,
+            "{name}: head ablation via hook_z vs W_O differ by {diff}"
+        );
+        let clean = HostTensor::from_burn(
+            model
+                .forward(&batch, &Hooks::new())
+                .unwrap()
+                .logits()
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            max_abs_diff(&clean.data, &via_hook.data) > 1e-4,
+            "{name}: ablating a head changed nothing"
+        );
+    }
+}
+
+#[test]
+fn patterns_are_causal_distributions_and_positions_restrict_edits() {
+    let (model, batch) = load("llama_gqa");
+    let mut out = model
+        .forward(&batch, &Hooks::new().capture(HookPoint::AttnPattern(0)))
+        .unwrap();
+    let p = host(out.take(HookPoint::AttnPattern(0)).unwrap());
+    let [b, h, s] = [p.shape[0], p.shape[1], p.shape[2]];
+    assert_eq!(p.shape, vec![b, h, s, s]);
+    for row in p.data.chunks(s).enumerate() {
+        let q = row.0 % s;
+        let sum: f32 = row.1.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-5);
+        assert!(
+            row.1[q + 1..].iter().all(|&v| v == 0.0),
+            "attention to the future"
+        );
+    }
+    // Zeroing only position 2 of resid_pre(1) leaves positions 0 and 1 of the logits unchanged.
+    let clean = HostTensor::from_burn(
+        model
+            .forward(&batch, &Hooks::new())
+            .unwrap()
+            .logits()
+            .unwrap(),
+    )
+    .unwrap();
+    let hooks = Hooks::new()
+        .intervene(Intervention::new(HookPoint::ResidPre(1), Edit::Zero).at_positions([2]));
+    let edited =
+        HostTensor::from_burn(model.forward(&batch, &hooks).unwrap().logits().unwrap()).unwrap();
+    let v = model.config().vocab_size;
+    let seq = batch.seq;
+    for pos in 0..seq {
+        let a = &clean.data[pos * v..(pos + 1) * v];
+        let e = &edited.data[pos * v..(pos + 1) * v];
+        if pos < 2 {
+            assert_eq!(a, e, "position {pos} is before the edit");
+        } else {
+            assert!(
+                max_abs_diff(a, e) > 0.0,
+                "position {pos} should see the edit"
+            );
+        }
+    }
+}
+
+#[test]
+fn capture_only_stops_early_and_matches_the_full_pass() {
+    let (model, batch) = load("gpt2");
+    let hooks = Hooks::new().capture(HookPoint::MlpPost(0));
+    let mut full = model.forward(&batch, &hooks).unwrap();
+    let mut early = model.transformer.capture_only(&batch, &hooks).unwrap();
+    assert!(early.logits.is_none());
+    assert_eq!(
+        host(full.take(HookPoint::MlpPost(0)).unwrap()).data,
+        host(early.take(HookPoint::MlpPost(0)).unwrap()).data
+    );
+}
+
+#[test]
+fn unknown_and_out_of_range_hooks_are_errors() {
+    let (model, batch) = load("gpt_neox_parallel");
+    let err = "blocks.0.hook_mlp_outt".parse::<HookPoint>().unwrap_err();
+    assert!(err.to_string().contains("blocks.0.hook_mlp_outt"), "{err}");
+    for bad in [
+        HookPoint::ResidPost(2),
+        HookPoint::ResidMid(0),
+        HookPoint::PosEmbed,
+    ] {
+        let e = model
+            .forward(&batch, &Hooks::new().capture(bad))
+            .unwrap_err();
+        assert!(
+            matches!(e, prism_core::PrismError::UnknownHook { .. }),
+            "{bad}: {e}"
+        );
+    }
+    let e = model
+        .forward(
+            &batch,
+            &Hooks::new()
+                .intervene(Intervention::new(HookPoint::MlpOut(0), Edit::Zero).at_heads([0])),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("head"), "{e}");
+}
