@@ -8,14 +8,18 @@ fn fixtures() -> PathBuf {
 }
 
 fn prism(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_prism")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_prism"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
 fn forward_json_and_dumped_logits_match_transformers() {
     let dir = fixtures().join("models/llama_gqa");
     let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
     let text = &reference["texts"][1];
     let tmp = tempfile::tempdir().unwrap();
     let dump = tmp.path().join("logits.safetensors");
@@ -29,31 +33,72 @@ fn forward_json_and_dumped_logits_match_transformers() {
         "--dump-logits",
         dump.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["tokens"], text["tokens"]);
     let loss = json["loss"].as_f64().unwrap();
-    assert!((loss - text["loss"].as_f64().unwrap()).abs() < 1e-4, "loss {loss}");
+    assert!(
+        (loss - text["loss"].as_f64().unwrap()).abs() < 1e-4,
+        "loss {loss}"
+    );
     let got = prism_core::read_safetensors(&dump).unwrap();
     let want = prism_core::read_safetensors(&dir.join("reference.safetensors")).unwrap();
     let (g, w) = (&got["logits"], &want["logits_1"]);
     assert_eq!(g.shape, w.shape);
-    let diff = g.data.iter().zip(&w.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let diff = g
+        .data
+        .iter()
+        .zip(&w.data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     assert!(diff < 1e-4, "dumped logits differ by {diff}");
 }
 
 #[test]
 fn hooks_lists_every_hook_point_with_shapes() {
     let dir = fixtures().join("models/gpt_neox_parallel");
-    let out = prism(&["hooks", "--model", dir.to_str().unwrap(), "--seq", "5", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = prism(&[
+        "hooks",
+        "--model",
+        dir.to_str().unwrap(),
+        "--seq",
+        "5",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let hooks = json["hooks"].as_array().unwrap();
-    let shape_of = |name: &str| hooks.iter().find(|h| h["name"] == name).map(|h| h["shape"].clone());
-    assert_eq!(shape_of("blocks.1.attn.hook_z"), Some(serde_json::json!([1, 5, 4, 16])));
-    assert_eq!(shape_of("blocks.0.attn.hook_pattern"), Some(serde_json::json!([1, 4, 5, 5])));
-    assert_eq!(shape_of("blocks.1.mlp.hook_post"), Some(serde_json::json!([1, 5, 256])));
-    assert_eq!(shape_of("blocks.0.hook_resid_mid"), None, "parallel residual has no resid_mid");
+    let shape_of = |name: &str| {
+        hooks
+            .iter()
+            .find(|h| h["name"] == name)
+            .map(|h| h["shape"].clone())
+    };
+    assert_eq!(
+        shape_of("blocks.1.attn.hook_z"),
+        Some(serde_json::json!([1, 5, 4, 16]))
+    );
+    assert_eq!(
+        shape_of("blocks.0.attn.hook_pattern"),
+        Some(serde_json::json!([1, 4, 5, 5]))
+    );
+    assert_eq!(
+        shape_of("blocks.1.mlp.hook_post"),
+        Some(serde_json::json!([1, 5, 256]))
+    );
+    assert_eq!(
+        shape_of("blocks.0.hook_resid_mid"),
+        None,
+        "parallel residual has no resid_mid"
+    );
     // embed + 2 layers × 7 hooks (no resid_mid) + ln_final
     assert_eq!(hooks.len(), 1 + 2 * 7 + 1);
 }
@@ -63,10 +108,21 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     let out = prism(&["forward", "--model", "no/such/model", "--text", "hi"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("error:") && err.contains("no/such/model"), "{err}");
+    assert!(
+        err.starts_with("error:") && err.contains("no/such/model"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     let dir = fixtures().join("models/gpt2");
-    let out = prism(&["forward", "--model", dir.to_str().unwrap(), "--text", "hi", "--device", "tpu"]);
+    let out = prism(&[
+        "forward",
+        "--model",
+        dir.to_str().unwrap(),
+        "--text",
+        "hi",
+        "--device",
+        "tpu",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tpu"));
 }

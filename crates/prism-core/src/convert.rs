@@ -355,3 +355,59 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         PrismError::io(path, e)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_precision_round_trips_within_their_precision() {
+        let values = vec![0.0, 1.0, -2.5, 3.141_592_7, 1e-3, 65504.0];
+        for (dtype, st, rel) in [
+            (FloatDtype::F16, Dtype::F16, 1e-3),
+            (FloatDtype::BF16, Dtype::BF16, 8e-3),
+        ] {
+            let back = decode_floats(st, &encode_floats(&values, dtype)).unwrap();
+            for (a, b) in values.iter().zip(&back) {
+                assert!(
+                    (a - b).abs() <= rel * a.abs(),
+                    "{dtype:?}: {a} came back as {b}"
+                );
+            }
+        }
+        // Exactly representable values are exact.
+        assert_eq!(
+            decode_floats(Dtype::BF16, &encode_floats(&[1.5, -0.25], FloatDtype::BF16)).unwrap(),
+            vec![1.5, -0.25]
+        );
+        assert!(decode_floats(Dtype::F32, &[0, 0, 0]).is_err());
+        assert!(decode_floats(Dtype::I64, &[0; 8]).is_err());
+    }
+
+    #[test]
+    fn safetensors_files_round_trip_in_every_dtype() {
+        let dir = std::env::temp_dir().join(format!("prism-convert-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = HostTensor::new(vec![2, 3], vec![1.0, 2.0, -3.0, 0.5, 0.25, 8.0]).unwrap();
+        for dtype in [FloatDtype::F32, FloatDtype::F16, FloatDtype::BF16] {
+            let p = dir.join(format!("{dtype:?}.safetensors"));
+            write_safetensors(&p, &[("w".into(), t.clone())], dtype, None).unwrap();
+            assert_eq!(read_safetensors(&p).unwrap()["w"], t, "{dtype:?}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn burn_and_ndarray_conversions_agree() {
+        let device = crate::device("cpu").unwrap();
+        let a = ndarray::Array3::from_shape_fn((2, 3, 4), |(i, j, k)| (i * 12 + j * 4 + k) as f32)
+            .into_dyn();
+        let t = from_ndarray::<3>(&a, &device).unwrap();
+        assert_eq!(t.dims(), [2, 3, 4]);
+        assert_eq!(to_ndarray(t).unwrap(), a);
+        // A non-contiguous view converts by logical order.
+        let v = a.t().to_owned();
+        let back = to_ndarray(from_ndarray::<3>(&v, &device).unwrap()).unwrap();
+        assert_eq!(back, v);
+    }
+}

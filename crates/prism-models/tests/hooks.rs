@@ -240,3 +240,73 @@ fn unknown_and_out_of_range_hooks_are_errors() {
         .unwrap_err();
     assert!(e.to_string().contains("head"), "{e}");
 }
+
+#[test]
+fn every_edit_kind_does_what_it_says() {
+    use burn::tensor::Tensor;
+    use std::sync::Arc;
+    let (model, batch) = load("gpt_neox_sequential");
+    let hp = HookPoint::ResidMid(0);
+    let logits = |hooks: &Hooks| {
+        HostTensor::from_burn(model.forward(&batch, hooks).unwrap().logits().unwrap()).unwrap()
+    };
+    let captured = |hooks: Hooks| {
+        host(
+            model
+                .forward(&batch, &hooks.capture(hp))
+                .unwrap()
+                .captures
+                .remove(&hp)
+                .unwrap(),
+        )
+    };
+    let clean = captured(Hooks::new());
+    let d = clean.shape[2];
+
+    // A closure that doubles equals Scale(2).
+    let double: prism_core::HookFn = Arc::new(|_, a| {
+        Ok(match a {
+            prism_core::Activation::Rank3(t) => prism_core::Activation::Rank3(t * 2.0),
+            prism_core::Activation::Rank4(t) => prism_core::Activation::Rank4(t * 2.0),
+        })
+    });
+    let by_closure = logits(&Hooks::new().intervene(Intervention::new(hp, Edit::Custom(double))));
+    let by_scale = logits(&Hooks::new().intervene(Intervention::new(hp, Edit::Scale(2.0))));
+    assert_eq!(by_closure.data, by_scale.data);
+
+    // Add a vector at position 1 only.
+    let v: Vec<f32> = (0..d).map(|i| i as f32 * 0.01).collect();
+    let vt = Tensor::<1>::from_floats(v.as_slice(), model.device());
+    let added =
+        captured(Hooks::new().intervene(Intervention::new(hp, Edit::Add(vt)).at_positions([1])));
+    let seq = clean.shape[1];
+    for (i, (a, c)) in added.data.iter().zip(&clean.data).enumerate() {
+        let (pos, k) = ((i / d) % seq, i % d);
+        let want = if pos == 1 { c + v[k] } else { *c };
+        assert!((a - want).abs() < 1e-6, "add at {i}");
+    }
+
+    // Mean over the batch replaces every row by the column means.
+    let mean = captured(Hooks::new().intervene(Intervention::new(hp, Edit::MeanOverBatch)));
+    let rows = clean.len() / d;
+    for k in 0..d {
+        let m: f32 = (0..rows).map(|r| clean.data[r * d + k]).sum::<f32>() / rows as f32;
+        assert!(
+            (mean.data[k] - m).abs() < 1e-5 && (mean.data[(rows - 1) * d + k] - m).abs() < 1e-5
+        );
+    }
+    // MeanOf(that mean vector) gives the same activation.
+    let mvec = Tensor::<1>::from_floats(&mean.data[..d], model.device());
+    let mean_of = captured(Hooks::new().intervene(Intervention::new(hp, Edit::MeanOf(mvec))));
+    assert!(max_abs_diff(&mean_of.data, &mean.data) < 1e-6);
+
+    // A replacement of the wrong shape is an error naming the hook.
+    let wrong = prism_core::Activation::Rank3(Tensor::zeros([1, 1, d], model.device()));
+    let e = model
+        .forward(
+            &batch,
+            &Hooks::new().intervene(Intervention::new(hp, Edit::Replace(wrong))),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("blocks.0.hook_resid_mid"), "{e}");
+}

@@ -99,3 +99,35 @@ fn padded_batch_equals_separate_runs() {
         );
     }
 }
+
+/// A model split over several `*.safetensors` shards loads the same as one file.
+#[test]
+fn sharded_safetensors_directory_loads_identically() {
+    let src = fixtures().join("models/gpt2");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let all = prism_core::read_safetensors(&src.join("model.safetensors")).unwrap();
+    let mut names: Vec<_> = all.keys().cloned().collect();
+    names.sort();
+    let (a, b) = names.split_at(names.len() / 2);
+    for (i, part) in [a, b].iter().enumerate() {
+        let tensors: Vec<_> = part.iter().map(|n| (n.clone(), all[n].clone())).collect();
+        let p = dir
+            .path()
+            .join(format!("model-0000{}-of-00002.safetensors", i + 1));
+        prism_core::write_safetensors(&p, &tensors, prism_core::FloatDtype::F32, None).unwrap();
+    }
+    let device = prism_core::device("cpu").unwrap();
+    let r = reference("gpt2");
+    let model = Model::load(dir.path(), &device).unwrap();
+    let batch = TokenBatch::from_sequences(&r.tokens[..1], 0).unwrap();
+    let logits = model
+        .forward(&batch, &Hooks::new())
+        .unwrap()
+        .logits()
+        .unwrap();
+    let got = HostTensor::from_burn(logits.reshape([batch.seq, 320])).unwrap();
+    assert!(max_abs_diff(&got.data, &r.logits[0].data) < CPU_TOL);
+}
