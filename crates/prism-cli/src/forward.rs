@@ -22,7 +22,7 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn load(&self) -> Result<Model> {
+    pub fn load(&self) -> Result<Model> {
         let device = prism_core::device(&self.device)?;
         let t0 = std::time::Instant::now();
         let model = Model::load(&self.model, &device)?;

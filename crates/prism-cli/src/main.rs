@@ -1,6 +1,7 @@
 //! `prism`: the command-line face of Prism. Every subcommand takes `--device cpu|wgpu`; with
 //! `--json` it prints one JSON object on stdout and keeps human text on stderr.
 
+mod cache;
 mod fetch;
 mod forward;
 
@@ -32,6 +33,8 @@ enum Cmd {
     },
     /// Run a model on a text: tokens, next-token loss, optionally the logits.
     Forward(forward::ForwardArgs),
+    /// Harvest activations at hook points over a corpus into a sharded on-disk cache.
+    Cache(cache::CacheArgs),
     /// List a model's hook points (TransformerLens names) with their activation shapes.
     Hooks(forward::HooksArgs),
 }
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Cmd::Fetch { asset, dir } => fetch::fetch(asset, &dir).map(|p| println!("{}", p.display())),
         Cmd::Forward(args) => forward::forward(&args),
         Cmd::Hooks(args) => forward::hooks(&args),
+        Cmd::Cache(args) => cache::cache(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -281,6 +281,67 @@ pub fn view_to_host(
     })
 }
 
+/// A tensor already encoded as little-endian bytes, of any safetensors dtype.
+#[derive(Clone, Debug)]
+pub struct RawTensor {
+    /// Tensor name.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Little-endian bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl RawTensor {
+    /// A float host tensor encoded in `dtype`.
+    pub fn floats(name: impl Into<String>, t: &HostTensor, dtype: FloatDtype) -> Self {
+        let st = match dtype {
+            FloatDtype::F32 => Dtype::F32,
+            FloatDtype::F16 => Dtype::F16,
+            FloatDtype::BF16 => Dtype::BF16,
+        };
+        Self {
+            name: name.into(),
+            dtype: st,
+            shape: t.shape.clone(),
+            bytes: encode_floats(&t.data, dtype),
+        }
+    }
+
+    /// A `u32` tensor.
+    pub fn u32s(name: impl Into<String>, shape: Vec<usize>, values: &[u32]) -> Self {
+        Self {
+            name: name.into(),
+            dtype: Dtype::U32,
+            shape,
+            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+}
+
+/// Serialises tensors into safetensors bytes (errors name `path`, the file they are meant for).
+pub fn serialize_safetensors(
+    path: &Path,
+    tensors: &[RawTensor],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
+    let err = |message: String| PrismError::Safetensors {
+        path: path.to_path_buf(),
+        message,
+    };
+    let views = tensors
+        .iter()
+        .map(|t| {
+            safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
+                .map(|v| (t.name.clone(), v))
+                .map_err(|e| err(format!("tensor `{}`: {e}", t.name)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, metadata).map_err(|e| err(e.to_string()))
+}
+
 /// Writes named host tensors to a safetensors file, atomically (temp file, then rename).
 ///
 /// ```
@@ -298,31 +359,11 @@ pub fn write_safetensors(
     dtype: FloatDtype,
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
-    let st_dtype = match dtype {
-        FloatDtype::F32 => Dtype::F32,
-        FloatDtype::F16 => Dtype::F16,
-        FloatDtype::BF16 => Dtype::BF16,
-    };
-    let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+    let raw: Vec<RawTensor> = tensors
         .iter()
-        .map(|(n, t)| (n.clone(), t.shape.clone(), encode_floats(&t.data, dtype)))
+        .map(|(n, t)| RawTensor::floats(n.clone(), t, dtype))
         .collect();
-    let views = encoded
-        .iter()
-        .map(|(n, s, b)| {
-            safetensors::tensor::TensorView::new(st_dtype, s.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| PrismError::Safetensors {
-                    path: path.to_path_buf(),
-                    message: format!("tensor `{n}`: {e}"),
-                })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(views, metadata).map_err(|e| PrismError::Safetensors {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    atomic_write(path, &bytes)
+    atomic_write(path, &serialize_safetensors(path, &raw, metadata)?)
 }
 
 /// Writes `bytes` to `path` so that a reader sees either the old file or the whole new one:
@@ -409,5 +450,33 @@ mod tests {
         let v = a.t().to_owned();
         let back = to_ndarray(from_ndarray::<3>(&v, &device).unwrap()).unwrap();
         assert_eq!(back, v);
+    }
+}
+
+impl std::fmt::Display for FloatDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FloatDtype::F32 => "f32",
+            FloatDtype::F16 => "f16",
+            FloatDtype::BF16 => "bf16",
+        })
+    }
+}
+
+impl std::str::FromStr for FloatDtype {
+    type Err = PrismError;
+    /// ```
+    /// assert_eq!("bf16".parse::<prism_core::FloatDtype>().unwrap(), prism_core::FloatDtype::BF16);
+    /// assert!("f8".parse::<prism_core::FloatDtype>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" | "float32" => Ok(FloatDtype::F32),
+            "f16" | "float16" => Ok(FloatDtype::F16),
+            "bf16" | "bfloat16" => Ok(FloatDtype::BF16),
+            _ => Err(PrismError::InvalidInput(format!(
+                "dtype `{s}`: expected f32, f16 or bf16"
+            ))),
+        }
     }
 }

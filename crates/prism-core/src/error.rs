@@ -32,6 +32,14 @@ pub enum PrismError {
         /// What is wrong.
         message: String,
     },
+    /// An activation cache is incomplete, corrupt or does not fit the request.
+    #[error("{path}: activation cache problem: {message}")]
+    Cache {
+        /// The cache directory or shard file involved.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A model configuration is missing a key or holds an unusable value.
     #[error("{path}: invalid model config: {message}")]
     Config {

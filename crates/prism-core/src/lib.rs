@@ -15,8 +15,9 @@ mod hook_point;
 mod hooks;
 
 pub use convert::{
-    FloatDtype, HostTensor, atomic_write, decode_floats, encode_floats, from_ndarray,
-    parse_safetensors, read_safetensors, to_ndarray, to_vec, view_to_host, write_safetensors,
+    FloatDtype, HostTensor, RawTensor, atomic_write, decode_floats, encode_floats, from_ndarray,
+    parse_safetensors, read_safetensors, serialize_safetensors, to_ndarray, to_vec, view_to_host,
+    write_safetensors,
 };
 pub use device::{Backend, device};
 pub use dictionary::Dictionary;

@@ -66,9 +66,12 @@ impl Tokenizer {
         eos: Option<u32>,
         pad: Option<u32>,
     ) -> Self {
-        self.bos_token_id = self.bos_token_id.or(bos);
-        self.eos_token_id = self.eos_token_id.or(eos);
-        self.pad_token_id = self.pad_token_id.or(pad).or(self.eos_token_id);
+        // Configs sometimes name ids the vocabulary does not have (a resized vocab); ignore those.
+        let bound = self.id_bound() as u32;
+        let known = |id: Option<u32>| id.filter(|&i| i < bound);
+        self.bos_token_id = self.bos_token_id.or(known(bos));
+        self.eos_token_id = self.eos_token_id.or(known(eos));
+        self.pad_token_id = self.pad_token_id.or(known(pad)).or(self.eos_token_id);
         self
     }
 
@@ -161,6 +164,25 @@ impl Tokenizer {
     ///
     /// Empty text is an error: a model cannot run on zero tokens.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let body = self.encode_plain(text)?;
+        let mut ids = Vec::with_capacity(body.len() + 1);
+        if self.add_bos
+            && let Some(b) = self.bos_token_id
+        {
+            ids.push(b);
+        }
+        ids.extend(body);
+        if ids.is_empty() {
+            return Err(PrismError::InvalidInput(
+                "the text produced no tokens".into(),
+            ));
+        }
+        Ok(ids)
+    }
+
+    /// Token ids of `text` with no BOS added (for packing corpus text into windows); empty text
+    /// gives no ids.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
             .inner
             .encode(text, false)
@@ -168,19 +190,7 @@ impl Tokenizer {
                 path: self.path.clone(),
                 message: e.to_string(),
             })?;
-        let mut ids = Vec::with_capacity(enc.len() + 1);
-        if self.add_bos
-            && let Some(b) = self.bos_token_id
-        {
-            ids.push(b);
-        }
-        ids.extend_from_slice(enc.get_ids());
-        if ids.is_empty() {
-            return Err(PrismError::InvalidInput(
-                "the text produced no tokens".into(),
-            ));
-        }
-        Ok(ids)
+        Ok(enc.get_ids().to_vec())
     }
 
     /// Text of token ids (special tokens kept).

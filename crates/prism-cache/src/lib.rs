@@ -1,0 +1,26 @@
+//! # prism-cache
+//!
+//! Getting activations out of a model and onto disk (or straight into training):
+//! - [`Corpus`]: plain text, `.jsonl`, `.jsonl.zst` and directories of them, read lazily;
+//! - [`windows`]: tokenisation packed into fixed windows, deterministic for a seed;
+//! - [`Harvester`]: one forward pass per batch captures every requested hook point;
+//! - [`ActivationBuffer`]: dictionary_learning's refilling, shuffling in-memory buffer;
+//! - [`build_cache`] / [`ActivationStore`]: the sharded safetensors store with a manifest,
+//!   checksums, globally shuffled reading and resumable harvests.
+
+#![warn(missing_docs)]
+
+mod buffer;
+mod harvest;
+mod source;
+mod store;
+mod windows;
+
+pub use buffer::ActivationBuffer;
+pub use harvest::{Harvest, Harvester};
+pub use source::{Corpus, Piece, Pieces, SkipCounts};
+pub use store::{
+    ActivationStore, CacheOptions, CacheProgress, FORMAT, HookInfo, Manifest, ShardInfo,
+    ShuffledBatches, build_cache,
+};
+pub use windows::{WindowConfig, Windows, windows};

@@ -1,0 +1,608 @@
+//! The sharded on-disk activation store: safetensors shards plus a JSON manifest.
+//!
+//! Layout of a cache directory:
+//! - `manifest.json`: model, hook points and widths, dtype, window settings, token count,
+//!   corpus and tokenizer provenance, and one entry per shard with its sha256;
+//! - `shard-00000.safetensors`, …: per hook point a `[rows, d]` tensor named after the hook,
+//!   `windows` (`u32 [n_windows, ctx]`, the token windows) and `origin` (`u32 [rows]`,
+//!   `window · ctx + position` of each row within the shard).
+//!
+//! Every file is written atomically and the manifest only lists shards that are complete, so a
+//! killed harvest resumes exactly where it stopped.
+
+use std::path::{Path, PathBuf};
+
+use prism_core::{
+    FloatDtype, HookPoint, HostTensor, PrismError, RawTensor, Result, atomic_write, decode_floats,
+    parse_safetensors, serialize_safetensors,
+};
+use prism_models::Model;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::harvest::Harvester;
+use crate::source::{Corpus, SkipCounts};
+use crate::windows::{WindowConfig, windows};
+
+/// The manifest format name.
+pub const FORMAT: &str = "prism-activation-cache";
+
+/// One hook point in a cache.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookInfo {
+    /// TransformerLens name.
+    pub name: String,
+    /// Vector width.
+    pub d: usize,
+}
+
+/// One shard file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// File name inside the cache directory.
+    pub file: String,
+    /// Activation rows in the shard.
+    pub rows: usize,
+    /// Token windows in the shard.
+    pub windows: usize,
+    /// sha256 of the file, hex.
+    pub sha256: String,
+}
+
+/// `manifest.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// Format version (1).
+    pub version: u32,
+    /// Where the model came from, and its shape.
+    pub model: serde_json::Value,
+    /// Hook points, in tensor order.
+    pub hooks: Vec<HookInfo>,
+    /// Storage dtype of the activations (`f32`, `f16`, `bf16`).
+    pub dtype: String,
+    /// What the dtype costs in precision.
+    pub dtype_note: String,
+    /// How windows were cut.
+    pub window: WindowConfig,
+    /// Whether BOS rows were dropped.
+    pub drop_bos: bool,
+    /// Windows per forward pass.
+    pub windows_per_forward: usize,
+    /// Windows per shard.
+    pub windows_per_shard: usize,
+    /// Rows asked for.
+    pub target_tokens: u64,
+    /// Rows stored.
+    pub token_count: u64,
+    /// Windows consumed from the corpus so far (the resume point).
+    pub windows_done: u64,
+    /// Corpus provenance.
+    pub corpus: serde_json::Value,
+    /// Tokenizer provenance.
+    pub tokenizer: serde_json::Value,
+    /// Complete shards, in order.
+    pub shards: Vec<ShardInfo>,
+    /// True when the harvest reached its target (or the corpus ended).
+    pub complete: bool,
+}
+
+impl Manifest {
+    /// Reads `dir/manifest.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let p = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&p).map_err(|e| PrismError::io(&p, e))?;
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| PrismError::Cache {
+            path: p.clone(),
+            message: format!("invalid manifest: {e}"),
+        })?;
+        if m.format != FORMAT {
+            return Err(PrismError::Cache {
+                path: p,
+                message: format!("format `{}` is not {FORMAT}", m.format),
+            });
+        }
+        Ok(m)
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| PrismError::InvalidInput(e.to_string()))?;
+        atomic_write(&dir.join("manifest.json"), text.as_bytes())
+    }
+
+    /// The storage dtype.
+    pub fn float_dtype(&self) -> Result<FloatDtype> {
+        self.dtype.parse()
+    }
+}
+
+/// What to harvest and how to store it.
+#[derive(Clone, Debug)]
+pub struct CacheOptions {
+    /// Hook points to capture (all in one forward pass).
+    pub hooks: Vec<HookPoint>,
+    /// Window settings.
+    pub window: WindowConfig,
+    /// Drop rows whose token is BOS.
+    pub drop_bos: bool,
+    /// Storage dtype.
+    pub dtype: FloatDtype,
+    /// Rows to store (the last shard is cut to hit it exactly).
+    pub target_tokens: u64,
+    /// Windows per shard.
+    pub windows_per_shard: usize,
+    /// Windows per forward pass.
+    pub windows_per_forward: usize,
+    /// Stop after writing this many shards in this run (to test resuming; `None` runs to the end).
+    pub stop_after_shards: Option<usize>,
+}
+
+/// Progress of a harvest, for progress bars.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheProgress {
+    /// Rows stored so far.
+    pub tokens: u64,
+    /// Rows asked for.
+    pub target: u64,
+}
+
+fn dtype_note(d: FloatDtype) -> &'static str {
+    match d {
+        FloatDtype::F32 => "f32: exact copies of the model's f32 activations",
+        FloatDtype::F16 => {
+            "f16: relative rounding error ≤ 2^-11 (4.9e-4); values beyond ±65504 become ±inf"
+        }
+        FloatDtype::BF16 => {
+            "bf16: relative rounding error ≤ 2^-8 (3.9e-3); the f32 exponent range is kept"
+        }
+    }
+}
+
+/// Harvests activations of `corpus` from `model` into a cache directory, resuming a partial
+/// cache left by an interrupted run with the same settings.
+pub fn build_cache(
+    model: &Model,
+    corpus: &Corpus,
+    options: &CacheOptions,
+    out: &Path,
+    progress: &mut dyn FnMut(CacheProgress),
+) -> Result<Manifest> {
+    std::fs::create_dir_all(out).map_err(|e| PrismError::io(out, e))?;
+    let harvester = Harvester::new(model, options.hooks.clone(), options.drop_bos)?;
+    let hooks: Vec<HookInfo> = options
+        .hooks
+        .iter()
+        .zip(harvester.widths())
+        .map(|(h, d)| HookInfo {
+            name: h.to_string(),
+            d,
+        })
+        .collect();
+    let cfg = model.config();
+    let fresh = Manifest {
+        format: FORMAT.into(),
+        version: 1,
+        model: serde_json::json!({
+            "source": model.source.display().to_string(),
+            "architecture": format!("{:?}", cfg.architecture),
+            "n_layers": cfg.n_layers,
+            "d_model": cfg.d_model,
+            "vocab_size": cfg.vocab_size,
+        }),
+        hooks,
+        dtype: options.dtype.to_string(),
+        dtype_note: dtype_note(options.dtype).into(),
+        window: options.window.clone(),
+        drop_bos: options.drop_bos,
+        windows_per_forward: options.windows_per_forward.max(1),
+        windows_per_shard: options.windows_per_shard.max(1),
+        target_tokens: options.target_tokens,
+        token_count: 0,
+        windows_done: 0,
+        corpus: serde_json::json!({
+            "path": corpus.root.display().to_string(),
+            "files": corpus.files.len(),
+            "text_field": corpus.text_field,
+            "skipped": SkipCounts::default(),
+        }),
+        tokenizer: serde_json::json!({
+            "vocab_size": model.tokenizer.vocab_size(),
+            "bos_token_id": model.tokenizer.bos_token_id,
+            "eos_token_id": model.tokenizer.eos_token_id,
+            "source": model.source.display().to_string(),
+        }),
+        shards: Vec::new(),
+        complete: false,
+    };
+    let mut manifest = if out.join("manifest.json").exists() {
+        let old = Manifest::load(out)?;
+        let same = |a: &Manifest| {
+            serde_json::json!([
+                a.model["source"],
+                a.hooks,
+                a.dtype,
+                a.window,
+                a.drop_bos,
+                a.windows_per_shard,
+                a.windows_per_forward,
+                a.corpus["path"]
+            ])
+        };
+        if same(&old) != same(&fresh) {
+            return Err(PrismError::Cache {
+                path: out.to_path_buf(),
+                message: "a cache with different settings (model, hooks, dtype, windows or corpus) is already here; \
+                          choose another --out or delete it"
+                    .into(),
+            });
+        }
+        Manifest {
+            target_tokens: options.target_tokens,
+            complete: old.complete && old.target_tokens >= options.target_tokens,
+            ..old
+        }
+    } else {
+        fresh
+    };
+    progress(CacheProgress {
+        tokens: manifest.token_count,
+        target: manifest.target_tokens,
+    });
+    if manifest.complete || manifest.token_count >= manifest.target_tokens {
+        manifest.complete = true;
+        manifest.save(out)?;
+        return Ok(manifest);
+    }
+    let mut stream = windows(corpus, &model.tokenizer, options.window.clone())?;
+    for _ in 0..manifest.windows_done {
+        if stream.next().transpose()?.is_none() {
+            break;
+        }
+    }
+    let mut written = 0;
+    loop {
+        // Harvest no more windows than the target still needs (each window gives up to
+        // `rows_per_window` rows; a short shard is topped up by the next one).
+        let remaining = manifest.target_tokens - manifest.token_count;
+        let rows_per_window = (options.window.ctx
+            - usize::from(options.drop_bos && options.window.prepend_bos))
+        .max(1);
+        let wanted =
+            (remaining.div_ceil(rows_per_window as u64) as usize).min(manifest.windows_per_shard);
+        let mut shard_windows: Vec<Vec<u32>> = Vec::with_capacity(wanted);
+        for w in stream.by_ref() {
+            shard_windows.push(w?);
+            if shard_windows.len() == wanted {
+                break;
+            }
+        }
+        if shard_windows.is_empty() {
+            manifest.complete = true; // the corpus ended before the target
+            break;
+        }
+        let ctx = options.window.ctx;
+        let mut acts: Vec<Vec<f32>> = vec![Vec::new(); manifest.hooks.len()];
+        let mut origin: Vec<u32> = Vec::new();
+        for (g, group) in shard_windows
+            .chunks(manifest.windows_per_forward)
+            .enumerate()
+        {
+            let h = harvester.harvest(group)?;
+            for (a, t) in acts.iter_mut().zip(&h.acts) {
+                a.extend_from_slice(&t.data);
+            }
+            let base = (g * manifest.windows_per_forward * ctx) as u32;
+            origin.extend(h.origin.iter().map(|o| base + o));
+        }
+        let remaining = (manifest.target_tokens - manifest.token_count) as usize;
+        let rows = origin.len().min(remaining);
+        origin.truncate(rows);
+        let mut tensors = Vec::with_capacity(manifest.hooks.len() + 2);
+        for (info, a) in manifest.hooks.iter().zip(acts.iter_mut()) {
+            a.truncate(rows * info.d);
+            let t = HostTensor::new(vec![rows, info.d], std::mem::take(a))?;
+            tensors.push(RawTensor::floats(info.name.clone(), &t, options.dtype));
+        }
+        let flat: Vec<u32> = shard_windows.iter().flatten().copied().collect();
+        tensors.push(RawTensor::u32s(
+            "windows",
+            vec![shard_windows.len(), ctx],
+            &flat,
+        ));
+        tensors.push(RawTensor::u32s("origin", vec![rows], &origin));
+        let file = format!("shard-{:05}.safetensors", manifest.shards.len());
+        let path = out.join(&file);
+        let bytes = serialize_safetensors(&path, &tensors, None)?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        atomic_write(&path, &bytes)?;
+        manifest.shards.push(ShardInfo {
+            file,
+            rows,
+            windows: shard_windows.len(),
+            sha256,
+        });
+        manifest.windows_done += shard_windows.len() as u64;
+        manifest.token_count += rows as u64;
+        manifest.corpus["skipped"] = serde_json::to_value(stream.skipped()).unwrap_or_default();
+        manifest.complete = manifest.token_count >= manifest.target_tokens;
+        manifest.save(out)?;
+        progress(CacheProgress {
+            tokens: manifest.token_count,
+            target: manifest.target_tokens,
+        });
+        written += 1;
+        if manifest.complete || options.stop_after_shards.is_some_and(|k| written >= k) {
+            break;
+        }
+    }
+    manifest.save(out)?;
+    Ok(manifest)
+}
+
+struct Shard {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    /// Per hook: byte offset of the `[rows, d]` data in the file.
+    hook_offsets: Vec<usize>,
+    windows_offset: usize,
+    origin_offset: usize,
+    rows: usize,
+}
+
+/// A cache opened for reading: shards memory-mapped and checksum-verified.
+pub struct ActivationStore {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Its manifest.
+    pub manifest: Manifest,
+    dtype: FloatDtype,
+    shards: Vec<Shard>,
+    /// First global row of each shard, plus the total at the end.
+    starts: Vec<u64>,
+}
+
+impl ActivationStore {
+    /// Opens a cache: reads the manifest, maps every shard, verifies each shard's sha256 and
+    /// tensor shapes. A missing, truncated or altered shard is a [`PrismError::Cache`] naming it.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let manifest = Manifest::load(dir)?;
+        let dtype = manifest.float_dtype()?;
+        let width = match dtype {
+            FloatDtype::F32 => 4,
+            _ => 2,
+        };
+        let mut shards = Vec::with_capacity(manifest.shards.len());
+        let mut starts = vec![0u64];
+        for info in &manifest.shards {
+            let path = dir.join(&info.file);
+            let bad = |message: String| PrismError::Cache {
+                path: path.clone(),
+                message,
+            };
+            let f = std::fs::File::open(&path).map_err(|e| {
+                bad(format!(
+                    "shard listed in the manifest cannot be opened: {e}"
+                ))
+            })?;
+            // SAFETY: read-only private map; contents are verified by sha256 before use.
+            let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| PrismError::io(&path, e))?;
+            let digest = hex::encode(Sha256::digest(&map[..]));
+            if digest != info.sha256 {
+                return Err(bad(format!(
+                    "sha256 {digest} does not match the manifest's {} (the shard is corrupt or truncated)",
+                    info.sha256
+                )));
+            }
+            let st = parse_safetensors(&path, &map)?;
+            let offset_of = |name: &str, shape: &[usize], bytes_per: usize| -> Result<usize> {
+                let v = st
+                    .tensor(name)
+                    .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+                if v.shape() != shape
+                    || v.data().len() != shape.iter().product::<usize>() * bytes_per
+                {
+                    return Err(bad(format!(
+                        "tensor `{name}` has shape {:?}, expected {shape:?}",
+                        v.shape()
+                    )));
+                }
+                Ok(v.data().as_ptr() as usize - map.as_ptr() as usize)
+            };
+            let hook_offsets = manifest
+                .hooks
+                .iter()
+                .map(|h| offset_of(&h.name, &[info.rows, h.d], width))
+                .collect::<Result<Vec<_>>>()?;
+            let windows_offset = offset_of("windows", &[info.windows, manifest.window.ctx], 4)?;
+            let origin_offset = offset_of("origin", &[info.rows], 4)?;
+            starts.push(starts.last().copied().unwrap_or(0) + info.rows as u64);
+            shards.push(Shard {
+                path: path.clone(),
+                map,
+                hook_offsets,
+                windows_offset,
+                origin_offset,
+                rows: info.rows,
+            });
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+            dtype,
+            shards,
+            starts,
+        })
+    }
+
+    /// Total rows.
+    pub fn len(&self) -> u64 {
+        self.starts.last().copied().unwrap_or(0)
+    }
+
+    /// True when the cache holds no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Index of a hook point by name, or an error listing what the cache has.
+    pub fn hook_index(&self, name: &str) -> Result<usize> {
+        self.manifest
+            .hooks
+            .iter()
+            .position(|h| h.name == name)
+            .ok_or_else(|| PrismError::Cache {
+                path: self.dir.clone(),
+                message: format!(
+                    "hook `{name}` is not cached here (cached: {})",
+                    self.manifest
+                        .hooks
+                        .iter()
+                        .map(|h| h.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
+    }
+
+    fn locate(&self, row: u64) -> (usize, usize) {
+        let s = self.starts.partition_point(|&start| start <= row) - 1;
+        (s, (row - self.starts[s]) as usize)
+    }
+
+    /// Appends row `row` of hook `hook` (f32) to `out`.
+    pub fn read_row(&self, hook: usize, row: u64, out: &mut Vec<f32>) -> Result<()> {
+        let (s, local) = self.locate(row);
+        let shard = &self.shards[s];
+        let d = self.manifest.hooks[hook].d;
+        let width = if self.dtype == FloatDtype::F32 { 4 } else { 2 };
+        let start = shard.hook_offsets[hook] + local * d * width;
+        let st_dtype = match self.dtype {
+            FloatDtype::F32 => safetensors::Dtype::F32,
+            FloatDtype::F16 => safetensors::Dtype::F16,
+            FloatDtype::BF16 => safetensors::Dtype::BF16,
+        };
+        if self.dtype == FloatDtype::F32 {
+            out.extend(
+                shard.map[start..start + d * 4]
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
+        } else {
+            out.extend(decode_floats(
+                st_dtype,
+                &shard.map[start..start + d * width],
+            )?);
+        }
+        Ok(())
+    }
+
+    /// Rows `rows` of hook `hook` as a `[rows.len(), d]` host tensor.
+    pub fn gather(&self, hook: usize, rows: &[u64]) -> Result<HostTensor> {
+        let d = self.manifest.hooks[hook].d;
+        let mut data = Vec::with_capacity(rows.len() * d);
+        for &r in rows {
+            self.read_row(hook, r, &mut data)?;
+        }
+        HostTensor::new(vec![rows.len(), d], data)
+    }
+
+    /// The token window a row came from and the row's position in it.
+    pub fn context(&self, row: u64) -> (Vec<u32>, usize) {
+        let (s, local) = self.locate(row);
+        let shard = &self.shards[s];
+        let ctx = self.manifest.window.ctx;
+        let u32_at = |off: usize| {
+            u32::from_le_bytes([
+                shard.map[off],
+                shard.map[off + 1],
+                shard.map[off + 2],
+                shard.map[off + 3],
+            ])
+        };
+        let origin = u32_at(shard.origin_offset + 4 * local) as usize;
+        let (w, pos) = (origin / ctx, origin % ctx);
+        let window = (0..ctx)
+            .map(|i| u32_at(shard.windows_offset + 4 * (w * ctx + i)))
+            .collect();
+        (window, pos)
+    }
+
+    /// Which shard a row lives in (for tests and diagnostics).
+    pub fn shard_of(&self, row: u64) -> usize {
+        self.locate(row).0
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Batches of `batch` rows in a globally shuffled order (a seeded permutation of every row of
+    /// every shard: nothing repeated, nothing lost), one `[batch, d]` tensor per requested hook.
+    pub fn shuffled_batches(
+        &self,
+        hooks: &[usize],
+        batch: usize,
+        seed: u64,
+    ) -> ShuffledBatches<'_> {
+        let mut order: Vec<u64> = (0..self.len()).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(seed));
+        ShuffledBatches {
+            store: self,
+            hooks: hooks.to_vec(),
+            batch: batch.max(1),
+            order,
+            next: 0,
+        }
+    }
+
+    /// The path of shard `i`.
+    pub fn shard_path(&self, i: usize) -> &Path {
+        &self.shards[i].path
+    }
+
+    /// Rows in shard `i`.
+    pub fn shard_rows(&self, i: usize) -> usize {
+        self.shards[i].rows
+    }
+}
+
+/// Iterator over globally shuffled batches; see [`ActivationStore::shuffled_batches`].
+pub struct ShuffledBatches<'a> {
+    store: &'a ActivationStore,
+    hooks: Vec<usize>,
+    batch: usize,
+    order: Vec<u64>,
+    next: usize,
+}
+
+impl ShuffledBatches<'_> {
+    /// The global row indices of the batch that `next()` will return.
+    pub fn peek_rows(&self) -> &[u64] {
+        &self.order[self.next..(self.next + self.batch).min(self.order.len())]
+    }
+}
+
+impl Iterator for ShuffledBatches<'_> {
+    type Item = Result<Vec<HostTensor>>;
+
+    fn next(&mut self) -> Option<Result<Vec<HostTensor>>> {
+        if self.next >= self.order.len() {
+            return None;
+        }
+        let end = (self.next + self.batch).min(self.order.len());
+        let rows = &self.order[self.next..end];
+        self.next = end;
+        Some(
+            self.hooks
+                .iter()
+                .map(|&h| self.store.gather(h, rows))
+                .collect(),
+        )
+    }
+}

@@ -1,0 +1,415 @@
+//! prism-cache: corpus reading, windows, harvesting, the buffer and the disk store.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use prism_cache::*;
+use prism_core::{FloatDtype, HookPoint, Hooks, HostTensor, PrismError};
+use prism_models::{Model, TokenBatch};
+
+fn model() -> Model {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/llama_gqa");
+    Model::load(&dir, &prism_core::device("cpu").unwrap()).unwrap()
+}
+
+/// About 4000 characters of varied English in three documents.
+fn write_corpus(dir: &Path) -> PathBuf {
+    let corpus = dir.join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    let words = [
+        "sparse",
+        "features",
+        "model",
+        "the",
+        "of",
+        "activations",
+        "layer",
+        "attention",
+        "dictionary",
+        "reads",
+        "writes",
+        "token",
+        "residual",
+        "stream",
+        "and",
+        "a",
+        "head",
+        "neuron",
+        "fires",
+        "on",
+    ];
+    for d in 0..3 {
+        let text: String = (0..250)
+            .map(|i| words[(i * 7 + d * 3 + i / 5) % words.len()])
+            .collect::<Vec<_>>()
+            .join(" ");
+        std::fs::write(corpus.join(format!("doc{d}.txt")), text + ".\n").unwrap();
+    }
+    corpus
+}
+
+fn options(hooks: Vec<HookPoint>, target: u64) -> CacheOptions {
+    CacheOptions {
+        hooks,
+        window: WindowConfig {
+            ctx: 32,
+            prepend_bos: false,
+            seed: None,
+            shuffle_windows: 16,
+        },
+        drop_bos: false,
+        dtype: FloatDtype::F32,
+        target_tokens: target,
+        windows_per_shard: 4,
+        windows_per_forward: 2,
+        stop_after_shards: None,
+    }
+}
+
+#[test]
+fn sources_read_every_format_and_count_what_they_skip() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("a.txt"), "first line\nsecond line\n").unwrap();
+    let mut jsonl = b"{\"text\": \"from jsonl\"}\n{\"other\": 1}\nnot json\n".to_vec();
+    jsonl.extend(b"{\"text\": \"bad \xff utf8\"}\n");
+    std::fs::write(p.join("b.jsonl"), jsonl).unwrap();
+    let zst = ruzstd::encoding::compress_to_vec(
+        &b"{\"text\": \"zipped one\"}\n{\"text\": \"zipped two\"}\n"[..],
+        ruzstd::encoding::CompressionLevel::Fastest,
+    );
+    std::fs::write(p.join("c.jsonl.zst"), zst).unwrap();
+    std::fs::write(p.join("d.txt"), "").unwrap();
+    std::fs::write(p.join("ignored.bin"), "x").unwrap();
+    let corpus = Corpus::open(p, "text").unwrap();
+    assert_eq!(corpus.files.len(), 4);
+    let mut pieces = corpus.pieces();
+    let texts: Vec<String> = pieces.by_ref().map(|r| r.unwrap().text).collect();
+    assert_eq!(
+        texts,
+        vec![
+            "first line\nsecond line\n",
+            "from jsonl",
+            "zipped one",
+            "zipped two"
+        ]
+    );
+    assert_eq!(
+        pieces.skipped(),
+        &SkipCounts {
+            invalid_utf8: 1,
+            invalid_json: 1,
+            missing_field: 1,
+            empty_files: 1
+        }
+    );
+    // A different field name, and corpora with no text at all.
+    std::fs::write(p.join("e.jsonl"), "{\"body\": \"custom field\"}\n").unwrap();
+    let only = Corpus::open(&p.join("e.jsonl"), "body").unwrap();
+    assert_eq!(only.pieces().next().unwrap().unwrap().text, "custom field");
+    let empty = Corpus::open(&p.join("d.txt"), "text").unwrap();
+    let e = empty.pieces().next().unwrap().unwrap_err();
+    assert!(
+        matches!(e, PrismError::InvalidInput(_)) && e.to_string().contains("no text"),
+        "{e}"
+    );
+    assert!(Corpus::open(&p.join("ignored.bin"), "text").is_err());
+    assert!(Corpus::open(&p.join("missing"), "text").is_err());
+}
+
+#[test]
+fn windows_are_packed_in_order_and_deterministic_per_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = Corpus::open(&write_corpus(dir.path()), "text").unwrap();
+    let m = model();
+    let cfg = WindowConfig {
+        ctx: 32,
+        prepend_bos: false,
+        seed: None,
+        shuffle_windows: 8,
+    };
+    let ordered: Vec<Vec<u32>> = windows(&corpus, &m.tokenizer, cfg.clone())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    // In order, the windows are the documents' tokens joined by EOS, cut every 32 tokens.
+    let eos = m.tokenizer.eos_token_id.unwrap();
+    let mut all = Vec::new();
+    for (i, f) in corpus.files.iter().enumerate() {
+        if i > 0 {
+            all.push(eos);
+        }
+        all.extend(
+            m.tokenizer
+                .encode_plain(&std::fs::read_to_string(f).unwrap())
+                .unwrap(),
+        );
+    }
+    assert_eq!(ordered.len(), all.len() / 32);
+    assert_eq!(ordered.concat(), all[..ordered.len() * 32]);
+    let seeded = |seed| -> Vec<Vec<u32>> {
+        windows(
+            &corpus,
+            &m.tokenizer,
+            WindowConfig {
+                seed: Some(seed),
+                ..cfg.clone()
+            },
+        )
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    };
+    let (a, b, c) = (seeded(1), seeded(1), seeded(2));
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    assert_ne!(a, ordered);
+    let (mut sa, mut so) = (a.clone(), ordered.clone());
+    sa.sort();
+    so.sort();
+    assert_eq!(sa, so, "shuffling must only reorder windows");
+    let with_bos: Vec<Vec<u32>> = windows(
+        &corpus,
+        &m.tokenizer,
+        WindowConfig {
+            prepend_bos: true,
+            ..cfg
+        },
+    )
+    .unwrap()
+    .map(Result::unwrap)
+    .collect();
+    assert!(
+        with_bos
+            .iter()
+            .all(|w| w.len() == 32 && w[0] == m.tokenizer.bos_token_id.unwrap())
+    );
+}
+
+#[test]
+fn cached_activations_equal_a_direct_forward_pass_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = Corpus::open(&write_corpus(dir.path()), "text").unwrap();
+    let m = model();
+    let hooks = vec![
+        HookPoint::MlpOut(1),
+        HookPoint::ResidPost(0),
+        HookPoint::AttnZ(1),
+    ];
+    let out = dir.path().join("cache");
+    let manifest = build_cache(
+        &m,
+        &corpus,
+        &options(hooks.clone(), 10_000),
+        &out,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(manifest.complete);
+    let store = ActivationStore::open(&out).unwrap();
+    assert_eq!(store.len(), manifest.token_count);
+    let all: Vec<Vec<u32>> = windows(&corpus, &m.tokenizer, options(vec![], 0).window)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        store.len() as usize,
+        all.len() * 32,
+        "every window's every token is cached"
+    );
+    // Windows 2..4 were harvested as one forward pass of the first shard; run them directly.
+    let batch = TokenBatch::from_sequences(&all[2..4], 0).unwrap();
+    let mut direct = m
+        .forward(&batch, &Hooks::new().capture_all(hooks.iter().copied()))
+        .unwrap();
+    let rows: Vec<u64> = (64..128).collect();
+    for (k, h) in hooks.iter().enumerate() {
+        let want = match direct.take(*h).unwrap() {
+            prism_core::Activation::Rank3(t) => HostTensor::from_burn(t).unwrap().data,
+            prism_core::Activation::Rank4(t) => HostTensor::from_burn(t).unwrap().data,
+        };
+        let got = store
+            .gather(store.hook_index(&h.to_string()).unwrap(), &rows)
+            .unwrap();
+        assert_eq!(
+            got.data, want,
+            "{h}: cached rows differ from the direct forward pass"
+        );
+        assert_eq!(manifest.hooks[k].d, got.shape[1]);
+    }
+    // Contexts come back: row 70 is window 2, position 6.
+    let (window, pos) = store.context(70);
+    assert_eq!((window, pos), (all[2].clone(), 6));
+}
+
+#[test]
+fn store_batches_are_a_global_permutation_that_mixes_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = Corpus::open(&write_corpus(dir.path()), "text").unwrap();
+    let m = model();
+    let mut opts = options(vec![HookPoint::ResidPost(1)], 10_000);
+    opts.windows_per_shard = 2;
+    let out = dir.path().join("cache");
+    build_cache(&m, &corpus, &opts, &out, &mut |_| {}).unwrap();
+    let store = ActivationStore::open(&out).unwrap();
+    let n_shards = store.shard_count();
+    assert!(n_shards >= 6, "{n_shards} shards");
+    let mut batches = store.shuffled_batches(&[0], 64, 7);
+    let mut seen = Vec::new();
+    let mut shards_per_batch = Vec::new();
+    loop {
+        let rows = batches.peek_rows().to_vec();
+        let Some(batch) = batches.next() else { break };
+        let batch = batch.unwrap();
+        assert_eq!(batch[0], store.gather(0, &rows).unwrap());
+        shards_per_batch.push(
+            rows.iter()
+                .map(|&r| store.shard_of(r))
+                .collect::<HashSet<_>>()
+                .len(),
+        );
+        seen.extend(rows);
+    }
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        (0..store.len()).collect::<Vec<_>>(),
+        "served rows must be a permutation of all rows"
+    );
+    // With 64 of ~700 rows spread uniformly over ≥ 6 shards, every full batch touches most shards.
+    let full = &shards_per_batch[..shards_per_batch.len() - 1];
+    assert!(
+        full.iter().all(|&k| k >= n_shards / 2),
+        "shards per batch: {shards_per_batch:?}"
+    );
+    assert_ne!(seen[..64], (0..64).collect::<Vec<u64>>()[..]);
+    // Another seed, another order.
+    let other: Vec<u64> = store.shuffled_batches(&[0], 64, 8).peek_rows().to_vec();
+    assert_ne!(other, seen[..64].to_vec());
+}
+
+#[test]
+fn an_interrupted_harvest_resumes_to_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = Corpus::open(&write_corpus(dir.path()), "text").unwrap();
+    let m = model();
+    let mut opts = options(vec![HookPoint::MlpOut(0)], 500);
+    opts.window.seed = Some(3);
+    let whole = build_cache(&m, &corpus, &opts, &dir.path().join("whole"), &mut |_| {}).unwrap();
+    assert!(whole.complete && whole.token_count == 500);
+    let part = dir.path().join("part");
+    let killed = build_cache(
+        &m,
+        &corpus,
+        &CacheOptions {
+            stop_after_shards: Some(2),
+            ..opts.clone()
+        },
+        &part,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(!killed.complete);
+    assert_eq!(killed.shards.len(), 2);
+    let resumed = build_cache(&m, &corpus, &opts, &part, &mut |_| {}).unwrap();
+    assert!(resumed.complete);
+    assert_eq!(resumed.token_count, 500);
+    assert_eq!(
+        resumed.shards, whole.shards,
+        "shards (with checksums) must equal the uninterrupted run's"
+    );
+    // Different settings on an existing cache are refused.
+    let other = CacheOptions {
+        hooks: vec![HookPoint::MlpOut(1)],
+        ..opts
+    };
+    assert!(matches!(
+        build_cache(&m, &corpus, &other, &part, &mut |_| {}).unwrap_err(),
+        PrismError::Cache { .. }
+    ));
+}
+
+#[test]
+fn corrupt_truncated_or_missing_shards_are_typed_errors_naming_the_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = Corpus::open(&write_corpus(dir.path()), "text").unwrap();
+    let m = model();
+    let out = dir.path().join("cache");
+    build_cache(
+        &m,
+        &corpus,
+        &options(vec![HookPoint::MlpOut(0)], 300),
+        &out,
+        &mut |_| {},
+    )
+    .unwrap();
+    let shard = out.join("shard-00001.safetensors");
+    let good = std::fs::read(&shard).unwrap();
+    let check = |what: &str| {
+        let e = ActivationStore::open(&out)
+            .err()
+            .unwrap_or_else(|| panic!("{what}: opened"));
+        assert!(matches!(e, PrismError::Cache { .. }), "{what}: {e}");
+        assert!(
+            e.to_string().contains("shard-00001.safetensors"),
+            "{what}: {e}"
+        );
+    };
+    let mut flipped = good.clone();
+    let i = flipped.len() - 10;
+    flipped[i] ^= 0x01;
+    std::fs::write(&shard, &flipped).unwrap();
+    check("flipped byte");
+    std::fs::write(&shard, &good[..good.len() / 2]).unwrap();
+    check("truncated");
+    std::fs::remove_file(&shard).unwrap();
+    check("missing");
+    std::fs::write(&shard, &good).unwrap();
+    assert!(ActivationStore::open(&out).is_ok());
+}
+
+#[test]
+fn the_buffer_serves_every_harvested_row_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = Corpus::open(&write_corpus(dir.path()), "text").unwrap();
+    let m = model();
+    let hooks = vec![HookPoint::MlpOut(0), HookPoint::ResidPost(1)];
+    let cfg = WindowConfig {
+        ctx: 32,
+        prepend_bos: false,
+        seed: None,
+        shuffle_windows: 8,
+    };
+    let all: Vec<Vec<u32>> = windows(&corpus, &m.tokenizer, cfg.clone())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let direct = Harvester::new(&m, hooks.clone(), false)
+        .unwrap()
+        .harvest(&all)
+        .unwrap();
+    let key = |row: &[f32]| row.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+    let d0 = direct.acts[0].shape[1];
+    let mut expected: Vec<Vec<u32>> = direct.acts[0].data.chunks(d0).map(key).collect();
+    let harvester = Harvester::new(&m, hooks, false).unwrap();
+    let stream = windows(&corpus, &m.tokenizer, cfg).unwrap();
+    let mut buffer = ActivationBuffer::new(harvester, stream, 4, 32, 40, 2, 0);
+    let mut served = Vec::new();
+    let mut first = None;
+    while let Some(batch) = buffer.next_batch().unwrap() {
+        assert_eq!(batch.len(), 2);
+        assert_eq!(batch[0].shape[0], batch[1].shape[0], "hooks stay aligned");
+        first.get_or_insert_with(|| batch[0].data[..d0].to_vec());
+        served.extend(batch[0].data.chunks(d0).map(key));
+    }
+    assert_eq!(buffer.rows_harvested as usize, expected.len());
+    served.sort();
+    expected.sort();
+    assert_eq!(served, expected, "each row served once, none lost");
+    assert_ne!(
+        first.unwrap(),
+        direct.acts[0].data[..d0].to_vec(),
+        "the buffer shuffles"
+    );
+}
