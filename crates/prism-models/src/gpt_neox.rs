@@ -5,7 +5,7 @@ use burn::tensor::Device;
 use prism_core::Result;
 
 use crate::config::{Architecture, HfConfig, MlpActivation, ModelConfig, NormKind, Positions};
-use crate::layers::{Linear, Norm, row};
+use crate::layers::{Linear, load_layer_norm};
 use crate::rows::swap_row_groups;
 use crate::transformer::{Attention, Block, Mlp, Transformer};
 use crate::weights::WeightSource;
@@ -72,14 +72,7 @@ pub(crate) fn load(
         cfg.vocab_size,
     );
     let p = "gpt_neox";
-    let norm = |name: &str| -> Result<Norm> {
-        Ok(Norm {
-            kind: NormKind::LayerNorm,
-            weight: row(&src.expect(&format!("{name}.weight"), &[d])?, device)?,
-            bias: Some(row(&src.expect(&format!("{name}.bias"), &[d])?, device)?),
-            eps: cfg.norm_eps,
-        })
-    };
+    let norm = |name: &str| load_layer_norm(src, name, d, cfg.norm_eps, device);
     let linear = |name: &str, out: usize, inp: usize| -> Result<Linear> {
         let w = src.expect(&format!("{name}.weight"), &[out, inp])?;
         let b = src.expect(&format!("{name}.bias"), &[out])?;

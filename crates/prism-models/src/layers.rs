@@ -54,6 +54,22 @@ pub fn row(t: &HostTensor, device: &Device) -> Result<Tensor<2>> {
     HostTensor::new(vec![1, t.len()], t.data.clone())?.to_burn::<2>(device)
 }
 
+/// Loads a LayerNorm (`{prefix}.weight`, `{prefix}.bias`, each `[d]`) from a weight source.
+pub fn load_layer_norm(
+    src: &dyn crate::weights::WeightSource,
+    prefix: &str,
+    d: usize,
+    eps: f64,
+    device: &Device,
+) -> Result<Norm> {
+    Ok(Norm {
+        kind: NormKind::LayerNorm,
+        weight: row(&src.expect(&format!("{prefix}.weight"), &[d])?, device)?,
+        bias: Some(row(&src.expect(&format!("{prefix}.bias"), &[d])?, device)?),
+        eps,
+    })
+}
+
 /// LayerNorm or RMSNorm over the last axis.
 #[derive(Clone, Debug)]
 pub struct Norm {
