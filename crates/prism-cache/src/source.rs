@@ -261,10 +261,10 @@ impl Iterator for Pieces<'_> {
                     return Some(Ok(p));
                 }
                 Ok(None) => {
-                    if let Some(f) = self.reader.take() {
-                        if !f.any_content {
-                            self.skipped.empty_files += 1;
-                        }
+                    if let Some(f) = self.reader.take()
+                        && !f.any_content
+                    {
+                        self.skipped.empty_files += 1;
                     }
                 }
                 Err(e) => {

@@ -96,10 +96,11 @@ impl Windows<'_> {
             match self.pieces.next()? {
                 Err(e) => return Some(Err(e)),
                 Ok(piece) => {
-                    if piece.starts_document && self.started {
-                        if let Some(sep) = self.separator {
-                            self.pending.push_back(sep);
-                        }
+                    if piece.starts_document
+                        && self.started
+                        && let Some(sep) = self.separator
+                    {
+                        self.pending.push_back(sep);
                     }
                     self.started = true;
                     match self.tokenizer.encode_plain(&piece.text) {
