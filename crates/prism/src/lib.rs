@@ -5,7 +5,9 @@
 //! change activations.
 //!
 //! This crate re-exports the Prism libraries so that one dependency brings them all:
-//! [`core`] (devices, tensors, hook points, the `Dictionary` trait, errors) and [`models`].
+//! [`core`] (devices, tensors, hook points, the `Dictionary` trait, errors), [`models`],
+//! [`cache`] (corpora, harvesting, the activation buffer and disk store) and [`similarity`]
+//! (comparing dictionaries).
 //!
 //! ```
 //! use prism::core::{HookPoint, Hooks};
@@ -14,8 +16,10 @@
 //! # Ok::<(), prism::core::PrismError>(())
 //! ```
 
+pub use prism_cache as cache;
 pub use prism_core as core;
 pub use prism_models as models;
+pub use prism_similarity as similarity;
 
 pub use prism_core::{
     Activation, Backend, Device, Dictionary, Edit, HookPoint, Hooks, HostTensor, Intervention,
