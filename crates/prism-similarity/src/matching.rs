@@ -129,9 +129,9 @@ pub fn hungarian_matching(cos: &[f32], m_a: usize, m_b: usize) -> Matching {
         }
     }
     let mut pairs = Vec::with_capacity(n);
-    for j in 1..=m {
-        if p[j] != 0 {
-            let (r, c) = (p[j] - 1, j - 1);
+    for (j, &row) in p.iter().enumerate().skip(1) {
+        if row != 0 {
+            let (r, c) = (row - 1, j - 1);
             let (a, b) = if transposed { (c, r) } else { (r, c) };
             pairs.push((a as u32, b as u32, cos[a * m_b + b]));
         }
