@@ -413,3 +413,51 @@ fn the_buffer_serves_every_harvested_row_exactly_once() {
         "the buffer shuffles"
     );
 }
+
+#[test]
+fn harvesting_on_wgpu_matches_cpu() {
+    let device = match prism_core::device("wgpu") {
+        Ok(d) => d,
+        Err(e) if std::env::var_os("PRISM_REQUIRE_WGPU").is_some() => panic!("wgpu required: {e}"),
+        Err(e) => return eprintln!("skipping: {e}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = Corpus::open(&write_corpus(dir.path()), "text").unwrap();
+    let cpu = model();
+    let gpu = Model::load(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/llama_gqa"),
+        &device,
+    )
+    .unwrap();
+    let cfg = WindowConfig {
+        ctx: 32,
+        prepend_bos: false,
+        seed: None,
+        shuffle_windows: 8,
+    };
+    let wins: Vec<Vec<u32>> = windows(&corpus, &cpu.tokenizer, cfg)
+        .unwrap()
+        .take(4)
+        .map(Result::unwrap)
+        .collect();
+    let hooks = vec![HookPoint::MlpOut(1), HookPoint::AttnZ(0)];
+    let a = Harvester::new(&cpu, hooks.clone(), false)
+        .unwrap()
+        .harvest(&wins)
+        .unwrap();
+    let b = Harvester::new(&gpu, hooks, false)
+        .unwrap()
+        .harvest(&wins)
+        .unwrap();
+    assert_eq!(a.tokens, b.tokens);
+    for (x, y) in a.acts.iter().zip(&b.acts) {
+        assert_eq!(x.shape, y.shape);
+        let diff = x
+            .data
+            .iter()
+            .zip(&y.data)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-4, "wgpu and cpu activations differ by {diff}");
+    }
+}
