@@ -57,8 +57,8 @@ pub(crate) fn load(
     };
     let norm = |name: &str| load_layer_norm(src, &format!("{p}{name}"), d, cfg.norm_eps, device);
     let conv = |name: &str, inp: usize, out: usize| -> Result<Linear> {
-        let w = src.expect(&format!("{p}{name}.weight"), &[inp, out])?;
-        let b = src.expect(&format!("{p}{name}.bias"), &[out])?;
+        let w = src.shaped(&format!("{p}{name}.weight"), &[inp, out])?;
+        let b = src.shaped(&format!("{p}{name}.bias"), &[out])?;
         Linear::from_in_out(&w, Some(&b), device)
     };
     let mut blocks = Vec::with_capacity(cfg.n_layers);
@@ -76,8 +76,8 @@ pub(crate) fn load(
             },
         });
     }
-    let embed = src.expect(&format!("{p}wte.weight"), &[v, d])?;
-    let pos = src.expect(&format!("{p}wpe.weight"), &[cfg.max_positions, d])?;
+    let embed = src.shaped(&format!("{p}wte.weight"), &[v, d])?;
+    let pos = src.shaped(&format!("{p}wpe.weight"), &[cfg.max_positions, d])?;
     Ok(Transformer {
         config: cfg.clone(),
         device: device.clone(),

@@ -74,19 +74,19 @@ pub(crate) fn load(
     let p = "gpt_neox";
     let norm = |name: &str| load_layer_norm(src, name, d, cfg.norm_eps, device);
     let linear = |name: &str, out: usize, inp: usize| -> Result<Linear> {
-        let w = src.expect(&format!("{name}.weight"), &[out, inp])?;
-        let b = src.expect(&format!("{name}.bias"), &[out])?;
+        let w = src.shaped(&format!("{name}.weight"), &[out, inp])?;
+        let b = src.shaped(&format!("{name}.bias"), &[out])?;
         Linear::from_hf(&w, Some(&b), device)
     };
     let mut blocks = Vec::with_capacity(cfg.n_layers);
     for l in 0..cfg.n_layers {
         let lp = format!("{p}.layers.{l}");
         // Fused QKV rows are [head][q|k|v][d_head]; regroup to [q|k|v][head][d_head].
-        let qkv_w = src.expect(
+        let qkv_w = src.shaped(
             &format!("{lp}.attention.query_key_value.weight"),
             &[3 * d, d],
         )?;
-        let qkv_b = src.expect(&format!("{lp}.attention.query_key_value.bias"), &[3 * d])?;
+        let qkv_b = src.shaped(&format!("{lp}.attention.query_key_value.bias"), &[3 * d])?;
         let qkv_w = swap_row_groups(&qkv_w, 1, h, 3, dh)?;
         let qkv_b = swap_row_groups(&qkv_b, 1, h, 3, dh)?;
         blocks.push(Block {
@@ -102,11 +102,11 @@ pub(crate) fn load(
             },
         });
     }
-    let embed = src.expect(&format!("{p}.embed_in.weight"), &[v, d])?;
+    let embed = src.shaped(&format!("{p}.embed_in.weight"), &[v, d])?;
     let unembed = if cfg.tied_embeddings || !src.contains("embed_out.weight") {
         embed.transpose2()?
     } else {
-        src.expect("embed_out.weight", &[v, d])?.transpose2()?
+        src.shaped("embed_out.weight", &[v, d])?.transpose2()?
     };
     Ok(Transformer {
         config: cfg.clone(),

@@ -64,8 +64,8 @@ pub fn load_layer_norm(
 ) -> Result<Norm> {
     Ok(Norm {
         kind: NormKind::LayerNorm,
-        weight: row(&src.expect(&format!("{prefix}.weight"), &[d])?, device)?,
-        bias: Some(row(&src.expect(&format!("{prefix}.bias"), &[d])?, device)?),
+        weight: row(&src.shaped(&format!("{prefix}.weight"), &[d])?, device)?,
+        bias: Some(row(&src.shaped(&format!("{prefix}.bias"), &[d])?, device)?),
         eps,
     })
 }

@@ -182,14 +182,14 @@ fn load(
     let norm = |name: &str| -> Result<Norm> {
         Ok(Norm {
             kind: NormKind::RmsNorm,
-            weight: row(&src.expect(name, &[d])?, device)?,
+            weight: row(&src.shaped(name, &[d])?, device)?,
             bias: None,
             eps: cfg.norm_eps,
         })
     };
     // llama.cpp interleaves each head's rotary halves: rows [head][dh/2][2] → HF's [head][2][dh/2].
     let qk = |name: &str, heads: usize| -> Result<HostTensor> {
-        let w = src.expect(name, &[heads * dh, d])?;
+        let w = src.shaped(name, &[heads * dh, d])?;
         if names.unpermute_qk {
             swap_row_groups(&w, heads, dh / 2, 2, 1)
         } else {
@@ -201,27 +201,27 @@ fn load(
         let n = |part: &str| (names.layer)(l, part);
         let q = qk(&n("q"), h)?;
         let k = qk(&n("k"), kv)?;
-        let vv = src.expect(&n("v"), &[kv * dh, d])?;
-        let gate = src.expect(&n("gate"), &[m, d])?;
-        let up = src.expect(&n("up"), &[m, d])?;
+        let vv = src.shaped(&n("v"), &[kv * dh, d])?;
+        let gate = src.shaped(&n("gate"), &[m, d])?;
+        let up = src.shaped(&n("up"), &[m, d])?;
         blocks.push(Block {
             ln1: norm(&n("ln1"))?,
             ln2: norm(&n("ln2"))?,
             attn: Attention {
                 qkv: Linear::from_hf(&concat_rows(&[&q, &k, &vv])?, None, device)?,
-                out: Linear::from_hf(&src.expect(&n("o"), &[d, h * dh])?, None, device)?,
+                out: Linear::from_hf(&src.shaped(&n("o"), &[d, h * dh])?, None, device)?,
             },
             mlp: Mlp {
                 up: Linear::from_hf(&concat_rows(&[&gate, &up])?, None, device)?,
-                down: Linear::from_hf(&src.expect(&n("down"), &[d, m])?, None, device)?,
+                down: Linear::from_hf(&src.shaped(&n("down"), &[d, m])?, None, device)?,
             },
         });
     }
-    let embed = src.expect(names.embed, &[v, d])?;
+    let embed = src.shaped(names.embed, &[v, d])?;
     let unembed = if cfg.tied_embeddings || !src.contains(names.head) {
         embed.transpose2()?
     } else {
-        src.expect(names.head, &[v, d])?.transpose2()?
+        src.shaped(names.head, &[v, d])?.transpose2()?
     };
     Ok(Transformer {
         config: cfg.clone(),

@@ -17,7 +17,7 @@ pub trait WeightSource {
     fn contains(&self, name: &str) -> bool;
 
     /// Reads a tensor and checks its shape.
-    fn expect(&self, name: &str, shape: &[usize]) -> Result<HostTensor> {
+    fn shaped(&self, name: &str, shape: &[usize]) -> Result<HostTensor> {
         let t = self.tensor(name)?;
         if t.shape != shape {
             return Err(PrismError::Weight {
