@@ -1,0 +1,194 @@
+//! Metrics against hand-computed values, and loss recovered on a real (tiny) model.
+
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Tensor};
+use prism_core::{Dictionary, Edit, HookPoint, Hooks, HostTensor, Intervention};
+use prism_models::{Model, TokenBatch};
+use prism_stats::*;
+
+fn t(shape: [usize; 2], v: &[f32]) -> HostTensor {
+    HostTensor::new(shape.to_vec(), v.to_vec()).unwrap()
+}
+
+#[test]
+fn reconstruction_metrics_match_hand_computation() {
+    // x = [[1,2],[3,4]], x̂ = [[1,1],[2,4]], codes over 4 features (feature 3 never fires).
+    let x = t([2, 2], &[1.0, 2.0, 3.0, 4.0]);
+    let xh = t([2, 2], &[1.0, 1.0, 2.0, 4.0]);
+    let f = t([2, 4], &[0.0, 1.0, 0.0, 0.0, 2.0, 0.0, -0.5, 0.0]);
+    let mut s = ReconstructionStats::default();
+    // Added as two batches of one token: accumulation must not depend on batching.
+    s.add(
+        &t([1, 2], &x.data[..2]),
+        &t([1, 2], &xh.data[..2]),
+        &t([1, 4], &f.data[..4]),
+    )
+    .unwrap();
+    s.add(
+        &t([1, 2], &x.data[2..]),
+        &t([1, 2], &xh.data[2..]),
+        &t([1, 4], &f.data[4..]),
+    )
+    .unwrap();
+    let m = s.finish().unwrap();
+    let close = |a: f64, b: f64, what: &str| assert!((a - b).abs() < 1e-12, "{what}: {a} vs {b}");
+    close(
+        m.mse,
+        1.0,
+        "mse: errors [0,1] and [1,0], squared norms 1 and 1",
+    );
+    close(m.l2_loss, 1.0, "l2_loss");
+    close(m.l0, 1.5, "l0: 1 and 2 non-zero codes");
+    close(m.l1, 1.75, "l1: 1 and 2.5");
+    // Var(x) per dim: [1,3] → 1, [2,4] → 1; residuals [0,1] → 0.25, [1,0] → 0.25: 1 − 0.5/2.
+    close(m.frac_variance_explained, 0.75, "fve");
+    let cos = (3.0 / (5f64.sqrt() * 2f64.sqrt()) + 22.0 / (5.0 * 20f64.sqrt())) / 2.0;
+    close(m.cossim, cos, "cossim");
+    close(
+        m.l2_ratio,
+        (2f64.sqrt() / 5f64.sqrt() + 20f64.sqrt() / 5.0) / 2.0,
+        "l2_ratio",
+    );
+    close(
+        m.relative_reconstruction_bias,
+        11.0 / 12.5,
+        "E‖x̂‖² = 11, E[x·x̂] = 12.5",
+    );
+    close(m.frac_alive, 0.75, "three of four features fired");
+    assert_eq!(m.feature_density, vec![0.5, 0.5, 0.5, 0.0]);
+    assert_eq!(m.tokens, 2);
+}
+
+#[test]
+fn variance_explained_is_not_the_mse_over_total_variance_shortcut() {
+    // A reconstruction off by a constant: the residual has zero variance, so FVE = 1 even though
+    // the MSE is large (the definition centres the residual; tools that divide MSE by the
+    // variance report 1 − 4/1.25 < 0 here).
+    let x = t([2, 2], &[1.0, 2.0, 2.0, 4.0]);
+    let xh = t([2, 2], &[3.0, 4.0, 4.0, 6.0]);
+    let f = t([2, 1], &[1.0, 1.0]);
+    let mut s = ReconstructionStats::default();
+    s.add(&x, &xh, &f).unwrap();
+    let m = s.finish().unwrap();
+    assert!((m.frac_variance_explained - 1.0).abs() < 1e-12);
+    assert!((m.mse - 8.0).abs() < 1e-12);
+    assert!(ReconstructionStats::default().finish().is_err());
+    assert!(s.add(&x, &t([2, 3], &[0.0; 6]), &f).is_err());
+}
+
+struct Identity(usize, Device);
+impl Dictionary for Identity {
+    fn d_in(&self) -> usize {
+        self.0
+    }
+    fn d_sae(&self) -> usize {
+        self.0
+    }
+    fn encode(&self, x: Tensor<2>) -> Tensor<2> {
+        x
+    }
+    fn decode(&self, f: Tensor<2>) -> Tensor<2> {
+        f
+    }
+    fn decoder_directions(&self) -> Tensor<2> {
+        Tensor::eye(self.0, &self.1)
+    }
+}
+
+struct Zero(usize, Device);
+impl Dictionary for Zero {
+    fn d_in(&self) -> usize {
+        self.0
+    }
+    fn d_sae(&self) -> usize {
+        1
+    }
+    fn encode(&self, x: Tensor<2>) -> Tensor<2> {
+        Tensor::zeros([x.dims()[0], 1], &self.1)
+    }
+    fn decode(&self, f: Tensor<2>) -> Tensor<2> {
+        Tensor::zeros([f.dims()[0], self.0], &self.1)
+    }
+    fn decoder_directions(&self) -> Tensor<2> {
+        Tensor::zeros([1, self.0], &self.1)
+    }
+}
+
+fn tiny() -> (Model, Vec<TokenBatch>) {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/gpt_neox_sequential");
+    let model = Model::load(&dir, &prism_core::device("cpu").unwrap()).unwrap();
+    let texts = [
+        "The quick brown fox jumps over the lazy dog.",
+        "Sparse is better than dense.",
+        "def add(a, b): return a + b",
+    ];
+    let seqs: Vec<Vec<u32>> = texts.iter().map(|t| model.encode(t).unwrap()).collect();
+    let batches = vec![
+        TokenBatch::from_sequences(&seqs[..2], 0).unwrap(), // padded
+        TokenBatch::from_sequences(&seqs[2..], 0).unwrap(),
+    ];
+    (model, batches)
+}
+
+#[test]
+fn loss_recovered_is_one_for_a_perfect_dictionary_and_zero_for_a_zero_one() {
+    let (model, batches) = tiny();
+    let d = model.config().d_model;
+    let hook = HookPoint::MlpOut(0);
+    let device = model.device().clone();
+    let perfect = evaluate(&model, &Identity(d, device.clone()), hook, &batches).unwrap();
+    assert_eq!(
+        perfect.downstream.loss_reconstructed,
+        perfect.downstream.loss_original
+    );
+    assert_eq!(perfect.downstream.frac_recovered, 1.0);
+    assert_eq!(perfect.downstream.kl_div_with_sae, 0.0);
+    assert_eq!(perfect.downstream.kl_div_score, 1.0);
+    assert!(
+        perfect.reconstruction.mse == 0.0 && perfect.reconstruction.frac_variance_explained == 1.0
+    );
+    let tokens: usize = batches.iter().flat_map(|b| b.lengths.iter()).sum();
+    assert_eq!(
+        perfect.reconstruction.tokens as usize, tokens,
+        "padding is not evaluated"
+    );
+
+    let zero = evaluate(&model, &Zero(d, device), hook, &batches).unwrap();
+    assert_eq!(
+        zero.downstream.loss_reconstructed,
+        zero.downstream.loss_zero
+    );
+    assert_eq!(zero.downstream.frac_recovered, 0.0);
+    assert_eq!(zero.downstream.kl_div_score, 0.0);
+    assert!(zero.downstream.kl_div_with_ablation > 0.0);
+    assert_eq!(zero.reconstruction.l0, 0.0);
+    assert_eq!(zero.reconstruction.frac_alive, 0.0);
+
+    // The losses are the model's own mean next-token losses, token-weighted over the batches.
+    let n: Vec<f64> = batches
+        .iter()
+        .map(|b| b.lengths.iter().map(|&l| (l - 1) as f64).sum())
+        .collect();
+    let by_hand = |hooks: &Hooks| -> f64 {
+        batches
+            .iter()
+            .zip(&n)
+            .map(|(b, n)| model.loss(b, hooks).unwrap() * n)
+            .sum::<f64>()
+            / n.iter().sum::<f64>()
+    };
+    assert!((perfect.downstream.loss_original - by_hand(&Hooks::new())).abs() < 1e-5);
+    let zeroed = Hooks::new().intervene(Intervention::new(hook, Edit::Zero));
+    assert!((zero.downstream.loss_zero - by_hand(&zeroed)).abs() < 1e-5);
+    // Hooks without one vector per token are refused.
+    let e = evaluate(
+        &model,
+        &Identity(d, model.device().clone()),
+        HookPoint::AttnZ(0),
+        &batches,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("hook_z"), "{e}");
+}
