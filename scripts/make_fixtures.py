@@ -15,6 +15,8 @@ What it writes under fixtures/:
   full logits of HF `transformers` on a few texts.
 - gguf/quants.gguf + quants_reference.safetensors: one tensor of every GGUF type Prism reads
   (F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K) from random blocks, with gguf-py's dequantisation.
+- sae/<arch>/: standard, TopK and JumpReLU dictionaries in SAELens' layout, and
+  sae/reference.safetensors: inputs with codes and reconstructions computed by numpy.
 - smollm2/reference.json + reference.safetensors: SmolLM2-135M-Instruct loaded by transformers from
   its GGUF (dequantised to f32): token ids from the GGUF's tokenizer, loss, last-position logits.
 """
@@ -205,6 +207,48 @@ def quant_fixtures():
     print("wrote", out)
 
 
+def sae_fixtures():
+    """Small dictionaries in SAELens' layout, with codes and reconstructions computed by numpy
+    from SAELens' formulas (not by Prism):
+    pre = (x - b_dec) @ W_enc + b_enc; standard: relu(pre); topk: relu of the k largest pre
+    per row, rest 0; jumprelu: relu(pre) * (pre > threshold); x_hat = f @ W_dec + b_dec."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(11)
+    d_in, d_sae, n = 16, 48, 8
+    x = rng.standard_normal((n, d_in)).astype(np.float32)
+    refs = {"x": x}
+    for arch in ["standard", "topk", "jumprelu"]:
+        out = FIX / "sae" / arch
+        out.mkdir(parents=True, exist_ok=True)
+        w = {
+            "W_enc": (0.3 * rng.standard_normal((d_in, d_sae))).astype(np.float32),
+            "b_enc": (0.1 * rng.standard_normal(d_sae)).astype(np.float32),
+            "W_dec": (0.3 * rng.standard_normal((d_sae, d_in))).astype(np.float32),
+            "b_dec": (0.1 * rng.standard_normal(d_in)).astype(np.float32),
+        }
+        cfg = {"architecture": arch, "d_in": d_in, "d_sae": d_sae, "dtype": "float32",
+               "apply_b_dec_to_input": True, "hook_name": "blocks.0.hook_resid_post",
+               "normalize_activations": "none", "model_name": "fixture"}
+        pre = (x - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
+        if arch == "standard":
+            f = np.maximum(pre, 0)
+        elif arch == "topk":
+            cfg["k"] = 5
+            f = np.zeros_like(pre)
+            idx = np.argsort(-pre, axis=1)[:, :5]
+            np.put_along_axis(f, idx, np.maximum(np.take_along_axis(pre, idx, axis=1), 0), axis=1)
+        else:
+            w["threshold"] = np.abs(0.3 * rng.standard_normal(d_sae)).astype(np.float32)
+            f = np.maximum(pre, 0) * (pre > w["threshold"])
+        save_file(w, str(out / "sae_weights.safetensors"))
+        (out / "cfg.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        refs[f"codes_{arch}"] = f.astype(np.float32)
+        refs[f"recon_{arch}"] = (f @ w["W_dec"] + w["b_dec"]).astype(np.float32)
+    save_file(refs, str(FIX / "sae" / "reference.safetensors"))
+    print("wrote", FIX / "sae")
+
+
 SMOL_TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
     "In 1905, Albert Einstein published four papers that changed physics forever.",
@@ -241,9 +285,14 @@ def smollm2(gguf_path: pathlib.Path):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smollm2", type=pathlib.Path, help="path of SmolLM2-135M-Instruct.Q4_1.gguf")
+    ap.add_argument("--only", choices=["models", "gguf", "sae", "smollm2"], help="build one group only")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    tiny_models()
-    quant_fixtures()
-    if args.smollm2:
+    if args.only in (None, "models"):
+        tiny_models()
+    if args.only in (None, "gguf"):
+        quant_fixtures()
+    if args.only in (None, "sae"):
+        sae_fixtures()
+    if args.smollm2 and args.only in (None, "smollm2"):
         smollm2(args.smollm2)

@@ -6,7 +6,8 @@
 //!
 //! This crate re-exports the Prism libraries so that one dependency brings them all:
 //! [`core`] (devices, tensors, hook points, the `Dictionary` trait, errors), [`models`],
-//! [`cache`] (corpora, harvesting, the activation buffer and disk store), [`stats`]
+//! [`cache`] (corpora, harvesting, the activation buffer and disk store), [`sae`] (dictionaries
+//! in SAELens' format), [`stats`]
 //! (evaluating dictionaries) and [`similarity`] (comparing dictionaries).
 //!
 //! ```
@@ -19,6 +20,7 @@
 pub use prism_cache as cache;
 pub use prism_core as core;
 pub use prism_models as models;
+pub use prism_sae as sae;
 pub use prism_similarity as similarity;
 pub use prism_stats as stats;
 
