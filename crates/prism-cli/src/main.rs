@@ -2,6 +2,7 @@
 //! `--json` it prints one JSON object on stdout and keeps human text on stderr.
 
 mod cache;
+mod dictionaries;
 mod fetch;
 mod forward;
 
@@ -35,6 +36,10 @@ enum Cmd {
     Forward(forward::ForwardArgs),
     /// Harvest activations at hook points over a corpus into a sharded on-disk cache.
     Cache(cache::CacheArgs),
+    /// Evaluate a dictionary at its hook point: every METRICS.md metric, loss recovered, KL.
+    Eval(dictionaries::EvalArgs),
+    /// Compare two dictionaries: mean max cosine similarity both ways, one-to-one matching.
+    Similarity(dictionaries::SimilarityArgs),
     /// List a model's hook points (TransformerLens names) with their activation shapes.
     Hooks(forward::HooksArgs),
 }
@@ -46,6 +51,8 @@ fn main() -> ExitCode {
         Cmd::Forward(args) => forward::forward(&args),
         Cmd::Hooks(args) => forward::hooks(&args),
         Cmd::Cache(args) => cache::cache(&args),
+        Cmd::Eval(args) => dictionaries::eval(&args),
+        Cmd::Similarity(args) => dictionaries::similarity(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

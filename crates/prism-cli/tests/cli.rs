@@ -195,3 +195,121 @@ fn cache_harvests_a_corpus_and_resumes() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("blocks.0.hook_resid_postt"));
 }
+
+#[test]
+fn similarity_and_eval_on_saelens_dictionaries() {
+    let sae = fixtures().join("sae");
+    let out = prism(&[
+        "similarity",
+        "--a",
+        sae.join("standard").to_str().unwrap(),
+        "--b",
+        sae.join("standard").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in ["mmcs_a_to_b", "mmcs_b_to_a", "matched_mean_cos"] {
+        assert!((j[k].as_f64().unwrap() - 1.0).abs() < 1e-5, "{k}: {}", j[k]);
+    }
+    let out = prism(&[
+        "similarity",
+        "--a",
+        sae.join("standard").to_str().unwrap(),
+        "--b",
+        sae.join("topk").to_str().unwrap(),
+        "--json",
+    ]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        j["mmcs_a_to_b"].as_f64().unwrap() < 0.9,
+        "independent random dictionaries: {j}"
+    );
+
+    // A random 64→256 dictionary at blocks.0.hook_resid_post of the tiny Llama.
+    let tmp = tempfile::tempdir().unwrap();
+    let device = prism_core::device("cpu").unwrap();
+    let rand = |shape: [usize; 2], seed: u64| {
+        let v: Vec<f32> = (0..shape[0] * shape[1])
+            .map(|i| (((i as u64 * 2654435761 + seed) % 1000) as f32 / 1000.0 - 0.5) * 0.4)
+            .collect();
+        burn::tensor::Tensor::<2>::from_data(burn::tensor::TensorData::new(v, shape), &device)
+    };
+    let dict = prism_sae::Sae {
+        architecture: prism_sae::Architecture::TopK { k: 8 },
+        w_enc: rand([64, 256], 1),
+        b_enc: rand([1, 256], 2),
+        w_dec: rand([256, 64], 3),
+        b_dec: rand([1, 64], 4),
+        threshold: None,
+        apply_b_dec_to_input: true,
+        hook_name: Some("blocks.0.hook_resid_post".into()),
+        extra_cfg: Default::default(),
+    };
+    let dir = tmp.path().join("dict");
+    dict.save(&dir).unwrap();
+    let corpus = tmp.path().join("c.txt");
+    std::fs::write(
+        &corpus,
+        "The residual stream carries features from layer to layer. ".repeat(30),
+    )
+    .unwrap();
+    let model = fixtures().join("models/llama_gqa");
+    let out = prism(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        corpus.to_str().unwrap(),
+        "--sae",
+        dir.to_str().unwrap(),
+        "--tokens",
+        "256",
+        "--ctx",
+        "32",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["tokens"], 256);
+    assert_eq!(j["hook"], "blocks.0.hook_resid_post");
+    assert!(
+        j["l0"].as_f64().unwrap() <= 8.0 && j["l0"].as_f64().unwrap() > 0.0,
+        "TopK k = 8: {}",
+        j["l0"]
+    );
+    for k in [
+        "mse",
+        "l2_loss",
+        "l1",
+        "frac_variance_explained",
+        "cossim",
+        "l2_ratio",
+        "relative_reconstruction_bias",
+        "frac_alive",
+        "loss_original",
+        "loss_reconstructed",
+        "loss_zero",
+        "frac_recovered",
+        "kl_div_with_sae",
+        "kl_div_with_ablation",
+        "kl_div_score",
+    ] {
+        assert!(
+            j[k].as_f64().is_some_and(f64::is_finite),
+            "{k} missing or not finite: {j}"
+        );
+    }
+    assert!(
+        j["frac_alive"].as_f64().unwrap() <= 1.0
+            && j["kl_div_with_ablation"].as_f64().unwrap() > 0.0
+    );
+}
