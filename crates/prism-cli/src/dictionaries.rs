@@ -4,11 +4,13 @@ use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use prism_cache::{Corpus, WindowConfig, windows};
-use prism_core::{HookPoint, PrismError, Result};
+use prism_core::{Dictionary, HookPoint, PrismError, Result};
 use prism_models::TokenBatch;
 use prism_sae::Sae;
 use prism_similarity::{SimilarityOptions, compare};
-use prism_stats::{DownstreamStats, ReconstructionStats, evaluate_batch};
+use prism_stats::{
+    DownstreamStats, Evaluation, PruneRule, ReconstructionStats, evaluate_batch, features_to_keep,
+};
 use serde_json::json;
 
 use crate::forward::ModelArgs;
@@ -18,12 +20,19 @@ use crate::forward::ModelArgs;
 pub struct EvalArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Corpus to evaluate on.
-    #[arg(long)]
-    data: PathBuf,
+    #[command(flatten)]
+    data: EvalData,
     /// Dictionary directory (SAELens layout).
     #[arg(long)]
     sae: PathBuf,
+}
+
+/// Where and on what to evaluate a dictionary (shared by `eval` and `prune`).
+#[derive(clap::Args)]
+pub struct EvalData {
+    /// Corpus to evaluate on.
+    #[arg(long)]
+    data: PathBuf,
     /// Hook point (default: the dictionary's `hook_name`).
     #[arg(long)]
     hook: Option<String>,
@@ -41,21 +50,24 @@ pub struct EvalArgs {
     batch: usize,
 }
 
-pub fn eval(args: &EvalArgs) -> Result<()> {
-    let model = args.model.load()?;
-    let sae = Sae::load(&args.sae, model.device())?;
-    let hook_name = args.hook.clone().or(sae.hook_name.clone()).ok_or_else(|| {
+/// Evaluates `sae` on the corpus slice `data` describes, with a progress bar.
+fn evaluate_on_corpus(
+    model: &prism_models::Model,
+    sae: &Sae,
+    data: &EvalData,
+) -> Result<(HookPoint, Evaluation)> {
+    let hook_name = data.hook.clone().or(sae.hook_name.clone()).ok_or_else(|| {
         PrismError::InvalidInput("the dictionary names no hook_name; pass --hook".into())
     })?;
     let hook: HookPoint = hook_name.parse()?;
-    let corpus = Corpus::open(&args.data, "text")?;
+    let corpus = Corpus::open(&data.data, "text")?;
     let cfg = WindowConfig {
-        ctx: args.ctx,
+        ctx: data.ctx,
         ..Default::default()
     };
-    let n_windows = args.tokens.div_ceil(args.ctx).max(1);
+    let n_windows = data.tokens.div_ceil(data.ctx).max(1);
     let wins: Vec<Vec<u32>> = windows(&corpus, &model.tokenizer, cfg)?
-        .skip(args.skip_windows)
+        .skip(data.skip_windows)
         .take(n_windows)
         .collect::<Result<_>>()?;
     let bar = ProgressBar::new(wins.len() as u64).with_style(
@@ -66,30 +78,115 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         .progress_chars("=> "),
     );
     let (mut recon, mut down) = (ReconstructionStats::default(), DownstreamStats::default());
-    for group in wins.chunks(args.batch.max(1)) {
+    for group in wins.chunks(data.batch.max(1)) {
         let batch = TokenBatch::from_sequences(group, model.pad_id())?;
-        evaluate_batch(&model, &sae, hook, &batch, &mut recon, &mut down)?;
+        evaluate_batch(model, sae, hook, &batch, &mut recon, &mut down)?;
         bar.inc(group.len() as u64);
     }
     bar.finish_and_clear();
-    let (r, d) = (recon.finish()?, down.finish()?);
-    let mut out = serde_json::to_value(&r).unwrap_or_default();
-    if let (Some(o), Ok(serde_json::Value::Object(extra))) =
-        (out.as_object_mut(), serde_json::to_value(&d))
-    {
-        o.extend(extra);
+    Ok((
+        hook,
+        Evaluation {
+            reconstruction: recon.finish()?,
+            downstream: down.finish()?,
+        },
+    ))
+}
+
+fn evaluation_json(e: &Evaluation) -> serde_json::Value {
+    serde_json::to_value(e).unwrap_or_default()
+}
+
+fn print_metrics(title: &str, v: &serde_json::Value) {
+    println!("{title}");
+    for (k, x) in v.as_object().into_iter().flatten() {
+        if let Some(x) = x.as_f64() {
+            println!("  {k:<30} {x:.6}");
+        }
+    }
+}
+
+pub fn eval(args: &EvalArgs) -> Result<()> {
+    let model = args.model.load()?;
+    let sae = Sae::load(&args.sae, model.device())?;
+    let (hook, e) = evaluate_on_corpus(&model, &sae, &args.data)?;
+    let mut out = evaluation_json(&e);
+    if let Some(o) = out.as_object_mut() {
         o.insert("hook".into(), json!(hook.to_string()));
         o.insert("sae".into(), json!(args.sae.display().to_string()));
     }
     if args.model.json {
         println!("{out}");
     } else {
-        println!("{} on {} tokens at {hook}:", args.sae.display(), r.tokens);
-        for (k, v) in out.as_object().into_iter().flatten() {
-            if let Some(x) = v.as_f64() {
-                println!("  {k:<30} {x:.6}");
-            }
+        print_metrics(
+            &format!(
+                "{} on {} tokens at {hook}:",
+                args.sae.display(),
+                e.reconstruction.tokens
+            ),
+            &out,
+        );
+    }
+    Ok(())
+}
+
+/// `prism prune` arguments.
+#[derive(clap::Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    data: EvalData,
+    /// Dictionary directory (SAELens layout).
+    #[arg(long)]
+    sae: PathBuf,
+    /// Remove features firing on more than this fraction of tokens.
+    #[arg(long, group = "rule")]
+    max_density: Option<f64>,
+    /// Remove the N densest features.
+    #[arg(long, group = "rule")]
+    top_n: Option<usize>,
+    /// Remove densest features until the expected L0 is at most this.
+    #[arg(long, group = "rule")]
+    target_l0: Option<f64>,
+    /// Where to write the pruned dictionary.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn prune(args: &PruneArgs) -> Result<()> {
+    let rule = match (args.max_density, args.top_n, args.target_l0) {
+        (Some(p), None, None) => PruneRule::MaxDensity(p),
+        (None, Some(n), None) => PruneRule::TopN(n),
+        (None, None, Some(l)) => PruneRule::TargetL0(l),
+        _ => {
+            return Err(PrismError::InvalidInput(
+                "give exactly one of --max-density, --top-n, --target-l0".into(),
+            ));
         }
+    };
+    let model = args.model.load()?;
+    let sae = Sae::load(&args.sae, model.device())?;
+    let (hook, before) = evaluate_on_corpus(&model, &sae, &args.data)?;
+    let keep = features_to_keep(&before.reconstruction.feature_density, rule)?;
+    let pruned = sae.keep_features(&keep)?;
+    pruned.save(&args.out)?;
+    let (_, after) = evaluate_on_corpus(&model, &pruned, &args.data)?;
+    let removed = sae.d_sae() - keep.len();
+    if args.model.json {
+        println!(
+            "{}",
+            json!({"hook": hook.to_string(), "removed": removed, "kept": keep.len(), "out": args.out.display().to_string(),
+                   "before": evaluation_json(&before), "after": evaluation_json(&after)})
+        );
+    } else {
+        println!(
+            "removed {removed} of {} features ({rule:?}); pruned dictionary in {}",
+            sae.d_sae(),
+            args.out.display()
+        );
+        print_metrics("before:", &evaluation_json(&before));
+        print_metrics("after:", &evaluation_json(&after));
     }
     Ok(())
 }

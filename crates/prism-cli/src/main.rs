@@ -38,6 +38,8 @@ enum Cmd {
     Cache(cache::CacheArgs),
     /// Evaluate a dictionary at its hook point: every METRICS.md metric, loss recovered, KL.
     Eval(dictionaries::EvalArgs),
+    /// Remove high-frequency features from a dictionary and re-evaluate it.
+    Prune(dictionaries::PruneArgs),
     /// Compare two dictionaries: mean max cosine similarity both ways, one-to-one matching.
     Similarity(dictionaries::SimilarityArgs),
     /// List a model's hook points (TransformerLens names) with their activation shapes.
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Cmd::Cache(args) => cache::cache(&args),
         Cmd::Eval(args) => dictionaries::eval(&args),
         Cmd::Similarity(args) => dictionaries::similarity(&args),
+        Cmd::Prune(args) => dictionaries::prune(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

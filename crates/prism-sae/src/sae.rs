@@ -216,6 +216,45 @@ impl Sae {
         atomic_write(&dir.join("cfg.json"), text.as_bytes())
     }
 
+    /// A dictionary of only the features in `keep` (in that order): their encoder columns,
+    /// encoder biases, decoder rows and thresholds. The research notes' pruning of
+    /// high-frequency features is `keep_features` of the rest.
+    pub fn keep_features(&self, keep: &[usize]) -> Result<Sae> {
+        let m = self.d_sae();
+        if let Some(&bad) = keep.iter().find(|&&i| i >= m) {
+            return Err(PrismError::InvalidInput(format!(
+                "feature {bad} does not exist (d_sae = {m})"
+            )));
+        }
+        if keep.is_empty() {
+            return Err(PrismError::InvalidInput(
+                "pruning would remove every feature".into(),
+            ));
+        }
+        if let Architecture::TopK { k } = self.architecture
+            && keep.len() < k
+        {
+            return Err(PrismError::InvalidInput(format!(
+                "a TopK dictionary with k = {k} needs at least {k} features"
+            )));
+        }
+        let device = self.w_enc.device();
+        let idx = Tensor::<1, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(
+                keep.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+                [keep.len()],
+            ),
+            &device,
+        );
+        Ok(Sae {
+            w_enc: self.w_enc.clone().select(1, idx.clone()),
+            b_enc: self.b_enc.clone().select(1, idx.clone()),
+            w_dec: self.w_dec.clone().select(0, idx.clone()),
+            threshold: self.threshold.clone().map(|t| t.select(1, idx)),
+            ..self.clone()
+        })
+    }
+
     /// Pre-activations `[n, d_sae]`.
     pub fn pre_activations(&self, x: Tensor<2>) -> Tensor<2> {
         let x = if self.apply_b_dec_to_input {

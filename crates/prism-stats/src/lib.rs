@@ -10,9 +10,11 @@
 #![warn(missing_docs)]
 
 mod downstream;
+mod prune;
 mod reconstruction;
 
 pub use downstream::{DownstreamMetrics, DownstreamStats, evaluate_batch};
+pub use prune::{PruneRule, features_to_keep};
 pub use reconstruction::{ReconstructionMetrics, ReconstructionStats};
 
 use prism_core::{Dictionary, HookPoint, Result};
