@@ -9,10 +9,12 @@
 
 #![warn(missing_docs)]
 
+mod contexts;
 mod downstream;
 mod prune;
 mod reconstruction;
 
+pub use contexts::{Context, FeatureReport, top_activating};
 pub use downstream::{DownstreamMetrics, DownstreamStats, evaluate_batch};
 pub use prune::{PruneRule, features_to_keep};
 pub use reconstruction::{ReconstructionMetrics, ReconstructionStats};

@@ -1,11 +1,11 @@
 //! Pruning high-frequency features (the research notes' experiment) on a real tiny model.
 
-use std::path::PathBuf;
+mod common;
 
 use burn::tensor::{Tensor, TensorData};
 use prism_core::{Dictionary, HookPoint};
-use prism_models::{Model, TokenBatch};
-use prism_sae::{Architecture, Sae};
+use prism_models::TokenBatch;
+use prism_sae::Sae;
 use prism_stats::*;
 
 /// The original dictionary with some features' codes forced to zero.
@@ -35,8 +35,7 @@ impl Dictionary for Masked<'_> {
 #[test]
 fn pruning_removes_exactly_the_dense_features_and_equals_zeroing_their_codes() {
     let device = prism_core::device("cpu").unwrap();
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/llama_gqa");
-    let model = Model::load(&dir, &device).unwrap();
+    let model = common::llama();
     let texts = [
         "The quick brown fox jumps over the lazy dog.",
         "Sparse is better than dense; readability counts.",
@@ -44,26 +43,7 @@ fn pruning_removes_exactly_the_dense_features_and_equals_zeroing_their_codes() {
     let seqs: Vec<Vec<u32>> = texts.iter().map(|t| model.encode(t).unwrap()).collect();
     let batches = vec![TokenBatch::from_sequences(&seqs, 0).unwrap()];
     let (d, m) = (64, 96);
-    let pseudo = |n: usize, seed: u64, scale: f32| -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                ((((i as u64 + 1) * 2654435761 + seed * 97) % 10007) as f32 / 10007.0 - 0.5) * scale
-            })
-            .collect()
-    };
-    // Encoder biases from −1 to +1 spread the features over a wide range of densities.
-    let b_enc: Vec<f32> = (0..m).map(|i| -1.0 + 2.0 * i as f32 / m as f32).collect();
-    let sae = Sae {
-        architecture: Architecture::Standard,
-        w_enc: Tensor::from_data(TensorData::new(pseudo(d * m, 1, 0.5), [d, m]), &device),
-        b_enc: Tensor::from_data(TensorData::new(b_enc, [1, m]), &device),
-        w_dec: Tensor::from_data(TensorData::new(pseudo(m * d, 2, 0.5), [m, d]), &device),
-        b_dec: Tensor::zeros([1, d], &device),
-        threshold: None,
-        apply_b_dec_to_input: true,
-        hook_name: None,
-        extra_cfg: Default::default(),
-    };
+    let sae = common::spread_sae(d, m);
     let hook = HookPoint::ResidPost(0);
     let full = evaluate(&model, &sae, hook, &batches).unwrap();
     let density = full.reconstruction.feature_density.clone();
