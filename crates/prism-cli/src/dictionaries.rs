@@ -9,7 +9,8 @@ use prism_models::TokenBatch;
 use prism_sae::Sae;
 use prism_similarity::{SimilarityOptions, compare};
 use prism_stats::{
-    DownstreamStats, Evaluation, PruneRule, ReconstructionStats, evaluate_batch, features_to_keep,
+    DownstreamStats, Evaluation, PruneRule, ReconstructionStats, evaluate_batch,
+    feature_browser_html, features_to_keep, sample_across_density_bands, top_activating,
 };
 use serde_json::json;
 
@@ -239,6 +240,88 @@ pub fn similarity(args: &SimilarityArgs) -> Result<()> {
                 m.mean_cos
             );
         }
+    }
+    Ok(())
+}
+
+/// `prism features` arguments.
+#[derive(clap::Args)]
+pub struct FeaturesArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    data: EvalData,
+    /// Dictionary directory (SAELens layout).
+    #[arg(long)]
+    sae: PathBuf,
+    /// Contexts per feature.
+    #[arg(long, default_value_t = 20)]
+    top: usize,
+    /// Features to show (comma-separated); default: a sample across density bands.
+    #[arg(long, value_delimiter = ',')]
+    features: Vec<usize>,
+    /// How many features to sample when --features is not given.
+    #[arg(long, default_value_t = 24)]
+    sample: usize,
+    /// The HTML page to write (a JSON file with the same stem is written beside it).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn features(args: &FeaturesArgs) -> Result<()> {
+    let model = args.model.load()?;
+    let sae = Sae::load(&args.sae, model.device())?;
+    let hook_name = args
+        .data
+        .hook
+        .clone()
+        .or(sae.hook_name.clone())
+        .ok_or_else(|| {
+            PrismError::InvalidInput("the dictionary names no hook_name; pass --hook".into())
+        })?;
+    let hook: HookPoint = hook_name.parse()?;
+    let corpus = Corpus::open(&args.data.data, "text")?;
+    let cfg = WindowConfig {
+        ctx: args.data.ctx,
+        ..Default::default()
+    };
+    let n_windows = args.data.tokens.div_ceil(args.data.ctx).max(1);
+    let wins: Vec<Vec<u32>> = windows(&corpus, &model.tokenizer, cfg)?
+        .skip(args.data.skip_windows)
+        .take(n_windows)
+        .collect::<Result<_>>()?;
+    let chosen = if args.features.is_empty() {
+        let all: Vec<usize> = (0..sae.d_sae()).collect();
+        let densities = top_activating(&model, &sae, hook, &wins, &all, 0, args.data.batch)?;
+        let d: Vec<f64> = densities.iter().map(|r| r.density).collect();
+        sample_across_density_bands(&d, args.sample)
+    } else {
+        args.features.clone()
+    };
+    let reports = top_activating(
+        &model,
+        &sae,
+        hook,
+        &wins,
+        &chosen,
+        args.top,
+        args.data.batch,
+    )?;
+    let title = format!("{} at {hook}", args.sae.display());
+    prism_core::atomic_write(&args.out, feature_browser_html(&title, &reports).as_bytes())?;
+    let json_path = args.out.with_extension("json");
+    let json = serde_json::to_string(&json!({"hook": hook.to_string(), "features": reports}))
+        .map_err(|e| PrismError::InvalidInput(e.to_string()))?;
+    prism_core::atomic_write(&json_path, json.as_bytes())?;
+    if args.model.json {
+        println!("{json}");
+    } else {
+        eprintln!(
+            "{} features: {} and {}",
+            reports.len(),
+            args.out.display(),
+            json_path.display()
+        );
     }
     Ok(())
 }

@@ -40,6 +40,8 @@ enum Cmd {
     Eval(dictionaries::EvalArgs),
     /// Remove high-frequency features from a dictionary and re-evaluate it.
     Prune(dictionaries::PruneArgs),
+    /// Top-activating contexts and logit effects of features: an HTML feature browser + JSON.
+    Features(dictionaries::FeaturesArgs),
     /// Compare two dictionaries: mean max cosine similarity both ways, one-to-one matching.
     Similarity(dictionaries::SimilarityArgs),
     /// List a model's hook points (TransformerLens names) with their activation shapes.
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Cmd::Eval(args) => dictionaries::eval(&args),
         Cmd::Similarity(args) => dictionaries::similarity(&args),
         Cmd::Prune(args) => dictionaries::prune(&args),
+        Cmd::Features(args) => dictionaries::features(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

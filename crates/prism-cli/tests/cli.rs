@@ -313,3 +313,116 @@ fn similarity_and_eval_on_saelens_dictionaries() {
             && j["kl_div_with_ablation"].as_f64().unwrap() > 0.0
     );
 }
+
+#[test]
+fn features_writes_a_parseable_browser_and_json_with_the_contexts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("c.txt");
+    std::fs::write(
+        &corpus,
+        "Features <fire> on \"tokens\" & contexts; the residual stream carries them.\n".repeat(20),
+    )
+    .unwrap();
+    let model = fixtures().join("models/llama_gqa");
+    // A 64 → 32 standard dictionary at blocks.1.hook_resid_post of the tiny Llama.
+    let device = prism_core::device("cpu").unwrap();
+    let v = |n: usize, s: u64| -> Vec<f32> {
+        (0..n)
+            .map(|i| ((((i as u64 + 1) * 2654435761 + s) % 1009) as f32 / 1009.0 - 0.5) * 0.5)
+            .collect()
+    };
+    let dict = prism_sae::Sae {
+        architecture: prism_sae::Architecture::Standard,
+        w_enc: burn::tensor::Tensor::from_data(
+            burn::tensor::TensorData::new(v(64 * 32, 1), [64, 32]),
+            &device,
+        ),
+        b_enc: burn::tensor::Tensor::from_data(
+            burn::tensor::TensorData::new(v(32, 2), [1, 32]),
+            &device,
+        ),
+        w_dec: burn::tensor::Tensor::from_data(
+            burn::tensor::TensorData::new(v(32 * 64, 3), [32, 64]),
+            &device,
+        ),
+        b_dec: burn::tensor::Tensor::zeros([1, 64], &device),
+        threshold: None,
+        apply_b_dec_to_input: true,
+        hook_name: Some("blocks.1.hook_resid_post".into()),
+        extra_cfg: Default::default(),
+    };
+    let dict_dir = tmp.path().join("dict");
+    dict.save(&dict_dir).unwrap();
+    let html = tmp.path().join("report.html");
+    let out = prism(&[
+        "features",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        corpus.to_str().unwrap(),
+        "--sae",
+        dict_dir.to_str().unwrap(),
+        "--tokens",
+        "320",
+        "--ctx",
+        "32",
+        "--top",
+        "3",
+        "--sample",
+        "5",
+        "--out",
+        html.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("report.json")).unwrap())
+            .unwrap();
+    let features = json["features"].as_array().unwrap();
+    assert!(!features.is_empty() && features.len() <= 5);
+    // Parse the page as XML (it is written well-formed): count the contexts and find their tokens.
+    let mut reader = quick_xml::Reader::from_str(page.trim_start_matches("<!DOCTYPE html>\n"));
+    let (mut sections, mut contexts, mut text) = (0, 0, String::new());
+    loop {
+        match reader.read_event().unwrap() {
+            quick_xml::events::Event::Start(e) if e.name().as_ref() == b"section" => sections += 1,
+            quick_xml::events::Event::Start(e) if e.name().as_ref() == b"div" => contexts += 1,
+            quick_xml::events::Event::Text(t) => text.push_str(&t.decode().unwrap()),
+            quick_xml::events::Event::GeneralRef(r) => {
+                text.push_str(&format!("&{};", String::from_utf8_lossy(&r)))
+            }
+            quick_xml::events::Event::Eof => break,
+            _ => {}
+        }
+    }
+    assert_eq!(sections, features.len());
+    let n_contexts: usize = features
+        .iter()
+        .map(|f| f["top"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(contexts, n_contexts);
+    assert!(n_contexts > 0);
+    // Every context's tokens appear in the page text (escaped characters come back).
+    let first = &features[0]["top"][0]["tokens"];
+    let joined: String = first
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect::<String>()
+        .replace('\n', "↵");
+    let unescaped = text
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+        .replace("&#39;", "'");
+    assert!(
+        unescaped.contains(&joined),
+        "context text missing from the page"
+    );
+}

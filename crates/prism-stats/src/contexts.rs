@@ -84,6 +84,9 @@ pub fn top_activating(
                 let column: Vec<f32> = (0..s).map(|p| codes.data[(w * s + p) * nf + k]).collect();
                 fires[k] += column.iter().filter(|&&v| v != 0.0).count() as u64;
                 for (p, &a) in column.iter().enumerate() {
+                    if n == 0 {
+                        break;
+                    }
                     let full = list.len() >= n;
                     if a <= 0.0 || (full && a <= list[n - 1].0) {
                         continue;

@@ -9,11 +9,13 @@
 
 #![warn(missing_docs)]
 
+mod browser;
 mod contexts;
 mod downstream;
 mod prune;
 mod reconstruction;
 
+pub use browser::{feature_browser_html, sample_across_density_bands};
 pub use contexts::{Context, FeatureReport, top_activating};
 pub use downstream::{DownstreamMetrics, DownstreamStats, evaluate_batch};
 pub use prune::{PruneRule, features_to_keep};
