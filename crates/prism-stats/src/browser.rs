@@ -11,7 +11,7 @@ fn escape(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
-            '\n' => out.push_str("↵"),
+            '\n' => out.push('↵'),
             c if c.is_control() => out.push('�'),
             c => out.push(c),
         }
