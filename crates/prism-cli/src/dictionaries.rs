@@ -26,6 +26,9 @@ pub struct EvalArgs {
     /// Dictionary directory (SAELens layout).
     #[arg(long)]
     sae: PathBuf,
+    /// Also draw the feature-density histogram to this PNG (and an SVG beside it).
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 /// Where and on what to evaluate a dictionary (shared by `eval` and `prune`).
@@ -111,6 +114,18 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let model = args.model.load()?;
     let sae = Sae::load(&args.sae, model.device())?;
     let (hook, e) = evaluate_on_corpus(&model, &sae, &args.data)?;
+    if let Some(png) = &args.plot {
+        let title = format!("feature density at {hook}");
+        let svg = png.with_extension("svg");
+        prism_stats::plot_density_histogram(
+            &e.reconstruction.feature_density,
+            &title,
+            Some(png),
+            Some(&svg),
+            (800, 480),
+        )?;
+        eprintln!("density histogram: {} and {}", png.display(), svg.display());
+    }
     let mut out = evaluation_json(&e);
     if let Some(o) = out.as_object_mut() {
         o.insert("hook".into(), json!(hook.to_string()));

@@ -272,6 +272,8 @@ fn similarity_and_eval_on_saelens_dictionaries() {
         "--ctx",
         "32",
         "--json",
+        "--plot",
+        tmp.path().join("density.png").to_str().unwrap(),
     ]);
     assert!(
         out.status.success(),
@@ -281,6 +283,7 @@ fn similarity_and_eval_on_saelens_dictionaries() {
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["tokens"], 256);
     assert_eq!(j["hook"], "blocks.0.hook_resid_post");
+    assert!(tmp.path().join("density.png").exists() && tmp.path().join("density.svg").exists());
     assert!(
         j["l0"].as_f64().unwrap() <= 8.0 && j["l0"].as_f64().unwrap() > 0.0,
         "TopK k = 8: {}",

@@ -12,12 +12,14 @@
 mod browser;
 mod contexts;
 mod downstream;
+mod plot;
 mod prune;
 mod reconstruction;
 
 pub use browser::{feature_browser_html, sample_across_density_bands};
 pub use contexts::{Context, FeatureReport, top_activating};
 pub use downstream::{DownstreamMetrics, DownstreamStats, evaluate_batch};
+pub use plot::{DensityHistogram, density_histogram, plot_density_histogram};
 pub use prune::{PruneRule, features_to_keep};
 pub use reconstruction::{ReconstructionMetrics, ReconstructionStats};
 
