@@ -46,12 +46,60 @@ pub struct EvalData {
     /// Tokens per window.
     #[arg(long, default_value_t = 128)]
     ctx: usize,
-    /// Skip this many windows first (evaluate on a held-out slice, not the training tokens).
-    #[arg(long, default_value_t = 0)]
-    skip_windows: usize,
+    /// Skip this many windows first. Default: the windows the dictionary was trained on
+    /// (`training_tokens` in its cfg.json), so evaluation runs on held-out text.
+    #[arg(long)]
+    skip_windows: Option<usize>,
     /// Windows per forward pass.
     #[arg(long, default_value_t = 8)]
     batch: usize,
+}
+
+/// The evaluation windows: `--tokens` worth, after skipping `--skip-windows`, or by default the
+/// windows the dictionary was trained on (`training_tokens` in its cfg.json), so that evaluation
+/// runs on held-out text.
+fn held_out_windows(
+    model: &prism_models::Model,
+    sae: &Sae,
+    data: &EvalData,
+) -> Result<Vec<Vec<u32>>> {
+    let skip = match (
+        data.skip_windows,
+        sae.extra_cfg
+            .get("training_tokens")
+            .and_then(|v| v.as_u64()),
+    ) {
+        (Some(k), _) => k,
+        (None, Some(t)) => {
+            let k = (t as usize).div_ceil(data.ctx.max(1));
+            eprintln!(
+                "evaluating after the first {k} windows ({t} training tokens, from cfg.json)"
+            );
+            k
+        }
+        (None, None) => {
+            eprintln!(
+                "note: cfg.json records no training_tokens; evaluating from the corpus start (see --skip-windows)"
+            );
+            0
+        }
+    };
+    let corpus = Corpus::open(&data.data, "text")?;
+    let cfg = WindowConfig {
+        ctx: data.ctx,
+        ..Default::default()
+    };
+    let wins: Vec<Vec<u32>> = windows(&corpus, &model.tokenizer, cfg)?
+        .skip(skip)
+        .take(data.tokens.div_ceil(data.ctx).max(1))
+        .collect::<Result<_>>()?;
+    if wins.is_empty() {
+        return Err(PrismError::InvalidInput(format!(
+            "{}: no windows left after skipping {skip} (pass --skip-windows)",
+            data.data.display()
+        )));
+    }
+    Ok(wins)
 }
 
 /// Evaluates `sae` on the corpus slice `data` describes, with a progress bar.
@@ -64,16 +112,7 @@ fn evaluate_on_corpus(
         PrismError::InvalidInput("the dictionary names no hook_name; pass --hook".into())
     })?;
     let hook: HookPoint = hook_name.parse()?;
-    let corpus = Corpus::open(&data.data, "text")?;
-    let cfg = WindowConfig {
-        ctx: data.ctx,
-        ..Default::default()
-    };
-    let n_windows = data.tokens.div_ceil(data.ctx).max(1);
-    let wins: Vec<Vec<u32>> = windows(&corpus, &model.tokenizer, cfg)?
-        .skip(data.skip_windows)
-        .take(n_windows)
-        .collect::<Result<_>>()?;
+    let wins = held_out_windows(model, sae, data)?;
     let bar = ProgressBar::new(wins.len() as u64).with_style(
         ProgressStyle::with_template(
             "{spinner} evaluating [{bar:40}] {pos}/{len} windows  ETA {eta}",
@@ -295,16 +334,7 @@ pub fn features(args: &FeaturesArgs) -> Result<()> {
             PrismError::InvalidInput("the dictionary names no hook_name; pass --hook".into())
         })?;
     let hook: HookPoint = hook_name.parse()?;
-    let corpus = Corpus::open(&args.data.data, "text")?;
-    let cfg = WindowConfig {
-        ctx: args.data.ctx,
-        ..Default::default()
-    };
-    let n_windows = args.data.tokens.div_ceil(args.data.ctx).max(1);
-    let wins: Vec<Vec<u32>> = windows(&corpus, &model.tokenizer, cfg)?
-        .skip(args.data.skip_windows)
-        .take(n_windows)
-        .collect::<Result<_>>()?;
+    let wins = held_out_windows(&model, &sae, &args.data)?;
     let chosen = if args.features.is_empty() {
         let all: Vec<usize> = (0..sae.d_sae()).collect();
         let densities = top_activating(&model, &sae, hook, &wins, &all, 0, args.data.batch)?;

@@ -429,3 +429,115 @@ fn features_writes_a_parseable_browser_and_json_with_the_contexts() {
         "context text missing from the page"
     );
 }
+
+/// A deterministic SAELens-layout dictionary `64 → m` at `hook` of the tiny Llama.
+fn write_dict(
+    dir: &std::path::Path,
+    arch: prism_sae::Architecture,
+    m: usize,
+    training_tokens: Option<u64>,
+) {
+    let device = prism_core::device("cpu").unwrap();
+    let v = |n: usize, s: u64| -> Vec<f32> {
+        (0..n)
+            .map(|i| ((((i as u64 + 1) * 2654435761 + s) % 1009) as f32 / 1009.0 - 0.5) * 0.5)
+            .collect()
+    };
+    let t = |n: usize, shape: [usize; 2], s: u64| {
+        burn::tensor::Tensor::<2>::from_data(burn::tensor::TensorData::new(v(n, s), shape), &device)
+    };
+    let mut extra = serde_json::Map::new();
+    if let Some(tt) = training_tokens {
+        extra.insert("training_tokens".into(), tt.into());
+    }
+    prism_sae::Sae {
+        architecture: arch,
+        w_enc: t(64 * m, [64, m], 1),
+        b_enc: t(m, [1, m], 2),
+        w_dec: t(m * 64, [m, 64], 3),
+        b_dec: burn::tensor::Tensor::zeros([1, 64], &device),
+        threshold: None,
+        apply_b_dec_to_input: true,
+        hook_name: Some("blocks.0.hook_resid_post".into()),
+        extra_cfg: extra,
+    }
+    .save(dir)
+    .unwrap();
+}
+
+#[test]
+fn prune_removes_features_and_eval_holds_out_training_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixtures().join("models/llama_gqa");
+    let corpus = tmp.path().join("c.txt");
+    std::fs::write(
+        &corpus,
+        "The residual stream carries features from layer to layer. ".repeat(30),
+    )
+    .unwrap();
+    let dict = tmp.path().join("dict");
+    write_dict(&dict, prism_sae::Architecture::Standard, 128, Some(64));
+    let base = |cmd: &'static str| -> Vec<String> {
+        [
+            cmd,
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            corpus.to_str().unwrap(),
+            "--sae",
+            dict.to_str().unwrap(),
+            "--tokens",
+            "128",
+            "--ctx",
+            "32",
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let run = |mut a: Vec<String>, extra: &[&str]| -> serde_json::Value {
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        let out = prism(&refs);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // 64 training tokens = 2 windows of 32 are skipped by default.
+    let default = run(base("eval"), &[]);
+    assert_eq!(
+        default["loss_original"],
+        run(base("eval"), &["--skip-windows", "2"])["loss_original"]
+    );
+    assert_ne!(
+        default["loss_original"],
+        run(base("eval"), &["--skip-windows", "0"])["loss_original"]
+    );
+
+    let pruned = tmp.path().join("pruned");
+    let j = run(
+        base("prune"),
+        &["--top-n", "16", "--out", pruned.to_str().unwrap()],
+    );
+    assert_eq!(
+        (j["removed"].as_u64(), j["kept"].as_u64()),
+        (Some(16), Some(112))
+    );
+    assert!(j["after"]["l0"].as_f64().unwrap() < j["before"]["l0"].as_f64().unwrap());
+    let back = prism_sae::Sae::load(&pruned, &prism_core::device("cpu").unwrap()).unwrap();
+    assert_eq!(prism_core::Dictionary::d_sae(&back), 112);
+    let j = run(
+        base("prune"),
+        &["--max-density", "0.5", "--out", pruned.to_str().unwrap()],
+    );
+    assert!(j["after"]["l0"].as_f64().unwrap() <= j["before"]["l0"].as_f64().unwrap());
+    // Two rules at once are refused.
+    let mut both = base("prune");
+    both.extend(["--top-n", "1", "--max-density", "0.1", "--out", "x"].map(String::from));
+    let refs: Vec<&str> = both.iter().map(String::as_str).collect();
+    assert!(!prism(&refs).status.success());
+}
