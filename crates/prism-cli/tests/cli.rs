@@ -232,26 +232,14 @@ fn similarity_and_eval_on_saelens_dictionaries() {
 
     // A random 64→256 dictionary at blocks.0.hook_resid_post of the tiny Llama.
     let tmp = tempfile::tempdir().unwrap();
-    let device = prism_core::device("cpu").unwrap();
-    let rand = |shape: [usize; 2], seed: u64| {
-        let v: Vec<f32> = (0..shape[0] * shape[1])
-            .map(|i| (((i as u64 * 2654435761 + seed) % 1000) as f32 / 1000.0 - 0.5) * 0.4)
-            .collect();
-        burn::tensor::Tensor::<2>::from_data(burn::tensor::TensorData::new(v, shape), &device)
-    };
-    let dict = prism_sae::Sae {
-        architecture: prism_sae::Architecture::TopK { k: 8 },
-        w_enc: rand([64, 256], 1),
-        b_enc: rand([1, 256], 2),
-        w_dec: rand([256, 64], 3),
-        b_dec: rand([1, 64], 4),
-        threshold: None,
-        apply_b_dec_to_input: true,
-        hook_name: Some("blocks.0.hook_resid_post".into()),
-        extra_cfg: Default::default(),
-    };
     let dir = tmp.path().join("dict");
-    dict.save(&dir).unwrap();
+    write_dict(
+        &dir,
+        prism_sae::Architecture::TopK { k: 8 },
+        256,
+        "blocks.0.hook_resid_post",
+        None,
+    );
     let corpus = tmp.path().join("c.txt");
     std::fs::write(
         &corpus,
@@ -327,35 +315,14 @@ fn features_writes_a_parseable_browser_and_json_with_the_contexts() {
     )
     .unwrap();
     let model = fixtures().join("models/llama_gqa");
-    // A 64 → 32 standard dictionary at blocks.1.hook_resid_post of the tiny Llama.
-    let device = prism_core::device("cpu").unwrap();
-    let v = |n: usize, s: u64| -> Vec<f32> {
-        (0..n)
-            .map(|i| ((((i as u64 + 1) * 2654435761 + s) % 1009) as f32 / 1009.0 - 0.5) * 0.5)
-            .collect()
-    };
-    let dict = prism_sae::Sae {
-        architecture: prism_sae::Architecture::Standard,
-        w_enc: burn::tensor::Tensor::from_data(
-            burn::tensor::TensorData::new(v(64 * 32, 1), [64, 32]),
-            &device,
-        ),
-        b_enc: burn::tensor::Tensor::from_data(
-            burn::tensor::TensorData::new(v(32, 2), [1, 32]),
-            &device,
-        ),
-        w_dec: burn::tensor::Tensor::from_data(
-            burn::tensor::TensorData::new(v(32 * 64, 3), [32, 64]),
-            &device,
-        ),
-        b_dec: burn::tensor::Tensor::zeros([1, 64], &device),
-        threshold: None,
-        apply_b_dec_to_input: true,
-        hook_name: Some("blocks.1.hook_resid_post".into()),
-        extra_cfg: Default::default(),
-    };
     let dict_dir = tmp.path().join("dict");
-    dict.save(&dict_dir).unwrap();
+    write_dict(
+        &dict_dir,
+        prism_sae::Architecture::Standard,
+        32,
+        "blocks.1.hook_resid_post",
+        None,
+    );
     let html = tmp.path().join("report.html");
     let out = prism(&[
         "features",
@@ -435,6 +402,7 @@ fn write_dict(
     dir: &std::path::Path,
     arch: prism_sae::Architecture,
     m: usize,
+    hook: &str,
     training_tokens: Option<u64>,
 ) {
     let device = prism_core::device("cpu").unwrap();
@@ -458,7 +426,7 @@ fn write_dict(
         b_dec: burn::tensor::Tensor::zeros([1, 64], &device),
         threshold: None,
         apply_b_dec_to_input: true,
-        hook_name: Some("blocks.0.hook_resid_post".into()),
+        hook_name: Some(hook.into()),
         extra_cfg: extra,
     }
     .save(dir)
@@ -476,7 +444,13 @@ fn prune_removes_features_and_eval_holds_out_training_tokens() {
     )
     .unwrap();
     let dict = tmp.path().join("dict");
-    write_dict(&dict, prism_sae::Architecture::Standard, 128, Some(64));
+    write_dict(
+        &dict,
+        prism_sae::Architecture::Standard,
+        128,
+        "blocks.0.hook_resid_post",
+        Some(64),
+    );
     let base = |cmd: &'static str| -> Vec<String> {
         [
             cmd,
