@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use prism_core::{
-    FloatDtype, HookPoint, HostTensor, PrismError, RawTensor, Result, atomic_write, decode_floats,
+    FloatDtype, HookPoint, HostTensor, PrismError, RawTensor, Result, atomic_write,
     parse_safetensors, serialize_safetensors,
 };
 use prism_models::Model;
@@ -481,22 +481,23 @@ impl ActivationStore {
         let d = self.manifest.hooks[hook].d;
         let width = if self.dtype == FloatDtype::F32 { 4 } else { 2 };
         let start = shard.hook_offsets[hook] + local * d * width;
-        let st_dtype = match self.dtype {
-            FloatDtype::F32 => safetensors::Dtype::F32,
-            FloatDtype::F16 => safetensors::Dtype::F16,
-            FloatDtype::BF16 => safetensors::Dtype::BF16,
-        };
-        if self.dtype == FloatDtype::F32 {
-            out.extend(
-                shard.map[start..start + d * 4]
+        let bytes = &shard.map[start..start + d * width];
+        match self.dtype {
+            FloatDtype::F32 => out.extend(
+                bytes
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            );
-        } else {
-            out.extend(decode_floats(
-                st_dtype,
-                &shard.map[start..start + d * width],
-            )?);
+            ),
+            FloatDtype::F16 => out.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+            ),
+            FloatDtype::BF16 => out.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+            ),
         }
         Ok(())
     }

@@ -461,3 +461,38 @@ fn harvesting_on_wgpu_matches_cpu() {
         assert!(diff < 1e-4, "wgpu and cpu activations differ by {diff}");
     }
 }
+
+#[test]
+fn half_precision_caches_read_back_within_their_rounding() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = Corpus::open(&write_corpus(dir.path()), "text").unwrap();
+    let m = model();
+    let build = |dtype: FloatDtype| {
+        let out = dir.path().join(dtype.to_string());
+        build_cache(
+            &m,
+            &corpus,
+            &CacheOptions {
+                dtype,
+                ..options(vec![HookPoint::ResidPost(1)], 200)
+            },
+            &out,
+            &mut |_| {},
+        )
+        .unwrap();
+        ActivationStore::open(&out).unwrap()
+    };
+    let exact = build(FloatDtype::F32);
+    let rows: Vec<u64> = (0..200).collect();
+    let want = exact.gather(0, &rows).unwrap();
+    for (dtype, rel) in [
+        (FloatDtype::F16, 1.0 / 2048.0),
+        (FloatDtype::BF16, 1.0 / 256.0),
+    ] {
+        let got = build(dtype).gather(0, &rows).unwrap();
+        assert_eq!(got.shape, want.shape);
+        for (g, w) in got.data.iter().zip(&want.data) {
+            assert!((g - w).abs() <= rel * w.abs() + 1e-6, "{dtype}: {g} vs {w}");
+        }
+    }
+}

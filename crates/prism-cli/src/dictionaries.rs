@@ -23,17 +23,17 @@ pub struct EvalArgs {
     model: ModelArgs,
     #[command(flatten)]
     data: EvalData,
-    /// Dictionary directory (SAELens layout).
-    #[arg(long)]
-    sae: PathBuf,
     /// Also draw the feature-density histogram to this PNG (and an SVG beside it).
     #[arg(long)]
     plot: Option<PathBuf>,
 }
 
-/// Where and on what to evaluate a dictionary (shared by `eval` and `prune`).
+/// Which dictionary, and where and on what to evaluate it (shared by `eval`, `prune`, `features`).
 #[derive(clap::Args)]
 pub struct EvalData {
+    /// Dictionary directory (SAELens layout).
+    #[arg(long)]
+    sae: PathBuf,
     /// Corpus to evaluate on.
     #[arg(long)]
     data: PathBuf,
@@ -151,7 +151,7 @@ fn print_metrics(title: &str, v: &serde_json::Value) {
 
 pub fn eval(args: &EvalArgs) -> Result<()> {
     let model = args.model.load()?;
-    let sae = Sae::load(&args.sae, model.device())?;
+    let sae = Sae::load(&args.data.sae, model.device())?;
     let (hook, e) = evaluate_on_corpus(&model, &sae, &args.data)?;
     if let Some(png) = &args.plot {
         let title = format!("feature density at {hook}");
@@ -168,7 +168,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let mut out = evaluation_json(&e);
     if let Some(o) = out.as_object_mut() {
         o.insert("hook".into(), json!(hook.to_string()));
-        o.insert("sae".into(), json!(args.sae.display().to_string()));
+        o.insert("sae".into(), json!(args.data.sae.display().to_string()));
     }
     if args.model.json {
         println!("{out}");
@@ -176,7 +176,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         print_metrics(
             &format!(
                 "{} on {} tokens at {hook}:",
-                args.sae.display(),
+                args.data.sae.display(),
                 e.reconstruction.tokens
             ),
             &out,
@@ -192,9 +192,6 @@ pub struct PruneArgs {
     model: ModelArgs,
     #[command(flatten)]
     data: EvalData,
-    /// Dictionary directory (SAELens layout).
-    #[arg(long)]
-    sae: PathBuf,
     /// Remove features firing on more than this fraction of tokens.
     #[arg(long, group = "rule")]
     max_density: Option<f64>,
@@ -221,7 +218,7 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         }
     };
     let model = args.model.load()?;
-    let sae = Sae::load(&args.sae, model.device())?;
+    let sae = Sae::load(&args.data.sae, model.device())?;
     let (hook, before) = evaluate_on_corpus(&model, &sae, &args.data)?;
     let keep = features_to_keep(&before.reconstruction.feature_density, rule)?;
     let pruned = sae.keep_features(&keep)?;
@@ -305,9 +302,6 @@ pub struct FeaturesArgs {
     model: ModelArgs,
     #[command(flatten)]
     data: EvalData,
-    /// Dictionary directory (SAELens layout).
-    #[arg(long)]
-    sae: PathBuf,
     /// Contexts per feature.
     #[arg(long, default_value_t = 20)]
     top: usize,
@@ -324,7 +318,7 @@ pub struct FeaturesArgs {
 
 pub fn features(args: &FeaturesArgs) -> Result<()> {
     let model = args.model.load()?;
-    let sae = Sae::load(&args.sae, model.device())?;
+    let sae = Sae::load(&args.data.sae, model.device())?;
     let hook_name = args
         .data
         .hook
@@ -352,7 +346,7 @@ pub fn features(args: &FeaturesArgs) -> Result<()> {
         args.top,
         args.data.batch,
     )?;
-    let title = format!("{} at {hook}", args.sae.display());
+    let title = format!("{} at {hook}", args.data.sae.display());
     prism_core::atomic_write(&args.out, feature_browser_html(&title, &reports).as_bytes())?;
     let json_path = args.out.with_extension("json");
     let json = serde_json::to_string(&json!({"hook": hook.to_string(), "features": reports}))
