@@ -81,6 +81,8 @@ fn main() -> Result<()> {
         w_dec: Tensor::random([8 * dm, dm], Distribution::Normal(0.0, 0.05), &device),
         b_dec: Tensor::zeros([1, dm], &device),
         threshold: None,
+        r_mag: None,
+        b_mag: None,
         apply_b_dec_to_input: true,
         hook_name: None,
         extra_cfg: Default::default(),

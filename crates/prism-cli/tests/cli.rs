@@ -425,6 +425,8 @@ fn write_dict(
         w_dec: t(m * 64, [m, 64], 3),
         b_dec: burn::tensor::Tensor::zeros([1, 64], &device),
         threshold: None,
+        r_mag: None,
+        b_mag: None,
         apply_b_dec_to_input: true,
         hook_name: Some(hook.into()),
         extra_cfg: extra,

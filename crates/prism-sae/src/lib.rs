@@ -1,15 +1,17 @@
 //! # prism-sae
 //!
-//! Sparse autoencoders ("dictionaries") as [`prism_core::Dictionary`] values, read and written in
-//! SAELens' layout (`cfg.json` + `sae_weights.safetensors` with `W_enc [d_in, d_sae]`, `b_enc`,
-//! `W_dec [d_sae, d_in]`, `b_dec`, and `threshold` for JumpReLU), so dictionaries move freely
-//! between Prism and Python.
-//!
-//! Architectures at inference: standard (ReLU), TopK, and JumpReLU. Training comes with the
-//! trainers (issue 4).
+//! Sparse autoencoders ("dictionaries"): the architectures as [`prism_core::Dictionary`] values,
+//! read and written in SAELens' layout (`cfg.json` + `sae_weights.safetensors` with
+//! `W_enc [d_in, d_sae]`, `b_enc`, `W_dec [d_sae, d_in]`, `b_dec`, `threshold` for JumpReLU,
+//! `b_gate`/`r_mag`/`b_mag` for Gated), dictionary_learning `ae.pt` import, and training
+//! (ReLU + L1 with resampling, TopK and BatchTopK with AuxK, JumpReLU, Gated) on dedicated CPU
+//! kernels that exploit the codes' sparsity.
 
 #![warn(missing_docs)]
 
+pub mod kernel;
 mod sae;
+pub mod train;
 
 pub use sae::{Architecture, Sae};
+pub use train::{ArchitectureConfig, StepLog, TrainConfig, Trainer};

@@ -23,6 +23,9 @@ pub enum Architecture {
     },
     /// `f = ReLU(pre) · [pre > θ_i]`, a learned threshold per feature.
     JumpRelu,
+    /// Gated: `f = [pre > 0] · ReLU(e^{r_mag} ⊙ (x_in W_enc) + b_mag)` with `pre = x_in W_enc + b_gate`
+    /// (`b_enc` holds `b_gate`).
+    Gated,
 }
 
 impl Architecture {
@@ -32,6 +35,7 @@ impl Architecture {
             Architecture::Standard => "standard",
             Architecture::TopK { .. } => "topk",
             Architecture::JumpRelu => "jumprelu",
+            Architecture::Gated => "gated",
         }
     }
 }
@@ -51,6 +55,10 @@ pub struct Sae {
     pub b_dec: Tensor<2>,
     /// `[1, d_sae]`, JumpReLU only.
     pub threshold: Option<Tensor<2>>,
+    /// `[1, d_sae]` magnitude log-scales, Gated only.
+    pub r_mag: Option<Tensor<2>>,
+    /// `[1, d_sae]` magnitude biases, Gated only.
+    pub b_mag: Option<Tensor<2>>,
     /// Subtract `b_dec` from the input before encoding (SAELens' `apply_b_dec_to_input`).
     pub apply_b_dec_to_input: bool,
     /// The hook point it was trained on (`hook_name` in SAELens), if known.
@@ -94,9 +102,10 @@ impl Sae {
                 k: k.ok_or_else(|| bad("a topk SAE needs `k`".into()))?,
             },
             "jumprelu" => Architecture::JumpRelu,
+            "gated" => Architecture::Gated,
             other => {
                 return Err(bad(format!(
-                    "architecture `{other}` is not supported (standard, topk, jumprelu)"
+                    "architecture `{other}` is not supported (standard, topk, jumprelu, gated)"
                 )));
             }
         };
@@ -131,6 +140,16 @@ impl Sae {
             Architecture::JumpRelu => Some(row(take("threshold", &[d_sae])?, device)?),
             _ => None,
         };
+        let gated = architecture == Architecture::Gated;
+        let per_feature = |name: &str| -> Result<Option<Tensor<2>>> {
+            if gated {
+                Ok(Some(row(take(name, &[d_sae])?, device)?))
+            } else {
+                Ok(None)
+            }
+        };
+        let (r_mag, b_mag) = (per_feature("r_mag")?, per_feature("b_mag")?);
+        let b_enc_name = if gated { "b_gate" } else { "b_enc" };
         let known = [
             "architecture",
             "d_in",
@@ -150,10 +169,12 @@ impl Sae {
             .unwrap_or_default();
         Ok(Self {
             w_enc: take("W_enc", &[d_in, d_sae])?.to_burn(device)?,
-            b_enc: row(take("b_enc", &[d_sae])?, device)?,
+            b_enc: row(take(b_enc_name, &[d_sae])?, device)?,
             w_dec: take("W_dec", &[d_sae, d_in])?.to_burn(device)?,
             b_dec: row(take("b_dec", &[d_in])?, device)?,
             threshold,
+            r_mag,
+            b_mag,
             architecture,
             apply_b_dec_to_input: cfg
                 .get("apply_b_dec_to_input")
@@ -180,7 +201,15 @@ impl Sae {
                 &HostTensor::from_burn(self.w_enc.clone())?,
                 FloatDtype::F32,
             ),
-            RawTensor::floats("b_enc", &flat(&self.b_enc)?, FloatDtype::F32),
+            RawTensor::floats(
+                if self.architecture == Architecture::Gated {
+                    "b_gate"
+                } else {
+                    "b_enc"
+                },
+                &flat(&self.b_enc)?,
+                FloatDtype::F32,
+            ),
             RawTensor::floats(
                 "W_dec",
                 &HostTensor::from_burn(self.w_dec.clone())?,
@@ -188,8 +217,14 @@ impl Sae {
             ),
             RawTensor::floats("b_dec", &flat(&self.b_dec)?, FloatDtype::F32),
         ];
-        if let Some(t) = &self.threshold {
-            tensors.push(RawTensor::floats("threshold", &flat(t)?, FloatDtype::F32));
+        for (name, t) in [
+            ("threshold", &self.threshold),
+            ("r_mag", &self.r_mag),
+            ("b_mag", &self.b_mag),
+        ] {
+            if let Some(t) = t {
+                tensors.push(RawTensor::floats(name, &flat(t)?, FloatDtype::F32));
+            }
         }
         let weights = dir.join("sae_weights.safetensors");
         atomic_write(
@@ -250,19 +285,26 @@ impl Sae {
             w_enc: self.w_enc.clone().select(1, idx.clone()),
             b_enc: self.b_enc.clone().select(1, idx.clone()),
             w_dec: self.w_dec.clone().select(0, idx.clone()),
-            threshold: self.threshold.clone().map(|t| t.select(1, idx)),
+            threshold: self.threshold.clone().map(|t| t.select(1, idx.clone())),
+            r_mag: self.r_mag.clone().map(|t| t.select(1, idx.clone())),
+            b_mag: self.b_mag.clone().map(|t| t.select(1, idx)),
             ..self.clone()
         })
     }
 
-    /// Pre-activations `[n, d_sae]`.
+    /// Pre-activations `[n, d_sae]` (for Gated, the gate's).
     pub fn pre_activations(&self, x: Tensor<2>) -> Tensor<2> {
+        self.encoder_product(x) + self.b_enc.clone()
+    }
+
+    /// `x_in · W_enc` with `x_in = x − b_dec` when the bias applies to the input.
+    fn encoder_product(&self, x: Tensor<2>) -> Tensor<2> {
         let x = if self.apply_b_dec_to_input {
             x - self.b_dec.clone()
         } else {
             x
         };
-        x.matmul(self.w_enc.clone()) + self.b_enc.clone()
+        x.matmul(self.w_enc.clone())
     }
 }
 
@@ -274,6 +316,14 @@ impl Dictionary for Sae {
         self.w_enc.dims()[1]
     }
     fn encode(&self, x: Tensor<2>) -> Tensor<2> {
+        if self.architecture == Architecture::Gated {
+            let a = self.encoder_product(x);
+            let open = (a.clone() + self.b_enc.clone()).greater_elem(0.0);
+            let zeros = || self.b_enc.zeros_like();
+            let scale = self.r_mag.clone().unwrap_or_else(zeros).exp();
+            let mag = relu(a * scale + self.b_mag.clone().unwrap_or_else(zeros));
+            return mag.mask_fill(open.bool_not(), 0.0);
+        }
         let pre = self.pre_activations(x);
         match &self.architecture {
             Architecture::Standard => relu(pre),
@@ -291,6 +341,7 @@ impl Dictionary for Sae {
                 let open = pre.clone().greater(theta.expand(pre.dims()));
                 relu(pre).mask_fill(open.bool_not(), 0.0)
             }
+            Architecture::Gated => unreachable!("handled above"),
         }
     }
     fn decode(&self, f: Tensor<2>) -> Tensor<2> {

@@ -31,6 +31,8 @@ pub fn spread_sae(d: usize, m: usize) -> Sae {
         w_dec: Tensor::from_data(TensorData::new(pseudo(m * d, 2, 0.5), [m, d]), &device),
         b_dec: Tensor::zeros([1, d], &device),
         threshold: None,
+        r_mag: None,
+        b_mag: None,
         apply_b_dec_to_input: true,
         hook_name: None,
         extra_cfg: Default::default(),

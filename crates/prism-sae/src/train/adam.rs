@@ -1,0 +1,98 @@
+//! Adam with per-element state that can be reset for resampled features.
+
+use super::params::Params;
+
+/// Adam's hyper-parameters (PyTorch's defaults).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdamConfig {
+    /// First-moment decay.
+    pub beta1: f32,
+    /// Second-moment decay.
+    pub beta2: f32,
+    /// Denominator guard.
+    pub eps: f32,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+/// Optimiser state: moments shaped like the parameters, and the step count.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Adam {
+    /// Hyper-parameters.
+    pub config: AdamConfig,
+    /// First moments.
+    pub m: Params,
+    /// Second moments.
+    pub v: Params,
+    /// Updates taken (bias correction uses it).
+    pub t: u64,
+}
+
+impl Adam {
+    /// Fresh state for `params`.
+    pub fn new(params: &Params, config: AdamConfig) -> Self {
+        Self {
+            config,
+            m: params.zeros_like(),
+            v: params.zeros_like(),
+            t: 0,
+        }
+    }
+
+    /// One update with learning rate `lr`, exactly as `torch.optim.Adam` computes it.
+    pub fn step(&mut self, params: &mut Params, grads: &Params, lr: f32) {
+        use rayon::prelude::*;
+        self.t += 1;
+        let AdamConfig { beta1, beta2, eps } = self.config;
+        let bc1 = 1.0 - beta1.powi(self.t as i32);
+        let bc2 = 1.0 - beta2.powi(self.t as i32);
+        let step = lr / bc1;
+        let bc2_sqrt = bc2.sqrt();
+        let ps = params.tensors_mut();
+        let gs = grads.tensors();
+        let ms = self.m.tensors_mut();
+        let vs = self.v.tensors_mut();
+        for (((p, g), m), v) in ps.into_iter().zip(gs).zip(ms).zip(vs) {
+            const CHUNK: usize = 1 << 14;
+            p.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .zip(m.par_chunks_mut(CHUNK))
+                .zip(v.par_chunks_mut(CHUNK))
+                .for_each(|(((p, g), m), v)| {
+                    for i in 0..p.len() {
+                        m[i] = beta1 * m[i] + (1.0 - beta1) * g[i];
+                        v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i];
+                        p[i] -= step * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
+                    }
+                });
+        }
+    }
+
+    /// Zeroes the moments of feature `j` (its encoder and decoder rows and per-feature values),
+    /// as resampling requires.
+    pub fn reset_feature(&mut self, j: usize) {
+        let d = self.m.d;
+        for s in [&mut self.m, &mut self.v] {
+            s.w_enc[j * d..(j + 1) * d].fill(0.0);
+            s.w_dec[j * d..(j + 1) * d].fill(0.0);
+            for t in [
+                &mut s.b_enc,
+                &mut s.log_threshold,
+                &mut s.r_mag,
+                &mut s.b_mag,
+            ] {
+                if let Some(x) = t.get_mut(j) {
+                    *x = 0.0;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Training configuration, with dictionary_learning's defaults.
+
+use prism_core::{PrismError, Result};
+use serde::{Deserialize, Serialize};
+
+use super::adam::AdamConfig;
+use crate::kernel::KernelMode;
+
+/// Which dictionary to train, and its sparsity hyper-parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ArchitectureConfig {
+    /// ReLU codes with an L1 penalty (dictionary_learning's "standard").
+    Relu {
+        /// L1 coefficient λ.
+        l1: f32,
+    },
+    /// TopK with AuxK on dead latents.
+    TopK {
+        /// Active latents per token.
+        k: usize,
+        /// AuxK weight (1/32).
+        auxk_alpha: f32,
+    },
+    /// BatchTopK; at inference a global threshold (a running mean of the smallest selected
+    /// activation) replaces the batch selection.
+    BatchTopK {
+        /// Mean active latents per token.
+        k: usize,
+        /// AuxK weight (1/32).
+        auxk_alpha: f32,
+        /// Decay of the threshold's running mean (0.999).
+        threshold_beta: f32,
+        /// Step from which the threshold is tracked (1000).
+        threshold_start_step: u64,
+    },
+    /// JumpReLU with a learned per-feature threshold and an L0 penalty.
+    JumpRelu {
+        /// L0 coefficient.
+        l0_coeff: f32,
+        /// Rectangle-kernel width of the straight-through estimator (0.001).
+        bandwidth: f32,
+        /// Initial threshold (0.001).
+        init_threshold: f32,
+    },
+    /// Gated SAE.
+    Gated {
+        /// L1 coefficient on the gate.
+        l1: f32,
+    },
+}
+
+impl ArchitectureConfig {
+    /// The name used on the command line and in files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ArchitectureConfig::Relu { .. } => "relu",
+            ArchitectureConfig::TopK { .. } => "topk",
+            ArchitectureConfig::BatchTopK { .. } => "batchtopk",
+            ArchitectureConfig::JumpRelu { .. } => "jumprelu",
+            ArchitectureConfig::Gated { .. } => "gated",
+        }
+    }
+
+    /// TopK with AuxK α = 1/32.
+    pub fn topk(k: usize) -> Self {
+        ArchitectureConfig::TopK {
+            k,
+            auxk_alpha: 1.0 / 32.0,
+        }
+    }
+
+    /// BatchTopK with AuxK α = 1/32 and dictionary_learning's threshold tracking.
+    pub fn batch_topk(k: usize) -> Self {
+        ArchitectureConfig::BatchTopK {
+            k,
+            auxk_alpha: 1.0 / 32.0,
+            threshold_beta: 0.999,
+            threshold_start_step: 1000,
+        }
+    }
+
+    /// JumpReLU with bandwidth and initial threshold 0.001.
+    pub fn jumprelu(l0_coeff: f32) -> Self {
+        ArchitectureConfig::JumpRelu {
+            l0_coeff,
+            bandwidth: 0.001,
+            init_threshold: 0.001,
+        }
+    }
+}
+
+/// Dead-feature resampling for ReLU dictionaries (Anthropic's recipe as dictionary_learning
+/// implements it).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResampleConfig {
+    /// Resample after every this many steps.
+    pub every: u64,
+    /// A feature is dead when it has not fired in this many most recent steps.
+    pub window: u64,
+}
+
+/// Everything that determines a training run (with the same inputs, the same result).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Architecture and sparsity hyper-parameters.
+    pub architecture: ArchitectureConfig,
+    /// Input width.
+    pub d_in: usize,
+    /// Number of features.
+    pub d_sae: usize,
+    /// Peak learning rate.
+    pub lr: f32,
+    /// Linear learning-rate warm-up from 0 (steps).
+    pub warmup_steps: u64,
+    /// Linear decay to 0 from this step to `total_steps`, if set.
+    pub decay_start: Option<u64>,
+    /// Planned number of steps (for the decay schedule).
+    pub total_steps: u64,
+    /// Linear warm-up of the sparsity coefficient from 0 (steps).
+    pub sparsity_warmup_steps: u64,
+    /// Seed of the initialisation and of resampling.
+    pub seed: u64,
+    /// Scale inputs so that E‖x‖ = √d (estimated on the first batch); folded back on save.
+    pub normalize_activations: bool,
+    /// Dead-feature resampling (ReLU).
+    pub resample: Option<ResampleConfig>,
+    /// Clip the gradient's global norm to this.
+    pub grad_clip: Option<f32>,
+    /// TopK/BatchTopK: a latent is dead for AuxK after this many tokens without firing.
+    pub dead_after_tokens: u64,
+    /// Subtract `b_dec` from inputs before encoding.
+    pub apply_b_dec_to_input: bool,
+    /// The hook point the activations come from.
+    pub hook_name: Option<String>,
+    /// Sparse or dense products.
+    pub kernel: KernelMode,
+    /// Adam's hyper-parameters.
+    pub adam: AdamConfig,
+}
+
+impl TrainConfig {
+    /// dictionary_learning's defaults for `architecture` at `d_in → d_sae`: Adam, lr 1e-3
+    /// (TopK/BatchTopK: 2e-4/√(m/2¹⁴), JumpReLU 7e-5) with 1000 warm-up steps, sparsity
+    /// warm-up over 1000 steps (ReLU/JumpReLU/Gated), unit-norm decoder rows, gradient
+    /// clipping at 1 for TopK/BatchTopK, AuxK dead after 10M tokens, resampling every
+    /// 25 000 steps for ReLU.
+    pub fn new(architecture: ArchitectureConfig, d_in: usize, d_sae: usize) -> Self {
+        let topk_lr = 2e-4 / ((d_sae as f32) / 16384.0).sqrt();
+        let (lr, clip, resample, sparsity_warmup, b_dec_in) = match architecture {
+            ArchitectureConfig::Relu { .. } => (
+                1e-3,
+                None,
+                Some(ResampleConfig {
+                    every: 25_000,
+                    window: 12_500,
+                }),
+                1000,
+                true,
+            ),
+            ArchitectureConfig::TopK { .. } | ArchitectureConfig::BatchTopK { .. } => {
+                (topk_lr, Some(1.0), None, 0, true)
+            }
+            ArchitectureConfig::JumpRelu { .. } => (7e-5, None, None, 1000, false),
+            ArchitectureConfig::Gated { .. } => (1e-3, None, None, 1000, true),
+        };
+        Self {
+            architecture,
+            d_in,
+            d_sae,
+            lr,
+            warmup_steps: 1000,
+            decay_start: None,
+            total_steps: 0,
+            sparsity_warmup_steps: sparsity_warmup,
+            seed: 0,
+            normalize_activations: false,
+            resample,
+            grad_clip: clip,
+            dead_after_tokens: 10_000_000,
+            apply_b_dec_to_input: b_dec_in,
+            hook_name: None,
+            kernel: KernelMode::Auto,
+            adam: AdamConfig::default(),
+        }
+    }
+
+    /// Checks that the numbers make sense together.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(PrismError::InvalidInput(m));
+        if self.d_in == 0 || self.d_sae == 0 {
+            return bad(format!(
+                "d_in ({}) and d_sae ({}) must be positive",
+                self.d_in, self.d_sae
+            ));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("learning rate {} must be positive", self.lr));
+        }
+        match self.architecture {
+            ArchitectureConfig::TopK { k, .. } | ArchitectureConfig::BatchTopK { k, .. }
+                if k == 0 || k > self.d_sae =>
+            {
+                bad(format!(
+                    "k = {k} must be between 1 and d_sae = {}",
+                    self.d_sae
+                ))
+            }
+            ArchitectureConfig::Relu { l1 } | ArchitectureConfig::Gated { l1 } if !(l1 >= 0.0) => {
+                bad(format!("the L1 coefficient {l1} must be ≥ 0"))
+            }
+            ArchitectureConfig::JumpRelu {
+                bandwidth,
+                init_threshold,
+                ..
+            } if !(bandwidth > 0.0 && init_threshold > 0.0) => bad(format!(
+                "JumpReLU bandwidth ({bandwidth}) and initial threshold ({init_threshold}) must be positive"
+            )),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! From a trainer to a dictionary on disk, and checkpoints that resume bit for bit.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use prism_core::{
+    FloatDtype, HostTensor, PrismError, RawTensor, Result, atomic_write, read_safetensors,
+    serialize_safetensors,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::adam::Adam;
+use super::config::{ArchitectureConfig, TrainConfig};
+use super::params::{PARAM_NAMES, Params};
+use super::trainer::Trainer;
+use crate::{Architecture, Sae};
+
+/// Metadata key holding the trainer's counters in a checkpoint.
+const STATE_KEY: &str = "prism_trainer_state";
+
+/// The scalar and per-feature state saved beside the tensors.
+#[derive(Serialize, Deserialize)]
+struct SavedState {
+    config: TrainConfig,
+    step: u64,
+    tokens: u64,
+    adam_t: u64,
+    tokens_since_fired: Vec<u64>,
+    steps_since_fired: Vec<u64>,
+    input_scale: Option<f32>,
+    batch_threshold: Option<f32>,
+    best_loss: Option<f64>,
+}
+
+impl Trainer {
+    /// The trained dictionary in raw input units: input normalisation is folded into the biases
+    /// and thresholds (codes scale by 1/c, decoder rows stay unit-norm), BatchTopK becomes a
+    /// JumpReLU dictionary with its learned global threshold on every feature (as SAELens
+    /// loads it), and `cfg.json` records the training configuration and token count.
+    pub fn to_sae(&self, device: &Device) -> Result<Sae> {
+        let p = &self.params;
+        let (d, m) = (p.d, p.m);
+        let c = self.input_scale();
+        let row = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [1, m]), device);
+        let unscale = |v: &[f32]| v.iter().map(|x| x / c).collect::<Vec<_>>();
+        let mut w_enc = vec![0f32; d * m];
+        for j in 0..m {
+            for i in 0..d {
+                w_enc[i * m + j] = p.w_enc[j * d + i];
+            }
+        }
+        let (architecture, threshold) = match &self.config.architecture {
+            ArchitectureConfig::Relu { .. } => (Architecture::Standard, None),
+            ArchitectureConfig::TopK { k, .. } => (Architecture::TopK { k: *k }, None),
+            ArchitectureConfig::BatchTopK {
+                threshold_start_step,
+                ..
+            } => {
+                let t = self.batch_threshold().ok_or_else(|| {
+                    PrismError::InvalidInput(format!(
+                        "the BatchTopK threshold is tracked from step {threshold_start_step}; \
+                         this run has taken {} steps",
+                        self.step
+                    ))
+                })?;
+                (Architecture::JumpRelu, Some(row(vec![t / c; m])))
+            }
+            ArchitectureConfig::JumpRelu { .. } => (
+                Architecture::JumpRelu,
+                Some(row(p.log_threshold.iter().map(|t| t.exp() / c).collect())),
+            ),
+            ArchitectureConfig::Gated { .. } => (Architecture::Gated, None),
+        };
+        let gated = architecture == Architecture::Gated;
+        let mut extra = serde_json::Map::new();
+        extra.insert("training_tokens".into(), json!(self.tokens));
+        extra.insert(
+            "trained_architecture".into(),
+            json!(self.config.architecture.name()),
+        );
+        if let ArchitectureConfig::BatchTopK { k, .. } = self.config.architecture {
+            extra.insert("batch_k".into(), json!(k));
+        }
+        extra.insert("normalize_activations".into(), json!("none"));
+        extra.insert("folded_input_scale".into(), json!(c));
+        extra.insert(
+            "prism_training".into(),
+            serde_json::to_value(&self.config)
+                .map_err(|e| PrismError::InvalidInput(e.to_string()))?,
+        );
+        Ok(Sae {
+            architecture,
+            w_enc: Tensor::from_data(TensorData::new(w_enc, [d, m]), device),
+            b_enc: row(unscale(&p.b_enc)),
+            w_dec: Tensor::from_data(TensorData::new(p.w_dec.clone(), [m, d]), device),
+            b_dec: Tensor::from_data(TensorData::new(unscale(&p.b_dec), [1, d]), device),
+            threshold,
+            r_mag: gated.then(|| row(p.r_mag.clone())),
+            b_mag: gated.then(|| row(unscale(&p.b_mag))),
+            apply_b_dec_to_input: self.config.apply_b_dec_to_input,
+            hook_name: self.config.hook_name.clone(),
+            extra_cfg: extra,
+        })
+    }
+
+    /// Writes a checkpoint (parameters, Adam moments, counters; one safetensors file written
+    /// atomically). [`Trainer::load_checkpoint`] continues exactly where this left off.
+    pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        let mut tensors = Vec::new();
+        for (prefix, set) in [
+            ("param", &self.params),
+            ("adam_m", &self.adam.m),
+            ("adam_v", &self.adam.v),
+        ] {
+            for (name, t) in PARAM_NAMES.iter().zip(set.tensors()) {
+                if !t.is_empty() {
+                    tensors.push(RawTensor::floats(
+                        format!("{prefix}.{name}"),
+                        &HostTensor::new(vec![t.len()], t.clone())?,
+                        FloatDtype::F32,
+                    ));
+                }
+            }
+        }
+        let state = SavedState {
+            config: self.config.clone(),
+            step: self.step,
+            tokens: self.tokens,
+            adam_t: self.adam.t,
+            tokens_since_fired: self.tokens_since_fired.clone(),
+            steps_since_fired: self.steps_since_fired.clone(),
+            input_scale: self.input_scale,
+            batch_threshold: self.batch_threshold,
+            best_loss: self.best_loss,
+        };
+        let text =
+            serde_json::to_string(&state).map_err(|e| PrismError::InvalidInput(e.to_string()))?;
+        let bytes = serialize_safetensors(
+            path,
+            &tensors,
+            Some(HashMap::from([(STATE_KEY.to_string(), text)])),
+        )?;
+        atomic_write(path, &bytes)
+    }
+
+    /// Restores a trainer saved by [`Trainer::save_checkpoint`].
+    pub fn load_checkpoint(path: &Path) -> Result<Trainer> {
+        let bytes = std::fs::read(path).map_err(|e| PrismError::io(path, e))?;
+        let bad = |message: String| PrismError::Safetensors {
+            path: path.to_path_buf(),
+            message,
+        };
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| bad(format!("not a checkpoint: {e}")))?;
+        let text = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(STATE_KEY))
+            .ok_or_else(|| bad(format!("no `{STATE_KEY}` metadata: not a Prism checkpoint")))?;
+        let state: SavedState =
+            serde_json::from_str(text).map_err(|e| bad(format!("bad trainer state: {e}")))?;
+        let mut tensors = read_safetensors(path)?;
+        let mut trainer = Trainer::new(state.config.clone())?;
+        let shapes = trainer.params.clone();
+        let mut fill = |prefix: &str| -> Result<Params> {
+            let mut out = shapes.clone();
+            for (name, t) in PARAM_NAMES.iter().zip(out.tensors_mut()) {
+                if t.is_empty() {
+                    continue;
+                }
+                let key = format!("{prefix}.{name}");
+                let h = tensors
+                    .remove(&key)
+                    .ok_or_else(|| bad(format!("tensor `{key}` is missing")))?;
+                if h.data.len() != t.len() {
+                    return Err(bad(format!(
+                        "tensor `{key}` has {} values, the configuration implies {}",
+                        h.data.len(),
+                        t.len()
+                    )));
+                }
+                *t = h.data;
+            }
+            Ok(out)
+        };
+        trainer.params = fill("param")?;
+        trainer.adam = Adam {
+            config: state.config.adam,
+            m: fill("adam_m")?,
+            v: fill("adam_v")?,
+            t: state.adam_t,
+        };
+        if state.tokens_since_fired.len() != trainer.params.m
+            || state.steps_since_fired.len() != trainer.params.m
+        {
+            return Err(bad("per-feature counters do not match d_sae".into()));
+        }
+        trainer.step = state.step;
+        trainer.tokens = state.tokens;
+        trainer.tokens_since_fired = state.tokens_since_fired;
+        trainer.steps_since_fired = state.steps_since_fired;
+        trainer.input_scale = state.input_scale;
+        trainer.batch_threshold = state.batch_threshold;
+        trainer.best_loss = state.best_loss;
+        Ok(trainer)
+    }
+}

@@ -1,0 +1,461 @@
+//! Each architecture's loss and its hand-written gradient, on the host kernels.
+//!
+//! Notation: `x` `[n, d]` inputs, `x_in = x − b_dec` (when the bias is applied to the input),
+//! `a = x_in · W_encᵀ` `[n, m]` (the one dense product), codes `f` sparse, `x̂ = f · W_dec + b_dec`,
+//! reconstruction loss `Σ‖x − x̂‖² / n` (dictionary_learning's `recon_loss`).
+
+use std::borrow::Cow;
+
+use rayon::prelude::*;
+
+use crate::kernel::{
+    Csr, KernelMode, View, decode_into, dot, entry_dots, matmul, transpose_times_into,
+};
+
+use super::params::Params;
+
+/// An architecture's training objective, with its sparsity coefficient for this step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Objective {
+    /// ReLU codes, `loss = recon + l1 · Σ|f| / n`.
+    Relu {
+        /// L1 coefficient (after warm-up).
+        l1: f32,
+    },
+    /// The `k` largest ReLU pre-activations per token, plus `auxk_alpha ·` AuxK on dead latents.
+    TopK {
+        /// Active latents per token.
+        k: usize,
+        /// Weight of the AuxK loss.
+        auxk_alpha: f32,
+    },
+    /// The `k · n` largest ReLU pre-activations over the batch, plus AuxK.
+    BatchTopK {
+        /// Mean active latents per token.
+        k: usize,
+        /// Weight of the AuxK loss.
+        auxk_alpha: f32,
+    },
+    /// `f = pre · [pre > θ]`, `loss = recon + l0_coeff · L0`, straight-through estimates for θ.
+    JumpRelu {
+        /// L0 coefficient (after warm-up).
+        l0_coeff: f32,
+        /// Width of the rectangle kernel of the straight-through estimator.
+        bandwidth: f32,
+    },
+    /// Gate and magnitude paths sharing `W_enc`; `loss = recon + l1 · Σ ReLU(π_gate) / n + aux`.
+    Gated {
+        /// L1 coefficient on the gate pre-activations (after warm-up).
+        l1: f32,
+    },
+}
+
+/// What one forward/backward pass measured.
+#[derive(Clone, Debug)]
+pub struct Pass {
+    /// Total loss.
+    pub loss: f64,
+    /// `Σ‖x − x̂‖² / n`.
+    pub recon: f64,
+    /// The sparsity term (before its coefficient).
+    pub sparsity: f64,
+    /// The auxiliary term (AuxK before α, Gated's aux reconstruction), 0 when absent.
+    pub aux: f64,
+    /// Mean non-zero codes per token.
+    pub l0: f64,
+    /// Whether each feature was non-zero on some token of the batch.
+    pub fired: Vec<bool>,
+    /// Squared reconstruction error per token (resampling draws from it).
+    pub token_sq_err: Vec<f32>,
+    /// BatchTopK: the smallest selected activation (feeds the inference threshold).
+    pub min_selected: Option<f32>,
+    /// The codes.
+    pub codes: Csr,
+}
+
+/// Per-step inputs besides the parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct StepInputs<'a> {
+    /// Features counted dead for AuxK (TopK/BatchTopK) before this batch (those that fire in
+    /// it are not); `None` or all false for no AuxK.
+    pub dead: Option<&'a [bool]>,
+    /// Whether `b_dec` is subtracted from the input before encoding.
+    pub apply_b_dec_to_input: bool,
+    /// Which kernel implementation the code products use.
+    pub mode: KernelMode,
+}
+
+/// Loss at `x` (`[n, d]`, row-major) and its gradient, written into `grads` (overwritten).
+pub fn loss_and_grads(
+    objective: Objective,
+    p: &Params,
+    x: &[f32],
+    n: usize,
+    inputs: StepInputs<'_>,
+    grads: &mut Params,
+) -> Pass {
+    let (d, m) = (p.d, p.m);
+    assert_eq!(x.len(), n * d, "batch does not match d_in");
+    grads.fill_zero();
+    let x_in: Cow<[f32]> = if inputs.apply_b_dec_to_input {
+        Cow::Owned(
+            x.par_chunks(d)
+                .flat_map_iter(|r| r.iter().zip(&p.b_dec).map(|(x, b)| x - b))
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(x)
+    };
+    let mut a = vec![0f32; n * m];
+    matmul(
+        View::new(&x_in, n, d),
+        View::new(&p.w_enc, m, d).t(),
+        &mut a,
+        false,
+    );
+
+    // Codes, and for Gated the gate pre-activations on the same pattern.
+    let (codes, gate, min_selected) = encode_train(objective, p, &a, n);
+
+    // Main reconstruction.
+    let mut x_hat: Vec<f32> = (0..n).flat_map(|_| p.b_dec.iter().copied()).collect();
+    decode_into(&codes, &p.w_dec, d, &mut x_hat, inputs.mode);
+    let (recon, token_sq_err, g) = squared_error_grad(x, &x_hat, n, d, 1.0);
+    column_sums_into(&g, d, &mut grads.b_dec);
+    transpose_times_into(&codes, &g, d, &mut grads.w_dec, inputs.mode);
+    let gf = entry_dots(&codes, &g, &p.w_dec, d, inputs.mode);
+
+    let mut sparsity = 0.0;
+    let mut aux = 0.0;
+    let mut loss;
+    // Gradient with respect to `a`, entry by entry, as per-row lists.
+    let mut ga_rows: Vec<Vec<(u32, f32)>> = vec![Vec::new(); n];
+    match objective {
+        Objective::Relu { l1 } => {
+            sparsity = codes.val.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+            loss = recon + l1 as f64 * sparsity;
+            let add = l1 / n as f32;
+            for_each_entry(&codes, |r, e, j| ga_rows[r].push((j, gf[e] + add)));
+            column_sums_of_rows(&ga_rows, &mut grads.b_enc);
+        }
+        Objective::TopK { auxk_alpha, .. } | Objective::BatchTopK { auxk_alpha, .. } => {
+            loss = recon;
+            for_each_entry(&codes, |r, e, j| ga_rows[r].push((j, gf[e])));
+            // As in dictionary_learning, a latent that fires in this batch is not dead.
+            let dead: Option<Vec<bool>> = inputs.dead.map(|dd| {
+                let mut dd = dd.to_vec();
+                for &j in &codes.idx {
+                    dd[j as usize] = false;
+                }
+                dd
+            });
+            if let Some(dead) = dead.as_deref().filter(|dd| dd.iter().any(|&v| v)) {
+                let k_aux = (d / 2).min(dead.iter().filter(|&&v| v).count());
+                let aux_codes = top_k_rows(&a, &p.b_enc, n, m, k_aux, Some(dead));
+                if aux_codes.nnz() > 0 {
+                    let mut x_aux = vec![0f32; n * d];
+                    decode_into(&aux_codes, &p.w_dec, d, &mut x_aux, inputs.mode);
+                    // Target: the main reconstruction's residual, held constant.
+                    let residual: Vec<f32> = x.iter().zip(&x_hat).map(|(x, h)| x - h).collect();
+                    let mut mean = vec![0f32; d];
+                    column_sums_into(&residual, d, &mut mean);
+                    let denom = residual
+                        .chunks(d)
+                        .map(|r| {
+                            r.iter()
+                                .zip(&mean)
+                                .map(|(v, s)| {
+                                    let c = (v - s / n as f32) as f64;
+                                    c * c
+                                })
+                                .sum::<f64>()
+                        })
+                        .sum::<f64>()
+                        / n as f64;
+                    if denom > 0.0 {
+                        let scale = auxk_alpha as f64 / denom;
+                        let (l2_aux, _, g_aux) =
+                            squared_error_grad(&residual, &x_aux, n, d, scale as f32);
+                        aux = l2_aux / denom;
+                        loss += auxk_alpha as f64 * aux;
+                        transpose_times_into(&aux_codes, &g_aux, d, &mut grads.w_dec, inputs.mode);
+                        let g_aux_codes = entry_dots(&aux_codes, &g_aux, &p.w_dec, d, inputs.mode);
+                        for_each_entry(&aux_codes, |r, e, j| ga_rows[r].push((j, g_aux_codes[e])));
+                    }
+                }
+            }
+            column_sums_of_rows(&ga_rows, &mut grads.b_enc);
+        }
+        Objective::JumpRelu {
+            l0_coeff,
+            bandwidth,
+        } => {
+            sparsity = codes.nnz() as f64 / n as f64;
+            loss = recon + l0_coeff as f64 * sparsity;
+            for_each_entry(&codes, |r, e, j| ga_rows[r].push((j, gf[e])));
+            column_sums_of_rows(&ga_rows, &mut grads.b_enc);
+            // Straight-through estimates for θ over the kernel's window |ReLU(pre) − θ| < ε/2.
+            let theta: Vec<f32> = p.log_threshold.iter().map(|t| t.exp()).collect();
+            let half = bandwidth / 2.0;
+            let window: Vec<Vec<(u32, f32)>> = (0..n)
+                .into_par_iter()
+                .map(|r| {
+                    let (gr, arow) = (&g[r * d..][..d], &a[r * m..][..m]);
+                    let (active, _) = codes.row(r);
+                    let mut out = Vec::new();
+                    for j in 0..m {
+                        let pre = (arow[j] + p.b_enc[j]).max(0.0);
+                        if (pre - theta[j]).abs() < half {
+                            let df = match active.binary_search(&(j as u32)) {
+                                Ok(_) => f32::NAN, // filled from gf below
+                                Err(_) => dot(gr, &p.w_dec[j * d..][..d]),
+                            };
+                            out.push((j as u32, df));
+                        }
+                    }
+                    out
+                })
+                .collect();
+            let l0_grad = l0_coeff / n as f32;
+            for (r, entries) in window.iter().enumerate() {
+                let (active, _) = codes.row(r);
+                for &(j, df) in entries {
+                    let df = if df.is_nan() {
+                        let at = active.binary_search(&j).expect("active entry");
+                        gf[codes.indptr[r] + at]
+                    } else {
+                        df
+                    };
+                    let ju = j as usize;
+                    let g_theta = -(theta[ju] / bandwidth) * df - l0_grad / bandwidth;
+                    grads.log_threshold[ju] += g_theta * theta[ju];
+                }
+            }
+        }
+        Objective::Gated { l1 } => {
+            let gate = gate.expect("gated codes carry gate values");
+            sparsity = gate.val.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+            let mut x_gate: Vec<f32> = (0..n).flat_map(|_| p.b_dec.iter().copied()).collect();
+            decode_into(&gate, &p.w_dec, d, &mut x_gate, inputs.mode);
+            let (l_aux, _, g_gate) = squared_error_grad(x, &x_gate, n, d, 1.0);
+            aux = l_aux;
+            loss = recon + l1 as f64 * sparsity + aux;
+            // The aux reconstruction uses a detached decoder: no W_dec / b_dec gradient from it.
+            let gg = entry_dots(&gate, &g_gate, &p.w_dec, d, inputs.mode);
+            let add = l1 / n as f32;
+            for_each_entry(&codes, |r, e, j| {
+                let ju = j as usize;
+                let scale = p.r_mag[ju].exp();
+                let a_rj = a[r * m + ju];
+                let d_mag = if codes.val[e] > 0.0 { gf[e] } else { 0.0 };
+                let d_gate = gg[e] + add;
+                grads.b_mag[ju] += d_mag;
+                grads.b_enc[ju] += d_gate;
+                grads.r_mag[ju] += d_mag * scale * a_rj;
+                ga_rows[r].push((j, d_mag * scale + d_gate));
+            });
+        }
+    }
+    let ga = Csr::from_rows(m, ga_rows);
+    transpose_times_into(&ga, &x_in, d, &mut grads.w_enc, inputs.mode);
+    if inputs.apply_b_dec_to_input {
+        // x_in = x − b_dec: the bias also reaches the loss through the encoder.
+        let mut ga_sum = vec![0f32; m];
+        for (&j, &v) in ga.idx.iter().zip(&ga.val) {
+            ga_sum[j as usize] += v;
+        }
+        for (j, s) in ga_sum.iter().enumerate() {
+            if *s != 0.0 {
+                crate::kernel::axpy(-s, &p.w_enc[j * d..][..d], &mut grads.b_dec);
+            }
+        }
+    }
+    let mut fired = vec![false; m];
+    let mut nonzero = 0usize;
+    for (&j, &v) in codes.idx.iter().zip(&codes.val) {
+        if v != 0.0 {
+            fired[j as usize] = true;
+            nonzero += 1;
+        }
+    }
+    Pass {
+        loss,
+        recon,
+        sparsity,
+        aux,
+        l0: nonzero as f64 / n as f64,
+        fired,
+        token_sq_err,
+        min_selected,
+        codes,
+    }
+}
+
+/// Codes for training (and Gated's gate values on the same pattern, BatchTopK's cut-off).
+fn encode_train(
+    objective: Objective,
+    p: &Params,
+    a: &[f32],
+    n: usize,
+) -> (Csr, Option<Csr>, Option<f32>) {
+    let m = p.m;
+    match objective {
+        Objective::Relu { .. } => (threshold_rows(a, &p.b_enc, n, m, |_| 0.0), None, None),
+        Objective::TopK { k, .. } => (top_k_rows(a, &p.b_enc, n, m, k, None), None, None),
+        Objective::BatchTopK { k, .. } => {
+            let (codes, cut) = batch_top_k(a, &p.b_enc, n, m, k * n);
+            (codes, None, cut)
+        }
+        Objective::JumpRelu { .. } => {
+            let theta: Vec<f32> = p.log_threshold.iter().map(|t| t.exp()).collect();
+            (threshold_rows(a, &p.b_enc, n, m, |j| theta[j]), None, None)
+        }
+        Objective::Gated { .. } => {
+            let gate = threshold_rows(a, &p.b_enc, n, m, |_| 0.0);
+            let mut mags = Vec::with_capacity(gate.nnz());
+            for_each_entry(&gate, |r, _, j| {
+                let j = j as usize;
+                mags.push((p.r_mag[j].exp() * a[r * m + j] + p.b_mag[j]).max(0.0));
+            });
+            (gate.with_values(mags), Some(gate), None)
+        }
+    }
+}
+
+/// Entries with `a + b > cut(j)` (and `> 0`), valued `a + b`.
+pub(crate) fn threshold_rows(
+    a: &[f32],
+    b: &[f32],
+    n: usize,
+    m: usize,
+    cut: impl Fn(usize) -> f32 + Sync,
+) -> Csr {
+    let rows = (0..n)
+        .into_par_iter()
+        .map(|r| {
+            let row = &a[r * m..][..m];
+            (0..m)
+                .filter_map(|j| {
+                    let v = row[j] + b[j];
+                    (v > 0.0 && v > cut(j)).then_some((j as u32, v))
+                })
+                .collect()
+        })
+        .collect();
+    Csr::from_rows(m, rows)
+}
+
+/// Per row, the `k` largest positive `a + b` (only among `allowed` features when given).
+/// Ties break toward the lower index, so the selection is deterministic.
+pub(crate) fn top_k_rows(
+    a: &[f32],
+    b: &[f32],
+    n: usize,
+    m: usize,
+    k: usize,
+    allowed: Option<&[bool]>,
+) -> Csr {
+    let rows = (0..n)
+        .into_par_iter()
+        .map(|r| {
+            let row = &a[r * m..][..m];
+            let mut cand: Vec<(u32, f32)> = (0..m)
+                .filter(|&j| allowed.is_none_or(|al| al[j]))
+                .map(|j| (j as u32, row[j] + b[j]))
+                .filter(|e| e.1 > 0.0)
+                .collect();
+            if cand.len() > k {
+                let order =
+                    |x: &(u32, f32), y: &(u32, f32)| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0));
+                if k > 0 {
+                    cand.select_nth_unstable_by(k - 1, order);
+                }
+                cand.truncate(k);
+            }
+            cand
+        })
+        .collect();
+    Csr::from_rows(m, rows)
+}
+
+/// The `total` largest positive `a + b` over the whole batch; returns them and the smallest.
+pub(crate) fn batch_top_k(
+    a: &[f32],
+    b: &[f32],
+    n: usize,
+    m: usize,
+    total: usize,
+) -> (Csr, Option<f32>) {
+    let mut positive: Vec<f32> = a
+        .par_chunks(m)
+        .flat_map_iter(|row| row.iter().zip(b).map(|(a, b)| a + b).filter(|&v| v > 0.0))
+        .collect();
+    if positive.is_empty() || total == 0 {
+        return (Csr::from_rows(m, vec![Vec::new(); n]), None);
+    }
+    let cut = if positive.len() > total {
+        *positive
+            .select_nth_unstable_by(total - 1, |x, y| y.total_cmp(x))
+            .1
+    } else {
+        positive.iter().copied().fold(f32::INFINITY, f32::min)
+    };
+    // `v > next_down(cut)` keeps every value ≥ cut.
+    let below = cut.next_down();
+    (threshold_rows(a, b, n, m, |_| below), Some(cut))
+}
+
+/// Calls `f(row, entry, column)` for every stored entry, in order.
+fn for_each_entry(codes: &Csr, mut f: impl FnMut(usize, usize, u32)) {
+    for r in 0..codes.rows {
+        for e in codes.indptr[r]..codes.indptr[r + 1] {
+            f(r, e, codes.idx[e]);
+        }
+    }
+}
+
+/// `Σ_r ‖target_r − pred_r‖² / n`, the per-row squared errors, and the gradient with respect
+/// to `pred` times `scale`: `2·scale·(pred − target) / n`.
+fn squared_error_grad(
+    target: &[f32],
+    pred: &[f32],
+    n: usize,
+    d: usize,
+    scale: f32,
+) -> (f64, Vec<f32>, Vec<f32>) {
+    let c = 2.0 * scale / n as f32;
+    let mut grad = vec![0f32; n * d];
+    let per_row: Vec<f32> = grad
+        .par_chunks_mut(d)
+        .enumerate()
+        .map(|(r, g)| {
+            let mut s = 0f64;
+            for i in 0..d {
+                let e = pred[r * d + i] - target[r * d + i];
+                s += (e as f64) * (e as f64);
+                g[i] = c * e;
+            }
+            s as f32
+        })
+        .collect();
+    let total = per_row.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+    (total, per_row, grad)
+}
+
+/// `out[i] += Σ_r rows[r, i]`.
+fn column_sums_into(rows: &[f32], d: usize, out: &mut [f32]) {
+    for r in rows.chunks(d) {
+        for (o, v) in out.iter_mut().zip(r) {
+            *o += v;
+        }
+    }
+}
+
+/// `out[j] += Σ` of every `(j, v)` entry.
+fn column_sums_of_rows(rows: &[Vec<(u32, f32)>], out: &mut [f32]) {
+    for r in rows {
+        for &(j, v) in r {
+            out[j as usize] += v;
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Trainable parameters held on the host, in the layout the kernels want.
+
+/// A dictionary's parameters during training. Encoder and decoder are both stored `[m, d]`
+/// (row `j` is feature `j`'s encoder / decoder direction), so per-feature updates touch
+/// contiguous memory; saving transposes the encoder to SAELens' `W_enc [d, m]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Params {
+    /// Input width.
+    pub d: usize,
+    /// Number of features.
+    pub m: usize,
+    /// Encoder directions `[m, d]`.
+    pub w_enc: Vec<f32>,
+    /// Encoder bias `[m]` (the gate bias for Gated).
+    pub b_enc: Vec<f32>,
+    /// Decoder directions `[m, d]`.
+    pub w_dec: Vec<f32>,
+    /// Decoder bias `[d]`.
+    pub b_dec: Vec<f32>,
+    /// JumpReLU: log of the per-feature threshold `[m]`; empty otherwise.
+    pub log_threshold: Vec<f32>,
+    /// Gated: log-scale of the magnitude path `[m]`; empty otherwise.
+    pub r_mag: Vec<f32>,
+    /// Gated: magnitude-path bias `[m]`; empty otherwise.
+    pub b_mag: Vec<f32>,
+}
+
+/// Tensor names, in the order [`Params::tensors`] yields them.
+pub const PARAM_NAMES: [&str; 7] = [
+    "w_enc",
+    "b_enc",
+    "w_dec",
+    "b_dec",
+    "log_threshold",
+    "r_mag",
+    "b_mag",
+];
+
+impl Params {
+    /// All parameters, in [`PARAM_NAMES`] order.
+    pub fn tensors(&self) -> [&Vec<f32>; 7] {
+        [
+            &self.w_enc,
+            &self.b_enc,
+            &self.w_dec,
+            &self.b_dec,
+            &self.log_threshold,
+            &self.r_mag,
+            &self.b_mag,
+        ]
+    }
+
+    /// All parameters, mutably, in [`PARAM_NAMES`] order.
+    pub fn tensors_mut(&mut self) -> [&mut Vec<f32>; 7] {
+        [
+            &mut self.w_enc,
+            &mut self.b_enc,
+            &mut self.w_dec,
+            &mut self.b_dec,
+            &mut self.log_threshold,
+            &mut self.r_mag,
+            &mut self.b_mag,
+        ]
+    }
+
+    /// Zeros of the same shapes (gradients, optimiser moments).
+    pub fn zeros_like(&self) -> Params {
+        let z = |v: &Vec<f32>| vec![0.0; v.len()];
+        Params {
+            d: self.d,
+            m: self.m,
+            w_enc: z(&self.w_enc),
+            b_enc: z(&self.b_enc),
+            w_dec: z(&self.w_dec),
+            b_dec: z(&self.b_dec),
+            log_threshold: z(&self.log_threshold),
+            r_mag: z(&self.r_mag),
+            b_mag: z(&self.b_mag),
+        }
+    }
+
+    /// Sets every value to zero, keeping shapes.
+    pub fn fill_zero(&mut self) {
+        for t in self.tensors_mut() {
+            t.fill(0.0);
+        }
+    }
+
+    /// Whether every value is finite.
+    pub fn all_finite(&self) -> bool {
+        self.tensors()
+            .iter()
+            .all(|t| t.iter().all(|v| v.is_finite()))
+    }
+
+    /// Euclidean norm over all values (for gradient clipping).
+    pub fn norm(&self) -> f64 {
+        self.tensors()
+            .iter()
+            .flat_map(|t| t.iter())
+            .map(|&v| (v as f64) * (v as f64))
+            .sum::<f64>()
+            .sqrt()
+    }
+
+    /// Scales every value.
+    pub fn scale(&mut self, s: f32) {
+        for t in self.tensors_mut() {
+            t.iter_mut().for_each(|v| *v *= s);
+        }
+    }
+
+    /// Rescales every decoder row to unit norm (rows of norm 0 are left alone).
+    pub fn normalize_decoder(&mut self) {
+        let d = self.d;
+        for row in self.w_dec.chunks_mut(d) {
+            let n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            if n > 0.0 {
+                row.iter_mut().for_each(|v| *v /= n);
+            }
+        }
+    }
+}
+
+/// Removes from each decoder-row gradient its component along that (unit) row, so a step
+/// moves along the sphere — dictionary_learning's `remove_gradient_parallel_to_decoder_directions`.
+pub fn remove_parallel_component(w_dec: &[f32], grad: &mut [f32], d: usize) {
+    for (w, g) in w_dec.chunks(d).zip(grad.chunks_mut(d)) {
+        let along = crate::kernel::dot(w, g);
+        crate::kernel::axpy(-along, w, g);
+    }
+}

@@ -1,0 +1,440 @@
+//! One dictionary's training state and its step.
+
+use prism_core::{HostTensor, PrismError, Result};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+use super::adam::Adam;
+use super::config::{ArchitectureConfig, TrainConfig};
+use super::objective::{Objective, Pass, StepInputs, loss_and_grads};
+use super::params::{Params, remove_parallel_component};
+
+/// What one step measured (the running log's row).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    /// Steps taken, this one included.
+    pub step: u64,
+    /// Tokens seen, this step's included.
+    pub tokens: u64,
+    /// Total loss.
+    pub loss: f64,
+    /// Mean squared error per element (`Σ‖x − x̂‖² / (n·d)`), in the normalised input space.
+    pub mse: f64,
+    /// Mean non-zero codes per token.
+    pub l0: f64,
+    /// The sparsity term before its coefficient.
+    pub sparsity: f64,
+    /// The auxiliary term (AuxK, Gated aux), 0 when absent.
+    pub aux: f64,
+    /// Features that have not fired for the dead criterion (AuxK's for TopK/BatchTopK,
+    /// the resampling window otherwise).
+    pub dead: usize,
+    /// Learning rate used.
+    pub lr: f32,
+    /// Features resampled after this step.
+    pub resampled: usize,
+}
+
+/// A dictionary being trained: parameters, optimiser state and counters. Feed it batches with
+/// [`Trainer::step`]; [`Trainer::to_sae`] gives the dictionary to save or evaluate.
+#[derive(Clone, Debug)]
+pub struct Trainer {
+    /// The run's configuration.
+    pub config: TrainConfig,
+    /// Current parameters (normalised input space).
+    pub params: Params,
+    pub(crate) adam: Adam,
+    grads: Params,
+    /// Steps taken.
+    pub step: u64,
+    /// Tokens seen.
+    pub tokens: u64,
+    /// Tokens since each feature last fired.
+    pub(crate) tokens_since_fired: Vec<u64>,
+    /// Steps since each feature last fired.
+    pub(crate) steps_since_fired: Vec<u64>,
+    /// Inputs are multiplied by this before training (1 without normalisation).
+    pub(crate) input_scale: Option<f32>,
+    /// BatchTopK's inference threshold (normalised space).
+    pub(crate) batch_threshold: Option<f32>,
+    /// The lowest loss seen so far (divergence check).
+    pub(crate) best_loss: Option<f64>,
+}
+
+/// A loss this many times the best loss so far counts as divergence.
+const DIVERGENCE_FACTOR: f64 = 1e4;
+
+impl Trainer {
+    /// A freshly initialised dictionary: decoder rows random unit vectors (seeded), the encoder
+    /// tied to the decoder, biases zero (TopK/BatchTopK set `b_dec` to the geometric median of
+    /// the first batch), JumpReLU thresholds at their initial value.
+    pub fn new(config: TrainConfig) -> Result<Self> {
+        config.validate()?;
+        let (d, m) = (config.d_in, config.d_sae);
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        let w_dec: Vec<f32> = (0..m * d)
+            .map(|_| StandardNormal.sample(&mut rng))
+            .collect();
+        let per_feature = |on: bool, v: f32| if on { vec![v; m] } else { Vec::new() };
+        let (log_threshold, gated) = match config.architecture {
+            ArchitectureConfig::JumpRelu { init_threshold, .. } => {
+                (per_feature(true, init_threshold.ln()), false)
+            }
+            ArchitectureConfig::Gated { .. } => (Vec::new(), true),
+            _ => (Vec::new(), false),
+        };
+        let mut params = Params {
+            d,
+            m,
+            w_enc: Vec::new(),
+            b_enc: vec![0.0; m],
+            w_dec,
+            b_dec: vec![0.0; d],
+            log_threshold,
+            r_mag: per_feature(gated, 0.0),
+            b_mag: per_feature(gated, 0.0),
+        };
+        params.normalize_decoder();
+        params.w_enc = params.w_dec.clone();
+        let adam = Adam::new(&params, config.adam);
+        Ok(Self {
+            grads: params.zeros_like(),
+            adam,
+            params,
+            step: 0,
+            tokens: 0,
+            tokens_since_fired: vec![0; m],
+            steps_since_fired: vec![0; m],
+            input_scale: None,
+            batch_threshold: None,
+            best_loss: None,
+            config,
+        })
+    }
+
+    /// The objective for the current step (sparsity coefficients after warm-up).
+    pub fn objective(&self) -> Objective {
+        let warm = if self.config.sparsity_warmup_steps == 0 {
+            1.0
+        } else {
+            ((self.step + 1) as f32 / self.config.sparsity_warmup_steps as f32).min(1.0)
+        };
+        match self.config.architecture {
+            ArchitectureConfig::Relu { l1 } => Objective::Relu { l1: l1 * warm },
+            ArchitectureConfig::TopK { k, auxk_alpha } => Objective::TopK { k, auxk_alpha },
+            ArchitectureConfig::BatchTopK { k, auxk_alpha, .. } => {
+                Objective::BatchTopK { k, auxk_alpha }
+            }
+            ArchitectureConfig::JumpRelu {
+                l0_coeff,
+                bandwidth,
+                ..
+            } => Objective::JumpRelu {
+                l0_coeff: l0_coeff * warm,
+                bandwidth,
+            },
+            ArchitectureConfig::Gated { l1 } => Objective::Gated { l1: l1 * warm },
+        }
+    }
+
+    /// The learning rate for the current step: linear warm-up, then constant, then (if set)
+    /// linear decay to zero at `total_steps`.
+    pub fn learning_rate(&self) -> f32 {
+        let c = &self.config;
+        let s = self.step + 1;
+        let mut lr = c.lr;
+        if c.warmup_steps > 0 && s < c.warmup_steps {
+            lr *= s as f32 / c.warmup_steps as f32;
+        }
+        if let Some(start) = c.decay_start
+            && s > start
+            && c.total_steps > start
+        {
+            lr *= (c.total_steps.saturating_sub(s)) as f32 / (c.total_steps - start) as f32;
+        }
+        lr
+    }
+
+    /// Features currently counted dead (see [`StepLog::dead`]).
+    pub fn dead_mask(&self) -> Vec<bool> {
+        match (&self.config.architecture, self.config.resample) {
+            (ArchitectureConfig::TopK { .. } | ArchitectureConfig::BatchTopK { .. }, _) => self
+                .tokens_since_fired
+                .iter()
+                .map(|&t| t >= self.config.dead_after_tokens)
+                .collect(),
+            (_, Some(r)) => self
+                .steps_since_fired
+                .iter()
+                .map(|&s| s >= r.window)
+                .collect(),
+            _ => self
+                .tokens_since_fired
+                .iter()
+                .map(|&t| t >= self.config.dead_after_tokens)
+                .collect(),
+        }
+    }
+
+    /// One optimisation step on `batch` (`[n, d_in]` activations, raw scale). Non-finite
+    /// inputs, a non-finite loss or gradient, or a loss [`DIVERGENCE_FACTOR`] times the best
+    /// so far are errors, and leave the trainer exactly as it was.
+    pub fn step(&mut self, batch: &HostTensor) -> Result<StepLog> {
+        let [n, d] = batch.dims2()?;
+        if d != self.config.d_in {
+            return Err(PrismError::Shape(format!(
+                "batch rows have {d} values, the dictionary expects d_in = {}",
+                self.config.d_in
+            )));
+        }
+        if n == 0 {
+            return Err(PrismError::InvalidInput("empty training batch".into()));
+        }
+        if let Some(i) = batch.data.iter().position(|v| !v.is_finite()) {
+            return Err(PrismError::NonFinite(format!(
+                "training input holds {} at token {} of the batch (step {})",
+                batch.data[i],
+                i / d,
+                self.step + 1
+            )));
+        }
+        let first = self.step == 0 && self.input_scale.is_none();
+        let scale = match self.input_scale {
+            Some(s) => s,
+            None if self.config.normalize_activations => {
+                let mean_norm = batch
+                    .data
+                    .chunks(d)
+                    .map(|r| r.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt())
+                    .sum::<f64>()
+                    / n as f64;
+                if mean_norm > 0.0 {
+                    ((d as f64).sqrt() / mean_norm) as f32
+                } else {
+                    1.0
+                }
+            }
+            None => 1.0,
+        };
+        let x: Vec<f32> = if scale == 1.0 {
+            batch.data.clone()
+        } else {
+            batch.data.iter().map(|v| v * scale).collect()
+        };
+        let mut params_before_init = None;
+        if first
+            && matches!(
+                self.config.architecture,
+                ArchitectureConfig::TopK { .. } | ArchitectureConfig::BatchTopK { .. }
+            )
+        {
+            params_before_init = Some(self.params.b_dec.clone());
+            self.params.b_dec = geometric_median(&x, n, d, 100);
+        }
+        let dead = self.dead_mask();
+        let objective = self.objective();
+        let pass = loss_and_grads(
+            objective,
+            &self.params,
+            &x,
+            n,
+            StepInputs {
+                dead: Some(&dead),
+                apply_b_dec_to_input: self.config.apply_b_dec_to_input,
+                mode: self.config.kernel,
+            },
+            &mut self.grads,
+        );
+        let diverged = self
+            .best_loss
+            .is_some_and(|b| pass.loss > DIVERGENCE_FACTOR * b.max(1e-12));
+        if !pass.loss.is_finite() || !self.grads.all_finite() || diverged {
+            if let Some(b) = params_before_init {
+                self.params.b_dec = b;
+            }
+            return Err(PrismError::NonFinite(format!(
+                "training diverged at step {}: loss {} (best so far {:?}); the parameters are \
+                 those after step {}",
+                self.step + 1,
+                pass.loss,
+                self.best_loss,
+                self.step
+            )));
+        }
+        self.input_scale = Some(scale);
+        self.best_loss = Some(self.best_loss.map_or(pass.loss, |b| b.min(pass.loss)));
+
+        for j in 0..self.params.m {
+            if pass.fired[j] {
+                self.tokens_since_fired[j] = 0;
+                self.steps_since_fired[j] = 0;
+            } else {
+                self.tokens_since_fired[j] += n as u64;
+                self.steps_since_fired[j] += 1;
+            }
+        }
+        remove_parallel_component(&self.params.w_dec, &mut self.grads.w_dec, self.params.d);
+        if let Some(clip) = self.config.grad_clip {
+            let norm = self.grads.norm();
+            if norm > clip as f64 {
+                self.grads.scale((clip as f64 / norm) as f32);
+            }
+        }
+        let lr = self.learning_rate();
+        self.adam.step(&mut self.params, &self.grads, lr);
+        self.params.normalize_decoder();
+        if let ArchitectureConfig::BatchTopK {
+            threshold_beta,
+            threshold_start_step,
+            ..
+        } = self.config.architecture
+            && self.step >= threshold_start_step
+            && let Some(min) = pass.min_selected
+        {
+            self.batch_threshold = Some(match self.batch_threshold {
+                None => min,
+                Some(t) => threshold_beta * t + (1.0 - threshold_beta) * min,
+            });
+        }
+        self.step += 1;
+        self.tokens += n as u64;
+        let resampled = match self.config.resample {
+            Some(r) if self.step % r.every == 0 => self.resample(&x, n, &pass),
+            _ => 0,
+        };
+        Ok(StepLog {
+            step: self.step,
+            tokens: self.tokens,
+            loss: pass.loss,
+            mse: pass.recon / d as f64,
+            l0: pass.l0,
+            sparsity: pass.sparsity,
+            aux: pass.aux,
+            dead: self.dead_mask().iter().filter(|&&v| v).count(),
+            lr,
+            resampled,
+        })
+    }
+
+    /// Re-initialises features that have not fired within the resampling window toward inputs
+    /// of `x` (normalised space) drawn with probability ∝ squared reconstruction error:
+    /// decoder row = the input's direction, encoder row = that direction × 0.2 × the mean
+    /// norm of live encoder rows, encoder bias 0, optimiser moments reset. Returns how many.
+    pub(crate) fn resample(&mut self, x: &[f32], n: usize, pass: &Pass) -> usize {
+        let Some(r) = self.config.resample else {
+            return 0;
+        };
+        let d = self.params.d;
+        let dead: Vec<usize> = (0..self.params.m)
+            .filter(|&j| self.steps_since_fired[j] >= r.window)
+            .collect();
+        if dead.is_empty() {
+            return 0;
+        }
+        let alive: Vec<usize> = (0..self.params.m)
+            .filter(|&j| self.steps_since_fired[j] < r.window)
+            .collect();
+        let row_norm = |j: usize| {
+            self.params.w_enc[j * d..][..d]
+                .iter()
+                .map(|v| v * v)
+                .sum::<f32>()
+                .sqrt()
+        };
+        let alive_norm = if alive.is_empty() {
+            1.0
+        } else {
+            alive.iter().map(|&j| row_norm(j)).sum::<f32>() / alive.len() as f32
+        };
+        // Weighted sampling without replacement (Efraimidis–Spirakis keys u^(1/w)), seeded
+        // by the run's seed and the step so a resumed run draws the same inputs.
+        let mut rng =
+            StdRng::seed_from_u64(self.config.seed ^ self.step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut keyed: Vec<(f64, usize)> = (0..n)
+            .filter(|&i| pass.token_sq_err[i] > 0.0)
+            .map(|i| {
+                let u: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+                (u.ln() / pass.token_sq_err[i] as f64, i)
+            })
+            .collect();
+        keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut count = 0;
+        for (&j, &(_, i)) in dead.iter().zip(&keyed) {
+            let src = &x[i * d..][..d];
+            let centred: Vec<f32> = if self.config.apply_b_dec_to_input {
+                src.iter()
+                    .zip(&self.params.b_dec)
+                    .map(|(a, b)| a - b)
+                    .collect()
+            } else {
+                src.to_vec()
+            };
+            let norm = centred.iter().map(|v| v * v).sum::<f32>().sqrt();
+            if norm == 0.0 {
+                continue;
+            }
+            for k in 0..d {
+                let u = centred[k] / norm;
+                self.params.w_dec[j * d + k] = u;
+                self.params.w_enc[j * d + k] = u * alive_norm * 0.2;
+            }
+            self.params.b_enc[j] = 0.0;
+            self.adam.reset_feature(j);
+            self.steps_since_fired[j] = 0;
+            self.tokens_since_fired[j] = 0;
+            count += 1;
+        }
+        count
+    }
+
+    /// The BatchTopK inference threshold (normalised space), once tracked.
+    pub fn batch_threshold(&self) -> Option<f32> {
+        self.batch_threshold
+    }
+
+    /// The factor inputs are multiplied by (1 until the first step, or without normalisation).
+    pub fn input_scale(&self) -> f32 {
+        self.input_scale.unwrap_or(1.0)
+    }
+}
+
+/// The geometric median of the rows of `x` `[n, d]` (Weiszfeld's iterations from the mean).
+pub fn geometric_median(x: &[f32], n: usize, d: usize, iterations: usize) -> Vec<f32> {
+    let mut y: Vec<f64> = vec![0.0; d];
+    for r in x.chunks(d) {
+        for (a, v) in y.iter_mut().zip(r) {
+            *a += *v as f64 / n as f64;
+        }
+    }
+    for _ in 0..iterations {
+        let mut num = vec![0f64; d];
+        let mut den = 0f64;
+        for r in x.chunks(d) {
+            let dist = r
+                .iter()
+                .zip(&y)
+                .map(|(a, b)| (*a as f64 - b).powi(2))
+                .sum::<f64>()
+                .sqrt()
+                .max(1e-8);
+            for (s, v) in num.iter_mut().zip(r) {
+                *s += *v as f64 / dist;
+            }
+            den += 1.0 / dist;
+        }
+        let next: Vec<f64> = num.iter().map(|s| s / den).collect();
+        let moved = next
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        y = next;
+        if moved < 1e-7 {
+            break;
+        }
+    }
+    let _ = n;
+    y.into_iter().map(|v| v as f32).collect()
+}

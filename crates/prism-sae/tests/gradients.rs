@@ -1,0 +1,440 @@
+//! Every architecture's hand-written gradient against central finite differences of an
+//! independent f64 implementation of its loss (plain loops, written from the papers' formulas).
+
+use prism_sae::kernel::KernelMode;
+use prism_sae::train::{Objective, PARAM_NAMES, Params, StepInputs, loss_and_grads};
+
+/// A small deterministic pseudo-random stream.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize, scale: f64) -> Vec<f32> {
+        (0..n).map(|_| (self.next() * scale) as f32).collect()
+    }
+}
+
+const N: usize = 12;
+const D: usize = 6;
+const M: usize = 10;
+
+fn params(rng: &mut Lcg, objective: Objective) -> Params {
+    let per = |on: bool, rng: &mut Lcg, s: f64, off: f64| {
+        if on {
+            rng.vec(M, s).into_iter().map(|v| v + off as f32).collect()
+        } else {
+            Vec::new()
+        }
+    };
+    let jump = matches!(objective, Objective::JumpRelu { .. });
+    let gated = matches!(objective, Objective::Gated { .. });
+    Params {
+        d: D,
+        m: M,
+        w_enc: rng.vec(M * D, 0.8),
+        b_enc: rng.vec(M, 0.3),
+        w_dec: rng.vec(M * D, 0.8),
+        b_dec: rng.vec(D, 0.3),
+        log_threshold: per(jump, rng, 0.3, -0.5),
+        r_mag: per(gated, rng, 0.3, 0.0),
+        b_mag: per(gated, rng, 0.3, 0.0),
+    }
+}
+
+/// What the reference holds fixed (detached in the original implementations).
+struct Detached {
+    /// AuxK's target: the main reconstruction's residual at the base point.
+    residual: Vec<f64>,
+    /// Gated's aux path uses the decoder at the base point.
+    w_dec: Vec<f64>,
+    b_dec: Vec<f64>,
+}
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// Indices of the `k` largest positive values among `allowed` (ties → lower index).
+fn top(values: &[f64], k: usize, allowed: &[bool]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..values.len())
+        .filter(|&j| allowed[j] && values[j] > 0.0)
+        .collect();
+    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
+}
+
+/// The loss, from the definitions, in f64.
+fn reference_loss(
+    obj: Objective,
+    p: &[Vec<f64>; 7],
+    x: &[f64],
+    dead: &[bool],
+    apply_b_dec: bool,
+    detached: Option<&Detached>,
+) -> (f64, Vec<f64>) {
+    let [w_enc, b_enc, w_dec, b_dec, log_th, r_mag, b_mag] = p;
+    let mut a = vec![0.0; N * M];
+    for r in 0..N {
+        for j in 0..M {
+            a[r * M + j] = (0..D)
+                .map(|i| {
+                    (x[r * D + i] - if apply_b_dec { b_dec[i] } else { 0.0 }) * w_enc[j * D + i]
+                })
+                .sum();
+        }
+    }
+    let pre: Vec<f64> = (0..N * M).map(|e| a[e] + b_enc[e % M]).collect();
+    let mut f = vec![0.0; N * M];
+    let mut sparsity_term = 0.0;
+    let mut gate_codes = vec![0.0; N * M];
+    match obj {
+        Objective::Relu { l1 } => {
+            for e in 0..N * M {
+                f[e] = pre[e].max(0.0);
+            }
+            sparsity_term = l1 as f64 * f.iter().sum::<f64>() / N as f64;
+        }
+        Objective::TopK { k, .. } => {
+            for r in 0..N {
+                for j in top(&pre[r * M..(r + 1) * M], k, &[true; M]) {
+                    f[r * M + j] = pre[r * M + j];
+                }
+            }
+        }
+        Objective::BatchTopK { k, .. } => {
+            let mut all: Vec<usize> = (0..N * M).filter(|&e| pre[e] > 0.0).collect();
+            all.sort_by(|&a, &b| pre[b].total_cmp(&pre[a]));
+            for &e in all.iter().take(k * N) {
+                f[e] = pre[e];
+            }
+        }
+        Objective::JumpRelu { l0_coeff, .. } => {
+            for e in 0..N * M {
+                if pre[e].max(0.0) > log_th[e % M].exp() {
+                    f[e] = pre[e];
+                }
+            }
+            let l0 = f.iter().filter(|&&v| v != 0.0).count() as f64;
+            sparsity_term = l0_coeff as f64 * l0 / N as f64;
+        }
+        Objective::Gated { l1 } => {
+            for e in 0..N * M {
+                if pre[e] > 0.0 {
+                    gate_codes[e] = pre[e];
+                    let j = e % M;
+                    f[e] = (r_mag[j].exp() * a[e] + b_mag[j]).max(0.0);
+                }
+            }
+            sparsity_term = l1 as f64 * gate_codes.iter().sum::<f64>() / N as f64;
+        }
+    }
+    let decode = |codes: &[f64], w: &[f64], bias: Option<&[f64]>| -> Vec<f64> {
+        let mut out = vec![0.0; N * D];
+        for r in 0..N {
+            for i in 0..D {
+                out[r * D + i] = bias.map_or(0.0, |b| b[i])
+                    + (0..M).map(|j| codes[r * M + j] * w[j * D + i]).sum::<f64>();
+            }
+        }
+        out
+    };
+    let sq = |a: &[f64], b: &[f64]| {
+        a.iter().zip(b).map(|(u, v)| (u - v).powi(2)).sum::<f64>() / N as f64
+    };
+    let x_hat = decode(&f, w_dec, Some(b_dec));
+    let residual: Vec<f64> = x.iter().zip(&x_hat).map(|(a, b)| a - b).collect();
+    let mut loss = sq(x, &x_hat) + sparsity_term;
+    match obj {
+        Objective::TopK { auxk_alpha, .. } | Objective::BatchTopK { auxk_alpha, .. }
+            if (0..M).any(|j| dead[j] && (0..N).all(|r| f[r * M + j] == 0.0)) =>
+        {
+            let res = detached.map_or(residual.clone(), |dt| dt.residual.clone());
+            // Latents firing in this batch are not dead.
+            let dead: Vec<bool> = (0..M)
+                .map(|j| dead[j] && (0..N).all(|r| f[r * M + j] == 0.0))
+                .collect();
+            let dead = &dead[..];
+            let k_aux = (D / 2).min(dead.iter().filter(|&&v| v).count());
+            let mut fa = vec![0.0; N * M];
+            for r in 0..N {
+                for j in top(&pre[r * M..(r + 1) * M], k_aux, dead) {
+                    fa[r * M + j] = pre[r * M + j];
+                }
+            }
+            let x_aux = decode(&fa, w_dec, None);
+            let mean: Vec<f64> = (0..D)
+                .map(|i| (0..N).map(|r| res[r * D + i]).sum::<f64>() / N as f64)
+                .collect();
+            let centred: Vec<f64> = (0..N * D).map(|e| res[e] - mean[e % D]).collect();
+            loss += auxk_alpha as f64 * sq(&res, &x_aux) / sq(&centred, &vec![0.0; N * D]);
+        }
+        Objective::Gated { .. } => {
+            let (w, b) = detached.map_or((w_dec.clone(), b_dec.clone()), |dt| {
+                (dt.w_dec.clone(), dt.b_dec.clone())
+            });
+            loss += sq(x, &decode(&gate_codes, &w, Some(&b)));
+        }
+        _ => {}
+    }
+    (loss, residual)
+}
+
+fn as_array(p: &Params) -> [Vec<f64>; 7] {
+    p.tensors().map(|t| f64s(t))
+}
+
+fn check(objective: Objective, apply_b_dec: bool, dead: &[bool], seed: u64) {
+    let mut rng = Lcg(seed);
+    let mut p = params(&mut rng, objective);
+    // Latents counted dead fire less, so that some stay silent in the batch and AuxK acts.
+    for (j, _) in dead.iter().enumerate().filter(|e| *e.1) {
+        p.b_enc[j] -= 0.8;
+    }
+    let x32 = rng.vec(N * D, 1.5);
+    let x = f64s(&x32);
+    let mut grads = p.zeros_like();
+    let pass = loss_and_grads(
+        objective,
+        &p,
+        &x32,
+        N,
+        StepInputs {
+            dead: Some(dead),
+            apply_b_dec_to_input: apply_b_dec,
+            mode: KernelMode::Sparse,
+        },
+        &mut grads,
+    );
+    if dead.iter().any(|&v| v) {
+        assert!(
+            pass.aux > 0.0,
+            "{objective:?}: the test should exercise AuxK"
+        );
+    }
+    let base = as_array(&p);
+    let (want_loss, residual) = reference_loss(objective, &base, &x, dead, apply_b_dec, None);
+    assert!(
+        (pass.loss - want_loss).abs() < 1e-4 * (1.0 + want_loss.abs()),
+        "{objective:?}: loss {} vs reference {want_loss}",
+        pass.loss
+    );
+    let detached = Detached {
+        residual,
+        w_dec: base[2].clone(),
+        b_dec: base[3].clone(),
+    };
+    let h = 1e-5;
+    let mut checked = 0;
+    for (t, name) in PARAM_NAMES.iter().enumerate() {
+        if *name == "log_threshold" {
+            continue; // a straight-through estimate, not a derivative: checked separately
+        }
+        for e in 0..base[t].len() {
+            let mut plus = base.clone();
+            plus[t][e] += h;
+            let mut minus = base.clone();
+            minus[t][e] -= h;
+            let lp = reference_loss(objective, &plus, &x, dead, apply_b_dec, Some(&detached)).0;
+            let lm = reference_loss(objective, &minus, &x, dead, apply_b_dec, Some(&detached)).0;
+            let fd = (lp - lm) / (2.0 * h);
+            let got = grads.tensors()[t][e] as f64;
+            assert!(
+                (got - fd).abs() < 2e-3 * (1.0 + fd.abs()),
+                "{objective:?} d loss / d {name}[{e}]: analytic {got}, finite difference {fd}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 100);
+}
+
+#[test]
+fn relu_l1_gradient_matches_finite_differences() {
+    check(Objective::Relu { l1: 0.3 }, true, &[false; M], 1);
+    check(Objective::Relu { l1: 0.1 }, false, &[false; M], 2);
+}
+
+#[test]
+fn topk_gradient_with_auxk_matches_finite_differences() {
+    let mut dead = [false; M];
+    for j in [1, 4, 5, 8] {
+        dead[j] = true;
+    }
+    check(
+        Objective::TopK {
+            k: 3,
+            auxk_alpha: 0.5,
+        },
+        true,
+        &dead,
+        3,
+    );
+    check(
+        Objective::TopK {
+            k: 2,
+            auxk_alpha: 0.5,
+        },
+        true,
+        &[false; M],
+        4,
+    );
+}
+
+#[test]
+fn batch_topk_gradient_matches_finite_differences() {
+    let mut dead = [false; M];
+    for j in [2, 3, 7, 9] {
+        dead[j] = true;
+    }
+    check(
+        Objective::BatchTopK {
+            k: 2,
+            auxk_alpha: 0.25,
+        },
+        true,
+        &dead,
+        5,
+    );
+}
+
+#[test]
+fn jumprelu_gradient_matches_finite_differences_and_the_threshold_estimator() {
+    let objective = Objective::JumpRelu {
+        l0_coeff: 0.2,
+        bandwidth: 0.4,
+    };
+    check(objective, false, &[false; M], 6);
+    // The threshold's straight-through estimate, from its formula:
+    // ∂/∂θ_j = Σ_{t: |ReLU(pre)−θ| < ε/2} [ −(θ/ε) ∂L/∂f_tj − λ/(n ε) ], times θ for log θ.
+    let mut rng = Lcg(6);
+    let p = params(&mut rng, objective);
+    let x32 = rng.vec(N * D, 1.5);
+    let mut grads = p.zeros_like();
+    let pass = loss_and_grads(
+        objective,
+        &p,
+        &x32,
+        N,
+        StepInputs {
+            dead: None,
+            apply_b_dec_to_input: false,
+            mode: KernelMode::Dense,
+        },
+        &mut grads,
+    );
+    let codes = pass.codes.to_dense();
+    let (eps, lam) = (0.4f64, 0.2f64);
+    let mut windows = 0;
+    for j in 0..M {
+        let theta = (p.log_threshold[j] as f64).exp();
+        let mut want = 0.0;
+        for r in 0..N {
+            let pre: f64 = (0..D)
+                .map(|i| x32[r * D + i] as f64 * p.w_enc[j * D + i] as f64)
+                .sum::<f64>()
+                + p.b_enc[j] as f64;
+            if (pre.max(0.0) - theta).abs() < eps / 2.0 {
+                windows += 1;
+                let x_hat: Vec<f64> = (0..D)
+                    .map(|i| {
+                        p.b_dec[i] as f64
+                            + (0..M)
+                                .map(|q| codes[r * M + q] as f64 * p.w_dec[q * D + i] as f64)
+                                .sum::<f64>()
+                    })
+                    .collect();
+                let df: f64 = (0..D)
+                    .map(|i| {
+                        2.0 * (x_hat[i] - x32[r * D + i] as f64) / N as f64
+                            * p.w_dec[j * D + i] as f64
+                    })
+                    .sum();
+                want += -(theta / eps) * df - lam / (N as f64 * eps);
+            }
+        }
+        let got = grads.log_threshold[j] as f64;
+        assert!(
+            (got - want * theta).abs() < 1e-4 * (1.0 + got.abs()),
+            "θ_{j}: {got} vs {}",
+            want * theta
+        );
+    }
+    assert!(
+        windows > 3,
+        "the test should exercise the estimator's window"
+    );
+}
+
+#[test]
+fn gated_gradient_matches_finite_differences() {
+    check(Objective::Gated { l1: 0.2 }, true, &[false; M], 7);
+}
+
+#[test]
+fn sparse_and_dense_kernels_give_the_same_gradients() {
+    let (n, d, m) = (64usize, 24usize, 96usize);
+    let mut rng = Lcg(9);
+    for objective in [
+        Objective::Relu { l1: 0.1 },
+        Objective::TopK {
+            k: 5,
+            auxk_alpha: 0.1,
+        },
+        Objective::Gated { l1: 0.1 },
+    ] {
+        let p = Params {
+            d,
+            m,
+            w_enc: rng.vec(m * d, 0.5),
+            b_enc: rng.vec(m, 0.2),
+            w_dec: rng.vec(m * d, 0.5),
+            b_dec: rng.vec(d, 0.2),
+            log_threshold: Vec::new(),
+            r_mag: if matches!(objective, Objective::Gated { .. }) {
+                rng.vec(m, 0.2)
+            } else {
+                Vec::new()
+            },
+            b_mag: if matches!(objective, Objective::Gated { .. }) {
+                rng.vec(m, 0.2)
+            } else {
+                Vec::new()
+            },
+        };
+        let x = rng.vec(n * d, 1.0);
+        let dead: Vec<bool> = (0..m).map(|j| j % 3 == 0).collect();
+        let run = |mode| {
+            let mut g = p.zeros_like();
+            let pass = loss_and_grads(
+                objective,
+                &p,
+                &x,
+                n,
+                StepInputs {
+                    dead: Some(&dead),
+                    apply_b_dec_to_input: true,
+                    mode,
+                },
+                &mut g,
+            );
+            (pass.loss, g)
+        };
+        let (ls, gs) = run(KernelMode::Sparse);
+        let (ld, gd) = run(KernelMode::Dense);
+        assert!((ls - ld).abs() < 1e-5 * (1.0 + ld.abs()));
+        for (a, b) in gs.tensors().iter().zip(gd.tensors()) {
+            for (u, v) in a.iter().zip(b.iter()) {
+                assert!(
+                    (u - v).abs() < 1e-4 * (1.0 + v.abs()),
+                    "{objective:?}: {u} vs {v}"
+                );
+            }
+        }
+    }
+}
