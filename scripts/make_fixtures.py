@@ -17,6 +17,9 @@ What it writes under fixtures/:
   (F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K) from random blocks, with gguf-py's dequantisation.
 - sae/<arch>/: standard, TopK and JumpReLU dictionaries in SAELens' layout, and
   sae/reference.safetensors: inputs with codes and reconstructions computed by numpy.
+- ae/<class>.pt + ae/reference.safetensors: dictionary_learning state dicts (AutoEncoder,
+  AutoEncoderTopK, JumpReluAutoEncoder, GatedAutoEncoder tensor names) saved with torch.save, and
+  codes/reconstructions computed in torch from dictionary_learning's forward passes.
 - smollm2/reference.json + reference.safetensors: SmolLM2-135M-Instruct loaded by transformers from
   its GGUF (dequantised to f32): token ids from the GGUF's tokenizer, loss, last-position logits.
 """
@@ -249,6 +252,55 @@ def sae_fixtures():
     print("wrote", FIX / "sae")
 
 
+def ae_fixtures():
+    """dictionary_learning `ae.pt` files: each class's state dict (names and orientations as the
+    library stores them) written by torch.save, with codes and reconstructions from the class's
+    forward pass, re-implemented here in torch:
+    AutoEncoder: f = relu(enc(x - bias)), x_hat = dec(f) + bias;
+    AutoEncoderTopK: post = relu(enc(x - b_dec)), keep top k, x_hat = dec(f) + b_dec;
+    JumpReluAutoEncoder: pre = x @ W_enc + b_enc, f = relu(pre) * (pre > threshold), x_hat = f @ W_dec + b_dec;
+    GatedAutoEncoder: a = enc(x - decoder_bias), f = (a + gate_bias > 0) * relu(exp(r_mag) a + mag_bias),
+    x_hat = dec(f) + decoder_bias."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(5)
+    d, m, n = 16, 48, 8
+    r = lambda *s, scale=0.3: (scale * torch.randn(*s, generator=g)).float()
+    x = r(n, d, scale=1.0)
+    out = FIX / "ae"
+    out.mkdir(parents=True, exist_ok=True)
+    refs = {"x": x}
+    enc_w, enc_b, dec_w, bias = r(m, d), r(m, scale=0.1), r(d, m), r(d, scale=0.1)
+    sd = {"bias": bias, "encoder.weight": enc_w, "encoder.bias": enc_b, "decoder.weight": dec_w}
+    f = torch.relu((x - bias) @ enc_w.T + enc_b)
+    refs["codes_standard"], refs["recon_standard"] = f, f @ dec_w.T + bias
+    torch.save(sd, out / "standard.pt")
+    # A non-contiguous tensor (a transposed view) exercises stride handling.
+    k = 5
+    sd = {"encoder.weight": enc_w, "encoder.bias": enc_b, "decoder.weight": enc_w.clone().T,
+          "b_dec": bias, "k": torch.tensor(k, dtype=torch.int64), "threshold": torch.tensor(-1.0)}
+    post = torch.relu((x - bias) @ enc_w.T + enc_b)
+    vals, idx = post.topk(k, dim=-1)
+    f = torch.zeros_like(post).scatter_(-1, idx, vals)
+    refs["codes_topk"], refs["recon_topk"] = f, f @ sd["decoder.weight"].T + bias
+    torch.save(sd, out / "topk.pt")
+    w_enc, b_enc, w_dec, th = r(d, m), r(m, scale=0.1), r(m, d), r(m).abs()
+    sd = {"W_enc": w_enc, "b_enc": b_enc, "W_dec": w_dec, "b_dec": bias, "threshold": th}
+    pre = x @ w_enc + b_enc
+    f = torch.relu(pre) * (pre > th)
+    refs["codes_jumprelu"], refs["recon_jumprelu"] = f, f @ w_dec + bias
+    torch.save(sd, out / "jumprelu.pt")
+    r_mag, gate_b, mag_b = r(m), r(m, scale=0.1), r(m, scale=0.1)
+    sd = {"decoder_bias": bias, "r_mag": r_mag, "gate_bias": gate_b, "mag_bias": mag_b,
+          "encoder.weight": enc_w, "decoder.weight": dec_w}
+    a = (x - bias) @ enc_w.T
+    f = (a + gate_b > 0).float() * torch.relu(torch.exp(r_mag) * a + mag_b)
+    refs["codes_gated"], refs["recon_gated"] = f, f @ dec_w.T + bias
+    torch.save(sd, out / "gated.pt")
+    save_file({k: v.contiguous() for k, v in refs.items()}, str(out / "reference.safetensors"))
+    print("wrote", out)
+
+
 SMOL_TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
     "In 1905, Albert Einstein published four papers that changed physics forever.",
@@ -285,7 +337,7 @@ def smollm2(gguf_path: pathlib.Path):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smollm2", type=pathlib.Path, help="path of SmolLM2-135M-Instruct.Q4_1.gguf")
-    ap.add_argument("--only", choices=["models", "gguf", "sae", "smollm2"], help="build one group only")
+    ap.add_argument("--only", choices=["models", "gguf", "sae", "ae", "smollm2"], help="build one group only")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     if args.only in (None, "models"):
@@ -294,5 +346,7 @@ if __name__ == "__main__":
         quant_fixtures()
     if args.only in (None, "sae"):
         sae_fixtures()
+    if args.only in (None, "ae"):
+        ae_fixtures()
     if args.smollm2 and args.only in (None, "smollm2"):
         smollm2(args.smollm2)

@@ -9,9 +9,12 @@
 
 #![warn(missing_docs)]
 
+mod dictionary_learning;
 pub mod kernel;
 mod sae;
+mod torch_pickle;
 pub mod train;
 
 pub use sae::{Architecture, Sae};
+pub use torch_pickle::{PtTensor, read_state_dict};
 pub use train::{ArchitectureConfig, StepLog, TrainConfig, Trainer};

@@ -1,0 +1,343 @@
+//! Training behaviour: resampling, checkpoint resume, bad input, export and round trips.
+
+use std::path::PathBuf;
+
+use prism_core::{Dictionary, HostTensor, PrismError, device};
+use prism_sae::train::{ArchitectureConfig, ResampleConfig, TrainConfig, Trainer};
+use prism_sae::{Architecture, Sae};
+
+/// Deterministic pseudo-random batches `[n, d]` with a common offset (so `b_dec` matters).
+fn batch(seed: u64, n: usize, d: usize) -> HostTensor {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let data = (0..n * d)
+        .map(|i| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 + 0.3 * ((i % d) as f32 / d as f32)
+        })
+        .collect();
+    HostTensor::new(vec![n, d], data).unwrap()
+}
+
+fn all_architectures() -> Vec<ArchitectureConfig> {
+    let mut btk = ArchitectureConfig::batch_topk(4);
+    if let ArchitectureConfig::BatchTopK {
+        threshold_start_step,
+        ..
+    } = &mut btk
+    {
+        *threshold_start_step = 2;
+    }
+    vec![
+        ArchitectureConfig::Relu { l1: 0.05 },
+        ArchitectureConfig::topk(4),
+        btk,
+        ArchitectureConfig::JumpRelu {
+            l0_coeff: 0.05,
+            bandwidth: 0.05,
+            init_threshold: 0.05,
+        },
+        ArchitectureConfig::Gated { l1: 0.05 },
+    ]
+}
+
+fn small(arch: ArchitectureConfig) -> TrainConfig {
+    let mut c = TrainConfig::new(arch, 16, 40);
+    c.warmup_steps = 3;
+    c.sparsity_warmup_steps = 3;
+    c.seed = 3;
+    c.lr = 3e-3;
+    c
+}
+
+#[test]
+fn resampling_revives_dead_features() {
+    let mut c = small(ArchitectureConfig::Relu { l1: 0.01 });
+    c.resample = Some(ResampleConfig {
+        every: 30,
+        window: 5,
+    });
+    let mut t = Trainer::new(c).unwrap();
+    for s in 0..20 {
+        t.step(&batch(s, 64, 16)).unwrap();
+    }
+    // Kill 12 features: with a hugely negative bias they can no longer fire.
+    let killed: Vec<usize> = (0..12).collect();
+    for &j in &killed {
+        t.params.b_enc[j] = -1e3;
+    }
+    let dev = device("cpu").unwrap();
+    let fires = |t: &Trainer| -> usize {
+        let sae = t.to_sae(&dev).unwrap();
+        let codes =
+            HostTensor::from_burn(sae.encode(batch(999, 256, 16).to_burn::<2>(&dev).unwrap()))
+                .unwrap();
+        killed
+            .iter()
+            .filter(|&&j| codes.data.chunks(40).any(|r| r[j] != 0.0))
+            .count()
+    };
+    assert_eq!(fires(&t), 0);
+    let mut dead_before = 0;
+    let mut resampled = 0;
+    for s in 20..30 {
+        let log = t.step(&batch(s, 64, 16)).unwrap();
+        if s == 28 {
+            dead_before = log.dead;
+        }
+        resampled += log.resampled;
+    }
+    assert!(
+        dead_before >= killed.len(),
+        "dead features counted: {dead_before}"
+    );
+    assert!(resampled >= killed.len(), "resampled {resampled}");
+    let log = t.step(&batch(31, 64, 16)).unwrap();
+    assert!(
+        log.dead < dead_before,
+        "dead {} after resampling, {dead_before} before",
+        log.dead
+    );
+    let revived = fires(&t);
+    assert!(
+        revived >= killed.len() * 3 / 4,
+        "only {revived} of {} revived",
+        killed.len()
+    );
+}
+
+fn run(config: TrainConfig, from: u64, to: u64, trainer: Option<Trainer>) -> Trainer {
+    let mut t = trainer.unwrap_or_else(|| Trainer::new(config).unwrap());
+    for s in from..to {
+        t.step(&batch(s, 48, 16)).unwrap();
+    }
+    t
+}
+
+#[test]
+fn checkpoint_resume_equals_uninterrupted_training_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    for arch in all_architectures() {
+        let mut c = small(arch.clone());
+        c.normalize_activations = true;
+        c.dead_after_tokens = 96; // AuxK acts within the run
+        c.resample = Some(ResampleConfig {
+            every: 4,
+            window: 2,
+        });
+        let straight = run(c.clone(), 0, 12, None);
+        let first = run(c.clone(), 0, 5, None);
+        let path = dir.path().join(format!("{}.safetensors", arch.name()));
+        first.save_checkpoint(&path).unwrap();
+        drop(first);
+        let resumed = run(c, 5, 12, Some(Trainer::load_checkpoint(&path).unwrap()));
+        assert_eq!(resumed.step, 12);
+        assert_eq!(
+            straight.params,
+            resumed.params,
+            "{}: parameters differ",
+            arch.name()
+        );
+        assert_eq!(straight.batch_threshold(), resumed.batch_threshold());
+        // And the next step logs identically.
+        let (mut a, mut b) = (straight, resumed);
+        assert_eq!(
+            a.step(&batch(50, 48, 16)).unwrap(),
+            b.step(&batch(50, 48, 16)).unwrap()
+        );
+    }
+}
+
+#[test]
+fn non_finite_inputs_and_divergence_stop_training_and_keep_the_state() {
+    let mut t = Trainer::new(small(ArchitectureConfig::topk(4))).unwrap();
+    for s in 0..5 {
+        t.step(&batch(s, 32, 16)).unwrap();
+    }
+    let before = t.params.clone();
+    let mut bad = batch(5, 32, 16);
+    bad.data[37] = f32::NAN;
+    match t.step(&bad) {
+        Err(PrismError::NonFinite(m)) => assert!(m.contains("token 2"), "{m}"),
+        other => panic!("expected a NonFinite error, got {other:?}"),
+    }
+    bad.data[37] = f32::INFINITY;
+    assert!(matches!(t.step(&bad), Err(PrismError::NonFinite(_))));
+    // A batch a million times larger makes the loss explode: divergence.
+    let mut huge = batch(6, 32, 16);
+    huge.data.iter_mut().for_each(|v| *v *= 1e6);
+    match t.step(&huge) {
+        Err(PrismError::NonFinite(m)) => assert!(m.contains("diverged"), "{m}"),
+        other => panic!("expected divergence, got {other:?}"),
+    }
+    assert_eq!(
+        t.params, before,
+        "a failed step must not change the parameters"
+    );
+    assert_eq!(t.step, 5);
+    t.step(&batch(7, 32, 16)).unwrap();
+}
+
+#[test]
+fn wrong_width_and_bad_configurations_are_errors() {
+    let mut t = Trainer::new(small(ArchitectureConfig::Relu { l1: 0.1 })).unwrap();
+    assert!(matches!(
+        t.step(&batch(0, 8, 12)),
+        Err(PrismError::Shape(_))
+    ));
+    let mut c = small(ArchitectureConfig::topk(41));
+    assert!(Trainer::new(c.clone()).is_err());
+    c.architecture = ArchitectureConfig::topk(4);
+    c.lr = f32::NAN;
+    assert!(Trainer::new(c).is_err());
+}
+
+#[test]
+fn exported_dictionaries_encode_like_the_trainer_and_round_trip_through_saelens_files() {
+    let dev = device("cpu").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for arch in all_architectures() {
+        let mut c = small(arch.clone());
+        c.normalize_activations = true;
+        let t = run(c, 0, 8, None);
+        let sae = t.to_sae(&dev).unwrap();
+        let x = batch(77, 32, 16);
+        let codes = HostTensor::from_burn(sae.encode(x.to_burn::<2>(&dev).unwrap())).unwrap();
+        // The trainer's own codes on the normalised input, divided by the folded scale c.
+        let scale = t.input_scale();
+        assert!(scale != 1.0);
+        let scaled: Vec<f32> = x.data.iter().map(|v| v * scale).collect();
+        let objective = t.objective();
+        let mut g = t.params.zeros_like();
+        let pass = prism_sae::train::loss_and_grads(
+            objective,
+            &t.params,
+            &scaled,
+            32,
+            prism_sae::train::StepInputs {
+                dead: None,
+                apply_b_dec_to_input: t.config.apply_b_dec_to_input,
+                mode: prism_sae::kernel::KernelMode::Dense,
+            },
+            &mut g,
+        );
+        if !matches!(arch, ArchitectureConfig::BatchTopK { .. }) {
+            let want = pass.codes.to_dense();
+            for (a, b) in codes.data.iter().zip(&want) {
+                assert!(
+                    (a - b / scale).abs() < 1e-4 * (1.0 + b.abs()),
+                    "{}: {a} vs {}",
+                    arch.name(),
+                    b / scale
+                );
+            }
+        } else {
+            // Inference uses the learned threshold instead of the batch selection.
+            assert_eq!(sae.architecture, Architecture::JumpRelu);
+            let l0 = codes.data.iter().filter(|&&v| v != 0.0).count() as f64 / 32.0;
+            assert!(l0 > 0.0, "BatchTopK's threshold silences everything");
+        }
+        // Save → load gives identical encode/decode.
+        let out = dir.path().join(arch.name());
+        sae.save(&out).unwrap();
+        let back = Sae::load(&out, &dev).unwrap();
+        let xb = x.to_burn::<2>(&dev).unwrap();
+        let (f1, f2) = (sae.encode(xb.clone()), back.encode(xb.clone()));
+        assert_eq!(
+            HostTensor::from_burn(f1.clone()).unwrap(),
+            HostTensor::from_burn(f2.clone()).unwrap()
+        );
+        assert_eq!(
+            HostTensor::from_burn(sae.decode(f1)).unwrap(),
+            HostTensor::from_burn(back.decode(f2)).unwrap()
+        );
+        // SAELens tensor names and shapes in the file.
+        let names = tensor_shapes(&out.join("sae_weights.safetensors"));
+        let mut want = vec![
+            ("W_dec".to_string(), vec![40, 16]),
+            ("W_enc".to_string(), vec![16, 40]),
+            ("b_dec".to_string(), vec![16]),
+        ];
+        match sae.architecture {
+            Architecture::Gated => want.extend([
+                ("b_gate".to_string(), vec![40]),
+                ("b_mag".to_string(), vec![40]),
+                ("r_mag".to_string(), vec![40]),
+            ]),
+            Architecture::JumpRelu => want.extend([
+                ("b_enc".to_string(), vec![40]),
+                ("threshold".to_string(), vec![40]),
+            ]),
+            _ => want.push(("b_enc".to_string(), vec![40])),
+        }
+        want.sort();
+        assert_eq!(names, want, "{}", arch.name());
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("cfg.json")).unwrap()).unwrap();
+        assert_eq!(cfg["training_tokens"], 8 * 48);
+        assert_eq!(cfg["trained_architecture"], arch.name());
+    }
+}
+
+/// Tensor names and shapes from a safetensors header, read by hand.
+fn tensor_shapes(path: &PathBuf) -> Vec<(String, Vec<usize>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let mut out: Vec<(String, Vec<usize>)> = header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(k, v)| {
+            assert_eq!(v["dtype"], "F32");
+            (
+                k.clone(),
+                v["shape"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.as_u64().unwrap() as usize)
+                    .collect(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn dictionary_learning_ae_pt_files_import_with_identical_outputs() {
+    let dev = device("cpu").unwrap();
+    let fix = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/ae");
+    let refs = prism_core::read_safetensors(&fix.join("reference.safetensors")).unwrap();
+    let x = refs["x"].to_burn::<2>(&dev).unwrap();
+    for (file, arch) in [
+        ("standard", Architecture::Standard),
+        ("topk", Architecture::TopK { k: 5 }),
+        ("jumprelu", Architecture::JumpRelu),
+        ("gated", Architecture::Gated),
+    ] {
+        let sae = Sae::from_dictionary_learning(&fix.join(format!("{file}.pt")), &dev).unwrap();
+        assert_eq!(sae.architecture, arch);
+        let codes = sae.encode(x.clone());
+        let recon = sae.decode(codes.clone());
+        for (got, key) in [(codes, "codes"), (recon, "recon")] {
+            let got = HostTensor::from_burn(got).unwrap();
+            let want = &refs[&format!("{key}_{file}")];
+            assert_eq!(got.shape, want.shape);
+            for (a, b) in got.data.iter().zip(&want.data) {
+                assert!((a - b).abs() < 1e-5, "{file} {key}: {a} vs {b}");
+            }
+        }
+    }
+    // A file that is not a PyTorch archive is a clear error.
+    let tmp = tempfile::tempdir().unwrap();
+    let bogus = tmp.path().join("ae.pt");
+    std::fs::write(&bogus, b"not a zip").unwrap();
+    let err = Sae::from_dictionary_learning(&bogus, &dev)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a PyTorch zip archive"), "{err}");
+}
