@@ -5,6 +5,7 @@ mod cache;
 mod dictionaries;
 mod fetch;
 mod forward;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,8 @@ enum Cmd {
     Forward(forward::ForwardArgs),
     /// Harvest activations at hook points over a corpus into a sharded on-disk cache.
     Cache(cache::CacheArgs),
+    /// Train dictionaries (ReLU+L1, TopK, BatchTopK, JumpReLU, Gated) from a cache or a model stream.
+    Train(train::TrainArgs),
     /// Evaluate a dictionary at its hook point: every METRICS.md metric, loss recovered, KL.
     Eval(dictionaries::EvalArgs),
     /// Remove high-frequency features from a dictionary and re-evaluate it.
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Cmd::Forward(args) => forward::forward(&args),
         Cmd::Hooks(args) => forward::hooks(&args),
         Cmd::Cache(args) => cache::cache(&args),
+        Cmd::Train(args) => train::train(&args),
         Cmd::Eval(args) => dictionaries::eval(&args),
         Cmd::Similarity(args) => dictionaries::similarity(&args),
         Cmd::Prune(args) => dictionaries::prune(&args),

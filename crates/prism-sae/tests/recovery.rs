@@ -239,6 +239,10 @@ fn tune() {
         if std::env::var("NORES").is_ok() {
             c.resample = None;
         }
+        if std::env::var("DECAY").is_ok() {
+            c.decay_start = Some(steps as u64 * 4 / 5);
+            c.total_steps = steps as u64;
+        }
         if std::env::var("RES").is_ok() {
             c.resample = Some(ResampleConfig {
                 every: 500,

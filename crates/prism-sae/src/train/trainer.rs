@@ -300,7 +300,14 @@ impl Trainer {
         self.step += 1;
         self.tokens += n as u64;
         let resampled = match self.config.resample {
-            Some(r) if self.step % r.every == 0 => self.resample(&x, n, &pass),
+            // Resampling stops after 80% of the planned steps so the last features can settle.
+            Some(r)
+                if self.step % r.every == 0
+                    && (self.config.total_steps == 0
+                        || self.step * 5 <= self.config.total_steps * 4) =>
+            {
+                self.resample(&x, n, &pass)
+            }
             _ => 0,
         };
         Ok(StepLog {

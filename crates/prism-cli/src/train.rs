@@ -1,0 +1,385 @@
+//! `prism train`: train one or several dictionaries from one activation stream — a cache on
+//! disk or activations harvested on the fly from a model and a corpus.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use prism_cache::{ActivationBuffer, ActivationStore, Corpus, Harvester, WindowConfig, windows};
+use prism_core::{HookPoint, PrismError, Result};
+use prism_models::Model;
+use prism_sae::train::{ArchitectureConfig, FitOptions, ResampleConfig, Run, TrainConfig, fit};
+use serde_json::json;
+
+/// `prism train` arguments.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Train from a cache written by `prism cache` (resumable exactly).
+    #[arg(long, conflicts_with_all = ["model", "data"])]
+    cache: Option<PathBuf>,
+    /// Or harvest on the fly: an HF model directory or a .gguf file ...
+    #[arg(long, requires = "data")]
+    model: Option<PathBuf>,
+    /// ... and a corpus (.txt/.rst/.md/.jsonl/.jsonl.zst file or directory).
+    #[arg(long, requires = "model")]
+    data: Option<PathBuf>,
+    /// Hook point(s), comma-separated: one dictionary family per hook, all from one stream.
+    #[arg(long, value_delimiter = ',', required = true)]
+    hook: Vec<String>,
+    /// relu (L1 + resampling), topk, batchtopk, jumprelu or gated.
+    #[arg(long, default_value = "relu")]
+    arch: String,
+    /// Dictionary size(s), comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    dict_size: Vec<usize>,
+    /// TopK/BatchTopK: active latents per token (comma-separated for several).
+    #[arg(long, value_delimiter = ',')]
+    k: Vec<usize>,
+    /// ReLU/Gated: L1 coefficient; JumpReLU: L0 coefficient (comma-separated for several).
+    #[arg(long, value_delimiter = ',')]
+    l1: Vec<f32>,
+    /// Peak learning rate (default: dictionary_learning's for the architecture).
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Training tokens per dictionary.
+    #[arg(long, default_value_t = 10_000_000)]
+    tokens: u64,
+    /// Seed(s), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    seed: Vec<u64>,
+    /// Activation vectors per step.
+    #[arg(long, default_value_t = 4096)]
+    batch: usize,
+    /// Learning-rate and sparsity warm-up steps (default: min(1000, steps / 10)).
+    #[arg(long)]
+    warmup: Option<u64>,
+    /// ReLU: resample dead features every this many steps (default: steps / 5; 0 disables).
+    #[arg(long)]
+    resample_every: Option<u64>,
+    /// Scale activations so that E‖x‖ = √d (folded back into the saved weights).
+    #[arg(long)]
+    normalize: bool,
+    /// Write checkpoints every this many steps (always at the end).
+    #[arg(long, default_value_t = 0)]
+    checkpoint_every: u64,
+    /// Continue from the checkpoints in --out (exact with --cache).
+    #[arg(long)]
+    resume: bool,
+    /// Tokens per window when harvesting.
+    #[arg(long, default_value_t = 128)]
+    ctx: usize,
+    /// Windows held in the shuffling buffer when harvesting.
+    #[arg(long, default_value_t = 256)]
+    n_ctxs: usize,
+    /// JSON field holding the text in .jsonl files.
+    #[arg(long, default_value = "text")]
+    text_field: String,
+    /// cpu, ndarray or wgpu (for the model; training runs on the CPU kernels).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Output directory (one subdirectory per dictionary when training several).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Parses `--arch` with one sparsity value.
+pub fn architecture(arch: &str, k: Option<usize>, l1: Option<f32>) -> Result<ArchitectureConfig> {
+    Ok(match arch {
+        "relu" | "standard" => ArchitectureConfig::Relu {
+            l1: l1.unwrap_or(0.1),
+        },
+        "topk" => ArchitectureConfig::topk(k.unwrap_or(32)),
+        "batchtopk" => ArchitectureConfig::batch_topk(k.unwrap_or(32)),
+        "jumprelu" => ArchitectureConfig::jumprelu(l1.unwrap_or(0.1)),
+        "gated" => ArchitectureConfig::Gated {
+            l1: l1.unwrap_or(0.1),
+        },
+        other => {
+            return Err(PrismError::InvalidInput(format!(
+                "unknown architecture `{other}` (relu, topk, batchtopk, jumprelu, gated)"
+            )));
+        }
+    })
+}
+
+/// A stream of batches, one tensor per hook, and where it came from.
+pub enum Source {
+    /// A cache on disk.
+    Cache(ActivationStore),
+    /// A model and a corpus, harvested on the fly.
+    Model(Box<Model>, Corpus),
+}
+
+impl TrainArgs {
+    fn steps(&self) -> u64 {
+        self.tokens.div_ceil(self.batch as u64).max(1)
+    }
+
+    fn configs(&self, d_of: &dyn Fn(usize) -> usize) -> Result<Vec<(String, usize, TrainConfig)>> {
+        let steps = self.steps();
+        let sparsity: Vec<(Option<usize>, Option<f32>)> = match self.arch.as_str() {
+            "topk" | "batchtopk" if !self.k.is_empty() => {
+                self.k.iter().map(|&k| (Some(k), None)).collect()
+            }
+            _ if !self.l1.is_empty() => self.l1.iter().map(|&l| (None, Some(l))).collect(),
+            _ => vec![(None, None)],
+        };
+        let mut out = Vec::new();
+        for (hi, hook) in self.hook.iter().enumerate() {
+            for &m in &self.dict_size {
+                for &(k, l1) in &sparsity {
+                    for &seed in &self.seed {
+                        let arch = architecture(&self.arch, k, l1)?;
+                        let mut c = TrainConfig::new(arch.clone(), d_of(hi), m);
+                        if let Some(lr) = self.lr {
+                            c.lr = lr;
+                        }
+                        let warm = self.warmup.unwrap_or((steps / 10).min(1000));
+                        c.warmup_steps = warm;
+                        if c.sparsity_warmup_steps > 0 {
+                            c.sparsity_warmup_steps = warm;
+                        }
+                        if let ArchitectureConfig::BatchTopK {
+                            threshold_start_step,
+                            ..
+                        } = &mut c.architecture
+                        {
+                            *threshold_start_step = (*threshold_start_step).min(steps / 2);
+                        }
+                        c.total_steps = steps;
+                        c.seed = seed;
+                        c.normalize_activations = self.normalize;
+                        c.hook_name = Some(hook.clone());
+                        c.resample = match self.resample_every.unwrap_or((steps / 5).max(1)) {
+                            every if every > 0 && c.resample.is_some() => Some(ResampleConfig {
+                                every,
+                                window: (every / 2).max(1),
+                            }),
+                            _ => None,
+                        };
+                        let value = match (k, l1) {
+                            (Some(k), _) => format!("k{k}"),
+                            (_, Some(l)) => format!("l{l}"),
+                            _ => "default".into(),
+                        };
+                        let name = format!(
+                            "{}_{}_{m}_{value}_s{seed}",
+                            hook.replace('.', "-"),
+                            self.arch
+                        );
+                        out.push((name, hi, c));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+pub fn train(args: &TrainArgs) -> Result<()> {
+    let device = prism_core::device(&args.device)?;
+    let hooks: Vec<HookPoint> = args
+        .hook
+        .iter()
+        .map(|h| h.trim().parse::<HookPoint>())
+        .collect::<Result<_>>()?;
+    let source = match (&args.cache, &args.model, &args.data) {
+        (Some(dir), _, _) => Source::Cache(ActivationStore::open(dir)?),
+        (None, Some(model), Some(data)) => Source::Model(
+            Box::new(Model::load(model, &device)?),
+            Corpus::open(data, &args.text_field)?,
+        ),
+        _ => {
+            return Err(PrismError::InvalidInput(
+                "give --cache DIR, or --model PATH and --data PATH".into(),
+            ));
+        }
+    };
+    if args.resume && matches!(source, Source::Model(..)) {
+        eprintln!(
+            "note: resuming from a model stream re-harvests and skips the batches already \
+             trained on; the skipped rows equal the original ones only with a cache (--cache)"
+        );
+    }
+    let widths: Vec<usize> = match &source {
+        Source::Cache(store) => hooks
+            .iter()
+            .map(|h| {
+                let i = store.hook_index(&h.to_string())?;
+                Ok(store.manifest.hooks[i].d)
+            })
+            .collect::<Result<_>>()?,
+        Source::Model(model, _) => {
+            let shape = model.config().shape();
+            hooks
+                .iter()
+                .map(|h| {
+                    h.validate(&shape)?;
+                    Ok(h.activation_shape(&shape, 1, 1).iter().product())
+                })
+                .collect::<Result<_>>()?
+        }
+    };
+    let configs = args.configs(&|i| widths[i])?;
+    let single = configs.len() == 1;
+    let mut runs = configs
+        .into_iter()
+        .map(|(name, input, config)| {
+            let dir = if single {
+                args.out.clone()
+            } else {
+                args.out.join(&name)
+            };
+            Run::open(name, dir, input, config, args.resume)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let steps = args.steps();
+    let start = runs[0].trainer.step;
+    eprintln!(
+        "training {} dictionar{} for {steps} steps of {} tokens{}",
+        runs.len(),
+        if runs.len() == 1 { "y" } else { "ies" },
+        args.batch,
+        if start > 0 {
+            format!(" (resuming at step {start})")
+        } else {
+            String::new()
+        }
+    );
+    let bar = ProgressBar::new(steps).with_style(
+        ProgressStyle::with_template(
+            "{spinner} step {pos}/{len} [{bar:30}] {msg}  {per_sec}  ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_position(start);
+    let t0 = Instant::now();
+    let harvested;
+    let batch = args.batch;
+    let on_step = |runs: &[Run], logs: &[prism_sae::StepLog]| {
+        let l = &logs[0];
+        let tok_s = (l.step - start) as f64 * batch as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!(
+            "loss {:.4}  L0 {:.1}  dead {}  {:.0} tok/s{}",
+            l.loss,
+            l.l0,
+            l.dead,
+            tok_s,
+            if runs.len() > 1 {
+                format!("  (1 of {} shown)", runs.len())
+            } else {
+                String::new()
+            }
+        ));
+        bar.set_position(l.step);
+    };
+    let options = FitOptions {
+        steps,
+        checkpoint_every: args.checkpoint_every,
+    };
+    match &source {
+        Source::Cache(store) => {
+            let idx: Vec<usize> = hooks
+                .iter()
+                .map(|h| store.hook_index(&h.to_string()))
+                .collect::<Result<_>>()?;
+            let seed = runs[0].trainer.config.seed;
+            let mut stream = store.shuffled_batches(&idx, batch, seed);
+            let needed = steps as u128 * batch as u128;
+            if (store.len() as u128) < needed {
+                eprintln!(
+                    "warning: the cache holds {} rows; {steps} steps of {batch} need {needed}: \
+                     training stops when it runs out",
+                    store.len()
+                );
+            }
+            for _ in 0..start {
+                stream.next();
+            }
+            fit(&mut runs, &widths, stream, &options, &device, on_step)?;
+            harvested = store.len();
+        }
+        Source::Model(model, corpus) => {
+            let harvester = Harvester::new(model, hooks.clone(), false)?;
+            let wins = windows(
+                corpus,
+                &model.tokenizer,
+                WindowConfig {
+                    ctx: args.ctx,
+                    ..Default::default()
+                },
+            )?;
+            let seed = runs[0].trainer.config.seed;
+            let mut buffer =
+                ActivationBuffer::new(harvester, wins, args.n_ctxs, args.ctx, batch, 8, seed);
+            for _ in 0..start {
+                buffer.next_batch()?;
+            }
+            let stream = std::iter::from_fn(|| buffer.next_batch().transpose());
+            fit(&mut runs, &widths, stream, &options, &device, on_step)?;
+            harvested = buffer.rows_harvested;
+        }
+    }
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    if matches!(source, Source::Model(..)) {
+        // Every harvested row may have been served: evaluation holds out all of them.
+        for r in &runs {
+            record_training_tokens(&r.dir, harvested, &device)?;
+        }
+    }
+    let summary: Vec<_> = runs
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "dir": r.dir.display().to_string(),
+                "steps": r.trainer.step,
+                "tokens": r.trainer.tokens,
+                "d_in": r.trainer.config.d_in,
+                "d_sae": r.trainer.config.d_sae,
+                "architecture": r.trainer.config.architecture.name(),
+            })
+        })
+        .collect();
+    let trained = runs[0].trainer.step.saturating_sub(start) * batch as u64;
+    let out = json!({
+        "dictionaries": summary,
+        "seconds": secs,
+        "tokens_per_s": trained as f64 * runs.len() as f64 / secs.max(1e-9),
+    });
+    if args.json {
+        println!("{out}");
+    } else {
+        for r in &runs {
+            eprintln!(
+                "wrote {} ({} steps) to {}",
+                r.name,
+                r.trainer.step,
+                r.dir.display()
+            );
+        }
+        eprintln!(
+            "{:.0} dictionary-tokens/s over {:.1}s",
+            out["tokens_per_s"].as_f64().unwrap_or(0.0),
+            secs
+        );
+    }
+    Ok(())
+}
+
+/// Sets `training_tokens` in a saved dictionary's cfg.json (the rows its stream harvested).
+pub fn record_training_tokens(
+    dir: &Path,
+    tokens: u64,
+    device: &burn::tensor::Device,
+) -> Result<()> {
+    let mut sae = prism_sae::Sae::load(dir, device)?;
+    sae.extra_cfg
+        .insert("training_tokens".into(), json!(tokens));
+    sae.save(dir)
+}
