@@ -2,6 +2,7 @@
 //! `--json` it prints one JSON object on stdout and keeps human text on stderr.
 
 mod cache;
+mod demo;
 mod dictionaries;
 mod fetch;
 mod forward;
@@ -37,6 +38,8 @@ enum Cmd {
     Forward(forward::ForwardArgs),
     /// Harvest activations at hook points over a corpus into a sharded on-disk cache.
     Cache(cache::CacheArgs),
+    /// The research notes' experiments end to end on the default assets, written to report/.
+    Demo(demo::DemoArgs),
     /// Train dictionaries (ReLU+L1, TopK, BatchTopK, JumpReLU, Gated) from a cache or a model stream.
     Train(train::TrainArgs),
     /// Evaluate a dictionary at its hook point: every METRICS.md metric, loss recovered, KL.
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Cmd::Forward(args) => forward::forward(&args),
         Cmd::Hooks(args) => forward::hooks(&args),
         Cmd::Cache(args) => cache::cache(&args),
+        Cmd::Demo(args) => demo::demo(&args),
         Cmd::Train(args) => train::train(&args),
         Cmd::Eval(args) => dictionaries::eval(&args),
         Cmd::Similarity(args) => dictionaries::similarity(&args),

@@ -108,7 +108,7 @@ pub fn architecture(arch: &str, k: Option<usize>, l1: Option<f32>) -> Result<Arc
 /// A stream of batches, one tensor per hook, and where it came from.
 pub enum Source {
     /// A cache on disk.
-    Cache(ActivationStore),
+    Cache(Box<ActivationStore>),
     /// A model and a corpus, harvested on the fly.
     Model(Box<Model>, Corpus),
 }
@@ -187,7 +187,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         .map(|h| h.trim().parse::<HookPoint>())
         .collect::<Result<_>>()?;
     let source = match (&args.cache, &args.model, &args.data) {
-        (Some(dir), _, _) => Source::Cache(ActivationStore::open(dir)?),
+        (Some(dir), _, _) => Source::Cache(Box::new(ActivationStore::open(dir)?)),
         (None, Some(model), Some(data)) => Source::Model(
             Box::new(Model::load(model, &device)?),
             Corpus::open(data, &args.text_field)?,
@@ -258,7 +258,6 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     );
     bar.set_position(start);
     let t0 = Instant::now();
-    let harvested;
     let batch = args.batch;
     let on_step = |runs: &[Run], logs: &[prism_sae::StepLog]| {
         let l = &logs[0];
@@ -281,7 +280,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         steps,
         checkpoint_every: args.checkpoint_every,
     };
-    match &source {
+    let harvested = match &source {
         Source::Cache(store) => {
             let idx: Vec<usize> = hooks
                 .iter()
@@ -301,7 +300,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
                 stream.next();
             }
             fit(&mut runs, &widths, stream, &options, &device, on_step)?;
-            harvested = store.len();
+            store.len()
         }
         Source::Model(model, corpus) => {
             let harvester = Harvester::new(model, hooks.clone(), false)?;
@@ -321,9 +320,9 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             }
             let stream = std::iter::from_fn(|| buffer.next_batch().transpose());
             fit(&mut runs, &widths, stream, &options, &device, on_step)?;
-            harvested = buffer.rows_harvested;
+            buffer.rows_harvested
         }
-    }
+    };
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
     if matches!(source, Source::Model(..)) {

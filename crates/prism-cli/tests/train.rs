@@ -9,11 +9,10 @@ fn fixtures() -> PathBuf {
 }
 
 fn prism(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_prism"))
+    Command::new(env!("CARGO_BIN_EXE_prism"))
         .args(args)
         .output()
-        .unwrap();
-    out
+        .unwrap()
 }
 
 fn ok(out: std::process::Output) -> serde_json::Value {

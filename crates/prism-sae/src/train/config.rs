@@ -208,7 +208,9 @@ impl TrainConfig {
                     self.d_sae
                 ))
             }
-            ArchitectureConfig::Relu { l1 } | ArchitectureConfig::Gated { l1 } if !(l1 >= 0.0) => {
+            ArchitectureConfig::Relu { l1 } | ArchitectureConfig::Gated { l1 }
+                if l1.is_nan() || l1 < 0.0 =>
+            {
                 bad(format!("the L1 coefficient {l1} must be ≥ 0"))
             }
             ArchitectureConfig::JumpRelu {

@@ -132,7 +132,7 @@ pub fn fit(
                 other => other,
             })?;
             let line = serde_json::to_string(&entry).expect("logs serialise");
-            writeln!(log, "{line}").map_err(|e| PrismError::io(&r.dir.join(LOG_FILE), e))?;
+            writeln!(log, "{line}").map_err(|e| PrismError::io(r.dir.join(LOG_FILE), e))?;
             step_logs.push(entry);
         }
         step += 1;
@@ -151,7 +151,7 @@ pub fn fit(
 fn checkpoint(runs: &[Run], logs: &mut [std::io::BufWriter<std::fs::File>]) -> Result<()> {
     for (r, log) in runs.iter().zip(logs) {
         log.flush()
-            .map_err(|e| PrismError::io(&r.dir.join(LOG_FILE), e))?;
+            .map_err(|e| PrismError::io(r.dir.join(LOG_FILE), e))?;
         r.trainer.save_checkpoint(&r.dir.join(CHECKPOINT_FILE))?;
     }
     Ok(())

@@ -302,7 +302,7 @@ impl Trainer {
         let resampled = match self.config.resample {
             // Resampling stops after 80% of the planned steps so the last features can settle.
             Some(r)
-                if self.step % r.every == 0
+                if self.step.is_multiple_of(r.every)
                     && (self.config.total_steps == 0
                         || self.step * 5 <= self.config.total_steps * 4) =>
             {
@@ -381,8 +381,8 @@ impl Trainer {
             if norm == 0.0 {
                 continue;
             }
-            for k in 0..d {
-                let u = centred[k] / norm;
+            for (k, c) in centred.iter().enumerate() {
+                let u = c / norm;
                 self.params.w_dec[j * d + k] = u;
                 self.params.w_enc[j * d + k] = u * alive_norm * 0.2;
             }

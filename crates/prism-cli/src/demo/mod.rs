@@ -1,0 +1,225 @@
+//! `prism demo`: the research notes' dictionary experiments end to end on the default assets
+//! (SmolLM2-135M-Instruct, the Python documentation), written as a report.
+//!
+//! 1. Harvest one MLP-output hook point in the middle of the model into a disk cache.
+//! 2. From that one stream, train a ReLU+L1 dictionary with a low penalty and 8× expansion
+//!    (the notes' "0_8192"), the same configuration with a second seed, and one with a higher
+//!    penalty and 32× expansion ("1_32768").
+//! 3. Evaluate them on held-out text: every METRICS.md metric, density histograms.
+//! 4. Prune the first dictionary's densest features until its L0 matches the sparser one's, and
+//!    re-evaluate: does it keep more loss recovered at the same L0?
+//! 5. Mean max cosine similarity across seeds.
+//! 6. Randomise the model (all weights; all but the embeddings), train the first configuration
+//!    on each, compare with the real model's dictionary: MMCS, densities, what features respond
+//!    to (single-token features, features firing on > 10% of tokens).
+//! 7. Top-activating contexts for features sampled across density bands: an HTML browser.
+
+mod report;
+mod steps;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use prism_core::{HookPoint, PrismError, Result};
+use prism_models::{Model, Randomization};
+
+pub use report::write_report;
+use steps::{DictResult, Stage};
+
+/// `prism demo` arguments.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DemoArgs {
+    /// Small sizes that exercise every step in a few minutes (for CI and a first look).
+    #[arg(long)]
+    pub quick: bool,
+    /// Where the report goes.
+    #[arg(long, default_value = "report")]
+    pub out: PathBuf,
+    /// The model (fetched if it is the default and missing).
+    #[arg(long, default_value = "assets/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    pub model: PathBuf,
+    /// The corpus (fetched if it is the default and missing).
+    #[arg(long, default_value = "assets/python-docs")]
+    pub data: PathBuf,
+    /// Hook point (default: the MLP output of the middle block).
+    #[arg(long)]
+    pub hook: Option<String>,
+    /// Activation vectors harvested from the real model (default 196608; --quick 16384).
+    #[arg(long)]
+    pub tokens: Option<u64>,
+    /// Held-out tokens for evaluation (default 4096; --quick 1024).
+    #[arg(long)]
+    pub eval_tokens: Option<u64>,
+    /// Passes over the harvested activations when training.
+    #[arg(long, default_value_t = 3)]
+    pub epochs: u64,
+    /// Expansion factors of the two dictionaries.
+    #[arg(long, value_delimiter = ',', default_value = "8,32")]
+    pub expansion: Vec<usize>,
+    /// L1 coefficients of the two dictionaries (low, high).
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    pub l1: Vec<f32>,
+    /// cpu or wgpu (model forward passes; training runs on the CPU kernels).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Keep the activation caches (they are deleted at the end otherwise).
+    #[arg(long)]
+    pub keep_cache: bool,
+}
+
+/// Sizes for one run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Plan {
+    pub hook: String,
+    pub ctx: usize,
+    pub tokens: u64,
+    pub random_tokens: u64,
+    pub eval_tokens: u64,
+    pub batch: usize,
+    pub epochs: u64,
+    pub sizes: [usize; 2],
+    pub l1: [f32; 2],
+    pub browser_features: usize,
+    pub context_features: usize,
+}
+
+impl DemoArgs {
+    fn plan(&self, model: &Model) -> Result<Plan> {
+        let c = model.config();
+        let hook = self
+            .hook
+            .clone()
+            .unwrap_or_else(|| format!("blocks.{}.hook_mlp_out", c.n_layers / 2));
+        hook.parse::<HookPoint>()?.validate(&c.shape())?;
+        if self.expansion.len() != 2 || self.l1.len() != 2 {
+            return Err(PrismError::InvalidInput(
+                "--expansion and --l1 take two values each (first and second dictionary)".into(),
+            ));
+        }
+        let tokens = self
+            .tokens
+            .unwrap_or(if self.quick { 16_384 } else { 196_608 });
+        Ok(Plan {
+            hook,
+            ctx: 128,
+            tokens,
+            random_tokens: tokens / 2,
+            eval_tokens: self
+                .eval_tokens
+                .unwrap_or(if self.quick { 1024 } else { 4096 }),
+            batch: if self.quick { 256 } else { 1024 },
+            epochs: self.epochs.max(1),
+            sizes: [self.expansion[0] * c.d_model, self.expansion[1] * c.d_model],
+            l1: [self.l1[0], self.l1[1]],
+            browser_features: if self.quick { 8 } else { 24 },
+            context_features: if self.quick { 16 } else { 48 },
+        })
+    }
+}
+
+/// Rough durations on a 2-core CPU, to print before starting.
+fn expected_seconds(plan: &Plan, layers: usize, hook_layer: usize) -> f64 {
+    let depth = (hook_layer + 1) as f64 / layers as f64;
+    let harvest_rate = 400.0 / depth; // tokens/s for a pass that stops at the hook
+    let harvest = (plan.tokens + 2 * plan.random_tokens) as f64 / harvest_rate;
+    let train_tokens =
+        plan.epochs as f64 * (3.0 * plan.tokens as f64 + 2.0 * plan.random_tokens as f64);
+    let train = train_tokens / 20_000.0 + plan.epochs as f64 * plan.tokens as f64 / 6_000.0;
+    let eval = 6.0 * plan.eval_tokens as f64 * 3.5 / 380.0;
+    let contexts = 4.0 * plan.eval_tokens as f64 / 380.0;
+    harvest + train + eval + contexts + 20.0
+}
+
+pub fn demo(args: &DemoArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let device = prism_core::device(&args.device)?;
+    steps::ensure_assets(args)?;
+    let model = Model::load(&args.model, &device)?;
+    let plan = args.plan(&model)?;
+    let hook: HookPoint = plan.hook.parse()?;
+    let hook_layer = plan
+        .hook
+        .split('.')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let eta = expected_seconds(&plan, model.config().n_layers, hook_layer);
+    eprintln!(
+        "prism demo{}: {} at {} — {} harvested tokens, dictionaries of {} and {} features; \
+         expected ≈ {:.0} min on a 2-core CPU",
+        if args.quick { " --quick" } else { "" },
+        args.model.display(),
+        plan.hook,
+        plan.tokens,
+        plan.sizes[0],
+        plan.sizes[1],
+        (eta / 60.0).ceil()
+    );
+    std::fs::create_dir_all(&args.out).map_err(|e| PrismError::io(&args.out, e))?;
+    let corpus = prism_cache::Corpus::open(&args.data, "text")?;
+    let stage = Stage::new(args, &plan, &corpus, &device, hook);
+
+    // 1–2. Harvest the real model and train three dictionaries from one stream.
+    let real_cache = stage.harvest(&model, "real", plan.tokens)?;
+    let names = ["small_low_l1", "small_low_l1_seed1", "large_high_l1"];
+    let configs = [
+        (names[0], plan.sizes[0], plan.l1[0], 0),
+        (names[1], plan.sizes[0], plan.l1[0], 1),
+        (names[2], plan.sizes[1], plan.l1[1], 4),
+    ];
+    let trained = stage.train(&real_cache, &configs)?;
+
+    // 3. Evaluate on held-out windows.
+    let eval_windows = stage.eval_windows(&model)?;
+    let mut results: Vec<DictResult> = Vec::new();
+    for (name, dir) in &trained {
+        results.push(stage.evaluate(&model, name, dir, &eval_windows, "real model")?);
+    }
+
+    // 4. Prune the first dictionary to the second's L0.
+    let target_l0 = results[2].eval.reconstruction.l0;
+    results.push(stage.prune_to(&model, &results[0], target_l0, &eval_windows)?);
+
+    // 6. Randomised models: same configuration as the first dictionary.
+    let mut random = Vec::new();
+    // Their own seeds: a dictionary that barely moved from a shared initialisation would
+    // otherwise look similar for the wrong reason.
+    for (mode, label, seed) in [
+        (Randomization::All, "random_all", 2),
+        (Randomization::AllButEmbeddings, "random_but_embeddings", 3),
+    ] {
+        let rmodel = model.randomized(mode, 1234)?;
+        let cache = stage.harvest(&rmodel, label, plan.random_tokens)?;
+        let trained = stage.train(&cache, &[(label, plan.sizes[0], plan.l1[0], seed)])?;
+        let (name, dir) = &trained[0];
+        let mut r = stage.evaluate(&rmodel, name, dir, &eval_windows, &format!("{label} model"))?;
+        r.traits = Some(stage.feature_traits(&rmodel, &r, &eval_windows)?);
+        random.push(r);
+    }
+    results[0].traits = Some(stage.feature_traits(&model, &results[0], &eval_windows)?);
+
+    // 5 and 6. Similarities.
+    let sims = stage.similarities(&results, &random)?;
+
+    // 7. Feature browser for the first dictionary.
+    let browser = stage.browser(&model, &results[0], &eval_windows)?;
+
+    if !args.keep_cache {
+        let _ = std::fs::remove_dir_all(args.out.join("cache"));
+    }
+    let report = write_report(
+        &args.out,
+        &plan,
+        &results,
+        &random,
+        &sims,
+        &browser,
+        t0.elapsed().as_secs_f64(),
+    )?;
+    eprintln!(
+        "report written to {} in {:.1} min",
+        report.display(),
+        t0.elapsed().as_secs_f64() / 60.0
+    );
+    Ok(())
+}
