@@ -1,18 +1,8 @@
 //! The `prism` binary's contract (DESIGN.md): `forward --json` / `--dump-logits`, `hooks`, errors.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn prism(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_prism"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use common::{fixtures, prism};
 
 #[test]
 fn forward_json_and_dumped_logits_match_transformers() {

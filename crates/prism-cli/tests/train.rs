@@ -1,19 +1,11 @@
 //! `prism train`: several dictionaries from one cache, logs and checkpoints, exact resume,
 //! training from a model stream, and errors.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn prism(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_prism"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use common::{fixtures, prism};
 
 fn ok(out: std::process::Output) -> serde_json::Value {
     assert!(

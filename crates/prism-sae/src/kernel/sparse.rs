@@ -155,16 +155,7 @@ pub fn decode_into(codes: &Csr, w: &[f32], d: usize, out: &mut [f32], mode: Kern
         );
         return;
     }
-    out.par_chunks_mut(d * ROWS_PER_TASK)
-        .enumerate()
-        .for_each(|(task, chunk)| {
-            for (i, o) in chunk.chunks_mut(d).enumerate() {
-                let (idx, val) = codes.row(task * ROWS_PER_TASK + i);
-                for (&j, &v) in idx.iter().zip(val) {
-                    axpy(v, &w[j as usize * d..][..d], o);
-                }
-            }
-        });
+    sparse_times_into(codes, w, d, out);
 }
 
 /// For every stored entry `(r, j)`: `g[r, :] · w[j, :]` — the gradient reaching a code from
@@ -235,14 +226,19 @@ pub fn transpose_times_into(
         );
         return;
     }
-    let by_col = codes.transpose();
+    sparse_times_into(&codes.transpose(), rows, d, out);
+}
+
+/// `out += a · right` for sparse `a` `[r, c]` and dense row-major `right` `[c, d]`; each task
+/// owns whole output rows, so the sums never depend on thread scheduling.
+fn sparse_times_into(a: &Csr, right: &[f32], d: usize, out: &mut [f32]) {
     out.par_chunks_mut(d * ROWS_PER_TASK)
         .enumerate()
         .for_each(|(task, chunk)| {
             for (i, o) in chunk.chunks_mut(d).enumerate() {
-                let (idx, val) = by_col.row(task * ROWS_PER_TASK + i);
-                for (&r, &v) in idx.iter().zip(val) {
-                    axpy(v, &rows[r as usize * d..][..d], o);
+                let (idx, val) = a.row(task * ROWS_PER_TASK + i);
+                for (&j, &v) in idx.iter().zip(val) {
+                    axpy(v, &right[j as usize * d..][..d], o);
                 }
             }
         });
