@@ -341,3 +341,43 @@ fn dictionary_learning_ae_pt_files_import_with_identical_outputs() {
         .to_string();
     assert!(err.contains("not a PyTorch zip archive"), "{err}");
 }
+
+#[test]
+fn fit_keeps_the_last_good_checkpoint_and_checks_widths_first() {
+    use prism_sae::train::{CHECKPOINT_FILE, FitOptions, LOG_FILE, Run, fit};
+    let dev = device("cpu").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = small(ArchitectureConfig::topk(4));
+    // Width 12 against d_in 16: refused before any batch is drawn or file written.
+    let mut runs = vec![Run::open("a", tmp.path().join("a"), 0, config.clone(), false).unwrap()];
+    let mut drawn = 0;
+    let batches = (0..3).map(|s| {
+        drawn += 1;
+        Ok(vec![batch(s, 32, 12)])
+    });
+    let options = FitOptions {
+        steps: 10,
+        checkpoint_every: 2,
+    };
+    let err = fit(&mut runs, &[12], batches, &options, &dev, |_, _| {}).unwrap_err();
+    assert!(matches!(err, PrismError::Shape(_)), "{err}");
+    assert_eq!(drawn, 0);
+    assert!(!tmp.path().join("a").join(LOG_FILE).exists());
+    // A NaN in the 5th batch: the error names the run; the checkpoint after step 4 remains.
+    let batches = (0..10u64).map(|s| {
+        let mut b = batch(s, 32, 16);
+        if s == 4 {
+            b.data[3] = f32::NAN;
+        }
+        Ok(vec![b])
+    });
+    let err = fit(&mut runs, &[16], batches, &options, &dev, |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("a: "), "{err}");
+    let kept = Trainer::load_checkpoint(&tmp.path().join("a").join(CHECKPOINT_FILE)).unwrap();
+    assert_eq!(kept.step, 4);
+    let mut straight = Trainer::new(config).unwrap();
+    for s in 0..4 {
+        straight.step(&batch(s, 32, 16)).unwrap();
+    }
+    assert_eq!(kept.params, straight.params);
+}
