@@ -139,6 +139,28 @@ fn gather(t: &TensorRef, bytes: &[u8]) -> std::result::Result<Vec<f32>, String> 
         "IntStorage" => (4, |b| i32::from_le_bytes(b.try_into().unwrap()) as f32),
         other => return Err(format!("storage type {other} is not supported")),
     };
+    // The furthest element the view reaches must lie inside the storage (checked before any
+    // allocation, so a corrupt shape cannot ask for terabytes).
+    let too_big = || {
+        format!(
+            "shape {:?} does not fit a storage of {} bytes",
+            t.shape,
+            bytes.len()
+        )
+    };
+    let mut last = t.offset;
+    for (&n, &s) in t.shape.iter().zip(&t.stride) {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        last = (n - 1)
+            .checked_mul(s)
+            .and_then(|x| x.checked_add(last))
+            .ok_or_else(too_big)?;
+    }
+    if t.shape.len() != t.stride.len() || last >= bytes.len() / size {
+        return Err(too_big());
+    }
     let count: usize = t.shape.iter().product();
     let mut out = Vec::with_capacity(count);
     let mut index = vec![0usize; t.shape.len()];

@@ -340,6 +340,15 @@ fn dictionary_learning_ae_pt_files_import_with_identical_outputs() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("not a PyTorch zip archive"), "{err}");
+    // A truncated archive, at several cuts, is an error naming the file, never a panic.
+    let whole = std::fs::read(fix.join("standard.pt")).unwrap();
+    for cut in [10, whole.len() / 3, whole.len() / 2, whole.len() - 30] {
+        std::fs::write(&bogus, &whole[..cut]).unwrap();
+        let err = Sae::from_dictionary_learning(&bogus, &dev)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ae.pt"), "cut {cut}: {err}");
+    }
 }
 
 #[test]

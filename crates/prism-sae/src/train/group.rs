@@ -115,10 +115,7 @@ pub fn fit(
         .map(|r| open_log(&r.dir, r.trainer.step))
         .collect::<Result<_>>()?;
     let mut step = start;
-    for batch in batches {
-        if step >= options.steps {
-            break;
-        }
+    for batch in batches.take(options.steps.saturating_sub(start) as usize) {
         let batch = batch?;
         let mut step_logs = Vec::with_capacity(runs.len());
         for (r, log) in runs.iter_mut().zip(&mut logs) {
