@@ -43,6 +43,14 @@ impl<'a> View<'a> {
 }
 
 /// `out = a · b` (or `out += a · b` when `accumulate`), `out` row-major `[a.rows, b.cols]`.
+///
+/// ```
+/// use prism_sae::kernel::{View, matmul};
+/// let a = [1.0, 2.0, 3.0, 4.0]; // [[1, 2], [3, 4]]
+/// let mut out = [0.0; 4];
+/// matmul(View::new(&a, 2, 2), View::new(&a, 2, 2).t(), &mut out, false); // a · aᵀ
+/// assert_eq!(out, [5.0, 11.0, 11.0, 25.0]);
+/// ```
 pub fn matmul(a: View<'_>, b: View<'_>, out: &mut [f32], accumulate: bool) {
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
     assert_eq!(

@@ -38,6 +38,26 @@ pub struct StepLog {
 
 /// A dictionary being trained: parameters, optimiser state and counters. Feed it batches with
 /// [`Trainer::step`]; [`Trainer::to_sae`] gives the dictionary to save or evaluate.
+///
+/// ```
+/// use prism_core::{Dictionary, HostTensor};
+/// use prism_sae::{ArchitectureConfig, TrainConfig, Trainer};
+///
+/// let mut config = TrainConfig::new(ArchitectureConfig::topk(4), 8, 32);
+/// config.warmup_steps = 1;
+/// let mut trainer = Trainer::new(config)?;
+/// let batch = HostTensor::new(vec![16, 8], (0..128).map(|i| (i % 7) as f32 - 3.0).collect())?;
+/// let first = trainer.step(&batch)?;
+/// for _ in 0..20 {
+///     trainer.step(&batch)?;
+/// }
+/// let last = trainer.step(&batch)?;
+/// assert!(last.loss < first.loss);
+/// assert!(last.l0 <= 4.0);
+/// let sae = trainer.to_sae(&prism_core::device("cpu")?)?;
+/// assert_eq!((sae.d_in(), sae.d_sae()), (8, 32));
+/// # Ok::<(), prism_core::PrismError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Trainer {
     /// The run's configuration.
