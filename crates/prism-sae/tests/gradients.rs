@@ -254,6 +254,15 @@ fn check(objective: Objective, apply_b_dec: bool, dead: &[bool], seed: u64) {
     assert!(checked > 100);
 }
 
+/// A dead-latent mask with the given latents dead.
+fn dead_at(latents: &[usize]) -> [bool; M] {
+    let mut dead = [false; M];
+    for &j in latents {
+        dead[j] = true;
+    }
+    dead
+}
+
 #[test]
 fn relu_l1_gradient_matches_finite_differences() {
     check(Objective::Relu { l1: 0.3 }, true, &[false; M], 1);
@@ -262,10 +271,7 @@ fn relu_l1_gradient_matches_finite_differences() {
 
 #[test]
 fn topk_gradient_with_auxk_matches_finite_differences() {
-    let mut dead = [false; M];
-    for j in [1, 4, 5, 8] {
-        dead[j] = true;
-    }
+    let dead = dead_at(&[1, 4, 5, 8]);
     check(
         Objective::TopK {
             k: 3,
@@ -288,10 +294,7 @@ fn topk_gradient_with_auxk_matches_finite_differences() {
 
 #[test]
 fn batch_topk_gradient_matches_finite_differences() {
-    let mut dead = [false; M];
-    for j in [2, 3, 7, 9] {
-        dead[j] = true;
-    }
+    let dead = dead_at(&[2, 3, 7, 9]);
     check(
         Objective::BatchTopK {
             k: 2,
