@@ -74,19 +74,13 @@ fn main() -> Result<()> {
     let batch = TokenBatch::from_sequences(&wins, model.pad_id())?;
     let dm = model.config().d_model;
     let mid = model.config().n_layers / 2;
-    let sae = Sae {
-        architecture: Architecture::TopK { k: 32 },
-        w_enc: Tensor::random([dm, 8 * dm], Distribution::Normal(0.0, 0.05), &device),
-        b_enc: Tensor::zeros([1, 8 * dm], &device),
-        w_dec: Tensor::random([8 * dm, dm], Distribution::Normal(0.0, 0.05), &device),
-        b_dec: Tensor::zeros([1, dm], &device),
-        threshold: None,
-        r_mag: None,
-        b_mag: None,
-        apply_b_dec_to_input: true,
-        hook_name: None,
-        extra_cfg: Default::default(),
-    };
+    let sae = Sae::new(
+        Architecture::TopK { k: 32 },
+        Tensor::random([dm, 8 * dm], Distribution::Normal(0.0, 0.05), &device),
+        Tensor::zeros([1, 8 * dm], &device),
+        Tensor::random([8 * dm, dm], Distribution::Normal(0.0, 0.05), &device),
+        Tensor::zeros([1, dm], &device),
+    )?;
     let time = |f: &dyn Fn() -> Result<()>| -> Result<f64> {
         f()?;
         let mut v = Vec::new();
@@ -108,7 +102,8 @@ fn main() -> Result<()> {
             &model,
             &sae,
             HookPoint::MlpOut(mid),
-            std::slice::from_ref(&batch),
+            [Ok(batch.clone())],
+            |_| {},
         )
         .map(|_| ())
     })?;

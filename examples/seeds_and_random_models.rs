@@ -44,10 +44,8 @@ fn cache(
 fn train(store: &ActivationStore, seed: u64) -> Result<Trainer> {
     let d = store.manifest.hooks[0].d;
     let steps = store.len() / 1024 * 3;
-    let mut c = TrainConfig::new(ArchitectureConfig::Relu { l1: 1.0 }, d, 8 * d);
+    let mut c = TrainConfig::for_steps(ArchitectureConfig::Relu { l1: 1.0 }, d, 8 * d, steps);
     c.normalize_activations = true;
-    c.warmup_steps = steps / 10;
-    c.sparsity_warmup_steps = steps / 10;
     c.resample = None;
     c.seed = seed;
     let mut t = Trainer::new(c)?;

@@ -19,7 +19,7 @@
 //! ```
 
 use prism::cache::{ActivationBuffer, Corpus, Harvester, WindowConfig, windows};
-use prism::sae::train::{ArchitectureConfig, ResampleConfig, TrainConfig, Trainer};
+use prism::sae::train::{ArchitectureConfig, TrainConfig, Trainer};
 use prism::stats::{PruneRule, evaluate, features_to_keep};
 use prism::{HookPoint, Model, Result, TokenBatch};
 
@@ -54,15 +54,9 @@ fn main() -> Result<()> {
     let d = model.config().d_model;
     let steps = tokens / 1024;
     let make = |m: usize, l1: f32, seed: u64| {
-        let mut c = TrainConfig::new(ArchitectureConfig::Relu { l1 }, d, m);
+        // The library's schedule for this many steps: warm-ups, resampling of dead features.
+        let mut c = TrainConfig::for_steps(ArchitectureConfig::Relu { l1 }, d, m, steps);
         c.normalize_activations = true;
-        c.warmup_steps = steps / 10;
-        c.sparsity_warmup_steps = steps / 10;
-        c.total_steps = steps;
-        c.resample = Some(ResampleConfig {
-            every: steps / 5,
-            window: steps / 10,
-        });
         c.seed = seed;
         c.hook_name = Some(hook.to_string());
         Trainer::new(c)
@@ -94,8 +88,20 @@ fn main() -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let saes = [trainers[0].to_sae(&device)?, trainers[1].to_sae(&device)?];
     let evals = [
-        evaluate(&model, &saes[0], hook, &batches)?,
-        evaluate(&model, &saes[1], hook, &batches)?,
+        evaluate(
+            &model,
+            &saes[0],
+            hook,
+            batches.iter().cloned().map(Ok),
+            |_| {},
+        )?,
+        evaluate(
+            &model,
+            &saes[1],
+            hook,
+            batches.iter().cloned().map(Ok),
+            |_| {},
+        )?,
     ];
     for (s, e) in saes.iter().zip(&evals) {
         println!(
@@ -113,7 +119,13 @@ fn main() -> Result<()> {
         PruneRule::TargetL0(evals[1].reconstruction.l0),
     )?;
     let pruned = saes[0].keep_features(&keep)?;
-    let e = evaluate(&model, &pruned, hook, &batches)?;
+    let e = evaluate(
+        &model,
+        &pruned,
+        hook,
+        batches.iter().cloned().map(Ok),
+        |_| {},
+    )?;
     println!(
         "pruned to {} features: L0 {:.2}  variance explained {:.3}  loss recovered {:.3}",
         keep.len(),

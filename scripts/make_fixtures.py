@@ -4,8 +4,13 @@
 Run once, by hand, after changing what the fixtures cover; the outputs are committed so that the
 Rust tests and CI need no Python:
 
-    python3 -m venv /tmp/pyref && /tmp/pyref/bin/pip install torch transformers gguf accelerate
+    python3 -m venv /tmp/pyref && /tmp/pyref/bin/pip install -r scripts/requirements-fixtures.txt
     /tmp/pyref/bin/python scripts/make_fixtures.py [--smollm2 assets/SmolLM2-135M-Instruct.Q4_1.gguf]
+    # after `cargo run --release --example write_prism_saved -- fixtures/prism_saved`:
+    /tmp/pyref/bin/python scripts/make_fixtures.py --only prism_saved
+
+Every package is pinned in scripts/requirements-fixtures.txt; the versions that made each group are
+recorded in fixtures/VERSIONS.json (and the script refuses to run with other versions).
 
 What it writes under fixtures/:
 - models/<name>/: small *randomly initialised* GPT-NeoX (parallel residual with rotary_pct 0.25;
@@ -15,16 +20,23 @@ What it writes under fixtures/:
   full logits of HF `transformers` on a few texts.
 - gguf/quants.gguf + quants_reference.safetensors: one tensor of every GGUF type Prism reads
   (F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K) from random blocks, with gguf-py's dequantisation.
-- sae/<arch>/: standard, TopK and JumpReLU dictionaries in SAELens' layout, and
-  sae/reference.safetensors: inputs with codes and reconstructions computed by numpy.
-- ae/<class>.pt + ae/reference.safetensors: dictionary_learning state dicts (AutoEncoder,
-  AutoEncoderTopK, JumpReluAutoEncoder, GatedAutoEncoder tensor names) saved with torch.save, and
-  codes/reconstructions computed in torch from dictionary_learning's forward passes.
+- sae/<arch>/: standard, TopK, JumpReLU and Gated dictionaries made and saved by `sae-lens` itself
+  (its SAE classes, `save_model`), and sae/reference.safetensors: inputs with the codes and
+  reconstructions of sae-lens's own `encode`/`decode`.
+- ae/<class>.pt (+ ae/<class>/ae.pt and config.json as its trainers write them) and
+  ae/reference.safetensors: the `dictionary-learning` package's AutoEncoder, AutoEncoderTopK,
+  BatchTopKSAE, JumpReluAutoEncoder and GatedAutoEncoder with random weights, saved with
+  `torch.save(ae.state_dict(), …)` as its trainers do, with codes/reconstructions from the
+  classes' own `encode`/`decode`.
+- prism_saved/reference.safetensors: dictionaries that Prism trained and saved
+  (fixtures/prism_saved/<arch>/, written by `examples/write_prism_saved.rs`) loaded by sae-lens's
+  `SAE.load_from_disk`, with sae-lens's codes and reconstructions.
 - smollm2/reference.json + reference.safetensors: SmolLM2-135M-Instruct loaded by transformers from
   its GGUF (dequantised to f32): token ids from the GGUF's tokenizer, loss, last-position logits.
 """
 
 import argparse
+import importlib.metadata
 import json
 import os
 import pathlib
@@ -34,6 +46,29 @@ import torch
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIX = ROOT / "fixtures"
+REQUIREMENTS = ROOT / "scripts" / "requirements-fixtures.txt"
+
+
+def pinned_versions() -> dict:
+    """The pins of requirements-fixtures.txt, checked against what is installed."""
+    pins = {}
+    for line in REQUIREMENTS.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[name] = version
+    wrong = {n: importlib.metadata.version(n) for n in pins if importlib.metadata.version(n) != pins[n]}
+    if wrong:
+        raise SystemExit(f"installed versions differ from {REQUIREMENTS.name}: {wrong}")
+    return pins
+
+
+def record_versions(group: str, packages: list):
+    """Writes the versions of `packages` that made fixture group `group` into VERSIONS.json."""
+    path = FIX / "VERSIONS.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[group] = {p: importlib.metadata.version(p) for p in ["torch", "numpy", *packages]}
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -155,6 +190,7 @@ def tiny_models():
         for f in out.glob("generation_config.json"):
             f.unlink()
         print("wrote", out)
+    record_versions("models", ["transformers", "tokenizers", "safetensors"])
 
 
 def common_gpt2(vocab):
@@ -207,98 +243,275 @@ def quant_fixtures():
     writer.write_tensors_to_file()
     writer.close()
     save_file(refs, str(out / "quants_reference.safetensors"))
+    record_versions("gguf", ["gguf", "safetensors"])
     print("wrote", out)
 
 
 def sae_fixtures():
-    """Small dictionaries in SAELens' layout, with codes and reconstructions computed by numpy
-    from SAELens' formulas (not by Prism):
-    pre = (x - b_dec) @ W_enc + b_enc; standard: relu(pre); topk: relu of the k largest pre
-    per row, rest 0; jumprelu: relu(pre) * (pre > threshold); x_hat = f @ W_dec + b_dec."""
-    from safetensors.numpy import save_file
+    """Dictionaries made by sae-lens itself: each architecture's SAE class with random weights,
+    written by its `save_model` (cfg.json + sae_weights.safetensors, sae-lens 6's layout with the
+    hook in `metadata`), and the codes and reconstructions of its own `encode`/`decode`."""
+    from safetensors.torch import save_file
+    from sae_lens import GatedSAE, GatedSAEConfig, JumpReLUSAE, JumpReLUSAEConfig
+    from sae_lens import StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
 
-    rng = np.random.default_rng(11)
+    g = torch.Generator().manual_seed(11)
     d_in, d_sae, n = 16, 48, 8
-    x = rng.standard_normal((n, d_in)).astype(np.float32)
+    x = torch.randn(n, d_in, generator=g)
     refs = {"x": x}
-    for arch in ["standard", "topk", "jumprelu"]:
+    meta = SAEMetadata(hook_name="blocks.0.hook_resid_post", model_name="fixture")
+    specs = {
+        "standard": (StandardSAE, StandardSAEConfig(d_in=d_in, d_sae=d_sae, metadata=meta)),
+        "topk": (TopKSAE, TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=5, metadata=meta)),
+        "jumprelu": (JumpReLUSAE, JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, metadata=meta)),
+        "gated": (GatedSAE, GatedSAEConfig(d_in=d_in, d_sae=d_sae, metadata=meta)),
+    }
+    for arch, (cls, cfg) in specs.items():
+        sae = cls(cfg)
+        with torch.no_grad():
+            for name, p in sae.named_parameters():
+                scale = 0.3 if p.dim() == 2 else 0.1
+                p.copy_(scale * torch.randn(p.shape, generator=g))
+                if name == "threshold":
+                    p.abs_()
         out = FIX / "sae" / arch
         out.mkdir(parents=True, exist_ok=True)
-        w = {
-            "W_enc": (0.3 * rng.standard_normal((d_in, d_sae))).astype(np.float32),
-            "b_enc": (0.1 * rng.standard_normal(d_sae)).astype(np.float32),
-            "W_dec": (0.3 * rng.standard_normal((d_sae, d_in))).astype(np.float32),
-            "b_dec": (0.1 * rng.standard_normal(d_in)).astype(np.float32),
-        }
-        cfg = {"architecture": arch, "d_in": d_in, "d_sae": d_sae, "dtype": "float32",
-               "apply_b_dec_to_input": True, "hook_name": "blocks.0.hook_resid_post",
-               "normalize_activations": "none", "model_name": "fixture"}
-        pre = (x - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
-        if arch == "standard":
-            f = np.maximum(pre, 0)
-        elif arch == "topk":
-            cfg["k"] = 5
-            f = np.zeros_like(pre)
-            idx = np.argsort(-pre, axis=1)[:, :5]
-            np.put_along_axis(f, idx, np.maximum(np.take_along_axis(pre, idx, axis=1), 0), axis=1)
-        else:
-            w["threshold"] = np.abs(0.3 * rng.standard_normal(d_sae)).astype(np.float32)
-            f = np.maximum(pre, 0) * (pre > w["threshold"])
-        save_file(w, str(out / "sae_weights.safetensors"))
-        (out / "cfg.json").write_text(json.dumps(cfg, indent=2) + "\n")
-        refs[f"codes_{arch}"] = f.astype(np.float32)
-        refs[f"recon_{arch}"] = (f @ w["W_dec"] + w["b_dec"]).astype(np.float32)
-    save_file(refs, str(FIX / "sae" / "reference.safetensors"))
+        sae.save_model(out)
+        with torch.no_grad():
+            f = sae.encode(x)
+            f = f.to_dense() if f.is_sparse else f
+            refs[f"codes_{arch}"] = f
+            refs[f"recon_{arch}"] = sae.decode(f)
+    # For the cross-crate pipeline test: a StandardSAE over the residual stream of the tiny tied
+    # Llama (d_model 32).
+    sae = StandardSAE(StandardSAEConfig(d_in=32, d_sae=64, metadata=SAEMetadata(
+        hook_name="blocks.0.hook_resid_post", model_name="fixtures/models/llama_tied")))
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.copy_((0.3 if p.dim() == 2 else 0.05) * torch.randn(p.shape, generator=g))
+    sae.save_model(FIX / "sae" / "pipeline_resid0")
+    save_file({k: v.contiguous() for k, v in refs.items()}, str(FIX / "sae" / "reference.safetensors"))
+    record_versions("sae", ["sae-lens"])
     print("wrote", FIX / "sae")
 
 
-def ae_fixtures():
-    """dictionary_learning `ae.pt` files: each class's state dict (names and orientations as the
-    library stores them) written by torch.save, with codes and reconstructions from the class's
-    forward pass, re-implemented here in torch:
-    AutoEncoder: f = relu(enc(x - bias)), x_hat = dec(f) + bias;
-    AutoEncoderTopK: post = relu(enc(x - b_dec)), keep top k, x_hat = dec(f) + b_dec;
-    JumpReluAutoEncoder: pre = x @ W_enc + b_enc, f = relu(pre) * (pre > threshold), x_hat = f @ W_dec + b_dec;
-    GatedAutoEncoder: a = enc(x - decoder_bias), f = (a + gate_bias > 0) * relu(exp(r_mag) a + mag_bias),
-    x_hat = dec(f) + decoder_bias."""
+def prism_saved():
+    """Prism-trained dictionaries (fixtures/prism_saved/<arch>/, SAELens layout) loaded by sae-lens:
+    the codes and reconstructions of sae-lens's `encode`/`decode` on the same inputs."""
     from safetensors.torch import save_file
+    from sae_lens import SAE
 
+    root = FIX / "prism_saved"
+    g = torch.Generator().manual_seed(12)
+    refs = {}
+    for out in sorted(p for p in root.iterdir() if p.is_dir()):
+        sae = SAE.load_from_disk(out)
+        x = torch.randn(8, sae.cfg.d_in, generator=g)
+        with torch.no_grad():
+            f = sae.encode(x)
+            f = f.to_dense() if f.is_sparse else f
+        refs[f"x_{out.name}"] = x
+        refs[f"codes_{out.name}"] = f
+        refs[f"recon_{out.name}"] = sae.decode(f)
+        refs[f"hook_{out.name}"] = torch.tensor([float(ord(c)) for c in sae.cfg.metadata.hook_name])
+        print(out.name, "loads in sae-lens as", type(sae).__name__)
+    save_file({k: v.contiguous() for k, v in refs.items()}, str(root / "reference.safetensors"))
+    record_versions("prism_saved", ["sae-lens"])
+    print("wrote", root / "reference.safetensors")
+
+
+def ae_fixtures():
+    """dictionary_learning dictionaries made by the `dictionary-learning` package: each class with
+    random weights, saved with `torch.save(ae.state_dict(), path)` exactly as its trainers save
+    `ae.pt`, and its own `encode`/`decode` as the reference. BatchTopKSAE (whose default encode
+    uses its learned threshold) also goes into a trainer directory with the `config.json` its
+    BatchTopKTrainer writes, so that the class and hook can be read from it."""
+    from safetensors.torch import save_file
+    from dictionary_learning.dictionary import AutoEncoder, GatedAutoEncoder, JumpReluAutoEncoder
+    from dictionary_learning.trainers.batch_top_k import BatchTopKSAE, BatchTopKTrainer
+    from dictionary_learning.trainers.top_k import AutoEncoderTopK
+
+    torch.manual_seed(5)
     g = torch.Generator().manual_seed(5)
-    d, m, n = 16, 48, 8
-    r = lambda *s, scale=0.3: (scale * torch.randn(*s, generator=g)).float()
-    x = r(n, d, scale=1.0)
+    d, m, n, k = 16, 48, 8, 5
+    x = torch.randn(n, d, generator=g)
     out = FIX / "ae"
     out.mkdir(parents=True, exist_ok=True)
     refs = {"x": x}
-    enc_w, enc_b, dec_w, bias = r(m, d), r(m, scale=0.1), r(d, m), r(d, scale=0.1)
-    sd = {"bias": bias, "encoder.weight": enc_w, "encoder.bias": enc_b, "decoder.weight": dec_w}
-    f = torch.relu((x - bias) @ enc_w.T + enc_b)
-    refs["codes_standard"], refs["recon_standard"] = f, f @ dec_w.T + bias
-    torch.save(sd, out / "standard.pt")
-    # A non-contiguous tensor (a transposed view) exercises stride handling.
-    k = 5
-    sd = {"encoder.weight": enc_w, "encoder.bias": enc_b, "decoder.weight": enc_w.clone().T,
-          "b_dec": bias, "k": torch.tensor(k, dtype=torch.int64), "threshold": torch.tensor(-1.0)}
-    post = torch.relu((x - bias) @ enc_w.T + enc_b)
-    vals, idx = post.topk(k, dim=-1)
-    f = torch.zeros_like(post).scatter_(-1, idx, vals)
-    refs["codes_topk"], refs["recon_topk"] = f, f @ sd["decoder.weight"].T + bias
-    torch.save(sd, out / "topk.pt")
-    w_enc, b_enc, w_dec, th = r(d, m), r(m, scale=0.1), r(m, d), r(m).abs()
-    sd = {"W_enc": w_enc, "b_enc": b_enc, "W_dec": w_dec, "b_dec": bias, "threshold": th}
-    pre = x @ w_enc + b_enc
-    f = torch.relu(pre) * (pre > th)
-    refs["codes_jumprelu"], refs["recon_jumprelu"] = f, f @ w_dec + bias
-    torch.save(sd, out / "jumprelu.pt")
-    r_mag, gate_b, mag_b = r(m), r(m, scale=0.1), r(m, scale=0.1)
-    sd = {"decoder_bias": bias, "r_mag": r_mag, "gate_bias": gate_b, "mag_bias": mag_b,
-          "encoder.weight": enc_w, "decoder.weight": dec_w}
-    a = (x - bias) @ enc_w.T
-    f = (a + gate_b > 0).float() * torch.relu(torch.exp(r_mag) * a + mag_b)
-    refs["codes_gated"], refs["recon_gated"] = f, f @ dec_w.T + bias
-    torch.save(sd, out / "gated.pt")
+    aes = {
+        "standard": AutoEncoder(d, m),
+        "topk": AutoEncoderTopK(d, m, k),
+        "batchtopk": BatchTopKSAE(d, m, k),
+        "jumprelu": JumpReluAutoEncoder(d, m),
+        "gated": GatedAutoEncoder(d, m),
+    }
+    for name, ae in aes.items():
+        with torch.no_grad():
+            for pname, p in ae.named_parameters():
+                p.copy_((0.3 if p.dim() == 2 else 0.1) * torch.randn(p.shape, generator=g))
+                if pname == "threshold":
+                    p.abs_()
+            if name == "batchtopk":
+                ae.threshold.fill_(0.2)  # a trained BatchTopKSAE carries a positive threshold
+        with torch.no_grad():
+            f = ae.encode(x)
+            refs[f"codes_{name}"] = f
+            refs[f"recon_{name}"] = ae.decode(f)
+        torch.save(ae.state_dict(), out / f"{name}.pt")
+    trainer_dir = out / "batchtopk_trainer"
+    trainer_dir.mkdir(exist_ok=True)
+    torch.save(aes["batchtopk"].state_dict(), trainer_dir / "ae.pt")
+    trainer = BatchTopKTrainer(steps=20000, activation_dim=d, dict_size=m, k=k, layer=3,
+                               lm_name="EleutherAI/pythia-70m-deduped",
+                               submodule_name="mlp_out_layer3", device="cpu")
+    (trainer_dir / "config.json").write_text(json.dumps({"trainer": trainer.config}, indent=4) + "\n")
+    # For the cross-crate pipeline test: an AutoEncoder over the residual stream of the tiny
+    # tied Llama (d_model 32), in a StandardTrainer directory naming its submodule.
+    from dictionary_learning.trainers.standard import StandardTrainer
+    pipe = out / "pipeline_resid0"
+    pipe.mkdir(exist_ok=True)
+    ae = AutoEncoder(32, 64)
+    with torch.no_grad():
+        for p in ae.parameters():
+            p.copy_((0.3 if p.dim() == 2 else 0.05) * torch.randn(p.shape, generator=g))
+    torch.save(ae.state_dict(), pipe / "ae.pt")
+    trainer = StandardTrainer(steps=20000, activation_dim=32, dict_size=64, layer=0,
+                              lm_name="fixtures/models/llama_tied",
+                              submodule_name="resid_post_layer_0", device="cpu")
+    (pipe / "config.json").write_text(json.dumps({"trainer": trainer.config}, indent=4) + "\n")
     save_file({k: v.contiguous() for k, v in refs.items()}, str(out / "reference.safetensors"))
+    record_versions("ae", ["dictionary-learning"])
     print("wrote", out)
+
+
+def patching():
+    """Exact activation patching on the tiny models with HF `transformers` forward hooks (not
+    Prism): two clean/corrupt pairs of equal length, metric = logit difference (answer − wrong)
+    at the last position averaged over the pairs, every block × position of resid_pre, attn_out,
+    mlp_out and resid_post, every block × head of hook_z (all positions), every block × neuron of
+    mlp.hook_post, denoising (clean value into the corrupted run) and, for resid_pre, noising."""
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    g = torch.Generator().manual_seed(21)
+    for name in ["gpt_neox_parallel", "gpt_neox_sequential", "gpt2", "llama_gqa", "llama_tied"]:
+        d = FIX / "models" / name
+        model = AutoModelForCausalLM.from_pretrained(str(d), torch_dtype=torch.float32)
+        model.eval()
+        cfg = model.config
+        n_layers, vocab = cfg.num_hidden_layers, cfg.vocab_size
+        seq = 6
+        clean = torch.randint(1, vocab, (2, seq), generator=g)
+        corrupt = clean.clone()
+        corrupt[:, 1] = torch.randint(1, vocab, (2,), generator=g)
+        corrupt[:, 3] = torch.randint(1, vocab, (2,), generator=g)
+        answer = torch.randint(1, vocab, (2,), generator=g)
+        wrong = torch.randint(1, vocab, (2,), generator=g)
+        if name.startswith("gpt_neox"):
+            layers = model.gpt_neox.layers
+            attn = lambda l: layers[l].attention
+            mlp = lambda l: layers[l].mlp
+            o_proj = lambda l: layers[l].attention.dense
+            down = lambda l: layers[l].mlp.dense_4h_to_h
+        elif name == "gpt2":
+            layers = model.transformer.h
+            attn = lambda l: layers[l].attn
+            mlp = lambda l: layers[l].mlp
+            o_proj = lambda l: layers[l].attn.c_proj
+            down = lambda l: layers[l].mlp.c_proj
+        else:
+            layers = model.model.layers
+            attn = lambda l: layers[l].self_attn
+            mlp = lambda l: layers[l].mlp
+            o_proj = lambda l: layers[l].self_attn.o_proj
+            down = lambda l: layers[l].mlp.down_proj
+        n_heads = cfg.num_attention_heads
+        # Where each hook kind lives: (module, "pre" = its input / "out" = its output).
+        site = {
+            "resid_pre": lambda l: (layers[l], "pre"),
+            "attn_out": lambda l: (attn(l), "out"),
+            "mlp_out": lambda l: (mlp(l), "out"),
+            "resid_post": lambda l: (layers[l], "out"),
+            "z": lambda l: (o_proj(l), "pre"),
+            "neurons": lambda l: (down(l), "pre"),
+        }
+
+        def get(args, kwargs, output, where):
+            if where == "pre":
+                return args[0] if args else kwargs["hidden_states"]
+            return output[0] if isinstance(output, tuple) else output
+
+        def run(ids, edits=(), capture=()):
+            """edits: (kind, layer, fn(tensor) -> tensor); capture: (kind, layer)."""
+            seen, handles = {}, []
+            for kind, l, fn in edits:
+                module, where = site[kind](l)
+                if where == "pre":
+                    def pre(mod, args, kwargs, fn=fn):
+                        if args:
+                            return (fn(args[0]), *args[1:]), kwargs
+                        kwargs = dict(kwargs)
+                        kwargs["hidden_states"] = fn(kwargs["hidden_states"])
+                        return args, kwargs
+                    handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+                else:
+                    def post(mod, args, output, fn=fn):
+                        if isinstance(output, tuple):
+                            return (fn(output[0]), *output[1:])
+                        return fn(output)
+                    handles.append(module.register_forward_hook(post))
+            for kind, l in capture:
+                module, where = site[kind](l)
+                if where == "pre":
+                    def cap(mod, args, kwargs, key=(kind, l)):
+                        seen[key] = get(args, kwargs, None, "pre").detach().clone()
+                    handles.append(module.register_forward_pre_hook(cap, with_kwargs=True))
+                else:
+                    def cap(mod, args, output, key=(kind, l)):
+                        seen[key] = get(None, None, output, "out").detach().clone()
+                    handles.append(module.register_forward_hook(cap))
+            with torch.no_grad():
+                logits = model(ids).logits
+            for h in handles:
+                h.remove()
+            ld = (logits[torch.arange(2), -1, answer] - logits[torch.arange(2), -1, wrong]).mean()
+            return float(ld), seen
+
+        kinds = list(site)
+        every = [(k, l) for k in kinds for l in range(n_layers)]
+        clean_ld, clean_acts = run(clean, capture=every)
+        corrupt_ld, corrupt_acts = run(corrupt, capture=every)
+        # Token ids stored as f32 (exact below 2^24) so that one reader serves every tensor.
+        out = {"clean": torch.tensor([clean_ld]), "corrupt": torch.tensor([corrupt_ld]),
+               "clean_ids": clean.float(), "corrupt_ids": corrupt.float(),
+               "answer": answer.float(), "wrong": wrong.float()}
+
+        def patched(ids, source, kind, l, index):
+            def fn(t, src=source[(kind, l)]):
+                t = t.clone()
+                t[index] = src[index]
+                return t
+            return run(ids, edits=[(kind, l, fn)])[0]
+
+        for kind in ["resid_pre", "attn_out", "mlp_out", "resid_post"]:
+            out[f"denoise_{kind}"] = torch.tensor(
+                [[patched(corrupt, clean_acts, kind, l, (slice(None), p)) for p in range(seq)]
+                 for l in range(n_layers)])
+        out["noise_resid_pre"] = torch.tensor(
+            [[patched(clean, corrupt_acts, "resid_pre", l, (slice(None), p)) for p in range(seq)]
+             for l in range(n_layers)])
+        d_head = clean_acts[("z", 0)].shape[-1] // n_heads
+        out["denoise_z"] = torch.tensor(
+            [[patched(corrupt, clean_acts, "z", l, (slice(None), slice(None), slice(h * d_head, (h + 1) * d_head)))
+              for h in range(n_heads)] for l in range(n_layers)])
+        d_mlp = clean_acts[("neurons", 0)].shape[-1]
+        out["denoise_neurons"] = torch.tensor(
+            [[patched(corrupt, clean_acts, "neurons", l, (slice(None), slice(None), n)) for n in range(d_mlp)]
+             for l in range(n_layers)])
+        save_file({k: v.contiguous() for k, v in out.items()}, str(d / "patching.safetensors"))
+        print("wrote", d / "patching.safetensors")
+    record_versions("patching", ["transformers"])
 
 
 SMOL_TEXTS = [
@@ -331,14 +544,17 @@ def smollm2(gguf_path: pathlib.Path):
     (out / "reference.json").write_text(
         json.dumps({"gguf": name, "transformers": __import__("transformers").__version__,
                     "texts": records}, indent=1) + "\n")
+    record_versions("smollm2", ["transformers", "gguf", "accelerate", "safetensors"])
     print("wrote", out)
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smollm2", type=pathlib.Path, help="path of SmolLM2-135M-Instruct.Q4_1.gguf")
-    ap.add_argument("--only", choices=["models", "gguf", "sae", "ae", "smollm2"], help="build one group only")
+    ap.add_argument("--only", choices=["models", "gguf", "sae", "ae", "smollm2", "prism_saved", "patching"],
+                    help="build one group only")
     args = ap.parse_args()
+    pinned_versions()
     torch.set_num_threads(os.cpu_count() or 1)
     if args.only in (None, "models"):
         tiny_models()
@@ -350,3 +566,7 @@ if __name__ == "__main__":
         ae_fixtures()
     if args.smollm2 and args.only in (None, "smollm2"):
         smollm2(args.smollm2)
+    if args.only in (None, "patching"):
+        patching()
+    if args.only == "prism_saved":
+        prism_saved()

@@ -25,6 +25,8 @@ pub struct ActivationBuffer<'m, W: Iterator<Item = Result<Vec<u32>>>> {
     source_done: bool,
     /// Number of activation rows harvested so far.
     pub rows_harvested: u64,
+    /// Number of windows taken from the window stream so far.
+    pub windows_consumed: u64,
 }
 
 impl<'m, W: Iterator<Item = Result<Vec<u32>>>> ActivationBuffer<'m, W> {
@@ -52,6 +54,7 @@ impl<'m, W: Iterator<Item = Result<Vec<u32>>>> ActivationBuffer<'m, W> {
             rng: StdRng::seed_from_u64(seed),
             source_done: false,
             rows_harvested: 0,
+            windows_consumed: 0,
         }
     }
 
@@ -75,6 +78,7 @@ impl<'m, W: Iterator<Item = Result<Vec<u32>>>> ActivationBuffer<'m, W> {
         while !self.source_done && self.rows() < self.capacity {
             let mut group = Vec::with_capacity(self.windows_per_forward);
             for w in self.windows.by_ref() {
+                self.windows_consumed += 1;
                 group.push(w?);
                 if group.len() == self.windows_per_forward {
                     break;

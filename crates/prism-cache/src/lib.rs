@@ -6,18 +6,24 @@
 //! - [`Harvester`]: one forward pass per batch captures every requested hook point;
 //! - [`ActivationBuffer`]: dictionary_learning's refilling, shuffling in-memory buffer;
 //! - [`build_cache`] / [`ActivationStore`]: the sharded safetensors store with a manifest,
-//!   checksums, globally shuffled reading and resumable harvests.
+//!   checksums, globally shuffled reading and resumable harvests;
+//! - [`TrainingData`] / [`held_out_windows`]: where a dictionary's training data came from, and
+//!   evaluation text guaranteed to lie outside it.
 
 #![warn(missing_docs)]
 
 mod buffer;
 mod harvest;
+mod held_out;
 mod source;
 mod store;
 mod windows;
 
 pub use buffer::ActivationBuffer;
 pub use harvest::{Harvest, Harvester};
+pub use held_out::{
+    EvalStart, HeldOut, HeldOutRequest, TRAINING_DATA_KEY, TrainingData, held_out_windows,
+};
 pub use source::{Corpus, Piece, Pieces, SkipCounts};
 pub use store::{
     ActivationStore, CacheOptions, CacheProgress, FORMAT, HookInfo, Manifest, ShardInfo,

@@ -205,7 +205,10 @@ pub fn build_cache(
         token_count: 0,
         windows_done: 0,
         corpus: serde_json::json!({
-            "path": corpus.root.display().to_string(),
+            "path": std::fs::canonicalize(&corpus.root)
+                .unwrap_or_else(|_| corpus.root.clone())
+                .display()
+                .to_string(),
             "files": corpus.files.len(),
             "text_field": corpus.text_field,
             "skipped": SkipCounts::default(),
@@ -369,6 +372,9 @@ pub struct ActivationStore {
 impl ActivationStore {
     /// Opens a cache: reads the manifest, maps every shard, verifies each shard's sha256 and
     /// tensor shapes. A missing, truncated or altered shard is a [`PrismError::Cache`] naming it.
+    ///
+    /// Shards are memory-mapped: they must not be modified or truncated by another process while
+    /// the store is open (Prism never rewrites a shard the manifest lists).
     pub fn open(dir: &Path) -> Result<Self> {
         let manifest = Manifest::load(dir)?;
         let dtype = manifest.float_dtype()?;
@@ -389,7 +395,11 @@ impl ActivationStore {
                     "shard listed in the manifest cannot be opened: {e}"
                 ))
             })?;
-            // SAFETY: read-only private map; contents are verified by sha256 before use.
+            // SAFETY: `Mmap::map` is unsafe because another process may change or truncate the
+            // shard while it is mapped, changing bytes behind a `&[u8]` (undefined behaviour,
+            // or SIGBUS on truncation). The sha256 below only proves the contents at open time;
+            // `ActivationStore::open` documents that shards must not be modified while the store
+            // is open (Prism itself never rewrites a listed shard).
             let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| PrismError::io(&path, e))?;
             let digest = hex::encode(Sha256::digest(&map[..]));
             if digest != info.sha256 {

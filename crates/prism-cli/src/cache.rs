@@ -42,6 +42,9 @@ pub struct CacheArgs {
     /// Shuffle windows with this seed (deterministic); omit to keep corpus order.
     #[arg(long)]
     seed: Option<u64>,
+    /// Size of the shuffle buffer, in windows (with --seed).
+    #[arg(long, default_value_t = 4096)]
+    shuffle_windows: usize,
     /// Start every window with BOS.
     #[arg(long)]
     prepend_bos: bool,
@@ -67,7 +70,7 @@ pub fn cache(args: &CacheArgs) -> Result<()> {
             ctx: args.ctx,
             prepend_bos: args.prepend_bos,
             seed: args.seed,
-            ..Default::default()
+            shuffle_windows: args.shuffle_windows,
         },
         drop_bos: args.drop_bos,
         dtype: args.dtype.parse()?,

@@ -2,15 +2,14 @@
 
 use std::path::PathBuf;
 
-use indicatif::{ProgressBar, ProgressStyle};
-use prism_cache::{Corpus, WindowConfig, windows};
+use prism_cache::{Corpus, EvalStart, HeldOut, HeldOutRequest, TrainingData, held_out_windows};
 use prism_core::{Dictionary, HookPoint, PrismError, Result};
 use prism_models::TokenBatch;
 use prism_sae::Sae;
 use prism_similarity::{SimilarityOptions, compare};
 use prism_stats::{
-    DownstreamStats, Evaluation, PruneRule, ReconstructionStats, evaluate_batch,
-    feature_browser_html, features_to_keep, sample_across_density_bands, top_activating,
+    Evaluation, PruneRule, evaluate, feature_browser_html, features_to_keep,
+    sample_across_density_bands, top_activating,
 };
 use serde_json::json;
 
@@ -31,109 +30,108 @@ pub struct EvalArgs {
 /// Which dictionary, and where and on what to evaluate it (shared by `eval`, `prune`, `features`).
 #[derive(clap::Args)]
 pub struct EvalData {
-    /// Dictionary directory (SAELens layout).
+    /// Dictionary: a SAELens directory (`cfg.json` + `sae_weights.safetensors`), or a
+    /// dictionary_learning `ae.pt` file or directory (`ae.pt` + `config.json`).
     #[arg(long)]
     sae: PathBuf,
     /// Corpus to evaluate on.
     #[arg(long)]
     data: PathBuf,
-    /// Hook point (default: the dictionary's `hook_name`).
+    /// Hook point (default: the dictionary's own, from cfg.json or config.json).
     #[arg(long)]
     hook: Option<String>,
     /// Tokens to evaluate on.
     #[arg(long, default_value_t = 8192)]
-    tokens: usize,
+    tokens: u64,
     /// Tokens per window.
     #[arg(long, default_value_t = 128)]
     ctx: usize,
-    /// Skip this many windows first. Default: the windows the dictionary was trained on
-    /// (`training_tokens` in its cfg.json), so evaluation runs on held-out text.
+    /// Start after this many windows. Default: right after the dictionary's training data
+    /// (`training_data` in its cfg.json), so that evaluation runs on held-out text; a start
+    /// inside the training data is refused.
     #[arg(long)]
     skip_windows: Option<usize>,
+    /// Evaluate even where the text may overlap the training data (a dictionary that records
+    /// none, or a --skip-windows inside it).
+    #[arg(long)]
+    allow_overlap: bool,
     /// Windows per forward pass.
     #[arg(long, default_value_t = 8)]
     batch: usize,
 }
 
-/// The evaluation windows: `--tokens` worth, after skipping `--skip-windows`, or by default the
-/// windows the dictionary was trained on (`training_tokens` in its cfg.json), so that evaluation
-/// runs on held-out text.
-fn held_out_windows(
-    model: &prism_models::Model,
-    sae: &Sae,
-    data: &EvalData,
-) -> Result<Vec<Vec<u32>>> {
-    let skip = match (
-        data.skip_windows,
-        sae.extra_cfg
-            .get("training_tokens")
-            .and_then(|v| v.as_u64()),
-    ) {
-        (Some(k), _) => k,
-        (None, Some(t)) => {
-            let k = (t as usize).div_ceil(data.ctx.max(1));
-            eprintln!(
-                "evaluating after the first {k} windows ({t} training tokens, from cfg.json)"
-            );
-            k
-        }
-        (None, None) => {
-            eprintln!(
-                "note: cfg.json records no training_tokens; evaluating from the corpus start (see --skip-windows)"
-            );
-            0
-        }
-    };
-    let corpus = Corpus::open(&data.data, "text")?;
-    let cfg = WindowConfig {
-        ctx: data.ctx,
-        ..Default::default()
-    };
-    let wins: Vec<Vec<u32>> = windows(&corpus, &model.tokenizer, cfg)?
-        .skip(skip)
-        .take(data.tokens.div_ceil(data.ctx).max(1))
-        .collect::<Result<_>>()?;
-    if wins.is_empty() {
-        return Err(PrismError::InvalidInput(format!(
-            "{}: no windows left after skipping {skip} (pass --skip-windows)",
-            data.data.display()
-        )));
+impl EvalData {
+    /// The dictionary, on `device`.
+    fn load(&self, device: &burn::tensor::Device) -> Result<Sae> {
+        Sae::open(&self.sae, device)
     }
-    Ok(wins)
+
+    /// The hook point: `--hook`, else the dictionary's own.
+    fn hook(&self, sae: &Sae) -> Result<HookPoint> {
+        let name = self.hook.clone().or(sae.hook_name.clone()).ok_or_else(|| {
+            PrismError::InvalidInput(
+                "the dictionary names no hook point (hook_name); pass --hook".into(),
+            )
+        })?;
+        name.parse()
+    }
+
+    /// Held-out evaluation windows for `sae` (see `prism_cache::held_out_windows`).
+    fn windows(&self, model: &prism_models::Model, sae: &Sae) -> Result<HeldOut> {
+        let training: Vec<TrainingData> = TrainingData::from_cfg(&sae.extra_cfg)?
+            .into_iter()
+            .collect();
+        let corpus = Corpus::open(&self.data, "text")?;
+        let held = held_out_windows(
+            &corpus,
+            &model.tokenizer,
+            &HeldOutRequest {
+                ctx: self.ctx,
+                tokens: self.tokens,
+                start: match self.skip_windows {
+                    Some(k) => EvalStart::SkipWindows(k),
+                    None => EvalStart::AfterTraining,
+                },
+                training: &training,
+                allow_overlap: self.allow_overlap,
+            },
+        )?;
+        eprintln!(
+            "evaluating on {} windows of {} tokens after the first {}{}",
+            held.windows.len(),
+            self.ctx,
+            held.skipped,
+            if training.is_empty() {
+                ""
+            } else {
+                " (the dictionary's training data ends there)"
+            }
+        );
+        Ok(held)
+    }
 }
 
-/// Evaluates `sae` on the corpus slice `data` describes, with a progress bar.
+/// Evaluates `sae` on the held-out corpus slice `data` describes, with a progress bar.
 fn evaluate_on_corpus(
     model: &prism_models::Model,
     sae: &Sae,
     data: &EvalData,
-) -> Result<(HookPoint, Evaluation)> {
-    let hook_name = data.hook.clone().or(sae.hook_name.clone()).ok_or_else(|| {
-        PrismError::InvalidInput("the dictionary names no hook_name; pass --hook".into())
-    })?;
-    let hook: HookPoint = hook_name.parse()?;
-    let wins = held_out_windows(model, sae, data)?;
-    let bar = ProgressBar::new(wins.len() as u64).with_style(
-        ProgressStyle::with_template(
-            "{spinner} evaluating [{bar:40}] {pos}/{len} windows  ETA {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    let (mut recon, mut down) = (ReconstructionStats::default(), DownstreamStats::default());
-    for group in wins.chunks(data.batch.max(1)) {
-        let batch = TokenBatch::from_sequences(group, model.pad_id())?;
-        evaluate_batch(model, sae, hook, &batch, &mut recon, &mut down)?;
-        bar.inc(group.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok((
+) -> Result<(HookPoint, Evaluation, usize)> {
+    let hook = data.hook(sae)?;
+    let HeldOut {
+        windows: wins,
+        skipped,
+    } = data.windows(model, sae)?;
+    let bar = crate::progress::bar(wins.len() as u64, "evaluating", "windows");
+    let e = evaluate(
+        model,
+        sae,
         hook,
-        Evaluation {
-            reconstruction: recon.finish()?,
-            downstream: down.finish()?,
-        },
-    ))
+        TokenBatch::batches(&wins, data.batch, model.pad_id()),
+        |b| bar.inc(b.batch as u64),
+    )?;
+    bar.finish_and_clear();
+    Ok((hook, e, skipped))
 }
 
 fn evaluation_json(e: &Evaluation) -> serde_json::Value {
@@ -151,8 +149,8 @@ fn print_metrics(title: &str, v: &serde_json::Value) {
 
 pub fn eval(args: &EvalArgs) -> Result<()> {
     let model = args.model.load()?;
-    let sae = Sae::load(&args.data.sae, model.device())?;
-    let (hook, e) = evaluate_on_corpus(&model, &sae, &args.data)?;
+    let sae = args.data.load(model.device())?;
+    let (hook, e, skipped) = evaluate_on_corpus(&model, &sae, &args.data)?;
     if let Some(png) = &args.plot {
         let title = format!("feature density at {hook}");
         let svg = png.with_extension("svg");
@@ -169,6 +167,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     if let Some(o) = out.as_object_mut() {
         o.insert("hook".into(), json!(hook.to_string()));
         o.insert("sae".into(), json!(args.data.sae.display().to_string()));
+        o.insert("skipped_windows".into(), json!(skipped));
     }
     if args.model.json {
         println!("{out}");
@@ -218,12 +217,13 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
         }
     };
     let model = args.model.load()?;
-    let sae = Sae::load(&args.data.sae, model.device())?;
-    let (hook, before) = evaluate_on_corpus(&model, &sae, &args.data)?;
+    let sae = args.data.load(model.device())?;
+    let (hook, before, _) = evaluate_on_corpus(&model, &sae, &args.data)?;
     let keep = features_to_keep(&before.reconstruction.feature_density, rule)?;
     let pruned = sae.keep_features(&keep)?;
     pruned.save(&args.out)?;
-    let (_, after) = evaluate_on_corpus(&model, &pruned, &args.data)?;
+    // The pruned dictionary is evaluated on the same text as the original.
+    let (_, after, _) = evaluate_on_corpus(&model, &pruned, &args.data)?;
     let removed = sae.d_sae() - keep.len();
     if args.model.json {
         println!(
@@ -246,7 +246,7 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
 /// `prism similarity` arguments.
 #[derive(clap::Args)]
 pub struct SimilarityArgs {
-    /// Dictionary A (the "ground truth" for mmcs_a_to_b), SAELens layout.
+    /// Dictionary A (the "ground truth" for mmcs_a_to_b): SAELens directory or dictionary_learning ae.pt.
     #[arg(long)]
     a: PathBuf,
     /// Dictionary B.
@@ -262,7 +262,7 @@ pub struct SimilarityArgs {
 
 pub fn similarity(args: &SimilarityArgs) -> Result<()> {
     let device = prism_core::device(&args.device)?;
-    let (a, b) = (Sae::load(&args.a, &device)?, Sae::load(&args.b, &device)?);
+    let (a, b) = (Sae::open(&args.a, &device)?, Sae::open(&args.b, &device)?);
     let s = compare(&a, &b, &SimilarityOptions::default())?;
     let matching = s.matching.as_ref();
     let hist = prism_similarity::histogram(&s.max_cos_a, -1.0, 1.0, 20);
@@ -318,17 +318,9 @@ pub struct FeaturesArgs {
 
 pub fn features(args: &FeaturesArgs) -> Result<()> {
     let model = args.model.load()?;
-    let sae = Sae::load(&args.data.sae, model.device())?;
-    let hook_name = args
-        .data
-        .hook
-        .clone()
-        .or(sae.hook_name.clone())
-        .ok_or_else(|| {
-            PrismError::InvalidInput("the dictionary names no hook_name; pass --hook".into())
-        })?;
-    let hook: HookPoint = hook_name.parse()?;
-    let wins = held_out_windows(&model, &sae, &args.data)?;
+    let sae = args.data.load(model.device())?;
+    let hook = args.data.hook(&sae)?;
+    let wins = args.data.windows(&model, &sae)?.windows;
     let chosen = if args.features.is_empty() {
         let all: Vec<usize> = (0..sae.d_sae()).collect();
         let densities = top_activating(&model, &sae, hook, &wins, &all, 0, args.data.batch)?;

@@ -6,6 +6,8 @@ mod demo;
 mod dictionaries;
 mod fetch;
 mod forward;
+mod patch;
+mod progress;
 mod train;
 
 use std::path::PathBuf;
@@ -52,6 +54,8 @@ enum Cmd {
     Similarity(dictionaries::SimilarityArgs),
     /// List a model's hook points (TransformerLens names) with their activation shapes.
     Hooks(forward::HooksArgs),
+    /// Exact activation patching: every block × position / head / neuron, clean ⇄ corrupted.
+    Patch(patch::PatchArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Cmd::Similarity(args) => dictionaries::similarity(&args),
         Cmd::Prune(args) => dictionaries::prune(&args),
         Cmd::Features(args) => dictionaries::features(&args),
+        Cmd::Patch(args) => patch::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

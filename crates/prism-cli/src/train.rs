@@ -1,13 +1,17 @@
 //! `prism train`: train one or several dictionaries from one activation stream — a cache on
 //! disk or activations harvested on the fly from a model and a corpus.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use prism_cache::{ActivationBuffer, ActivationStore, Corpus, Harvester, WindowConfig, windows};
+use prism_cache::{
+    ActivationBuffer, ActivationStore, Corpus, Harvester, TRAINING_DATA_KEY, TrainingData,
+    WindowConfig, windows,
+};
 use prism_core::{HookPoint, PrismError, Result};
 use prism_models::Model;
+use prism_sae::Sae;
 use prism_sae::train::{ArchitectureConfig, FitOptions, ResampleConfig, Run, TrainConfig, fit};
 use serde_json::json;
 
@@ -50,10 +54,12 @@ pub struct TrainArgs {
     /// Activation vectors per step.
     #[arg(long, default_value_t = 4096)]
     batch: usize,
-    /// Learning-rate and sparsity warm-up steps (default: min(1000, steps / 10)).
+    /// Learning-rate and sparsity warm-up steps (default: min(1000, steps / 10), see
+    /// `TrainConfig::for_steps`).
     #[arg(long)]
     warmup: Option<u64>,
-    /// ReLU: resample dead features every this many steps (default: steps / 5; 0 disables).
+    /// ReLU: resample dead features every this many steps, those dead for half of that
+    /// (default: steps / 5; 0 disables).
     #[arg(long)]
     resample_every: Option<u64>,
     /// Scale activations so that E‖x‖ = √d (folded back into the saved weights).
@@ -85,26 +91,6 @@ pub struct TrainArgs {
     out: PathBuf,
 }
 
-/// Parses `--arch` with one sparsity value.
-pub fn architecture(arch: &str, k: Option<usize>, l1: Option<f32>) -> Result<ArchitectureConfig> {
-    Ok(match arch {
-        "relu" | "standard" => ArchitectureConfig::Relu {
-            l1: l1.unwrap_or(0.1),
-        },
-        "topk" => ArchitectureConfig::topk(k.unwrap_or(32)),
-        "batchtopk" => ArchitectureConfig::batch_topk(k.unwrap_or(32)),
-        "jumprelu" => ArchitectureConfig::jumprelu(l1.unwrap_or(0.1)),
-        "gated" => ArchitectureConfig::Gated {
-            l1: l1.unwrap_or(0.1),
-        },
-        other => {
-            return Err(PrismError::InvalidInput(format!(
-                "unknown architecture `{other}` (relu, topk, batchtopk, jumprelu, gated)"
-            )));
-        }
-    })
-}
-
 /// A stream of batches, one tensor per hook, and where it came from.
 pub enum Source {
     /// A cache on disk.
@@ -120,46 +106,44 @@ impl TrainArgs {
 
     fn configs(&self, d_of: &dyn Fn(usize) -> usize) -> Result<Vec<(String, usize, TrainConfig)>> {
         let steps = self.steps();
-        let sparsity: Vec<(Option<usize>, Option<f32>)> = match self.arch.as_str() {
-            "topk" | "batchtopk" if !self.k.is_empty() => {
-                self.k.iter().map(|&k| (Some(k), None)).collect()
+        let base: ArchitectureConfig = self.arch.parse()?;
+        let sparsity: Vec<(Option<usize>, Option<f32>)> = match (&self.k[..], &self.l1[..]) {
+            ([], []) => vec![(None, None)],
+            (ks, []) => ks.iter().map(|&k| (Some(k), None)).collect(),
+            ([], ls) => ls.iter().map(|&l| (None, Some(l))).collect(),
+            _ => {
+                return Err(PrismError::InvalidInput(
+                    "give --k (TopK, BatchTopK) or --l1 (ReLU, Gated, JumpReLU), not both".into(),
+                ));
             }
-            _ if !self.l1.is_empty() => self.l1.iter().map(|&l| (None, Some(l))).collect(),
-            _ => vec![(None, None)],
         };
         let mut out = Vec::new();
         for (hi, hook) in self.hook.iter().enumerate() {
             for &m in &self.dict_size {
                 for &(k, l1) in &sparsity {
                     for &seed in &self.seed {
-                        let arch = architecture(&self.arch, k, l1)?;
-                        let mut c = TrainConfig::new(arch.clone(), d_of(hi), m);
+                        let arch = base.with_sparsity(k, l1)?;
+                        let mut c = TrainConfig::for_steps(arch, d_of(hi), m, steps);
                         if let Some(lr) = self.lr {
                             c.lr = lr;
                         }
-                        let warm = self.warmup.unwrap_or((steps / 10).min(1000));
-                        c.warmup_steps = warm;
-                        if c.sparsity_warmup_steps > 0 {
-                            c.sparsity_warmup_steps = warm;
+                        if let Some(warm) = self.warmup {
+                            c.warmup_steps = warm;
+                            if c.sparsity_warmup_steps > 0 {
+                                c.sparsity_warmup_steps = warm;
+                            }
                         }
-                        if let ArchitectureConfig::BatchTopK {
-                            threshold_start_step,
-                            ..
-                        } = &mut c.architecture
-                        {
-                            *threshold_start_step = (*threshold_start_step).min(steps / 2);
-                        }
-                        c.total_steps = steps;
-                        c.seed = seed;
-                        c.normalize_activations = self.normalize;
-                        c.hook_name = Some(hook.clone());
-                        c.resample = match self.resample_every.unwrap_or((steps / 5).max(1)) {
-                            every if every > 0 && c.resample.is_some() => Some(ResampleConfig {
+                        c.resample = match (c.resample, self.resample_every) {
+                            (_, Some(0)) | (None, _) => None,
+                            (Some(_), Some(every)) => Some(ResampleConfig {
                                 every,
                                 window: (every / 2).max(1),
                             }),
-                            _ => None,
+                            (r, None) => r,
                         };
+                        c.seed = seed;
+                        c.normalize_activations = self.normalize;
+                        c.hook_name = Some(hook.clone());
                         let value = match (k, l1) {
                             (Some(k), _) => format!("k{k}"),
                             (_, Some(l)) => format!("l{l}"),
@@ -280,7 +264,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         steps,
         checkpoint_every: args.checkpoint_every,
     };
-    let harvested = match &source {
+    let training_data = match &source {
         Source::Cache(store) => {
             let idx: Vec<usize> = hooks
                 .iter()
@@ -300,18 +284,16 @@ pub fn train(args: &TrainArgs) -> Result<()> {
                 stream.next();
             }
             fit(&mut runs, &widths, stream, &options, &device, on_step)?;
-            store.len()
+            // Shuffled batches may draw any row of the cache.
+            TrainingData::cache(store)?
         }
         Source::Model(model, corpus) => {
             let harvester = Harvester::new(model, hooks.clone(), false)?;
-            let wins = windows(
-                corpus,
-                &model.tokenizer,
-                WindowConfig {
-                    ctx: args.ctx,
-                    ..Default::default()
-                },
-            )?;
+            let window = WindowConfig {
+                ctx: args.ctx,
+                ..Default::default()
+            };
+            let wins = windows(corpus, &model.tokenizer, window.clone())?;
             let seed = runs[0].trainer.config.seed;
             let mut buffer =
                 ActivationBuffer::new(harvester, wins, args.n_ctxs, args.ctx, batch, 8, seed);
@@ -320,16 +302,13 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             }
             let stream = std::iter::from_fn(|| buffer.next_batch().transpose());
             fit(&mut runs, &widths, stream, &options, &device, on_step)?;
-            buffer.rows_harvested
+            TrainingData::stream(&corpus.root, &window, buffer.windows_consumed)
         }
     };
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
-    if matches!(source, Source::Model(..)) {
-        // Every harvested row may have been served: evaluation holds out all of them.
-        for r in &runs {
-            record_training_tokens(&r.dir, harvested, &device)?;
-        }
+    for r in &runs {
+        Sae::record_in_cfg(&r.dir, TRAINING_DATA_KEY, training_data.to_json())?;
     }
     let summary: Vec<_> = runs
         .iter()
@@ -369,16 +348,4 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Sets `training_tokens` in a saved dictionary's cfg.json (the rows its stream harvested).
-pub fn record_training_tokens(
-    dir: &Path,
-    tokens: u64,
-    device: &burn::tensor::Device,
-) -> Result<()> {
-    let mut sae = prism_sae::Sae::load(dir, device)?;
-    sae.extra_cfg
-        .insert("training_tokens".into(), json!(tokens));
-    sae.save(dir)
 }

@@ -249,6 +249,7 @@ fn similarity_and_eval_on_saelens_dictionaries() {
         "256",
         "--ctx",
         "32",
+        "--allow-overlap",
         "--json",
         "--plot",
         tmp.path().join("density.png").to_str().unwrap(),
@@ -330,6 +331,7 @@ fn features_writes_a_parseable_browser_and_json_with_the_contexts() {
         "3",
         "--sample",
         "5",
+        "--allow-overlap",
         "--out",
         html.to_str().unwrap(),
     ]);
@@ -388,12 +390,19 @@ fn features_writes_a_parseable_browser_and_json_with_the_contexts() {
 }
 
 /// A deterministic SAELens-layout dictionary `64 → m` at `hook` of the tiny Llama.
+fn window(ctx: usize) -> prism_cache::WindowConfig {
+    prism_cache::WindowConfig {
+        ctx,
+        ..Default::default()
+    }
+}
+
 fn write_dict(
     dir: &std::path::Path,
     arch: prism_sae::Architecture,
     m: usize,
     hook: &str,
-    training_tokens: Option<u64>,
+    training_data: Option<serde_json::Value>,
 ) {
     let device = prism_core::device("cpu").unwrap();
     let v = |n: usize, s: u64| -> Vec<f32> {
@@ -405,24 +414,20 @@ fn write_dict(
         burn::tensor::Tensor::<2>::from_data(burn::tensor::TensorData::new(v(n, s), shape), &device)
     };
     let mut extra = serde_json::Map::new();
-    if let Some(tt) = training_tokens {
-        extra.insert("training_tokens".into(), tt.into());
+    if let Some(t) = training_data {
+        extra.insert(prism_cache::TRAINING_DATA_KEY.into(), t);
     }
-    prism_sae::Sae {
-        architecture: arch,
-        w_enc: t(64 * m, [64, m], 1),
-        b_enc: t(m, [1, m], 2),
-        w_dec: t(m * 64, [m, 64], 3),
-        b_dec: burn::tensor::Tensor::zeros([1, 64], &device),
-        threshold: None,
-        r_mag: None,
-        b_mag: None,
-        apply_b_dec_to_input: true,
-        hook_name: Some(hook.into()),
-        extra_cfg: extra,
-    }
-    .save(dir)
+    let mut sae = prism_sae::Sae::new(
+        arch,
+        t(64 * m, [64, m], 1),
+        t(m, [1, m], 2),
+        t(m * 64, [m, 64], 3),
+        burn::tensor::Tensor::zeros([1, 64], &device),
+    )
     .unwrap();
+    sae.hook_name = Some(hook.into());
+    sae.extra_cfg = extra;
+    sae.save(dir).unwrap();
 }
 
 #[test]
@@ -436,12 +441,14 @@ fn prune_removes_features_and_eval_holds_out_training_tokens() {
     )
     .unwrap();
     let dict = tmp.path().join("dict");
+    // Trained on the first 2 windows of 32 tokens of this corpus, in corpus order.
+    let trained_on = prism_cache::TrainingData::stream(&corpus, &window(32), 2);
     write_dict(
         &dict,
         prism_sae::Architecture::Standard,
         128,
         "blocks.0.hook_resid_post",
-        Some(64),
+        Some(trained_on.to_json()),
     );
     let base = |cmd: &'static str| -> Vec<String> {
         [
@@ -473,15 +480,27 @@ fn prune_removes_features_and_eval_holds_out_training_tokens() {
         );
         serde_json::from_slice(&out.stdout).unwrap()
     };
-    // 64 training tokens = 2 windows of 32 are skipped by default.
+    // The 2 training windows are skipped by default; starting inside them is refused unless
+    // asked for.
     let default = run(base("eval"), &[]);
+    assert_eq!(default["skipped_windows"], 2);
     assert_eq!(
         default["loss_original"],
         run(base("eval"), &["--skip-windows", "2"])["loss_original"]
     );
+    let mut inside = base("eval");
+    inside.extend(["--skip-windows", "1"].map(String::from));
+    let refs: Vec<&str> = inside.iter().map(String::as_str).collect();
+    let refused = prism(&refs);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("reuse training text"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     assert_ne!(
         default["loss_original"],
-        run(base("eval"), &["--skip-windows", "0"])["loss_original"]
+        run(base("eval"), &["--skip-windows", "0", "--allow-overlap"])["loss_original"]
     );
 
     let pruned = tmp.path().join("pruned");
@@ -500,7 +519,22 @@ fn prune_removes_features_and_eval_holds_out_training_tokens() {
         base("prune"),
         &["--max-density", "0.5", "--out", pruned.to_str().unwrap()],
     );
-    assert!(j["after"]["l0"].as_f64().unwrap() <= j["before"]["l0"].as_f64().unwrap());
+    // Every removed feature fired on more than half of the tokens, so L0 falls by more than
+    // half a feature per removed feature (by exactly their densities summed).
+    let removed = j["removed"].as_u64().unwrap();
+    assert!(
+        removed > 0,
+        "the rule should remove the densest features: {j}"
+    );
+    assert_eq!(removed + j["kept"].as_u64().unwrap(), 128);
+    let (before, after) = (
+        j["before"]["l0"].as_f64().unwrap(),
+        j["after"]["l0"].as_f64().unwrap(),
+    );
+    assert!(
+        after < before - 0.5 * removed as f64,
+        "L0 {before} → {after} after removing {removed} features denser than 0.5"
+    );
     // Two rules at once are refused.
     let mut both = base("prune");
     both.extend(["--top-n", "1", "--max-density", "0.1", "--out", "x"].map(String::from));

@@ -25,6 +25,28 @@ fn corpus(dir: &Path) -> PathBuf {
     path
 }
 
+/// `prism cache` of `tokens` rows of `blocks.1.hook_mlp_out` in windows of 32, plus `extra`.
+fn cache(model: &Path, data: &Path, out: &Path, tokens: &str, extra: &[&str]) {
+    let mut args = vec![
+        "cache",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--hooks",
+        "blocks.1.hook_mlp_out",
+        "--tokens",
+        tokens,
+        "--ctx",
+        "32",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    ok(prism(&args));
+}
+
 fn log_losses(dir: &Path) -> Vec<f64> {
     std::fs::read_to_string(dir.join("log.jsonl"))
         .unwrap()
@@ -43,22 +65,7 @@ fn trains_several_dictionaries_from_one_cache_and_resumes_exactly() {
     let model = fixtures().join("models/llama_gqa");
     let data = corpus(tmp.path());
     let cache = tmp.path().join("cache");
-    ok(prism(&[
-        "cache",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--hooks",
-        "blocks.1.hook_mlp_out",
-        "--tokens",
-        "1200",
-        "--ctx",
-        "32",
-        "--out",
-        cache.to_str().unwrap(),
-        "--json",
-    ]));
+    self::cache(&model, &data, &cache, "1200", &[]);
     let out = tmp.path().join("dicts");
     let json = ok(prism(&[
         "train",
@@ -218,9 +225,15 @@ fn trains_from_a_model_stream() {
     ]));
     assert_eq!(json["dictionaries"][0]["steps"], 16);
     let sae = prism_sae::Sae::load(&out, &prism_core::device("cpu").unwrap()).unwrap();
-    assert_eq!(sae.architecture, prism_sae::Architecture::TopK { k: 4 });
-    // Every harvested row is held out from evaluation, at least the trained tokens.
-    assert!(sae.extra_cfg["training_tokens"].as_u64().unwrap() >= 512);
+    assert_eq!(sae.architecture.k(), Some(4));
+    // The record of the training data: every window the buffer took from the stream (at
+    // least the 512 trained tokens' worth, 16 tokens each, in corpus order).
+    let t = prism_cache::TrainingData::from_cfg(&sae.extra_cfg)
+        .unwrap()
+        .unwrap();
+    assert!(t.windows * 16 >= 512, "{t:?}");
+    assert_eq!(t.corpus_tokens_end, t.windows * 16);
+    assert!(t.same_corpus(&data) && t.cache_manifest_sha256.is_none());
     let bad = prism(&[
         "train",
         "--model",
@@ -236,4 +249,118 @@ fn trains_from_a_model_stream() {
     ]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("blocks.9.hook_resid_post"));
+}
+
+#[test]
+fn evaluation_never_reuses_the_text_a_dictionary_was_trained_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixtures().join("models/llama_gqa");
+    let data = corpus(tmp.path());
+    let cache = tmp.path().join("cache");
+    // 20 windows of 32 tokens through a seeded shuffle buffer of 4 windows: any of the first
+    // 23 windows in corpus order may be in the cache.
+    self::cache(
+        &model,
+        &data,
+        &cache,
+        "640",
+        &["--seed", "7", "--shuffle-windows", "4"],
+    );
+    let store = prism_cache::ActivationStore::open(&cache).unwrap();
+    let corpus_order: Vec<Vec<u32>> = {
+        let m = prism_models::Model::load(&model, &prism_core::device("cpu").unwrap()).unwrap();
+        let c = prism_cache::Corpus::open(&data, "text").unwrap();
+        let w = prism_cache::WindowConfig {
+            ctx: 32,
+            ..Default::default()
+        };
+        prism_cache::windows(&c, &m.tokenizer, w)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let furthest = (0..store.len())
+        .map(|row| {
+            let (window, _) = store.context(row);
+            corpus_order
+                .iter()
+                .position(|w| *w == window)
+                .expect("a corpus window")
+        })
+        .max()
+        .unwrap();
+    // 20 distinct windows among the first 23: the furthest is window 19 to 22.
+    assert!(
+        (19..23).contains(&furthest),
+        "the shuffle reaches window {furthest}"
+    );
+
+    // Trained on fewer rows than the cache holds: the rows still come from all of it.
+    let dict = tmp.path().join("dict");
+    ok(prism(&[
+        "train",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--hook",
+        "blocks.1.hook_mlp_out",
+        "--arch",
+        "relu",
+        "--dict-size",
+        "64",
+        "--tokens",
+        "256",
+        "--batch",
+        "64",
+        "--out",
+        dict.to_str().unwrap(),
+        "--json",
+    ]));
+    let sae = prism_sae::Sae::load(&dict, &prism_core::device("cpu").unwrap()).unwrap();
+    assert_eq!(sae.extra_cfg["training_tokens"], 256);
+    let t = prism_cache::TrainingData::from_cfg(&sae.extra_cfg)
+        .unwrap()
+        .unwrap();
+    assert_eq!((t.windows, t.corpus_tokens_end), (20, 23 * 32));
+    assert_eq!(t.cache_manifest_sha256.as_ref().map(String::len), Some(64));
+
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--sae",
+            dict.to_str().unwrap(),
+            "--tokens",
+            "64",
+            "--ctx",
+            "32",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        prism(&args)
+    };
+    // By default evaluation starts after every window the cache may hold.
+    let j = ok(eval(&[]));
+    assert_eq!(j["skipped_windows"], 23);
+    assert!(j["skipped_windows"].as_u64().unwrap() as usize > furthest);
+    // Skipping only the trained tokens' windows (the old rule) is refused, unless asked for.
+    let refused = eval(&["--skip-windows", "8"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("reuse training text"));
+    assert_eq!(
+        ok(eval(&["--skip-windows", "8", "--allow-overlap"]))["skipped_windows"],
+        8
+    );
+    // A dictionary that does not say what it was trained on is refused too.
+    prism_sae::Sae::record_in_cfg(
+        &dict,
+        prism_cache::TRAINING_DATA_KEY,
+        serde_json::Value::Null,
+    )
+    .unwrap();
+    let unknown = eval(&[]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("--allow-overlap"));
 }

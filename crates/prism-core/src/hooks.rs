@@ -74,7 +74,10 @@ pub enum Edit {
     Scale(f32),
     /// Set to zero (zero-ablation).
     Zero,
-    /// Replace by the mean over batch and positions of this very activation (mean-ablation).
+    /// Replace by the mean of this very activation over the batch and its real (unpadded)
+    /// positions (mean-ablation), per layout: `[d]` for `[batch, seq, d]` hooks, one mean per
+    /// head for `hook_z` (`[heads, d_head]`, over batch and positions) and `hook_pattern`
+    /// (`[heads, key]`, over batch and query positions).
     MeanOverBatch,
     /// Replace by a given mean vector (mean-ablation with a dataset mean), along the last axis.
     MeanOf(Tensor<1>),
@@ -133,8 +136,16 @@ impl Intervention {
         self
     }
 
-    /// Applies the intervention to `act`, the activation at its hook point.
+    /// Applies the intervention to `act`, the activation at its hook point, treating every
+    /// position as real (no padding).
     pub fn apply(&self, act: Activation) -> Result<Activation> {
+        self.apply_padded(act, None)
+    }
+
+    /// Applies the intervention to `act` from a right-padded batch whose sequences have these
+    /// real `lengths` (`None`: no padding). Only edits that summarise the batch
+    /// ([`Edit::MeanOverBatch`]) look at the lengths.
+    pub fn apply_padded(&self, act: Activation, lengths: Option<&[usize]>) -> Result<Activation> {
         let err = |message: String| PrismError::Hook {
             hook: self.hook.to_string(),
             message,
@@ -145,7 +156,9 @@ impl Intervention {
             ));
         }
         let dims = act.dims();
-        let edited = self.edit_all(act.clone()).map_err(|e| err(e.to_string()))?;
+        let edited = self
+            .edit_all(act.clone(), lengths)
+            .map_err(|e| err(e.to_string()))?;
         if edited.dims() != dims {
             return Err(err(format!(
                 "the edit changed the shape {dims:?} to {:?}",
@@ -195,7 +208,7 @@ impl Intervention {
         })
     }
 
-    fn edit_all(&self, act: Activation) -> Result<Activation> {
+    fn edit_all(&self, act: Activation, lengths: Option<&[usize]>) -> Result<Activation> {
         fn map(
             act: Activation,
             f3: impl FnOnce(Tensor<3>) -> Tensor<3>,
@@ -238,17 +251,7 @@ impl Intervention {
             }
             Edit::Scale(s) => map(act, |t| t * *s, |t| t * *s),
             Edit::Zero => map(act, |t| t.zeros_like(), |t| t.zeros_like()),
-            Edit::MeanOverBatch => map(
-                act,
-                |t| {
-                    let d = t.dims();
-                    t.mean_dim(0).mean_dim(1).expand(d)
-                },
-                |t| {
-                    let d = t.dims();
-                    t.mean_dim(0).mean_dim(1).expand(d)
-                },
-            ),
+            Edit::MeanOverBatch => masked_mean(self.hook, act, lengths)?,
             Edit::MeanOf(v) => {
                 check_vec(v)?;
                 map(
@@ -260,6 +263,64 @@ impl Intervention {
             Edit::Custom(f) => f(self.hook, act)?,
         })
     }
+}
+
+/// The mean of `act` over its batch axis and its real positions (the sequence axis, or the
+/// query axis of `hook_pattern`), broadcast back to `act`'s shape. Padded positions (at or
+/// beyond a sequence's length) are left out.
+fn masked_mean(hook: HookPoint, act: Activation, lengths: Option<&[usize]>) -> Result<Activation> {
+    let dims = act.dims();
+    let (batch, pos_axis) = (
+        dims[0],
+        if matches!(hook, HookPoint::AttnPattern(_)) {
+            2
+        } else {
+            1
+        },
+    );
+    let seq = dims[pos_axis];
+    let lengths: Vec<usize> = match lengths {
+        Some(l) if l.len() != batch => {
+            return Err(PrismError::Shape(format!(
+                "{} sequence lengths for a batch of {batch}",
+                l.len()
+            )));
+        }
+        Some(l) => l.iter().map(|&n| n.min(seq)).collect(),
+        None => vec![seq; batch],
+    };
+    let count: usize = lengths.iter().sum();
+    if count == 0 {
+        return Err(PrismError::InvalidInput(
+            "a mean over a batch with no real positions".into(),
+        ));
+    }
+    let weights: Vec<f32> = lengths
+        .iter()
+        .flat_map(|&n| (0..seq).map(move |t| if t < n { 1.0 } else { 0.0 }))
+        .collect();
+    let mut mask_shape = vec![1; dims.len()];
+    mask_shape[0] = batch;
+    mask_shape[pos_axis] = seq;
+    let scale = 1.0 / count as f64;
+    Ok(match act {
+        Activation::Rank3(t) => {
+            let m = Tensor::<3>::from_data(TensorData::new(weights, mask_shape), &t.device());
+            let sum = (t * m).sum_dim(0).sum_dim(pos_axis);
+            Activation::Rank3(sum.mul_scalar(scale).expand(dims_array::<3>(&dims)))
+        }
+        Activation::Rank4(t) => {
+            let m = Tensor::<4>::from_data(TensorData::new(weights, mask_shape), &t.device());
+            let sum = (t * m).sum_dim(0).sum_dim(pos_axis);
+            Activation::Rank4(sum.mul_scalar(scale).expand(dims_array::<4>(&dims)))
+        }
+    })
+}
+
+fn dims_array<const D: usize>(dims: &[usize]) -> [usize; D] {
+    let mut out = [0; D];
+    out.copy_from_slice(dims);
+    out
 }
 
 /// A boolean mask of `shape` (ones on all axes but those in `axes`) that is true where every
@@ -348,11 +409,22 @@ impl Hooks {
         self.hook_points().iter().filter_map(|h| h.layer()).max()
     }
 
-    /// Starts the bookkeeping for one forward pass.
+    /// Starts the bookkeeping for one forward pass over unpadded sequences.
     pub fn start(&self) -> HookRun<'_> {
         HookRun {
             hooks: self,
             captured: BTreeMap::new(),
+            lengths: None,
+        }
+    }
+
+    /// Starts the bookkeeping for one forward pass over a right-padded batch whose sequences
+    /// have these real lengths (so that batch means leave the padding out).
+    pub fn start_padded(&self, lengths: &[usize]) -> HookRun<'_> {
+        HookRun {
+            hooks: self,
+            captured: BTreeMap::new(),
+            lengths: Some(lengths.to_vec()),
         }
     }
 }
@@ -361,6 +433,7 @@ impl Hooks {
 pub struct HookRun<'a> {
     hooks: &'a Hooks,
     captured: BTreeMap<HookPoint, Activation>,
+    lengths: Option<Vec<usize>>,
 }
 
 impl HookRun<'_> {
@@ -375,7 +448,7 @@ impl HookRun<'_> {
         let mut act = act;
         if let Some(list) = self.hooks.interventions.get(&hook) {
             for iv in list {
-                act = iv.apply(act)?;
+                act = iv.apply_padded(act, self.lengths.as_deref())?;
             }
         }
         if self.hooks.captures.contains(&hook) {

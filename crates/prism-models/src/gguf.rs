@@ -199,10 +199,15 @@ impl GgufFile {
     ///
     /// Truncated files, impossible counts and offsets, and tensor types Prism cannot read are
     /// reported as [`PrismError::Gguf`] naming the file.
+    ///
+    /// The file is memory-mapped: it must not be modified or truncated while this value lives.
     pub fn open(path: &Path) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| PrismError::io(path, e))?;
-        // SAFETY: the map is read-only and private to this struct; a file changed underneath
-        // us can only yield wrong numbers, which the size checks below keep in bounds.
+        // SAFETY: `Mmap::map` is unsafe because another process may change or truncate the
+        // file while it is mapped, changing bytes behind a `&[u8]` (undefined behaviour, or
+        // SIGBUS on truncation). Nothing here can prevent that; Prism requires that a GGUF file
+        // is not modified while open (`GgufFile::open` documents it). Every offset read from
+        // the file is checked against its size below.
         let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| PrismError::io(path, e))?;
         let mut c = Cursor {
             path,

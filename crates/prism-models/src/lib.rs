@@ -32,7 +32,6 @@ pub use loss::{next_token_loss, next_token_nll};
 pub use model::Model;
 pub use quant::{GgmlType, dequantize};
 pub use randomize::Randomization;
-pub use rows::{concat_rows, swap_row_groups};
 pub use tokenizer::Tokenizer;
 pub use transformer::{Attention, Block, ForwardOutput, Mlp, TokenBatch, Transformer};
 pub use weights::{SafetensorsDir, WeightSource};

@@ -9,14 +9,7 @@ use prism_core::{HostTensor, PrismError, Result};
 /// (outer 1, a heads, b 3, inner d_head). llama.cpp writes Q/K rows of each head interleaved,
 /// `[head][d_head/2][2]`, where HF has `[head][2][d_head/2]` (outer heads, a d_head/2, b 2, inner 1).
 ///
-/// ```
-/// use prism_core::HostTensor;
-/// let t = HostTensor::new(vec![4], vec![0.0, 1.0, 2.0, 3.0]).unwrap();
-/// // rows [a=2][b=2] → [b][a]
-/// let r = prism_models::swap_row_groups(&t, 1, 2, 2, 1).unwrap();
-/// assert_eq!(r.data, vec![0.0, 2.0, 1.0, 3.0]);
-/// ```
-pub fn swap_row_groups(
+pub(crate) fn swap_row_groups(
     t: &HostTensor,
     outer: usize,
     a: usize,
@@ -44,7 +37,7 @@ pub fn swap_row_groups(
 }
 
 /// Stacks tensors along their first axis (e.g. q, k, v weights into one fused projection).
-pub fn concat_rows(parts: &[&HostTensor]) -> Result<HostTensor> {
+pub(crate) fn concat_rows(parts: &[&HostTensor]) -> Result<HostTensor> {
     let tail = parts
         .first()
         .map(|p| p.shape[1..].to_vec())
@@ -61,4 +54,18 @@ pub fn concat_rows(parts: &[&HostTensor]) -> Result<HostTensor> {
         shape,
         parts.iter().flat_map(|p| p.data.iter().copied()).collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swapping_row_groups_transposes_the_middle_axes() {
+        let t = HostTensor::new(vec![4], vec![0.0, 1.0, 2.0, 3.0]).unwrap();
+        // rows [a=2][b=2] → [b][a]
+        let r = swap_row_groups(&t, 1, 2, 2, 1).unwrap();
+        assert_eq!(r.data, vec![0.0, 2.0, 1.0, 3.0]);
+        assert!(swap_row_groups(&t, 1, 3, 2, 1).is_err());
+    }
 }

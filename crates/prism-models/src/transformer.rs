@@ -103,6 +103,25 @@ impl TokenBatch {
         })
     }
 
+    /// Consecutive groups of `per_batch` windows as right-padded batches (the last group may
+    /// be smaller).
+    ///
+    /// ```
+    /// use prism_models::TokenBatch;
+    /// let windows = vec![vec![1, 2], vec![3, 4], vec![5, 6]];
+    /// let sizes: Vec<usize> = TokenBatch::batches(&windows, 2, 0).map(|b| b.unwrap().batch).collect();
+    /// assert_eq!(sizes, vec![2, 1]);
+    /// ```
+    pub fn batches(
+        windows: &[Vec<u32>],
+        per_batch: usize,
+        pad: u32,
+    ) -> impl Iterator<Item = Result<TokenBatch>> + '_ {
+        windows
+            .chunks(per_batch.max(1))
+            .map(move |group| TokenBatch::from_sequences(group, pad))
+    }
+
     /// The ids as an `Int` tensor `[batch, seq]`.
     pub fn to_tensor(&self, device: &Device) -> Tensor<2, Int> {
         let ids: Vec<i64> = self.ids.iter().map(|&v| v as i64).collect();
@@ -167,7 +186,7 @@ impl Transformer {
             )));
         }
         let (b, s, d) = (batch.batch, batch.seq, cfg.d_model);
-        let mut run = hooks.start();
+        let mut run = hooks.start_padded(&batch.lengths);
         let ids = batch.to_tensor(&self.device).reshape([b * s]);
         let tok = self.embed.clone().select(0, ids).reshape([b, s, d]);
         let mut x = run.visit3(HookPoint::Embed, tok)?;

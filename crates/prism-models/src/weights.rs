@@ -51,6 +51,9 @@ pub struct SafetensorsDir {
 
 impl SafetensorsDir {
     /// Maps every `*.safetensors` file in `dir` and indexes their tensor names.
+    ///
+    /// The files are memory-mapped: they must not be modified or truncated while this value
+    /// lives.
     pub fn open(dir: &Path) -> Result<Self> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| PrismError::io(dir, e))?
@@ -68,7 +71,11 @@ impl SafetensorsDir {
         let mut index = BTreeMap::new();
         for (i, p) in paths.into_iter().enumerate() {
             let f = std::fs::File::open(&p).map_err(|e| PrismError::io(&p, e))?;
-            // SAFETY: read-only private map; the safetensors parser bounds-checks every offset.
+            // SAFETY: `Mmap::map` is unsafe because another process may change or truncate the
+            // file while it is mapped, changing bytes behind a `&[u8]` (undefined behaviour, or
+            // SIGBUS on truncation). Nothing here can prevent that; like the safetensors and
+            // candle loaders, Prism requires that model files are not modified while loaded
+            // (`SafetensorsDir::open` documents it). Offsets are bounds-checked by the parser.
             let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| PrismError::io(&p, e))?;
             let st = parse_safetensors(&p, &map)?;
             for name in st.names() {

@@ -14,6 +14,16 @@ fn load(name: &str) -> (Model, TokenBatch) {
     (model, batch)
 }
 
+/// The activation at `hp` (after `hooks`' edits) on `batch`, on the host.
+fn capture_at(model: &Model, batch: &TokenBatch, hooks: Hooks, hp: HookPoint) -> HostTensor {
+    let mut out = model.forward(batch, &hooks.capture(hp)).unwrap();
+    host(out.captures.remove(&hp).unwrap())
+}
+
+fn seq_of(t: &HostTensor) -> usize {
+    t.shape[1]
+}
+
 fn host(a: prism_core::Activation) -> HostTensor {
     match a {
         prism_core::Activation::Rank3(t) => HostTensor::from_burn(t).unwrap(),
@@ -250,16 +260,7 @@ fn every_edit_kind_does_what_it_says() {
     let logits = |hooks: &Hooks| {
         HostTensor::from_burn(model.forward(&batch, hooks).unwrap().logits().unwrap()).unwrap()
     };
-    let captured = |hooks: Hooks| {
-        host(
-            model
-                .forward(&batch, &hooks.capture(hp))
-                .unwrap()
-                .captures
-                .remove(&hp)
-                .unwrap(),
-        )
-    };
+    let captured = |hooks: Hooks| capture_at(&model, &batch, hooks, hp);
     let clean = captured(Hooks::new());
     let d = clean.shape[2];
 
@@ -286,11 +287,15 @@ fn every_edit_kind_does_what_it_says() {
         assert!((a - want).abs() < 1e-6, "add at {i}");
     }
 
-    // Mean over the batch replaces every row by the column means.
+    // Mean over the batch replaces every row by the column means of the real (unpadded) rows.
     let mean = captured(Hooks::new().intervene(Intervention::new(hp, Edit::MeanOverBatch)));
     let rows = clean.len() / d;
+    let real: Vec<usize> = (0..rows)
+        .filter(|r| r % seq_of(&clean) < batch.lengths[r / seq_of(&clean)])
+        .collect();
+    assert!(real.len() < rows, "the batch should be padded");
     for k in 0..d {
-        let m: f32 = (0..rows).map(|r| clean.data[r * d + k]).sum::<f32>() / rows as f32;
+        let m: f32 = real.iter().map(|r| clean.data[r * d + k]).sum::<f32>() / real.len() as f32;
         assert!(
             (mean.data[k] - m).abs() < 1e-5 && (mean.data[(rows - 1) * d + k] - m).abs() < 1e-5
         );
@@ -309,4 +314,75 @@ fn every_edit_kind_does_what_it_says() {
         )
         .unwrap_err();
     assert!(e.to_string().contains("blocks.0.hook_resid_mid"), "{e}");
+}
+
+/// The mean over batch and real positions of `clean` (row-major `dims`) at every element,
+/// leaving out padded positions, computed by plain index arithmetic: the expectation for
+/// `Edit::MeanOverBatch`.
+fn masked_mean_by_hand(clean: &HostTensor, pos_axis: usize, lengths: &[usize]) -> Vec<f32> {
+    let dims = &clean.shape;
+    let strides: Vec<usize> = (0..dims.len())
+        .map(|a| dims[a + 1..].iter().product())
+        .collect();
+    let mut sums = std::collections::HashMap::<Vec<usize>, (f64, usize)>::new();
+    let key = |idx: &[usize]| -> Vec<usize> {
+        idx.iter()
+            .enumerate()
+            .filter(|&(a, _)| a != 0 && a != pos_axis)
+            .map(|(_, &i)| i)
+            .collect()
+    };
+    let index = |flat: usize| -> Vec<usize> {
+        (0..dims.len())
+            .map(|a| flat / strides[a] % dims[a])
+            .collect()
+    };
+    for (flat, v) in clean.data.iter().enumerate() {
+        let idx = index(flat);
+        if idx[pos_axis] < lengths[idx[0]] {
+            let e = sums.entry(key(&idx)).or_default();
+            e.0 += *v as f64;
+            e.1 += 1;
+        }
+    }
+    (0..clean.data.len())
+        .map(|flat| {
+            let (s, n) = sums[&key(&index(flat))];
+            (s / n as f64) as f32
+        })
+        .collect()
+}
+
+#[test]
+fn mean_ablation_averages_real_positions_per_head_at_every_hook_kind() {
+    for name in ["gpt_neox_sequential", "gpt2"] {
+        let device = prism_core::device("cpu").unwrap();
+        let model = Model::load(&fixtures().join("models").join(name), &device).unwrap();
+        let r = reference(name);
+        // Three sequences of different lengths: the shorter two are right-padded.
+        let seqs = vec![
+            r.tokens[1].clone(),
+            r.tokens[0][..5].to_vec(),
+            r.tokens[2][..3].to_vec(),
+        ];
+        let batch = TokenBatch::from_sequences(&seqs, 0).unwrap();
+        assert!(batch.lengths.iter().any(|&l| l < batch.seq));
+        for hp in HookPoint::all(&model.config().shape()) {
+            let capture = |hooks: Hooks| capture_at(&model, &batch, hooks, hp);
+            let clean = capture(Hooks::new());
+            let pos_axis = if matches!(hp, HookPoint::AttnPattern(_)) {
+                2
+            } else {
+                1
+            };
+            let want = masked_mean_by_hand(&clean, pos_axis, &batch.lengths);
+            let got = capture(Hooks::new().intervene(Intervention::new(hp, Edit::MeanOverBatch)));
+            assert_eq!(got.shape, clean.shape, "{name} {hp}");
+            let err = max_abs_diff(&got.data, &want);
+            assert!(
+                err < 1e-5,
+                "{name} {hp}: mean ablation differs from the masked mean by {err}"
+            );
+        }
+    }
 }

@@ -20,6 +20,19 @@ impl Sae {
     /// - `GatedAutoEncoder`: `encoder.weight`, `gate_bias`, `r_mag`, `mag_bias`, `decoder.weight`,
     ///   `decoder_bias`.
     pub fn from_dictionary_learning(path: &Path, device: &Device) -> Result<Sae> {
+        Self::from_dictionary_learning_class(path, None, device)
+    }
+
+    /// [`Sae::from_dictionary_learning`] for a known class (`trainer.dict_class` in the
+    /// trainer's `config.json`). The class matters where the tensor names do not tell:
+    /// `AutoEncoderTopK` and `BatchTopKSAE` store the same tensors, but a `BatchTopKSAE` encodes
+    /// with its learned global threshold (`relu(pre) · [relu(pre) > θ]`), so it is imported as
+    /// a JumpReLU dictionary with θ on every feature.
+    pub fn from_dictionary_learning_class(
+        path: &Path,
+        dict_class: Option<&str>,
+        device: &Device,
+    ) -> Result<Sae> {
         let mut t = StateDict::new(path, read_state_dict(path)?);
         let mut extra = serde_json::Map::new();
         extra.insert("imported_from".into(), json!("dictionary_learning ae.pt"));
@@ -27,13 +40,11 @@ impl Sae {
             let w_enc = t.take("W_enc")?;
             let [d, m] = dims2(path, "W_enc", &w_enc)?;
             Parts {
-                architecture: Architecture::JumpRelu,
+                architecture: Kind::JumpRelu(vector(path, "threshold", t.take("threshold")?, m)?),
                 w_enc_dm: w_enc.data,
                 b_enc: vector(path, "b_enc", t.take("b_enc")?, m)?,
                 w_dec_md: expect(path, "W_dec", t.take("W_dec")?, &[m, d])?,
                 b_dec: vector(path, "b_dec", t.take("b_dec")?, d)?,
-                threshold: Some(vector(path, "threshold", t.take("threshold")?, m)?),
-                gated: None,
                 apply_b_dec_to_input: false,
                 d,
                 m,
@@ -46,16 +57,14 @@ impl Sae {
             let w_dec_md = transpose(&dec, d, m);
             if t.has("r_mag") {
                 Parts {
-                    architecture: Architecture::Gated,
+                    architecture: Kind::Gated(
+                        vector(path, "r_mag", t.take("r_mag")?, m)?,
+                        vector(path, "mag_bias", t.take("mag_bias")?, m)?,
+                    ),
                     w_enc_dm,
                     b_enc: vector(path, "gate_bias", t.take("gate_bias")?, m)?,
                     w_dec_md,
                     b_dec: vector(path, "decoder_bias", t.take("decoder_bias")?, d)?,
-                    threshold: None,
-                    gated: Some((
-                        vector(path, "r_mag", t.take("r_mag")?, m)?,
-                        vector(path, "mag_bias", t.take("mag_bias")?, m)?,
-                    )),
                     apply_b_dec_to_input: true,
                     d,
                     m,
@@ -69,42 +78,50 @@ impl Sae {
                         message: format!("k = {k} must be between 1 and {m}"),
                     });
                 }
-                if let Some(th) = t
+                let threshold = t
                     .tensors
                     .remove("threshold")
-                    .and_then(|v| v.data.first().copied())
+                    .and_then(|v| v.data.first().copied());
+                if let Some(th) = threshold
                     && th > 0.0
                 {
                     extra.insert("batch_threshold".into(), json!(th));
                 }
+                let architecture = if dict_class == Some("BatchTopKSAE") {
+                    extra.insert("batch_k".into(), json!(k));
+                    let th = threshold.ok_or_else(|| PrismError::Weight {
+                        path: path.to_path_buf(),
+                        name: "threshold".into(),
+                        message: "a BatchTopKSAE needs its threshold buffer".into(),
+                    })?;
+                    Kind::JumpRelu(vec![th; m])
+                } else {
+                    Kind::TopK(k)
+                };
                 Parts {
-                    architecture: Architecture::TopK { k },
+                    architecture,
                     w_enc_dm,
                     b_enc: vector(path, "encoder.bias", t.take("encoder.bias")?, m)?,
                     w_dec_md,
                     b_dec: vector(path, "b_dec", t.take("b_dec")?, d)?,
-                    threshold: None,
-                    gated: None,
                     apply_b_dec_to_input: true,
                     d,
                     m,
                 }
             } else {
                 Parts {
-                    architecture: Architecture::Standard,
+                    architecture: Kind::Standard,
                     w_enc_dm,
                     b_enc: vector(path, "encoder.bias", t.take("encoder.bias")?, m)?,
                     w_dec_md,
                     b_dec: vector(path, "bias", t.take("bias")?, d)?,
-                    threshold: None,
-                    gated: None,
                     apply_b_dec_to_input: true,
                     d,
                     m,
                 }
             }
         };
-        Ok(sae.into_sae(device, extra))
+        sae.into_sae(device, extra)
     }
 }
 
@@ -139,43 +156,58 @@ impl<'p> StateDict<'p> {
     }
 }
 
+/// The architecture with its per-feature vectors, host-side.
+enum Kind {
+    Standard,
+    TopK(usize),
+    JumpRelu(Vec<f32>),
+    /// `r_mag`, `mag_bias`.
+    Gated(Vec<f32>, Vec<f32>),
+}
+
 /// Host-side pieces in SAELens orientation.
 struct Parts {
-    architecture: Architecture,
+    architecture: Kind,
     w_enc_dm: Vec<f32>,
     b_enc: Vec<f32>,
     w_dec_md: Vec<f32>,
     b_dec: Vec<f32>,
-    threshold: Option<Vec<f32>>,
-    gated: Option<(Vec<f32>, Vec<f32>)>,
     apply_b_dec_to_input: bool,
     d: usize,
     m: usize,
 }
 
 impl Parts {
-    fn into_sae(self, device: &Device, extra: serde_json::Map<String, serde_json::Value>) -> Sae {
+    fn into_sae(
+        self,
+        device: &Device,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Sae> {
         let (d, m) = (self.d, self.m);
         let t = |v: Vec<f32>, shape: [usize; 2]| {
             Tensor::<2>::from_data(TensorData::new(v, shape), device)
         };
-        let (r_mag, b_mag) = match self.gated {
-            Some((r, b)) => (Some(t(r, [1, m])), Some(t(b, [1, m]))),
-            None => (None, None),
+        let architecture = match self.architecture {
+            Kind::Standard => Architecture::Standard,
+            Kind::TopK(k) => Architecture::TopK { k },
+            Kind::JumpRelu(th) => Architecture::JumpRelu {
+                threshold: t(th, [1, m]),
+            },
+            Kind::Gated(r, b) => Architecture::Gated {
+                r_mag: t(r, [1, m]),
+                b_mag: t(b, [1, m]),
+            },
         };
-        Sae {
-            architecture: self.architecture,
-            w_enc: t(self.w_enc_dm, [d, m]),
-            b_enc: t(self.b_enc, [1, m]),
-            w_dec: t(self.w_dec_md, [m, d]),
-            b_dec: t(self.b_dec, [1, d]),
-            threshold: self.threshold.map(|v| t(v, [1, m])),
-            r_mag,
-            b_mag,
-            apply_b_dec_to_input: self.apply_b_dec_to_input,
-            hook_name: None,
-            extra_cfg: extra,
-        }
+        let mut sae = Sae::new(
+            architecture,
+            t(self.w_enc_dm, [d, m]),
+            t(self.b_enc, [1, m]),
+            t(self.w_dec_md, [m, d]),
+            t(self.b_dec, [1, d]),
+        )?;
+        sae.apply_b_dec_to_input = self.apply_b_dec_to_input;
+        sae.extra_cfg = extra;
+        Ok(sae)
     }
 }
 
@@ -213,4 +245,99 @@ fn expect(path: &Path, name: &str, t: PtTensor, shape: &[usize]) -> Result<Vec<f
 
 fn vector(path: &Path, name: &str, t: PtTensor, len: usize) -> Result<Vec<f32>> {
     expect(path, name, t, &[len])
+}
+
+impl Sae {
+    /// Opens a dictionary in whichever format `path` holds: a SAELens directory
+    /// (`cfg.json` + `sae_weights.safetensors`), a dictionary_learning `ae.pt` file, or a
+    /// directory holding `ae.pt` (and usually the trainer's `config.json`). For dictionary_learning
+    /// files the hook point comes from `config.json` beside them (`trainer.submodule_name` and
+    /// `trainer.layer`, e.g. `mlp_out_layer3` → `blocks.3.hook_mlp_out`) when it can be read.
+    pub fn open(path: &Path, device: &Device) -> Result<Sae> {
+        let (pt, dir) = if path.is_dir() {
+            if path.join("cfg.json").exists() {
+                return Sae::load(path, device);
+            }
+            let pt = path.join("ae.pt");
+            if !pt.exists() {
+                return Err(PrismError::Config {
+                    path: path.to_path_buf(),
+                    message: "neither a SAELens dictionary (cfg.json) nor a dictionary_learning \
+                              one (ae.pt)"
+                        .into(),
+                });
+            }
+            (pt, path.to_path_buf())
+        } else if path.exists() {
+            (
+                path.to_path_buf(),
+                path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            )
+        } else {
+            return Err(PrismError::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+            ));
+        };
+        let config = dir.join("config.json");
+        let cfg: Option<serde_json::Value> = match std::fs::read_to_string(&config) {
+            Ok(text) => Some(serde_json::from_str(&text).map_err(|e| PrismError::Config {
+                path: config.clone(),
+                message: format!("not valid JSON: {e}"),
+            })?),
+            Err(_) => None,
+        };
+        let class = cfg
+            .as_ref()
+            .and_then(|c| c.pointer("/trainer/dict_class"))
+            .and_then(|v| v.as_str());
+        let mut sae = Sae::from_dictionary_learning_class(&pt, class, device)?;
+        if let Some(cfg) = cfg {
+            sae.hook_name = hook_from_trainer_config(&cfg);
+            sae.extra_cfg
+                .insert("dictionary_learning_config".into(), cfg);
+        }
+        Ok(sae)
+    }
+}
+
+/// The TransformerLens hook name of a dictionary_learning trainer's submodule: `trainer.layer`
+/// and `trainer.submodule_name` (`resid_post_layer_3`, `mlp_out_layer3`, `attn_out_layer_3`,
+/// `embed`; feature-circuits also writes `resid_3`).
+///
+/// ```
+/// # use prism_sae::hook_from_trainer_config;
+/// let cfg = serde_json::json!({"trainer": {"layer": 3, "submodule_name": "mlp_out_layer3"}});
+/// assert_eq!(hook_from_trainer_config(&cfg).as_deref(), Some("blocks.3.hook_mlp_out"));
+/// let cfg = serde_json::json!({"trainer": {"submodule_name": "resid_2"}});
+/// assert_eq!(hook_from_trainer_config(&cfg).as_deref(), Some("blocks.2.hook_resid_post"));
+/// ```
+pub fn hook_from_trainer_config(cfg: &serde_json::Value) -> Option<String> {
+    let trainer = cfg.get("trainer").unwrap_or(cfg);
+    let name = trainer.get("submodule_name").and_then(|v| v.as_str())?;
+    if name.contains("embed") {
+        return Some("hook_embed".into());
+    }
+    let digits: String = name
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let layer = trainer
+        .get("layer")
+        .and_then(|v| v.as_u64())
+        .or_else(|| digits.parse().ok())?;
+    let kind = if name.contains("mlp") {
+        "hook_mlp_out"
+    } else if name.contains("attn") {
+        "hook_attn_out"
+    } else if name.contains("resid") {
+        "hook_resid_post"
+    } else {
+        return None;
+    };
+    Some(format!("blocks.{layer}.{kind}"))
 }

@@ -15,6 +15,7 @@ mod sae;
 mod torch_pickle;
 pub mod train;
 
+pub use dictionary_learning::hook_from_trainer_config;
 pub use sae::{Architecture, Sae};
 pub use torch_pickle::{PtTensor, read_state_dict};
 pub use train::{ArchitectureConfig, StepLog, TrainConfig, Trainer};

@@ -11,8 +11,12 @@ use prism_core::{
 };
 use serde_json::{Value, json};
 
-/// How codes are computed from pre-activations `pre = (x − b_dec·[apply_b_dec_to_input]) W_enc + b_enc`.
-#[derive(Clone, Debug, PartialEq)]
+/// How codes are computed from pre-activations `pre = (x − b_dec·[apply_b_dec_to_input]) W_enc + b_enc`,
+/// with the tensors only that architecture has (so a JumpReLU dictionary always has its
+/// thresholds and a Gated one its magnitude path).
+#[derive(Clone, Debug)]
+// One value per dictionary: boxing the Gated tensors would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Architecture {
     /// `f = ReLU(pre)`.
     Standard,
@@ -22,10 +26,18 @@ pub enum Architecture {
         k: usize,
     },
     /// `f = ReLU(pre) · [pre > θ_i]`, a learned threshold per feature.
-    JumpRelu,
+    JumpRelu {
+        /// `[1, d_sae]` thresholds θ.
+        threshold: Tensor<2>,
+    },
     /// Gated: `f = [pre > 0] · ReLU(e^{r_mag} ⊙ (x_in W_enc) + b_mag)` with `pre = x_in W_enc + b_gate`
     /// (`b_enc` holds `b_gate`).
-    Gated,
+    Gated {
+        /// `[1, d_sae]` magnitude log-scales.
+        r_mag: Tensor<2>,
+        /// `[1, d_sae]` magnitude biases.
+        b_mag: Tensor<2>,
+    },
 }
 
 impl Architecture {
@@ -34,8 +46,39 @@ impl Architecture {
         match self {
             Architecture::Standard => "standard",
             Architecture::TopK { .. } => "topk",
-            Architecture::JumpRelu => "jumprelu",
-            Architecture::Gated => "gated",
+            Architecture::JumpRelu { .. } => "jumprelu",
+            Architecture::Gated { .. } => "gated",
+        }
+    }
+
+    /// `k` of a TopK dictionary.
+    pub fn k(&self) -> Option<usize> {
+        match self {
+            Architecture::TopK { k } => Some(*k),
+            _ => None,
+        }
+    }
+
+    /// The per-feature tensors this architecture owns, under their SAELens names.
+    fn tensors(&self) -> Vec<(&'static str, &Tensor<2>)> {
+        match self {
+            Architecture::JumpRelu { threshold } => vec![("threshold", threshold)],
+            Architecture::Gated { r_mag, b_mag } => vec![("r_mag", r_mag), ("b_mag", b_mag)],
+            Architecture::Standard | Architecture::TopK { .. } => Vec::new(),
+        }
+    }
+
+    /// The same architecture with each owned per-feature tensor passed through `f`.
+    fn map_tensors(&self, f: impl Fn(Tensor<2>) -> Tensor<2>) -> Architecture {
+        match self {
+            Architecture::JumpRelu { threshold } => Architecture::JumpRelu {
+                threshold: f(threshold.clone()),
+            },
+            Architecture::Gated { r_mag, b_mag } => Architecture::Gated {
+                r_mag: f(r_mag.clone()),
+                b_mag: f(b_mag.clone()),
+            },
+            other => other.clone(),
         }
     }
 }
@@ -53,12 +96,6 @@ pub struct Sae {
     pub w_dec: Tensor<2>,
     /// `[1, d_in]`.
     pub b_dec: Tensor<2>,
-    /// `[1, d_sae]`, JumpReLU only.
-    pub threshold: Option<Tensor<2>>,
-    /// `[1, d_sae]` magnitude log-scales, Gated only.
-    pub r_mag: Option<Tensor<2>>,
-    /// `[1, d_sae]` magnitude biases, Gated only.
-    pub b_mag: Option<Tensor<2>>,
     /// Subtract `b_dec` from the input before encoding (SAELens' `apply_b_dec_to_input`).
     pub apply_b_dec_to_input: bool,
     /// The hook point it was trained on (`hook_name` in SAELens), if known.
@@ -71,8 +108,79 @@ fn row(v: &HostTensor, device: &Device) -> Result<Tensor<2>> {
     HostTensor::new(vec![1, v.len()], v.data.clone())?.to_burn(device)
 }
 
+/// `cfg.json` keys that [`Sae`] owns (everything else is kept in `extra_cfg`).
+const KNOWN_CFG: [&str; 6] = [
+    "architecture",
+    "d_in",
+    "d_sae",
+    "k",
+    "apply_b_dec_to_input",
+    "hook_name",
+];
+
 impl Sae {
-    /// Loads an SAELens-layout directory (`cfg.json`, `sae_weights.safetensors`).
+    /// A dictionary from its tensors, with every shape checked against `w_enc`'s `[d_in, d_sae]`
+    /// (`b_enc`, the architecture's per-feature tensors `[1, d_sae]`, `w_dec [d_sae, d_in]`,
+    /// `b_dec [1, d_in]`; TopK's `k` within `1..=d_sae`). Biases are subtracted from the input
+    /// before encoding (`apply_b_dec_to_input`), as SAELens does by default.
+    ///
+    /// ```
+    /// use burn::tensor::Tensor;
+    /// use prism_sae::{Architecture, Sae};
+    /// let device = prism_core::device("cpu").unwrap();
+    /// let w = |r, c| Tensor::<2>::zeros([r, c], &device);
+    /// let sae = Sae::new(Architecture::TopK { k: 2 }, w(4, 8), w(1, 8), w(8, 4), w(1, 4)).unwrap();
+    /// assert_eq!(prism_core::Dictionary::d_sae(&sae), 8);
+    /// // A threshold of the wrong width cannot make a JumpReLU dictionary.
+    /// let bad = Architecture::JumpRelu { threshold: w(1, 7) };
+    /// assert!(Sae::new(bad, w(4, 8), w(1, 8), w(8, 4), w(1, 4)).is_err());
+    /// ```
+    pub fn new(
+        architecture: Architecture,
+        w_enc: Tensor<2>,
+        b_enc: Tensor<2>,
+        w_dec: Tensor<2>,
+        b_dec: Tensor<2>,
+    ) -> Result<Self> {
+        let [d, m] = w_enc.dims();
+        let check = |name: &str, t: &Tensor<2>, want: [usize; 2]| {
+            if t.dims() == want {
+                Ok(())
+            } else {
+                Err(PrismError::Shape(format!(
+                    "{name} has shape {:?}; a {d} → {m} dictionary needs {want:?}",
+                    t.dims()
+                )))
+            }
+        };
+        check("b_enc", &b_enc, [1, m])?;
+        check("W_dec", &w_dec, [m, d])?;
+        check("b_dec", &b_dec, [1, d])?;
+        for (name, t) in architecture.tensors() {
+            check(name, t, [1, m])?;
+        }
+        if let Architecture::TopK { k } = architecture
+            && (k == 0 || k > m)
+        {
+            return Err(PrismError::InvalidInput(format!(
+                "k = {k} must be between 1 and d_sae = {m}"
+            )));
+        }
+        Ok(Sae {
+            architecture,
+            w_enc,
+            b_enc,
+            w_dec,
+            b_dec,
+            apply_b_dec_to_input: true,
+            hook_name: None,
+            extra_cfg: serde_json::Map::new(),
+        })
+    }
+
+    /// Loads an SAELens-layout directory (`cfg.json`, `sae_weights.safetensors`). The hook
+    /// comes from `hook_name` (SAELens ≤ 5) or `metadata.hook_name` (SAELens 6); a tensor the
+    /// architecture needs and the file lacks is an error naming it.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let cfg_path = dir.join("cfg.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| PrismError::io(&cfg_path, e))?;
@@ -91,30 +199,23 @@ impl Sae {
             .get("architecture")
             .and_then(Value::as_str)
             .unwrap_or("standard");
-        let k = get_usize("k").or_else(|| {
-            cfg.pointer("/activation_fn_kwargs/k")
-                .and_then(Value::as_u64)
-                .map(|v| v as usize)
-        });
-        let architecture = match arch_name {
-            "standard" | "relu" => Architecture::Standard,
-            "topk" => Architecture::TopK {
-                k: k.ok_or_else(|| bad("a topk SAE needs `k`".into()))?,
-            },
-            "jumprelu" => Architecture::JumpRelu,
-            "gated" => Architecture::Gated,
-            other => {
+        // Settings under which sae-lens computes other codes than these weights alone give.
+        match cfg.get("normalize_activations") {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+            Some(Value::String(s)) if s == "none" => {}
+            Some(other) => {
                 return Err(bad(format!(
-                    "architecture `{other}` is not supported (standard, topk, jumprelu, gated)"
+                    "normalize_activations = {other} is not supported: Prism expects the \
+                     normalisation folded into the weights (\"none\")"
                 )));
             }
-        };
-        if let Architecture::TopK { k } = architecture
-            && (k == 0 || k > d_sae)
-        {
-            return Err(bad(format!(
-                "k = {k} must be between 1 and d_sae = {d_sae}"
-            )));
+        }
+        if cfg.get("rescale_acts_by_decoder_norm") == Some(&Value::Bool(true)) {
+            return Err(bad(
+                "rescale_acts_by_decoder_norm = true is not supported (fold the decoder norms \
+                 into the encoder first)"
+                    .into(),
+            ));
         }
         let weights_path = dir.join("sae_weights.safetensors");
         let w = read_safetensors(&weights_path)?;
@@ -122,7 +223,7 @@ impl Sae {
             let t = w.get(name).ok_or_else(|| PrismError::Weight {
                 path: weights_path.clone(),
                 name: name.into(),
-                message: "missing".into(),
+                message: format!("missing (a `{arch_name}` dictionary needs it)"),
             })?;
             if t.shape != shape {
                 return Err(PrismError::Weight {
@@ -136,56 +237,63 @@ impl Sae {
             }
             Ok(t)
         };
-        let threshold = match architecture {
-            Architecture::JumpRelu => Some(row(take("threshold", &[d_sae])?, device)?),
-            _ => None,
-        };
-        let gated = architecture == Architecture::Gated;
-        let per_feature = |name: &str| -> Result<Option<Tensor<2>>> {
-            if gated {
-                Ok(Some(row(take(name, &[d_sae])?, device)?))
-            } else {
-                Ok(None)
+        let per_feature = |name: &str| row(take(name, &[d_sae])?, device);
+        let architecture = match arch_name {
+            "standard" | "relu" => Architecture::Standard,
+            "topk" => Architecture::TopK {
+                k: get_usize("k")
+                    .or_else(|| {
+                        cfg.pointer("/activation_fn_kwargs/k")
+                            .and_then(Value::as_u64)
+                            .map(|v| v as usize)
+                    })
+                    .ok_or_else(|| bad("a topk SAE needs `k`".into()))?,
+            },
+            "jumprelu" => Architecture::JumpRelu {
+                threshold: per_feature("threshold")?,
+            },
+            "gated" => Architecture::Gated {
+                r_mag: per_feature("r_mag")?,
+                b_mag: per_feature("b_mag")?,
+            },
+            other => {
+                return Err(bad(format!(
+                    "architecture `{other}` is not supported (standard, topk, jumprelu, gated)"
+                )));
             }
         };
-        let (r_mag, b_mag) = (per_feature("r_mag")?, per_feature("b_mag")?);
-        let b_enc_name = if gated { "b_gate" } else { "b_enc" };
-        let known = [
-            "architecture",
-            "d_in",
-            "d_sae",
-            "k",
-            "apply_b_dec_to_input",
-            "hook_name",
-        ];
-        let extra_cfg = cfg
+        let b_enc_name = if arch_name == "gated" {
+            "b_gate"
+        } else {
+            "b_enc"
+        };
+        let mut sae = Sae::new(
+            architecture,
+            take("W_enc", &[d_in, d_sae])?.to_burn(device)?,
+            row(take(b_enc_name, &[d_sae])?, device)?,
+            take("W_dec", &[d_sae, d_in])?.to_burn(device)?,
+            row(take("b_dec", &[d_in])?, device)?,
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        sae.apply_b_dec_to_input = cfg
+            .get("apply_b_dec_to_input")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+        sae.hook_name = cfg
+            .get("hook_name")
+            .or_else(|| cfg.pointer("/metadata/hook_name"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        sae.extra_cfg = cfg
             .as_object()
             .map(|o| {
                 o.iter()
-                    .filter(|(k, _)| !known.contains(&k.as_str()))
+                    .filter(|(k, _)| !KNOWN_CFG.contains(&k.as_str()))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect()
             })
             .unwrap_or_default();
-        Ok(Self {
-            w_enc: take("W_enc", &[d_in, d_sae])?.to_burn(device)?,
-            b_enc: row(take(b_enc_name, &[d_sae])?, device)?,
-            w_dec: take("W_dec", &[d_sae, d_in])?.to_burn(device)?,
-            b_dec: row(take("b_dec", &[d_in])?, device)?,
-            threshold,
-            r_mag,
-            b_mag,
-            architecture,
-            apply_b_dec_to_input: cfg
-                .get("apply_b_dec_to_input")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-            hook_name: cfg
-                .get("hook_name")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            extra_cfg,
-        })
+        Ok(sae)
     }
 
     /// Writes the SAE in SAELens' layout into `dir` (created if needed; files written atomically).
@@ -195,6 +303,7 @@ impl Sae {
             let h = HostTensor::from_burn(t.clone())?;
             HostTensor::new(vec![h.len()], h.data)
         };
+        let gated = matches!(self.architecture, Architecture::Gated { .. });
         let mut tensors = vec![
             RawTensor::floats(
                 "W_enc",
@@ -202,11 +311,7 @@ impl Sae {
                 FloatDtype::F32,
             ),
             RawTensor::floats(
-                if self.architecture == Architecture::Gated {
-                    "b_gate"
-                } else {
-                    "b_enc"
-                },
+                if gated { "b_gate" } else { "b_enc" },
                 &flat(&self.b_enc)?,
                 FloatDtype::F32,
             ),
@@ -217,14 +322,8 @@ impl Sae {
             ),
             RawTensor::floats("b_dec", &flat(&self.b_dec)?, FloatDtype::F32),
         ];
-        for (name, t) in [
-            ("threshold", &self.threshold),
-            ("r_mag", &self.r_mag),
-            ("b_mag", &self.b_mag),
-        ] {
-            if let Some(t) = t {
-                tensors.push(RawTensor::floats(name, &flat(t)?, FloatDtype::F32));
-            }
+        for (name, t) in self.architecture.tensors() {
+            tensors.push(RawTensor::floats(name, &flat(t)?, FloatDtype::F32));
         }
         let weights = dir.join("sae_weights.safetensors");
         atomic_write(
@@ -240,20 +339,44 @@ impl Sae {
             json!(self.apply_b_dec_to_input),
         );
         cfg.insert("dtype".into(), json!("float32"));
-        if let Architecture::TopK { k } = self.architecture {
+        if let Some(k) = self.architecture.k() {
             cfg.insert("k".into(), json!(k));
         }
         if let Some(h) = &self.hook_name {
             cfg.insert("hook_name".into(), json!(h));
+            // SAELens 6 reads the hook from `metadata`.
+            let meta = cfg.entry("metadata").or_insert_with(|| json!({}));
+            if let Some(m) = meta.as_object_mut() {
+                m.insert("hook_name".into(), json!(h));
+            }
         }
         let text = serde_json::to_string_pretty(&Value::Object(cfg))
             .map_err(|e| PrismError::InvalidInput(e.to_string()))?;
         atomic_write(&dir.join("cfg.json"), text.as_bytes())
     }
 
+    /// Sets `key` in a saved dictionary's `cfg.json` (rewritten atomically; the weights are not
+    /// touched): how a trainer's caller records where the training data came from.
+    pub fn record_in_cfg(dir: &Path, key: &str, value: Value) -> Result<()> {
+        let path = dir.join("cfg.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| PrismError::io(&path, e))?;
+        let mut cfg: Value = serde_json::from_str(&text).map_err(|e| PrismError::Config {
+            path: path.clone(),
+            message: format!("not valid JSON: {e}"),
+        })?;
+        let obj = cfg.as_object_mut().ok_or_else(|| PrismError::Config {
+            path: path.clone(),
+            message: "not a JSON object".into(),
+        })?;
+        obj.insert(key.into(), value);
+        let text = serde_json::to_string_pretty(&cfg)
+            .map_err(|e| PrismError::InvalidInput(e.to_string()))?;
+        atomic_write(&path, text.as_bytes())
+    }
+
     /// A dictionary of only the features in `keep` (in that order): their encoder columns,
-    /// encoder biases, decoder rows and thresholds. The research notes' pruning of
-    /// high-frequency features is `keep_features` of the rest.
+    /// encoder biases, decoder rows and per-feature tensors (thresholds, magnitude path). The
+    /// research notes' pruning of high-frequency features is `keep_features` of the rest.
     pub fn keep_features(&self, keep: &[usize]) -> Result<Sae> {
         let m = self.d_sae();
         if let Some(&bad) = keep.iter().find(|&&i| i >= m) {
@@ -266,7 +389,7 @@ impl Sae {
                 "pruning would remove every feature".into(),
             ));
         }
-        if let Architecture::TopK { k } = self.architecture
+        if let Some(k) = self.architecture.k()
             && keep.len() < k
         {
             return Err(PrismError::InvalidInput(format!(
@@ -282,12 +405,10 @@ impl Sae {
             &device,
         );
         Ok(Sae {
+            architecture: self.architecture.map_tensors(|t| t.select(1, idx.clone())),
             w_enc: self.w_enc.clone().select(1, idx.clone()),
             b_enc: self.b_enc.clone().select(1, idx.clone()),
-            w_dec: self.w_dec.clone().select(0, idx.clone()),
-            threshold: self.threshold.clone().map(|t| t.select(1, idx.clone())),
-            r_mag: self.r_mag.clone().map(|t| t.select(1, idx.clone())),
-            b_mag: self.b_mag.clone().map(|t| t.select(1, idx)),
+            w_dec: self.w_dec.clone().select(0, idx),
             ..self.clone()
         })
     }
@@ -316,12 +437,10 @@ impl Dictionary for Sae {
         self.w_enc.dims()[1]
     }
     fn encode(&self, x: Tensor<2>) -> Tensor<2> {
-        if self.architecture == Architecture::Gated {
+        if let Architecture::Gated { r_mag, b_mag } = &self.architecture {
             let a = self.encoder_product(x);
             let open = (a.clone() + self.b_enc.clone()).greater_elem(0.0);
-            let zeros = || self.b_enc.zeros_like();
-            let scale = self.r_mag.clone().unwrap_or_else(zeros).exp();
-            let mag = relu(a * scale + self.b_mag.clone().unwrap_or_else(zeros));
+            let mag = relu(a * r_mag.clone().exp() + b_mag.clone());
             return mag.mask_fill(open.bool_not(), 0.0);
         }
         let pre = self.pre_activations(x);
@@ -333,15 +452,11 @@ impl Dictionary for Sae {
                 let keep = pre.clone().greater_equal(kth.expand(pre.dims()));
                 relu(pre.clone()).mask_fill(keep.bool_not(), 0.0)
             }
-            Architecture::JumpRelu => {
-                let theta = self
-                    .threshold
-                    .clone()
-                    .unwrap_or_else(|| self.b_enc.zeros_like());
-                let open = pre.clone().greater(theta.expand(pre.dims()));
+            Architecture::JumpRelu { threshold } => {
+                let open = pre.clone().greater(threshold.clone().expand(pre.dims()));
                 relu(pre).mask_fill(open.bool_not(), 0.0)
             }
-            Architecture::Gated => unreachable!("handled above"),
+            Architecture::Gated { .. } => unreachable!("handled above"),
         }
     }
     fn decode(&self, f: Tensor<2>) -> Tensor<2> {

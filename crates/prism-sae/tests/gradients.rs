@@ -389,6 +389,14 @@ fn sparse_and_dense_kernels_give_the_same_gradients() {
             k: 5,
             auxk_alpha: 0.1,
         },
+        Objective::BatchTopK {
+            k: 5,
+            auxk_alpha: 0.1,
+        },
+        Objective::JumpRelu {
+            l0_coeff: 0.1,
+            bandwidth: 0.3,
+        },
         Objective::Gated { l1: 0.1 },
     ] {
         let p = Params {
@@ -398,7 +406,13 @@ fn sparse_and_dense_kernels_give_the_same_gradients() {
             b_enc: rng.vec(m, 0.2),
             w_dec: rng.vec(m * d, 0.5),
             b_dec: rng.vec(d, 0.2),
-            log_threshold: Vec::new(),
+            // Thresholds around 0.5 (log −0.7): some codes open, some shut, some within the
+            // estimator's bandwidth.
+            log_threshold: if matches!(objective, Objective::JumpRelu { .. }) {
+                rng.vec(m, 0.5).iter().map(|v| v - 0.7).collect()
+            } else {
+                Vec::new()
+            },
             r_mag: if matches!(objective, Objective::Gated { .. }) {
                 rng.vec(m, 0.2)
             } else {
@@ -430,6 +444,11 @@ fn sparse_and_dense_kernels_give_the_same_gradients() {
         };
         let (ls, gs) = run(KernelMode::Sparse);
         let (ld, gd) = run(KernelMode::Dense);
+        assert!(
+            gs.tensors().iter().all(|t| t.iter().all(|v| v.is_finite()))
+                && gs.tensors().iter().any(|t| t.iter().any(|v| *v != 0.0)),
+            "{objective:?}: the gradient should be finite and not all zero"
+        );
         assert!((ls - ld).abs() < 1e-5 * (1.0 + ld.abs()));
         for (a, b) in gs.tensors().iter().zip(gd.tensors()) {
             for (u, v) in a.iter().zip(b.iter()) {

@@ -1,4 +1,5 @@
-//! SAELens-layout dictionaries: encode/decode against numpy's reference, round trips, errors.
+//! SAELens-layout dictionaries: encode/decode against sae-lens's own (on dictionaries sae-lens
+//! saved, and on dictionaries Prism saved and sae-lens loaded), round trips, errors.
 
 use std::path::PathBuf;
 
@@ -22,7 +23,8 @@ fn encode_and_decode_match_the_saelens_formulas() {
     let device = prism_core::device("cpu").unwrap();
     let refs = prism_core::read_safetensors(&fixtures().join("reference.safetensors")).unwrap();
     let x = refs["x"].to_burn::<2>(&device).unwrap();
-    for arch in ["standard", "topk", "jumprelu"] {
+    // Dictionaries that sae-lens made and saved, against its own encode/decode.
+    for arch in ["standard", "topk", "jumprelu", "gated"] {
         let sae = Sae::load(&fixtures().join(arch), &device).unwrap();
         assert_eq!((sae.d_in(), sae.d_sae()), (16, 48));
         assert_eq!(sae.hook_name.as_deref(), Some("blocks.0.hook_resid_post"));
@@ -57,12 +59,13 @@ fn save_then_load_gives_identical_outputs_and_saelens_names() {
     let refs = prism_core::read_safetensors(&fixtures().join("reference.safetensors")).unwrap();
     let x = refs["x"].to_burn::<2>(&device).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    for arch in ["standard", "topk", "jumprelu"] {
+    for arch in ["standard", "topk", "jumprelu", "gated"] {
         let sae = Sae::load(&fixtures().join(arch), &device).unwrap();
         let out = dir.path().join(arch);
         sae.save(&out).unwrap();
         let back = Sae::load(&out, &device).unwrap();
-        assert_eq!(back.architecture, sae.architecture);
+        assert_eq!(back.architecture.name(), sae.architecture.name());
+        assert_eq!(back.architecture.k(), sae.architecture.k());
         let a = HostTensor::from_burn(sae.forward(x.clone())).unwrap();
         let b = HostTensor::from_burn(back.forward(x.clone())).unwrap();
         assert_eq!(a.data, b.data, "{arch}: round trip changed the outputs");
@@ -70,16 +73,27 @@ fn save_then_load_gives_identical_outputs_and_saelens_names() {
         let w = prism_core::read_safetensors(&out.join("sae_weights.safetensors")).unwrap();
         let mut names: Vec<_> = w.keys().cloned().collect();
         names.sort();
-        let mut want = vec!["W_dec", "W_enc", "b_dec", "b_enc"];
+        let mut want = match arch {
+            "gated" => vec!["W_dec", "W_enc", "b_dec", "b_gate", "b_mag", "r_mag"],
+            _ => vec!["W_dec", "W_enc", "b_dec", "b_enc"],
+        };
         if arch == "jumprelu" {
             want.push("threshold");
         }
         assert_eq!(names, want);
+        // The file holds the same numbers sae-lens wrote.
+        let orig =
+            prism_core::read_safetensors(&fixtures().join(arch).join("sae_weights.safetensors"))
+                .unwrap();
+        for n in &want {
+            assert_eq!(w[*n].data, orig[*n].data, "{arch}: {n}");
+        }
         assert_eq!(w["W_enc"].shape, vec![16, 48]);
         assert_eq!(w["W_dec"].shape, vec![48, 16]);
         let cfg: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("cfg.json")).unwrap()).unwrap();
-        assert_eq!(cfg["model_name"], "fixture");
+        assert_eq!(cfg["metadata"]["model_name"], "fixture");
+        assert_eq!(cfg["metadata"]["hook_name"], "blocks.0.hook_resid_post");
         assert_eq!(cfg["architecture"], arch);
     }
     assert!(matches!(
@@ -124,6 +138,43 @@ fn broken_dictionaries_are_typed_errors() {
             .to_string()
             .contains("mystery")
     );
+    // A cfg.json that claims an architecture whose own tensors the file lacks: an error that
+    // names the missing tensor, never a dictionary with a zero threshold or magnitude path.
+    for (arch, missing) in [("jumprelu", "threshold"), ("gated", "r_mag")] {
+        let d = dir.path().join(format!("claims_{arch}"));
+        copy(&d);
+        let cfg = std::fs::read_to_string(d.join("cfg.json"))
+            .unwrap()
+            .replace("\"standard\"", &format!("\"{arch}\""));
+        std::fs::write(d.join("cfg.json"), cfg).unwrap();
+        if arch == "gated" {
+            // Give it the gate bias so that the first thing missing is the magnitude path.
+            let mut w = prism_core::read_safetensors(&d.join("sae_weights.safetensors")).unwrap();
+            let b = w.remove("b_enc").unwrap();
+            let raws: Vec<prism_core::RawTensor> = w
+                .iter()
+                .map(|(n, t)| {
+                    prism_core::RawTensor::floats(n.clone(), t, prism_core::FloatDtype::F32)
+                })
+                .chain([prism_core::RawTensor::floats(
+                    "b_gate",
+                    &b,
+                    prism_core::FloatDtype::F32,
+                )])
+                .collect();
+            let path = d.join("sae_weights.safetensors");
+            std::fs::write(
+                &path,
+                prism_core::serialize_safetensors(&path, &raws, None).unwrap(),
+            )
+            .unwrap();
+        }
+        let e = Sae::load(&d, &device).unwrap_err();
+        assert!(
+            matches!(&e, PrismError::Weight { name, .. } if name == missing),
+            "{arch}: {e}"
+        );
+    }
     let truncated = dir.path().join("truncated");
     copy(&truncated);
     let bytes = std::fs::read(truncated.join("sae_weights.safetensors")).unwrap();
@@ -136,4 +187,60 @@ fn broken_dictionaries_are_typed_errors() {
         Sae::load(&truncated, &device).unwrap_err(),
         PrismError::Safetensors { .. }
     ));
+}
+
+/// Dictionaries Prism trained and saved (`examples/write_prism_saved.rs`), loaded by sae-lens's
+/// `SAE.load_from_disk` in `scripts/make_fixtures.py`: Prism's codes and reconstructions equal
+/// sae-lens's, and saving them again today writes the same files sae-lens accepted.
+#[test]
+fn dictionaries_prism_saves_load_in_saelens_with_the_same_outputs() {
+    let device = prism_core::device("cpu").unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/prism_saved");
+    let refs = prism_core::read_safetensors(&root.join("reference.safetensors")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for arch in ["relu", "topk", "batchtopk", "jumprelu", "gated"] {
+        let sae = Sae::load(&root.join(arch), &device).unwrap();
+        let x = refs[&format!("x_{arch}")].to_burn::<2>(&device).unwrap();
+        let f = HostTensor::from_burn(sae.encode(x.clone())).unwrap();
+        let want = &refs[&format!("codes_{arch}")];
+        assert!(
+            want.data.iter().any(|&v| v != 0.0),
+            "{arch}: no active codes"
+        );
+        assert!(
+            max_diff(&f.data, &want.data) < 1e-5,
+            "{arch}: codes differ from sae-lens's"
+        );
+        let recon = HostTensor::from_burn(sae.forward(x)).unwrap();
+        assert!(
+            max_diff(&recon.data, &refs[&format!("recon_{arch}")].data) < 1e-5,
+            "{arch}: reconstructions differ from sae-lens's"
+        );
+        let hook: String = refs[&format!("hook_{arch}")]
+            .data
+            .iter()
+            .map(|&c| char::from_u32(c as u32).unwrap())
+            .collect();
+        assert_eq!(
+            Some(hook),
+            sae.hook_name,
+            "{arch}: sae-lens read another hook"
+        );
+        // Today's writer produces what sae-lens loaded.
+        let again = tmp.path().join(arch);
+        sae.save(&again).unwrap();
+        let read_json = |p: PathBuf| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+        };
+        assert_eq!(
+            read_json(again.join("cfg.json")),
+            read_json(root.join(arch).join("cfg.json")),
+            "{arch}: cfg.json changed"
+        );
+        let (a, b) = (
+            prism_core::read_safetensors(&again.join("sae_weights.safetensors")).unwrap(),
+            prism_core::read_safetensors(&root.join(arch).join("sae_weights.safetensors")).unwrap(),
+        );
+        assert_eq!(a, b, "{arch}: sae_weights.safetensors changed");
+    }
 }

@@ -233,10 +233,36 @@ fn exported_dictionaries_encode_like_the_trainer_and_round_trip_through_saelens_
                 );
             }
         } else {
-            // Inference uses the learned threshold instead of the batch selection.
-            assert_eq!(sae.architecture, Architecture::JumpRelu);
-            let l0 = codes.data.iter().filter(|&&v| v != 0.0).count() as f64 / 32.0;
-            assert!(l0 > 0.0, "BatchTopK's threshold silences everything");
+            // Inference uses the learned threshold θ instead of the batch selection: each code
+            // is the normalised pre-activation where it exceeds θ (and 0), divided by c —
+            // computed here by hand from the trainer's parameters.
+            assert_eq!(sae.architecture.name(), "jumprelu");
+            let theta = t.batch_threshold().expect("tracked from step 2");
+            let p = &t.params;
+            let mut open = 0;
+            for i in 0..32 {
+                for j in 0..p.m {
+                    let pre = (0..16)
+                        .map(|k| (scaled[i * 16 + k] - p.b_dec[k]) * p.w_enc[j * 16 + k])
+                        .sum::<f32>()
+                        + p.b_enc[j];
+                    let want = if pre > theta && pre > 0.0 {
+                        pre / scale
+                    } else {
+                        0.0
+                    };
+                    open += usize::from(want != 0.0);
+                    let got = codes.data[i * p.m + j];
+                    assert!(
+                        (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                        "batchtopk code ({i}, {j}): {got} vs {want} (θ {theta})"
+                    );
+                }
+            }
+            assert!(
+                open > 0 && open < 32 * p.m,
+                "θ should select some codes, not all: {open}"
+            );
         }
         // Save → load gives identical encode/decode.
         let out = dir.path().join(arch.name());
@@ -260,12 +286,12 @@ fn exported_dictionaries_encode_like_the_trainer_and_round_trip_through_saelens_
             ("b_dec".to_string(), vec![16]),
         ];
         match sae.architecture {
-            Architecture::Gated => want.extend([
+            Architecture::Gated { .. } => want.extend([
                 ("b_gate".to_string(), vec![40]),
                 ("b_mag".to_string(), vec![40]),
                 ("r_mag".to_string(), vec![40]),
             ]),
-            Architecture::JumpRelu => want.extend([
+            Architecture::JumpRelu { .. } => want.extend([
                 ("b_enc".to_string(), vec![40]),
                 ("threshold".to_string(), vec![40]),
             ]),
@@ -313,14 +339,22 @@ fn dictionary_learning_ae_pt_files_import_with_identical_outputs() {
     let fix = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/ae");
     let refs = prism_core::read_safetensors(&fix.join("reference.safetensors")).unwrap();
     let x = refs["x"].to_burn::<2>(&dev).unwrap();
-    for (file, arch) in [
-        ("standard", Architecture::Standard),
-        ("topk", Architecture::TopK { k: 5 }),
-        ("jumprelu", Architecture::JumpRelu),
-        ("gated", Architecture::Gated),
+    // Each class as dictionary_learning saves it; BatchTopKSAE (same tensors as
+    // AutoEncoderTopK) through its trainer directory, whose config.json names the class.
+    for (file, arch, k) in [
+        ("standard.pt", "standard", None),
+        ("topk.pt", "topk", Some(5)),
+        ("jumprelu.pt", "jumprelu", None),
+        ("gated.pt", "gated", None),
+        ("batchtopk_trainer", "jumprelu", None),
     ] {
-        let sae = Sae::from_dictionary_learning(&fix.join(format!("{file}.pt")), &dev).unwrap();
-        assert_eq!(sae.architecture, arch);
+        let sae = Sae::open(&fix.join(file), &dev).unwrap();
+        assert_eq!(
+            (sae.architecture.name(), sae.architecture.k()),
+            (arch, k),
+            "{file}"
+        );
+        let file = file.trim_end_matches(".pt").trim_end_matches("_trainer");
         let codes = sae.encode(x.clone());
         let recon = sae.decode(codes.clone());
         for (got, key) in [(codes, "codes"), (recon, "recon")] {
@@ -332,6 +366,9 @@ fn dictionary_learning_ae_pt_files_import_with_identical_outputs() {
             }
         }
     }
+    // The trainer directory's config.json gives the hook point.
+    let sae = Sae::open(&fix.join("batchtopk_trainer"), &dev).unwrap();
+    assert_eq!(sae.hook_name.as_deref(), Some("blocks.3.hook_mlp_out"));
     // A file that is not a PyTorch archive is a clear error.
     let tmp = tempfile::tempdir().unwrap();
     let bogus = tmp.path().join("ae.pt");

@@ -47,6 +47,27 @@ fn matmul(a: &[f32], rows: usize, r: &[f32], d: usize) -> Vec<f32> {
     out
 }
 
+/// Mean over rows of `a` of the largest cosine with a row of `b`, and those maxima, in f64.
+fn brute_force_mmcs(a: &[f32], b: &[f32], rows: usize, d: usize) -> (f64, Vec<f64>) {
+    let unit = |v: &[f32]| -> Vec<f64> {
+        let n = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        v.iter().map(|x| *x as f64 / n).collect()
+    };
+    let (ua, ub): (Vec<Vec<f64>>, Vec<Vec<f64>>) = (
+        a.chunks(d).map(unit).collect(),
+        b.chunks(d).map(unit).collect(),
+    );
+    let maxima: Vec<f64> = ua
+        .iter()
+        .map(|x| {
+            ub.iter()
+                .map(|y| x.iter().zip(y).map(|(p, q)| p * q).sum::<f64>())
+                .fold(f64::NEG_INFINITY, f64::max)
+        })
+        .collect();
+    (maxima.iter().sum::<f64>() / rows as f64, maxima)
+}
+
 fn check_relations(device: &Device, tol: f64) {
     let (m, d) = (96, 64);
     let a = random(m, d, 1);
@@ -103,11 +124,25 @@ fn check_relations(device: &Device, tol: f64) {
         &Default::default(),
     )
     .unwrap();
+    // Against every cosine computed by brute force in f64: MMCS both ways and each feature's
+    // maximum (so a wrong normalisation, axis or chunk boundary shows).
+    let (want_ab, max_a) = brute_force_mmcs(&a, &rotated, m, d);
+    let (want_ba, _) = brute_force_mmcs(&rotated, &a, m, d);
     assert!(
-        s.mmcs_a_to_b < 0.6 && s.mmcs_b_to_a < 0.6,
-        "rotated: {} {}",
+        (s.mmcs_a_to_b - want_ab).abs() < tol && (s.mmcs_b_to_a - want_ba).abs() < tol,
+        "rotated: {} {} vs brute force {want_ab} {want_ba}",
         s.mmcs_a_to_b,
         s.mmcs_b_to_a
+    );
+    for (i, (got, want)) in s.max_cos_a.iter().zip(&max_a).enumerate() {
+        assert!(
+            (*got as f64 - want).abs() < 10.0 * tol,
+            "feature {i}: {got} vs {want}"
+        );
+    }
+    assert!(
+        want_ab < 0.9,
+        "a random rotation should move directions: {want_ab}"
     );
     assert!(
         s.matched_mean_cos().unwrap() < s.mmcs_a_to_b,

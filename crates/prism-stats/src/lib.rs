@@ -11,15 +11,19 @@
 
 mod browser;
 mod contexts;
+mod density;
 mod downstream;
+#[cfg(feature = "plot")]
 mod plot;
 mod prune;
 mod reconstruction;
 
 pub use browser::{feature_browser_html, sample_across_density_bands};
 pub use contexts::{Context, FeatureReport, top_activating};
+pub use density::{DensityHistogram, density_histogram};
 pub use downstream::{DownstreamMetrics, DownstreamStats, evaluate_batch};
-pub use plot::{DensityHistogram, density_histogram, plot_density_histogram};
+#[cfg(feature = "plot")]
+pub use plot::{plot_density_histogram, plot_heatmap};
 pub use prune::{PruneRule, features_to_keep};
 pub use reconstruction::{ReconstructionMetrics, ReconstructionStats};
 
@@ -37,16 +41,31 @@ pub struct Evaluation {
     pub downstream: DownstreamMetrics,
 }
 
-/// Evaluates `dict` at `hook` over `batches` of token windows.
+/// Evaluates `dict` at `hook` over `batches` of token windows (any iterator: a `Vec`, or
+/// [`TokenBatch::batches`] over held-out windows), calling `on_batch` after each batch (for
+/// progress bars). Every metric is accumulated in f64 over the real (unpadded) positions.
+///
+/// ```no_run
+/// # fn run(model: &prism_models::Model, sae: &prism_sae::Sae, windows: &[Vec<u32>]) -> prism_core::Result<()> {
+/// use prism_models::TokenBatch;
+/// let hook = "blocks.15.hook_mlp_out".parse()?;
+/// let batches = TokenBatch::batches(windows, 8, model.pad_id());
+/// let e = prism_stats::evaluate(model, sae, hook, batches, |b| eprintln!("{} windows", b.batch))?;
+/// println!("L0 {:.1}, loss recovered {:.3}", e.reconstruction.l0, e.downstream.frac_recovered);
+/// # Ok(()) }
+/// ```
 pub fn evaluate(
     model: &Model,
     dict: &dyn Dictionary,
     hook: HookPoint,
-    batches: &[TokenBatch],
+    batches: impl IntoIterator<Item = Result<TokenBatch>>,
+    mut on_batch: impl FnMut(&TokenBatch),
 ) -> Result<Evaluation> {
     let (mut recon, mut down) = (ReconstructionStats::default(), DownstreamStats::default());
     for batch in batches {
-        evaluate_batch(model, dict, hook, batch, &mut recon, &mut down)?;
+        let batch = batch?;
+        evaluate_batch(model, dict, hook, &batch, &mut recon, &mut down)?;
+        on_batch(&batch);
     }
     Ok(Evaluation {
         reconstruction: recon.finish()?,

@@ -6,7 +6,10 @@ use std::sync::OnceLock;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::FontTransform;
 use prism_core::{PrismError, Result};
+
+use crate::density::{DensityHistogram, density_histogram};
 
 /// DejaVu Sans (see `assets/DejaVuSans-LICENSE.txt`), registered as plotters' sans-serif.
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -19,42 +22,6 @@ fn register_font() -> Result<()> {
     })
     .clone()
     .map_err(PrismError::InvalidInput)
-}
-
-/// The histogram's numbers: `bins` over log10 density, and the dead features counted apart.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct DensityHistogram {
-    /// `(log10 density lower edge, upper edge, features)`, from 1e-6 (and below) to 1.
-    pub bins: Vec<(f64, f64, usize)>,
-    /// Features that never fired.
-    pub dead: usize,
-}
-
-/// Bins densities by log10 (width 0.125 from −6 to 0; rarer live features go in the first bin).
-///
-/// ```
-/// let h = prism_stats::density_histogram(&[0.0, 0.5, 0.5, 1e-9]);
-/// assert_eq!(h.dead, 1);
-/// assert_eq!(h.bins.iter().map(|b| b.2).sum::<usize>(), 3);
-/// assert_eq!(h.bins[0].2, 1); // 1e-9 is clipped into the first bin
-/// ```
-pub fn density_histogram(density: &[f64]) -> DensityHistogram {
-    let (lo, width, n) = (-6.0, 0.125, 48);
-    let mut bins: Vec<(f64, f64, usize)> = (0..n)
-        .map(|i| (lo + i as f64 * width, lo + (i + 1) as f64 * width, 0))
-        .collect();
-    let mut dead = 0;
-    for &d in density {
-        if d <= 0.0 {
-            dead += 1;
-            continue;
-        }
-        let i = ((d.log10() - lo) / width)
-            .floor()
-            .clamp(0.0, (n - 1) as f64) as usize;
-        bins[i].2 += 1;
-    }
-    DensityHistogram { bins, dead }
 }
 
 fn draw<DB: DrawingBackend>(
@@ -111,4 +78,108 @@ pub fn plot_density_histogram(
             .map_err(|e| PrismError::io(p, std::io::Error::other(e)))?;
     }
     Ok(h)
+}
+
+/// A heat map of `values` (`rows × cols`, row-major; NaN cells left blank) on a diverging
+/// scale centred at zero (blue negative, red positive, symmetric in the largest magnitude), with
+/// labelled rows and columns — e.g. blocks × positions (the tokens as labels) of a patching
+/// sweep. Written to a PNG and/or an SVG of `size` pixels.
+pub fn plot_heatmap(
+    values: &[f64],
+    rows: &[String],
+    cols: &[String],
+    title: &str,
+    png: Option<&Path>,
+    svg: Option<&Path>,
+    size: (u32, u32),
+) -> Result<()> {
+    if values.len() != rows.len() * cols.len() || values.is_empty() {
+        return Err(PrismError::Shape(format!(
+            "{} values for a {}×{} heat map",
+            values.len(),
+            rows.len(),
+            cols.len()
+        )));
+    }
+    register_font()?;
+    if let Some(p) = png {
+        draw_heatmap(
+            BitMapBackend::new(p, size).into_drawing_area(),
+            values,
+            rows,
+            cols,
+            title,
+        )
+        .map_err(|e| PrismError::io(p, std::io::Error::other(e)))?;
+    }
+    if let Some(p) = svg {
+        draw_heatmap(
+            SVGBackend::new(p, size).into_drawing_area(),
+            values,
+            rows,
+            cols,
+            title,
+        )
+        .map_err(|e| PrismError::io(p, std::io::Error::other(e)))?;
+    }
+    Ok(())
+}
+
+fn draw_heatmap<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    values: &[f64],
+    rows: &[String],
+    cols: &[String],
+    title: &str,
+) -> std::result::Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(err)?;
+    let max = values
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(1e-12f64, |m, v| m.max(v.abs()));
+    let (nr, nc) = (rows.len(), cols.len());
+    let caption = format!("{title} (colour scale ±{max:.3})");
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(70)
+        .y_label_area_size(110)
+        .build_cartesian_2d(0..nc, 0..nr)
+        .map_err(err)?;
+    let label = |names: &[String], i: &usize| names.get(*i).cloned().unwrap_or_default();
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(nc.min(64))
+        .y_labels(nr.min(64))
+        .x_label_formatter(&|i| label(cols, i))
+        .y_label_formatter(&|i| label(rows, i))
+        .x_label_style(
+            ("sans-serif", 11)
+                .into_font()
+                .transform(FontTransform::Rotate90),
+        )
+        .y_label_style(("sans-serif", 11))
+        .draw()
+        .map_err(err)?;
+    chart
+        .draw_series((0..nr).flat_map(|r| {
+            (0..nc).filter_map(move |c| {
+                let v = values[r * nc + c];
+                if !v.is_finite() {
+                    return None;
+                }
+                let t = (v / max).clamp(-1.0, 1.0);
+                let fade = |x: f64| (255.0 * (1.0 - x.abs())) as u8;
+                let colour = if t >= 0.0 {
+                    RGBColor(255, fade(t), fade(t))
+                } else {
+                    RGBColor(fade(t), fade(t), 255)
+                };
+                Some(Rectangle::new([(c, r), (c + 1, r + 1)], colour.filled()))
+            })
+        }))
+        .map_err(err)?;
+    root.present().map_err(err)
 }

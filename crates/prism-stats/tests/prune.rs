@@ -41,11 +41,11 @@ fn pruning_removes_exactly_the_dense_features_and_equals_zeroing_their_codes() {
         "Sparse is better than dense; readability counts.",
     ];
     let seqs: Vec<Vec<u32>> = texts.iter().map(|t| model.encode(t).unwrap()).collect();
-    let batches = vec![TokenBatch::from_sequences(&seqs, 0).unwrap()];
+    let batches = [TokenBatch::from_sequences(&seqs, 0).unwrap()];
     let (d, m) = (64, 96);
     let sae = common::spread_sae(d, m);
     let hook = HookPoint::ResidPost(0);
-    let full = evaluate(&model, &sae, hook, &batches).unwrap();
+    let full = evaluate(&model, &sae, hook, batches.iter().cloned().map(Ok), |_| {}).unwrap();
     let density = full.reconstruction.feature_density.clone();
     let mut sorted = density.clone();
     sorted.sort_by(f64::total_cmp);
@@ -72,8 +72,22 @@ fn pruning_removes_exactly_the_dense_features_and_equals_zeroing_their_codes() {
         sae: &sae,
         mask: Tensor::from_data(TensorData::new(mask, [1, m]), &device),
     };
-    let a = evaluate(&model, &pruned, hook, &batches).unwrap();
-    let b = evaluate(&model, &masked, hook, &batches).unwrap();
+    let a = evaluate(
+        &model,
+        &pruned,
+        hook,
+        batches.iter().cloned().map(Ok),
+        |_| {},
+    )
+    .unwrap();
+    let b = evaluate(
+        &model,
+        &masked,
+        hook,
+        batches.iter().cloned().map(Ok),
+        |_| {},
+    )
+    .unwrap();
     let close = |x: f64, y: f64, what: &str| {
         assert!((x - y).abs() < 1e-5 * (1.0 + y.abs()), "{what}: {x} vs {y}")
     };
@@ -110,9 +124,15 @@ fn pruning_removes_exactly_the_dense_features_and_equals_zeroing_their_codes() {
     // Pruning down to a target L0 reaches it.
     let target = full.reconstruction.l0 / 3.0;
     let keep = features_to_keep(&density, PruneRule::TargetL0(target)).unwrap();
-    let l0 = evaluate(&model, &sae.keep_features(&keep).unwrap(), hook, &batches)
-        .unwrap()
-        .reconstruction
-        .l0;
+    let l0 = evaluate(
+        &model,
+        &sae.keep_features(&keep).unwrap(),
+        hook,
+        batches.iter().cloned().map(Ok),
+        |_| {},
+    )
+    .unwrap()
+    .reconstruction
+    .l0;
     assert!(l0 <= target + 1e-9, "target L0 {target}, reached {l0}");
 }

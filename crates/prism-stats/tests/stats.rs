@@ -138,7 +138,14 @@ fn loss_recovered_is_one_for_a_perfect_dictionary_and_zero_for_a_zero_one() {
     let d = model.config().d_model;
     let hook = HookPoint::MlpOut(0);
     let device = model.device().clone();
-    let perfect = evaluate(&model, &Identity(d, device.clone()), hook, &batches).unwrap();
+    let perfect = evaluate(
+        &model,
+        &Identity(d, device.clone()),
+        hook,
+        batches.iter().cloned().map(Ok),
+        |_| {},
+    )
+    .unwrap();
     assert_eq!(
         perfect.downstream.loss_reconstructed,
         perfect.downstream.loss_original
@@ -155,7 +162,14 @@ fn loss_recovered_is_one_for_a_perfect_dictionary_and_zero_for_a_zero_one() {
         "padding is not evaluated"
     );
 
-    let zero = evaluate(&model, &Zero(d, device), hook, &batches).unwrap();
+    let zero = evaluate(
+        &model,
+        &Zero(d, device),
+        hook,
+        batches.iter().cloned().map(Ok),
+        |_| {},
+    )
+    .unwrap();
     assert_eq!(
         zero.downstream.loss_reconstructed,
         zero.downstream.loss_zero
@@ -187,7 +201,8 @@ fn loss_recovered_is_one_for_a_perfect_dictionary_and_zero_for_a_zero_one() {
         &model,
         &Identity(d, model.device().clone()),
         HookPoint::AttnZ(0),
-        &batches,
+        batches.iter().cloned().map(Ok),
+        |_| {},
     )
     .unwrap_err();
     assert!(e.to_string().contains("hook_z"), "{e}");

@@ -8,7 +8,8 @@
 //! [`core`] (devices, tensors, hook points, the `Dictionary` trait, errors), [`models`],
 //! [`cache`] (corpora, harvesting, the activation buffer and disk store), [`sae`] (dictionaries
 //! in SAELens' format), [`stats`]
-//! (evaluating dictionaries) and [`similarity`] (comparing dictionaries).
+//! (evaluating dictionaries), [`similarity`] (comparing dictionaries) and [`patch`] (causal
+//! patching).
 //!
 //! ```
 //! use prism::core::{HookPoint, Hooks};
@@ -20,6 +21,7 @@
 pub use prism_cache as cache;
 pub use prism_core as core;
 pub use prism_models as models;
+pub use prism_patch as patch;
 pub use prism_sae as sae;
 pub use prism_similarity as similarity;
 pub use prism_stats as stats;

@@ -170,7 +170,9 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     let trained = stage.train(&real_cache, &configs)?;
 
     // 3. Evaluate on held-out windows.
-    let eval_windows = stage.eval_windows(&model)?;
+    // The randomised models' caches (below) take a shorter prefix of the same window stream,
+    // so text after the real cache's training data is held out from all of them.
+    let eval_windows = stage.eval_windows(&model, &[&real_cache])?;
     let mut results: Vec<DictResult> = Vec::new();
     for (name, dir) in &trained {
         results.push(stage.evaluate(&model, name, dir, &eval_windows, "real model")?);

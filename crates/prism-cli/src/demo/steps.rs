@@ -3,17 +3,18 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use indicatif::{ProgressBar, ProgressStyle};
-use prism_cache::{ActivationStore, CacheOptions, Corpus, WindowConfig, build_cache, windows};
+use prism_cache::{
+    ActivationStore, CacheOptions, Corpus, EvalStart, HeldOutRequest, TRAINING_DATA_KEY,
+    TrainingData, WindowConfig, build_cache, held_out_windows,
+};
 use prism_core::{FloatDtype, HookPoint, PrismError, Result};
 use prism_models::{Model, TokenBatch};
 use prism_sae::Sae;
-use prism_sae::train::{ArchitectureConfig, FitOptions, ResampleConfig, Run, TrainConfig, fit};
+use prism_sae::train::{ArchitectureConfig, FitOptions, Run, TrainConfig, fit};
 use prism_similarity::{SimilarityOptions, compare};
 use prism_stats::{
-    DownstreamStats, Evaluation, PruneRule, ReconstructionStats, evaluate_batch,
-    feature_browser_html, features_to_keep, plot_density_histogram, sample_across_density_bands,
-    top_activating,
+    Evaluation, PruneRule, evaluate, feature_browser_html, features_to_keep,
+    plot_density_histogram, sample_across_density_bands, top_activating,
 };
 
 use super::{DemoArgs, Plan};
@@ -45,14 +46,8 @@ pub fn ensure_assets(args: &DemoArgs) -> Result<()> {
     Ok(())
 }
 
-fn bar(len: u64, what: &str) -> ProgressBar {
-    ProgressBar::new(len).with_style(
-        ProgressStyle::with_template(&format!(
-            "{{spinner}} {what} [{{bar:30}}] {{human_pos}}/{{human_len}} {{msg}} ETA {{eta}}"
-        ))
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    )
+fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    crate::progress::bar(len, what, "")
 }
 
 /// What the report needs about one dictionary.
@@ -160,17 +155,9 @@ impl<'a> Stage<'a> {
         let mut runs = configs
             .iter()
             .map(|&(name, m, l1, seed)| {
-                let mut c = TrainConfig::new(ArchitectureConfig::Relu { l1 }, d, m);
+                let mut c = TrainConfig::for_steps(ArchitectureConfig::Relu { l1 }, d, m, steps);
                 c.seed = seed;
                 c.normalize_activations = true;
-                c.warmup_steps = (steps / 10).max(1);
-                c.sparsity_warmup_steps = (steps / 10).max(1);
-                c.total_steps = steps;
-                c.decay_start = Some(steps * 4 / 5);
-                c.resample = Some(ResampleConfig {
-                    every: (steps / 5).max(1),
-                    window: (steps / 10).max(1),
-                });
                 c.hook_name = Some(self.hook.to_string());
                 Run::open(
                     name,
@@ -206,35 +193,35 @@ impl<'a> Stage<'a> {
             },
         )?;
         pb.finish_and_clear();
-        // Evaluation holds out every harvested row.
+        let provenance = TrainingData::cache(store)?.to_json();
         for r in &runs {
-            crate::train::record_training_tokens(&r.dir, store.len(), self.device)?;
+            Sae::record_in_cfg(&r.dir, TRAINING_DATA_KEY, provenance.clone())?;
         }
         Ok(runs.into_iter().map(|r| (r.name, r.dir)).collect())
     }
 
-    /// Held-out evaluation windows: after every window any cache used.
-    pub fn eval_windows(&self, model: &Model) -> Result<Vec<Vec<u32>>> {
-        let skip = self.plan.tokens.div_ceil(self.plan.ctx as u64) as usize;
-        let take = self.plan.eval_tokens.div_ceil(self.plan.ctx as u64).max(1) as usize;
-        let wins: Vec<Vec<u32>> = windows(
+    /// Held-out evaluation windows: after the training data of every cache in `caches`.
+    pub fn eval_windows(
+        &self,
+        model: &Model,
+        caches: &[&ActivationStore],
+    ) -> Result<Vec<Vec<u32>>> {
+        let training = caches
+            .iter()
+            .map(|c| TrainingData::cache(c))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(held_out_windows(
             self.corpus,
             &model.tokenizer,
-            WindowConfig {
+            &HeldOutRequest {
                 ctx: self.plan.ctx,
-                ..Default::default()
+                tokens: self.plan.eval_tokens,
+                start: EvalStart::AfterTraining,
+                training: &training,
+                allow_overlap: false,
             },
         )?
-        .skip(skip)
-        .take(take)
-        .collect::<Result<_>>()?;
-        if wins.is_empty() {
-            return Err(PrismError::InvalidInput(format!(
-                "{}: no text left for evaluation after {skip} training windows",
-                self.args.data.display()
-            )));
-        }
-        Ok(wins)
+        .windows)
     }
 
     /// Every metric on `windows`, and the density histogram as a PNG.
@@ -248,17 +235,14 @@ impl<'a> Stage<'a> {
     ) -> Result<DictResult> {
         let sae = Sae::load(dir, self.device)?;
         let pb = bar(windows.len() as u64, &format!("evaluating {name}"));
-        let (mut recon, mut down) = (ReconstructionStats::default(), DownstreamStats::default());
-        for group in windows.chunks(8) {
-            let batch = TokenBatch::from_sequences(group, model.pad_id())?;
-            evaluate_batch(model, &sae, self.hook, &batch, &mut recon, &mut down)?;
-            pb.inc(group.len() as u64);
-        }
+        let eval = evaluate(
+            model,
+            &sae,
+            self.hook,
+            TokenBatch::batches(windows, 8, model.pad_id()),
+            |b| pb.inc(b.batch as u64),
+        )?;
         pb.finish_and_clear();
-        let eval = Evaluation {
-            reconstruction: recon.finish()?,
-            downstream: down.finish()?,
-        };
         let plots = self.args.out.join("plots");
         std::fs::create_dir_all(&plots).map_err(|e| PrismError::io(&plots, e))?;
         let density_png = plots.join(format!("{name}_density.png"));

@@ -88,6 +88,83 @@ impl ArchitectureConfig {
             init_threshold: 0.001,
         }
     }
+
+    /// The same architecture with its sparsity set: `k` for TopK/BatchTopK, the penalty
+    /// (L1 for ReLU/Gated, L0 for JumpReLU) otherwise. A value the architecture does not use is
+    /// an error, so a CLI cannot silently ignore `--l1` on a TopK run.
+    ///
+    /// ```
+    /// use prism_sae::ArchitectureConfig;
+    /// let a: ArchitectureConfig = "topk".parse().unwrap();
+    /// assert_eq!(a.with_sparsity(Some(16), None).unwrap(), ArchitectureConfig::topk(16));
+    /// assert!(a.with_sparsity(None, Some(0.5)).is_err());
+    /// ```
+    pub fn with_sparsity(&self, k: Option<usize>, penalty: Option<f32>) -> Result<Self> {
+        let mut out = self.clone();
+        let unused = |what: &str| {
+            Err(PrismError::InvalidInput(format!(
+                "{} dictionaries take no {what}",
+                self.name()
+            )))
+        };
+        match (&mut out, k, penalty) {
+            (
+                ArchitectureConfig::TopK { k: kk, .. }
+                | ArchitectureConfig::BatchTopK { k: kk, .. },
+                k,
+                None,
+            ) => {
+                if let Some(k) = k {
+                    *kk = k;
+                }
+            }
+            (
+                ArchitectureConfig::TopK { .. } | ArchitectureConfig::BatchTopK { .. },
+                _,
+                Some(_),
+            ) => {
+                return unused("sparsity penalty (they keep k latents)");
+            }
+            (_, Some(_), _) => return unused("k (they use a sparsity penalty)"),
+            (ArchitectureConfig::Relu { l1 } | ArchitectureConfig::Gated { l1 }, None, p) => {
+                if let Some(p) = p {
+                    *l1 = p;
+                }
+            }
+            (ArchitectureConfig::JumpRelu { l0_coeff, .. }, None, p) => {
+                if let Some(p) = p {
+                    *l0_coeff = p;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl std::fmt::Display for ArchitectureConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Parses an architecture name (`relu` or `standard`, `topk`, `batchtopk`, `jumprelu`,
+/// `gated`) with default sparsity: k = 32, L1 (and JumpReLU's L0 coefficient) 0.1.
+impl std::str::FromStr for ArchitectureConfig {
+    type Err = PrismError;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "relu" | "standard" => ArchitectureConfig::Relu { l1: 0.1 },
+            "topk" => ArchitectureConfig::topk(32),
+            "batchtopk" => ArchitectureConfig::batch_topk(32),
+            "jumprelu" => ArchitectureConfig::jumprelu(0.1),
+            "gated" => ArchitectureConfig::Gated { l1: 0.1 },
+            other => {
+                return Err(PrismError::InvalidInput(format!(
+                    "unknown architecture `{other}` (relu, topk, batchtopk, jumprelu, gated)"
+                )));
+            }
+        })
+    }
 }
 
 /// Dead-feature resampling for ReLU dictionaries (Anthropic's recipe as dictionary_learning
@@ -185,6 +262,49 @@ impl TrainConfig {
             kernel: KernelMode::Auto,
             adam: AdamConfig::default(),
         }
+    }
+
+    /// The schedule for a run of `steps` steps, the one the CLI, the demo and the examples use:
+    /// [`TrainConfig::new`]'s defaults with the learning-rate and sparsity warm-ups at
+    /// min(1000, steps/10), no learning-rate decay (so a run extended with more steps resumes
+    /// exactly; set `decay_start` for dictionary_learning's optional linear decay), BatchTopK's
+    /// threshold tracked from min(1000, steps/2), and —
+    /// for the architectures that resample (ReLU) — resampling every steps/5 steps of features
+    /// dead for steps/10.
+    ///
+    /// ```
+    /// use prism_sae::{ArchitectureConfig, TrainConfig};
+    /// let c = TrainConfig::for_steps(ArchitectureConfig::Relu { l1: 1.0 }, 64, 512, 5000);
+    /// assert_eq!((c.warmup_steps, c.decay_start, c.total_steps), (500, None, 5000));
+    /// let r = c.resample.unwrap();
+    /// assert_eq!((r.every, r.window), (1000, 500));
+    /// ```
+    pub fn for_steps(
+        architecture: ArchitectureConfig,
+        d_in: usize,
+        d_sae: usize,
+        steps: u64,
+    ) -> Self {
+        let mut c = TrainConfig::new(architecture, d_in, d_sae);
+        let steps = steps.max(1);
+        let warm = (steps / 10).clamp(1, 1000);
+        c.warmup_steps = warm;
+        if c.sparsity_warmup_steps > 0 {
+            c.sparsity_warmup_steps = warm;
+        }
+        c.total_steps = steps;
+        if let ArchitectureConfig::BatchTopK {
+            threshold_start_step,
+            ..
+        } = &mut c.architecture
+        {
+            *threshold_start_step = (*threshold_start_step).min(steps / 2);
+        }
+        c.resample = c.resample.map(|_| ResampleConfig {
+            every: (steps / 5).max(1),
+            window: (steps / 10).max(1),
+        });
+        c
     }
 
     /// Checks that the numbers make sense together.

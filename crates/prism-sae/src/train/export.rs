@@ -51,9 +51,9 @@ impl Trainer {
                 w_enc[i * m + j] = p.w_enc[j * d + i];
             }
         }
-        let (architecture, threshold) = match &self.config.architecture {
-            ArchitectureConfig::Relu { .. } => (Architecture::Standard, None),
-            ArchitectureConfig::TopK { k, .. } => (Architecture::TopK { k: *k }, None),
+        let architecture = match &self.config.architecture {
+            ArchitectureConfig::Relu { .. } => Architecture::Standard,
+            ArchitectureConfig::TopK { k, .. } => Architecture::TopK { k: *k },
             ArchitectureConfig::BatchTopK {
                 threshold_start_step,
                 ..
@@ -65,15 +65,18 @@ impl Trainer {
                         self.step
                     ))
                 })?;
-                (Architecture::JumpRelu, Some(row(vec![t / c; m])))
+                Architecture::JumpRelu {
+                    threshold: row(vec![t / c; m]),
+                }
             }
-            ArchitectureConfig::JumpRelu { .. } => (
-                Architecture::JumpRelu,
-                Some(row(p.log_threshold.iter().map(|t| t.exp() / c).collect())),
-            ),
-            ArchitectureConfig::Gated { .. } => (Architecture::Gated, None),
+            ArchitectureConfig::JumpRelu { .. } => Architecture::JumpRelu {
+                threshold: row(p.log_threshold.iter().map(|t| t.exp() / c).collect()),
+            },
+            ArchitectureConfig::Gated { .. } => Architecture::Gated {
+                r_mag: row(p.r_mag.clone()),
+                b_mag: row(unscale(&p.b_mag)),
+            },
         };
-        let gated = architecture == Architecture::Gated;
         let mut extra = serde_json::Map::new();
         extra.insert("training_tokens".into(), json!(self.tokens));
         extra.insert(
@@ -90,19 +93,17 @@ impl Trainer {
             serde_json::to_value(&self.config)
                 .map_err(|e| PrismError::InvalidInput(e.to_string()))?,
         );
-        Ok(Sae {
+        let mut sae = Sae::new(
             architecture,
-            w_enc: Tensor::from_data(TensorData::new(w_enc, [d, m]), device),
-            b_enc: row(unscale(&p.b_enc)),
-            w_dec: Tensor::from_data(TensorData::new(p.w_dec.clone(), [m, d]), device),
-            b_dec: Tensor::from_data(TensorData::new(unscale(&p.b_dec), [1, d]), device),
-            threshold,
-            r_mag: gated.then(|| row(p.r_mag.clone())),
-            b_mag: gated.then(|| row(unscale(&p.b_mag))),
-            apply_b_dec_to_input: self.config.apply_b_dec_to_input,
-            hook_name: self.config.hook_name.clone(),
-            extra_cfg: extra,
-        })
+            Tensor::from_data(TensorData::new(w_enc, [d, m]), device),
+            row(unscale(&p.b_enc)),
+            Tensor::from_data(TensorData::new(p.w_dec.clone(), [m, d]), device),
+            Tensor::from_data(TensorData::new(unscale(&p.b_dec), [1, d]), device),
+        )?;
+        sae.apply_b_dec_to_input = self.config.apply_b_dec_to_input;
+        sae.hook_name = self.config.hook_name.clone();
+        sae.extra_cfg = extra;
+        Ok(sae)
     }
 
     /// Writes a checkpoint (parameters, Adam moments, counters; one safetensors file written

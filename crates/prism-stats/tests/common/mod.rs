@@ -24,17 +24,12 @@ pub fn spread_sae(d: usize, m: usize) -> Sae {
             .collect()
     };
     let b_enc: Vec<f32> = (0..m).map(|i| -1.0 + 2.0 * i as f32 / m as f32).collect();
-    Sae {
-        architecture: Architecture::Standard,
-        w_enc: Tensor::from_data(TensorData::new(pseudo(d * m, 1, 0.5), [d, m]), &device),
-        b_enc: Tensor::from_data(TensorData::new(b_enc, [1, m]), &device),
-        w_dec: Tensor::from_data(TensorData::new(pseudo(m * d, 2, 0.5), [m, d]), &device),
-        b_dec: Tensor::zeros([1, d], &device),
-        threshold: None,
-        r_mag: None,
-        b_mag: None,
-        apply_b_dec_to_input: true,
-        hook_name: None,
-        extra_cfg: Default::default(),
-    }
+    Sae::new(
+        Architecture::Standard,
+        Tensor::from_data(TensorData::new(pseudo(d * m, 1, 0.5), [d, m]), &device),
+        Tensor::from_data(TensorData::new(b_enc, [1, m]), &device),
+        Tensor::from_data(TensorData::new(pseudo(m * d, 2, 0.5), [m, d]), &device),
+        Tensor::zeros([1, d], &device),
+    )
+    .unwrap()
 }

@@ -1,0 +1,163 @@
+//! Clean/corrupted prompt pairs.
+
+use std::path::Path;
+
+use prism_core::{PrismError, Result};
+use prism_models::{Model, TokenBatch};
+use serde::Deserialize;
+
+/// A clean prompt and a corrupted one of the same token length, with the token the clean
+/// prompt should be continued with (`answer`) and the one the corrupted prompt favours
+/// (`wrong`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PromptPair {
+    /// Clean prompt tokens.
+    pub clean: Vec<u32>,
+    /// Corrupted prompt tokens (same length).
+    pub corrupt: Vec<u32>,
+    /// The clean answer token.
+    pub answer: u32,
+    /// The corrupted answer token.
+    pub wrong: u32,
+}
+
+impl PromptPair {
+    /// A pair from token ids; unequal lengths are an error.
+    pub fn new(clean: Vec<u32>, corrupt: Vec<u32>, answer: u32, wrong: u32) -> Result<Self> {
+        if clean.len() != corrupt.len() || clean.is_empty() {
+            return Err(PrismError::InvalidInput(format!(
+                "the clean prompt has {} tokens and the corrupted one {}: patching needs equal, \
+                 non-zero lengths",
+                clean.len(),
+                corrupt.len()
+            )));
+        }
+        Ok(Self {
+            clean,
+            corrupt,
+            answer,
+            wrong,
+        })
+    }
+
+    /// Tokenises a pair of texts and two answers with the model's tokenizer (exactly as
+    /// `prism forward` does); each answer must be exactly one token.
+    ///
+    /// ```no_run
+    /// # fn f(model: &prism_models::Model) -> prism_core::Result<()> {
+    /// let pair = prism_patch::PromptPair::from_texts(
+    ///     model, "When Mary and John went to the store, John gave a drink to",
+    ///     "When Mary and John went to the store, Mary gave a drink to", " Mary", " John")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn from_texts(
+        model: &Model,
+        clean: &str,
+        corrupt: &str,
+        answer: &str,
+        wrong: &str,
+    ) -> Result<Self> {
+        let one = |text: &str| -> Result<u32> {
+            let ids = model.tokenizer.encode_plain(text)?;
+            match ids[..] {
+                [id] => Ok(id),
+                _ => Err(PrismError::InvalidInput(format!(
+                    "the answer {text:?} is {} tokens ({ids:?}); it must be exactly one",
+                    ids.len()
+                ))),
+            }
+        };
+        Self::new(
+            model.encode(clean)?,
+            model.encode(corrupt)?,
+            one(answer)?,
+            one(wrong)?,
+        )
+    }
+}
+
+/// One line of feature-circuits' pair files.
+#[derive(Deserialize)]
+struct PairLine {
+    clean_prefix: String,
+    patch_prefix: String,
+    clean_answer: String,
+    patch_answer: String,
+}
+
+/// Reads a JSONL file of pairs in feature-circuits' format (`clean_prefix`, `patch_prefix`,
+/// `clean_answer`, `patch_answer`; other keys ignored). A line that is not such an object, has
+/// prompts of unequal token length or an answer that is not one token is an error naming the
+/// line.
+pub fn read_pairs(path: &Path, model: &Model) -> Result<Vec<PromptPair>> {
+    let text = std::fs::read_to_string(path).map_err(|e| PrismError::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = |e: String| {
+            PrismError::InvalidInput(format!("{}, line {}: {e}", path.display(), i + 1))
+        };
+        let p: PairLine = serde_json::from_str(line).map_err(|e| at(e.to_string()))?;
+        out.push(
+            PromptPair::from_texts(
+                model,
+                &p.clean_prefix,
+                &p.patch_prefix,
+                &p.clean_answer,
+                &p.patch_answer,
+            )
+            .map_err(|e| at(e.to_string()))?,
+        );
+    }
+    if out.is_empty() {
+        return Err(PrismError::InvalidInput(format!(
+            "{}: no prompt pairs",
+            path.display()
+        )));
+    }
+    Ok(out)
+}
+
+/// Pairs as two right-padded batches (clean and corrupted rows line up).
+#[derive(Clone, Debug)]
+pub struct PairBatch {
+    /// The clean prompts.
+    pub clean: TokenBatch,
+    /// The corrupted prompts.
+    pub corrupt: TokenBatch,
+    /// Answer tokens, one per pair.
+    pub answer: Vec<u32>,
+    /// Wrong tokens, one per pair.
+    pub wrong: Vec<u32>,
+}
+
+impl PairBatch {
+    /// Batches `pairs`, padding with `pad`.
+    pub fn new(pairs: &[PromptPair], pad: u32) -> Result<Self> {
+        let clean: Vec<Vec<u32>> = pairs.iter().map(|p| p.clean.clone()).collect();
+        let corrupt: Vec<Vec<u32>> = pairs.iter().map(|p| p.corrupt.clone()).collect();
+        Ok(Self {
+            clean: TokenBatch::from_sequences(&clean, pad)?,
+            corrupt: TokenBatch::from_sequences(&corrupt, pad)?,
+            answer: pairs.iter().map(|p| p.answer).collect(),
+            wrong: pairs.iter().map(|p| p.wrong).collect(),
+        })
+    }
+
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.answer.len()
+    }
+
+    /// True when there are no pairs.
+    pub fn is_empty(&self) -> bool {
+        self.answer.is_empty()
+    }
+
+    /// Each pair's last real position.
+    pub fn last_positions(&self) -> Vec<usize> {
+        self.clean.lengths.iter().map(|&l| l - 1).collect()
+    }
+}
