@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::{fixtures, prism};
 
 #[test]
@@ -540,4 +542,96 @@ fn prune_removes_features_and_eval_holds_out_training_tokens() {
     both.extend(["--top-n", "1", "--max-density", "0.1", "--out", "x"].map(String::from));
     let refs: Vec<&str> = both.iter().map(String::as_str).collect();
     assert!(!prism(&refs).status.success());
+}
+
+/// Every command that takes a dictionary reads dictionary_learning's files too: an `ae.pt` in
+/// a trainer directory (the hook from its config.json) or a bare `ae.pt` (the hook from
+/// `--hook`), made by the dictionary-learning package itself.
+#[test]
+fn dictionary_learning_files_work_wherever_a_dictionary_is_taken() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixtures().join("models/llama_tied");
+    let corpus = tmp.path().join("c.txt");
+    std::fs::write(
+        &corpus,
+        "Dictionaries from other tools load as they are. ".repeat(40),
+    )
+    .unwrap();
+    let trainer_dir = fixtures().join("ae/pipeline_resid0");
+    let run = |args: &[&str]| -> serde_json::Value {
+        let out = prism(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    fn as_strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let common = |cmd: &'static str, sae: &Path| -> Vec<String> {
+        [
+            cmd,
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            corpus.to_str().unwrap(),
+            "--sae",
+            sae.to_str().unwrap(),
+            "--tokens",
+            "96",
+            "--ctx",
+            "32",
+            "--allow-overlap",
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let from_dir = run(&as_strs(&common("eval", &trainer_dir)));
+    assert_eq!(from_dir["hook"], "blocks.0.hook_resid_post");
+    // The file alone (no config.json beside it) needs --hook; it gives the same numbers.
+    let lone = tmp.path().join("lone.pt");
+    std::fs::copy(trainer_dir.join("ae.pt"), &lone).unwrap();
+    let mut bare = common("eval", &lone);
+    assert!(!prism(&as_strs(&bare)).status.success());
+    bare.extend(["--hook".to_string(), "blocks.0.hook_resid_post".to_string()]);
+    let from_file = run(&as_strs(&bare));
+    assert_eq!(from_dir["mse"], from_file["mse"]);
+    assert_eq!(from_dir["frac_recovered"], from_file["frac_recovered"]);
+    let mut prune = common("prune", &trainer_dir);
+    let pruned = tmp.path().join("pruned");
+    prune.extend(["--top-n", "4", "--out", pruned.to_str().unwrap()].map(String::from));
+    assert_eq!(run(&as_strs(&prune))["kept"], 60);
+    let html = tmp.path().join("f.html");
+    let mut features = common("features", &trainer_dir);
+    features.extend(
+        [
+            "--sample",
+            "3",
+            "--top",
+            "2",
+            "--out",
+            html.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    run(&as_strs(&features));
+    assert!(html.exists());
+    // A dictionary_learning file against its own pruned SAELens copy: every pruned feature is
+    // one of the original's.
+    let s = run(&[
+        "similarity",
+        "--a",
+        pruned.to_str().unwrap(),
+        "--b",
+        trainer_dir.join("ae.pt").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        (s["mmcs_a_to_b"].as_f64().unwrap() - 1.0).abs() < 1e-5,
+        "{s}"
+    );
 }
