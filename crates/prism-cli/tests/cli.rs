@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{fixtures, prism};
+use common::{fixtures, prism, prism_json};
 
 #[test]
 fn forward_json_and_dumped_logits_match_transformers() {
@@ -473,14 +473,7 @@ fn prune_removes_features_and_eval_holds_out_training_tokens() {
     };
     let run = |mut a: Vec<String>, extra: &[&str]| -> serde_json::Value {
         a.extend(extra.iter().map(|s| s.to_string()));
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        let out = prism(&refs);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        prism_json(&a)
     };
     // The 2 training windows are skipped by default; starting inside them is refused unless
     // asked for.
@@ -558,18 +551,6 @@ fn dictionary_learning_files_work_wherever_a_dictionary_is_taken() {
     )
     .unwrap();
     let trainer_dir = fixtures().join("ae/pipeline_resid0");
-    let run = |args: &[&str]| -> serde_json::Value {
-        let out = prism(args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
-    fn as_strs(v: &[String]) -> Vec<&str> {
-        v.iter().map(String::as_str).collect()
-    }
     let common = |cmd: &'static str, sae: &Path| -> Vec<String> {
         [
             cmd,
@@ -590,21 +571,25 @@ fn dictionary_learning_files_work_wherever_a_dictionary_is_taken() {
         .map(|s| s.to_string())
         .collect()
     };
-    let from_dir = run(&as_strs(&common("eval", &trainer_dir)));
+    let from_dir = prism_json(&common("eval", &trainer_dir));
     assert_eq!(from_dir["hook"], "blocks.0.hook_resid_post");
     // The file alone (no config.json beside it) needs --hook; it gives the same numbers.
     let lone = tmp.path().join("lone.pt");
     std::fs::copy(trainer_dir.join("ae.pt"), &lone).unwrap();
     let mut bare = common("eval", &lone);
-    assert!(!prism(&as_strs(&bare)).status.success());
+    assert!(
+        !prism(&bare.iter().map(String::as_str).collect::<Vec<_>>())
+            .status
+            .success()
+    );
     bare.extend(["--hook".to_string(), "blocks.0.hook_resid_post".to_string()]);
-    let from_file = run(&as_strs(&bare));
+    let from_file = prism_json(&bare);
     assert_eq!(from_dir["mse"], from_file["mse"]);
     assert_eq!(from_dir["frac_recovered"], from_file["frac_recovered"]);
     let mut prune = common("prune", &trainer_dir);
     let pruned = tmp.path().join("pruned");
     prune.extend(["--top-n", "4", "--out", pruned.to_str().unwrap()].map(String::from));
-    assert_eq!(run(&as_strs(&prune))["kept"], 60);
+    assert_eq!(prism_json(&prune)["kept"], 60);
     let html = tmp.path().join("f.html");
     let mut features = common("features", &trainer_dir);
     features.extend(
@@ -618,11 +603,11 @@ fn dictionary_learning_files_work_wherever_a_dictionary_is_taken() {
         ]
         .map(String::from),
     );
-    run(&as_strs(&features));
+    prism_json(&features);
     assert!(html.exists());
     // A dictionary_learning file against its own pruned SAELens copy: every pruned feature is
     // one of the original's.
-    let s = run(&[
+    let s = prism_json(&[
         "similarity",
         "--a",
         pruned.to_str().unwrap(),

@@ -5,16 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fixtures, prism};
-
-fn ok(out: std::process::Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+use common::{fixtures, ok, prism, prism_json};
 
 fn corpus(dir: &Path) -> PathBuf {
     let path = dir.join("corpus.txt");
@@ -44,7 +35,7 @@ fn cache(model: &Path, data: &Path, out: &Path, tokens: &str, extra: &[&str]) {
         "--json",
     ];
     args.extend_from_slice(extra);
-    ok(prism(&args));
+    prism_json(&args);
 }
 
 fn log_losses(dir: &Path) -> Vec<f64> {
@@ -67,7 +58,7 @@ fn trains_several_dictionaries_from_one_cache_and_resumes_exactly() {
     let cache = tmp.path().join("cache");
     self::cache(&model, &data, &cache, "1200", &[]);
     let out = tmp.path().join("dicts");
-    let json = ok(prism(&[
+    let json = prism_json(&[
         "train",
         "--cache",
         cache.to_str().unwrap(),
@@ -90,7 +81,7 @@ fn trains_several_dictionaries_from_one_cache_and_resumes_exactly() {
         "--out",
         out.to_str().unwrap(),
         "--json",
-    ]));
+    ]);
     let dicts = json["dictionaries"].as_array().unwrap();
     assert_eq!(dicts.len(), 2);
     for (d, m) in dicts.iter().zip([128, 256]) {
@@ -147,7 +138,7 @@ fn trains_several_dictionaries_from_one_cache_and_resumes_exactly() {
         if resume {
             args.push("--resume");
         }
-        ok(prism(&args))
+        prism_json(&args)
     };
     let straight = tmp.path().join("straight");
     train(&straight, "1024", false);
@@ -197,7 +188,7 @@ fn trains_from_a_model_stream() {
     let model = fixtures().join("models/gpt_neox_parallel");
     let data = corpus(tmp.path());
     let out = tmp.path().join("d");
-    let json = ok(prism(&[
+    let json = prism_json(&[
         "train",
         "--model",
         model.to_str().unwrap(),
@@ -222,7 +213,7 @@ fn trains_from_a_model_stream() {
         "--out",
         out.to_str().unwrap(),
         "--json",
-    ]));
+    ]);
     assert_eq!(json["dictionaries"][0]["steps"], 16);
     let sae = prism_sae::Sae::load(&out, &prism_core::device("cpu").unwrap()).unwrap();
     assert_eq!(sae.architecture.k(), Some(4));
@@ -297,7 +288,7 @@ fn evaluation_never_reuses_the_text_a_dictionary_was_trained_on() {
 
     // Trained on fewer rows than the cache holds: the rows still come from all of it.
     let dict = tmp.path().join("dict");
-    ok(prism(&[
+    prism_json(&[
         "train",
         "--cache",
         cache.to_str().unwrap(),
@@ -314,7 +305,7 @@ fn evaluation_never_reuses_the_text_a_dictionary_was_trained_on() {
         "--out",
         dict.to_str().unwrap(),
         "--json",
-    ]));
+    ]);
     let sae = prism_sae::Sae::load(&dict, &prism_core::device("cpu").unwrap()).unwrap();
     assert_eq!(sae.extra_cfg["training_tokens"], 256);
     let t = prism_cache::TrainingData::from_cfg(&sae.extra_cfg)
