@@ -11,7 +11,9 @@
 //!   residual hooks, block × head of `hook_z` (all positions, or per position), MLP neurons;
 //! - [`patch`]: exact activation patching of every node, denoising (clean into corrupted) or
 //!   noising (corrupted into clean), with the source run cached once and several patched copies
-//!   of the batch in each forward pass.
+//!   of the batch in each forward pass;
+//! - [`Splice`]: a dictionary at its hook with the error term kept, its features zeroed, kept
+//!   alone or set ([`FeatureEdit`]) — the model's output is unchanged until a feature is edited.
 
 #![warn(missing_docs)]
 
@@ -19,8 +21,10 @@ mod exact;
 mod metric;
 mod node;
 mod pairs;
+mod splice;
 
 pub use exact::{Direction, PatchOptions, PatchResult, PatchSweep, patch};
 pub use metric::Metric;
 pub use node::{Node, NodeKind, nodes};
 pub use pairs::{PairBatch, PromptPair, read_pairs};
+pub use splice::{FeatureEdit, Splice};
