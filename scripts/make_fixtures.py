@@ -31,6 +31,9 @@ What it writes under fixtures/:
 - prism_saved/reference.safetensors: dictionaries that Prism trained and saved
   (fixtures/prism_saved/<arch>/, written by `examples/write_prism_saved.rs`) loaded by sae-lens's
   `SAE.load_from_disk`, with sae-lens's codes and reconstructions.
+- models/<name>/patching.safetensors: exact activation patching with PyTorch forward hooks;
+  attribution.safetensors: attribution patching (torch autograd) for the same prompt pairs, and
+  for llama_tied the feature/error attributions of a sae-lens dictionary (AtP and 4-step IG).
 - smollm2/reference.json + reference.safetensors: SmolLM2-135M-Instruct loaded by transformers from
   its GGUF (dequantised to f32): token ids from the GGUF's tokenizer, loss, last-position logits.
 """
@@ -247,6 +250,92 @@ def quant_fixtures():
     print("wrote", out)
 
 
+def attribution():
+    """Attribution patching with torch autograd on the tiny models, for the prompt pairs of
+    `patching()` (read back from patching.safetensors): gradient of the logit difference at the
+    corrupted run (denoise; at the clean run for noise) times the activation difference, summed
+    per node — block × position of the residual hooks, block × head of hook_z, block × neuron of
+    mlp.hook_post. For llama_tied also a sae-lens StandardSAE (sae/pipeline_resid0) spliced in at
+    blocks.0.hook_resid_post with its error term: each feature's and error node's attribution per
+    position, by AtP and by integrated gradients (4 steps, feature-circuits' left Riemann sum)."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM
+
+    for name in ["gpt_neox_parallel", "gpt_neox_sequential", "gpt2", "llama_gqa", "llama_tied"]:
+        d = FIX / "models" / name
+        model = AutoModelForCausalLM.from_pretrained(str(d), torch_dtype=torch.float32)
+        model.eval()
+        cfg = model.config
+        n_layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
+        pairs = load_file(str(d / "patching.safetensors"))
+        clean, corrupt = pairs["clean_ids"].long(), pairs["corrupt_ids"].long()
+        answer, wrong = pairs["answer"].long(), pairs["wrong"].long()
+        layers, site = hook_sites(name, model)
+        every = [(k, l) for k in site for l in range(n_layers)]
+
+        def grads_at(ids):
+            ld, seen = hooked_run(model, site, ids, answer, wrong, capture=every, grad=True)
+            model.zero_grad()
+            ld.backward()
+            return {k: (v.detach(), v.grad.detach()) for k, v in seen.items()}
+
+        at_clean, at_corrupt = grads_at(clean), grads_at(corrupt)
+        out = {}
+
+        def atp(kind, base, source, reduce):
+            return torch.stack([reduce((source[(kind, l)][0] - base[(kind, l)][0])
+                                       * base[(kind, l)][1]) for l in range(n_layers)])
+
+        per_position = lambda t: t.sum(dim=(0, 2))
+        for kind in ["resid_pre", "attn_out", "mlp_out", "resid_post"]:
+            out[f"atp_denoise_{kind}"] = atp(kind, at_corrupt, at_clean, per_position)
+        out["atp_noise_resid_pre"] = atp("resid_pre", at_clean, at_corrupt, per_position)
+        out["atp_denoise_z"] = atp("z", at_corrupt, at_clean,
+                                   lambda t: t.sum(dim=(0, 1)).reshape(n_heads, -1).sum(-1))
+        out["atp_denoise_neurons"] = atp("neurons", at_corrupt, at_clean, lambda t: t.sum(dim=(0, 1)))
+        if name == "llama_tied":
+            out.update(sae_attribution(model, site, clean, corrupt, answer, wrong))
+        save_file({k: v.contiguous() for k, v in out.items()}, str(d / "attribution.safetensors"))
+        print("wrote", d / "attribution.safetensors")
+    record_versions("attribution", ["transformers", "sae-lens"])
+
+
+def sae_attribution(model, site, clean, corrupt, answer, wrong, steps=4):
+    """Feature and error-node attributions of sae/pipeline_resid0 at blocks.0.hook_resid_post
+    (denoising: gradients in the corrupted run)."""
+    from sae_lens import SAE
+
+    sae = SAE.load_from_disk(str(FIX / "sae" / "pipeline_resid0"))
+    sae.eval()
+
+    def state(ids):
+        _, seen = hooked_run(model, site, ids, answer, wrong, capture=[("resid_post", 0)])
+        x = seen[("resid_post", 0)]
+        with torch.no_grad():
+            f = sae.encode(x)
+            return f, x - sae.decode(f)
+
+    (f_clean, e_clean), (f_corrupt, e_corrupt) = state(clean), state(corrupt)
+    df, de = f_clean - f_corrupt, e_clean - e_corrupt
+
+    def grads(alpha):
+        f = (f_corrupt + alpha * df).clone().requires_grad_()
+        e = (e_corrupt + alpha * de).clone().requires_grad_()
+        edit = ("resid_post", 0, lambda t: sae.decode(f) + e)
+        ld, _ = hooked_run(model, site, corrupt, answer, wrong, edits=[edit], grad=True)
+        ld.backward()
+        return f.grad, e.grad
+
+    g_f, g_e = grads(0.0)
+    out = {"atp_sae_features": (df * g_f).sum(0), "atp_sae_error": (de * g_e).sum(dim=(0, 2))}
+    ig = [grads(k / steps) for k in range(steps)]
+    g_f = sum(g for g, _ in ig) / steps
+    g_e = sum(g for _, g in ig) / steps
+    out["ig4_sae_features"] = (df * g_f).sum(0)
+    out["ig4_sae_error"] = (de * g_e).sum(dim=(0, 2))
+    return {k: v.detach() for k, v in out.items()}
+
+
 def sae_fixtures():
     """Dictionaries made by sae-lens itself: each architecture's SAE class with random weights,
     written by its `save_model` (cfg.json + sae_weights.safetensors, sae-lens 6's layout with the
@@ -385,6 +474,89 @@ def ae_fixtures():
     print("wrote", out)
 
 
+def hook_sites(name, model):
+    """The model's blocks, and where each TransformerLens hook kind lives in the HF module tree:
+    kind -> layer -> (module, "pre" = its input / "out" = its output)."""
+    if name.startswith("gpt_neox"):
+        layers = model.gpt_neox.layers
+        attn = lambda l: layers[l].attention
+        mlp = lambda l: layers[l].mlp
+        o_proj = lambda l: layers[l].attention.dense
+        down = lambda l: layers[l].mlp.dense_4h_to_h
+    elif name == "gpt2":
+        layers = model.transformer.h
+        attn = lambda l: layers[l].attn
+        mlp = lambda l: layers[l].mlp
+        o_proj = lambda l: layers[l].attn.c_proj
+        down = lambda l: layers[l].mlp.c_proj
+    else:
+        layers = model.model.layers
+        attn = lambda l: layers[l].self_attn
+        mlp = lambda l: layers[l].mlp
+        o_proj = lambda l: layers[l].self_attn.o_proj
+        down = lambda l: layers[l].mlp.down_proj
+    site = {
+        "resid_pre": lambda l: (layers[l], "pre"),
+        "attn_out": lambda l: (attn(l), "out"),
+        "mlp_out": lambda l: (mlp(l), "out"),
+        "resid_post": lambda l: (layers[l], "out"),
+        "z": lambda l: (o_proj(l), "pre"),
+        "neurons": lambda l: (down(l), "pre"),
+    }
+    return layers, site
+
+
+def hooked_run(model, site, ids, answer, wrong, edits=(), capture=(), grad=False):
+    """Runs `model` on `ids` with PyTorch forward hooks. edits: (kind, layer, fn(tensor) ->
+    tensor); capture: (kind, layer). Returns the logit difference (answer − wrong at the last
+    position, mean over the batch) and the captured tensors (kept in the graph when `grad`)."""
+    seen, handles = {}, []
+
+    def get(args, kwargs, output, where):
+        if where == "pre":
+            return args[0] if args else kwargs["hidden_states"]
+        return output[0] if isinstance(output, tuple) else output
+
+    for kind, l, fn in edits:
+        module, where = site[kind](l)
+        if where == "pre":
+            def pre(mod, args, kwargs, fn=fn):
+                if args:
+                    return (fn(args[0]), *args[1:]), kwargs
+                kwargs = dict(kwargs)
+                kwargs["hidden_states"] = fn(kwargs["hidden_states"])
+                return args, kwargs
+            handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+        else:
+            def post(mod, args, output, fn=fn):
+                if isinstance(output, tuple):
+                    return (fn(output[0]), *output[1:])
+                return fn(output)
+            handles.append(module.register_forward_hook(post))
+    keep = (lambda t: t) if grad else (lambda t: t.detach().clone())
+    for kind, l in capture:
+        module, where = site[kind](l)
+        if where == "pre":
+            def cap(mod, args, kwargs, key=(kind, l)):
+                seen[key] = keep(get(args, kwargs, None, "pre"))
+                if grad:
+                    seen[key].retain_grad()
+            handles.append(module.register_forward_pre_hook(cap, with_kwargs=True))
+        else:
+            def cap(mod, args, output, key=(kind, l)):
+                seen[key] = keep(get(None, None, output, "out"))
+                if grad:
+                    seen[key].retain_grad()
+            handles.append(module.register_forward_hook(cap))
+    with torch.set_grad_enabled(grad):
+        logits = model(ids).logits
+    for h in handles:
+        h.remove()
+    rows = torch.arange(ids.shape[0])
+    ld = (logits[rows, -1, answer] - logits[rows, -1, wrong]).mean()
+    return ld, seen
+
+
 def patching():
     """Exact activation patching on the tiny models with HF `transformers` forward hooks (not
     Prism): two clean/corrupt pairs of equal length, metric = logit difference (answer − wrong)
@@ -408,74 +580,11 @@ def patching():
         corrupt[:, 3] = torch.randint(1, vocab, (2,), generator=g)
         answer = torch.randint(1, vocab, (2,), generator=g)
         wrong = torch.randint(1, vocab, (2,), generator=g)
-        if name.startswith("gpt_neox"):
-            layers = model.gpt_neox.layers
-            attn = lambda l: layers[l].attention
-            mlp = lambda l: layers[l].mlp
-            o_proj = lambda l: layers[l].attention.dense
-            down = lambda l: layers[l].mlp.dense_4h_to_h
-        elif name == "gpt2":
-            layers = model.transformer.h
-            attn = lambda l: layers[l].attn
-            mlp = lambda l: layers[l].mlp
-            o_proj = lambda l: layers[l].attn.c_proj
-            down = lambda l: layers[l].mlp.c_proj
-        else:
-            layers = model.model.layers
-            attn = lambda l: layers[l].self_attn
-            mlp = lambda l: layers[l].mlp
-            o_proj = lambda l: layers[l].self_attn.o_proj
-            down = lambda l: layers[l].mlp.down_proj
+        layers, site = hook_sites(name, model)
         n_heads = cfg.num_attention_heads
-        # Where each hook kind lives: (module, "pre" = its input / "out" = its output).
-        site = {
-            "resid_pre": lambda l: (layers[l], "pre"),
-            "attn_out": lambda l: (attn(l), "out"),
-            "mlp_out": lambda l: (mlp(l), "out"),
-            "resid_post": lambda l: (layers[l], "out"),
-            "z": lambda l: (o_proj(l), "pre"),
-            "neurons": lambda l: (down(l), "pre"),
-        }
-
-        def get(args, kwargs, output, where):
-            if where == "pre":
-                return args[0] if args else kwargs["hidden_states"]
-            return output[0] if isinstance(output, tuple) else output
 
         def run(ids, edits=(), capture=()):
-            """edits: (kind, layer, fn(tensor) -> tensor); capture: (kind, layer)."""
-            seen, handles = {}, []
-            for kind, l, fn in edits:
-                module, where = site[kind](l)
-                if where == "pre":
-                    def pre(mod, args, kwargs, fn=fn):
-                        if args:
-                            return (fn(args[0]), *args[1:]), kwargs
-                        kwargs = dict(kwargs)
-                        kwargs["hidden_states"] = fn(kwargs["hidden_states"])
-                        return args, kwargs
-                    handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
-                else:
-                    def post(mod, args, output, fn=fn):
-                        if isinstance(output, tuple):
-                            return (fn(output[0]), *output[1:])
-                        return fn(output)
-                    handles.append(module.register_forward_hook(post))
-            for kind, l in capture:
-                module, where = site[kind](l)
-                if where == "pre":
-                    def cap(mod, args, kwargs, key=(kind, l)):
-                        seen[key] = get(args, kwargs, None, "pre").detach().clone()
-                    handles.append(module.register_forward_pre_hook(cap, with_kwargs=True))
-                else:
-                    def cap(mod, args, output, key=(kind, l)):
-                        seen[key] = get(None, None, output, "out").detach().clone()
-                    handles.append(module.register_forward_hook(cap))
-            with torch.no_grad():
-                logits = model(ids).logits
-            for h in handles:
-                h.remove()
-            ld = (logits[torch.arange(2), -1, answer] - logits[torch.arange(2), -1, wrong]).mean()
+            ld, seen = hooked_run(model, site, ids, answer, wrong, edits, capture)
             return float(ld), seen
 
         kinds = list(site)
@@ -551,7 +660,7 @@ def smollm2(gguf_path: pathlib.Path):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smollm2", type=pathlib.Path, help="path of SmolLM2-135M-Instruct.Q4_1.gguf")
-    ap.add_argument("--only", choices=["models", "gguf", "sae", "ae", "smollm2", "prism_saved", "patching"],
+    ap.add_argument("--only", choices=["models", "gguf", "sae", "ae", "smollm2", "prism_saved", "patching", "attribution"],
                     help="build one group only")
     args = ap.parse_args()
     pinned_versions()
@@ -568,5 +677,7 @@ if __name__ == "__main__":
         smollm2(args.smollm2)
     if args.only in (None, "patching"):
         patching()
+    if args.only in (None, "attribution"):
+        attribution()
     if args.only == "prism_saved":
         prism_saved()

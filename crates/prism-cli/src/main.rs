@@ -56,6 +56,12 @@ enum Cmd {
     Hooks(forward::HooksArgs),
     /// Exact activation patching: every block × position / head / neuron, clean ⇄ corrupted.
     Patch(patch::PatchArgs),
+    /// Attribution patching (gradient × difference) or integrated gradients for every node,
+    /// dictionary features and error terms included.
+    Attribute(patch::AttributeArgs),
+    /// Node-level circuit: nodes ranked by integrated gradients over a dataset of pairs, and the
+    /// faithfulness of the top n with the rest mean-ablated.
+    Circuit(patch::CircuitArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +78,8 @@ fn main() -> ExitCode {
         Cmd::Prune(args) => dictionaries::prune(&args),
         Cmd::Features(args) => dictionaries::features(&args),
         Cmd::Patch(args) => patch::run(&args),
+        Cmd::Attribute(args) => patch::attribute_cmd(&args),
+        Cmd::Circuit(args) => patch::circuit_cmd(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

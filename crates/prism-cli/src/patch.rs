@@ -1,18 +1,23 @@
-//! `prism patch`: exact activation patching sweeps, as TransformerLens' `patching.py` offers.
+//! `prism patch`, `prism attribute` and `prism circuit`: exact activation patching sweeps as
+//! TransformerLens' `patching.py` offers them, attribution patching and integrated gradients,
+//! and node-level feature circuits as in Sparse Feature Circuits.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use prism_core::{PrismError, Result};
+use prism_core::{HookPoint, PrismError, Result};
+use prism_models::Model;
 use prism_patch::{
-    Node, PairBatch, PatchOptions, PatchSweep, PromptPair, nodes, patch, read_pairs,
+    Dictionaries, MeanStates, Method, Node, PairBatch, PatchOptions, PatchSweep, PromptPair,
+    attribute, circuit, dictionary_nodes, nodes, patch, read_pairs,
 };
 use serde_json::json;
 
 use crate::forward::ModelArgs;
 
-/// `prism patch` arguments.
+/// The inputs every patching command shares.
 #[derive(clap::Args)]
-pub struct PatchArgs {
+pub struct PairArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// The clean prompt …
@@ -32,21 +37,18 @@ pub struct PatchArgs {
     #[arg(long)]
     pairs: Option<PathBuf>,
     /// Sweeps: resid_pre, attn_out, mlp_out, resid_post (block × position), z (block × head),
-    /// z_pos (block × head × position), neurons (block × neuron), or full hook names.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "resid_pre,attn_out,mlp_out"
-    )]
-    hooks: Vec<String>,
+    /// z_pos (block × head × position), neurons (block × neuron), or full hook names. Default:
+    /// resid_pre,attn_out,mlp_out — or none where dictionaries (--sae) give the nodes.
+    #[arg(long, value_delimiter = ',')]
+    hooks: Option<Vec<String>>,
     /// denoise (clean activations into the corrupted run) or noise (the reverse).
     #[arg(long, default_value = "denoise")]
     direction: String,
     /// logit-diff, loss or prob (of the answer), at the last real position.
     #[arg(long, default_value = "logit-diff")]
     metric: String,
-    /// Heat maps (block × position with the tokens, block × head): FILE.png or FILE.svg; both
-    /// are written, one pair per sweep (`FILE_<sweep>.png` when there are several).
+    /// Plots (heat maps; for `circuit` the faithfulness curve): FILE.png or FILE.svg; both are
+    /// written (`FILE_<sweep>.png` when there are several sweeps).
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Rows (pairs × patched copies) per forward pass.
@@ -54,56 +56,358 @@ pub struct PatchArgs {
     rows_per_forward: usize,
 }
 
-pub fn run(args: &PatchArgs) -> Result<()> {
-    let model = args.model.load()?;
-    let pairs = match (
-        &args.pairs,
-        &args.clean,
-        &args.corrupt,
-        &args.answer,
-        &args.wrong,
-    ) {
-        (Some(path), ..) => read_pairs(path, &model)?,
-        (None, Some(c), Some(k), Some(a), Some(w)) => {
-            vec![PromptPair::from_texts(&model, c, k, a, w)?]
+/// `prism patch` arguments.
+#[derive(clap::Args)]
+pub struct PatchArgs {
+    #[command(flatten)]
+    pairs: PairArgs,
+}
+
+/// Dictionaries and the attribution method (`attribute`, `circuit`).
+#[derive(clap::Args)]
+pub struct AttributionArgs {
+    /// atp (gradient × difference, one forward + backward) or ig (integrated gradients).
+    #[arg(long)]
+    method: Option<String>,
+    /// Interpolation steps of integrated gradients.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// A dictionary spliced in with its error term kept, `DIR` (its own hook) or `HOOK=DIR`
+    /// (SAELens directory or dictionary_learning ae.pt); its features and error term become
+    /// nodes at every position. Repeatable.
+    #[arg(long)]
+    sae: Vec<String>,
+}
+
+impl AttributionArgs {
+    fn method(&self, default: &str) -> Result<Method> {
+        match self.method.as_deref().unwrap_or(default) {
+            "ig" => Ok(Method::IntegratedGradients { steps: self.steps }),
+            other => other.parse(),
         }
-        _ => {
-            return Err(PrismError::InvalidInput(
-                "give --pairs FILE, or --clean, --corrupt, --answer and --wrong".into(),
+    }
+
+    fn dictionaries(&self, model: &Model) -> Result<Dictionaries> {
+        let mut out = Dictionaries::new();
+        for spec in &self.sae {
+            let (hook, dir) = match spec.split_once('=') {
+                Some((h, d)) if h.parse::<HookPoint>().is_ok() => (Some(h.parse()?), d),
+                _ => (None, spec.as_str()),
+            };
+            let sae = prism_sae::Sae::open(Path::new(dir), model.device())?;
+            let hook: HookPoint = match hook {
+                Some(h) => h,
+                None => sae
+                    .hook_name
+                    .as_deref()
+                    .ok_or_else(|| {
+                        PrismError::InvalidInput(format!(
+                            "{dir} names no hook point; write --sae HOOK={dir}"
+                        ))
+                    })?
+                    .parse()?,
+            };
+            hook.validate(&model.config().shape())?;
+            if prism_core::Dictionary::d_in(&sae)
+                != hook.activation_shape(&model.config().shape(), 1, 1)[2]
+            {
+                return Err(PrismError::Shape(format!(
+                    "{dir} reads width {}, {hook} has width {}",
+                    prism_core::Dictionary::d_in(&sae),
+                    hook.activation_shape(&model.config().shape(), 1, 1)[2]
+                )));
+            }
+            out.insert(hook, Arc::new(sae));
+        }
+        Ok(out)
+    }
+}
+
+/// `prism attribute` arguments.
+#[derive(clap::Args)]
+pub struct AttributeArgs {
+    #[command(flatten)]
+    pairs: PairArgs,
+    #[command(flatten)]
+    attribution: AttributionArgs,
+}
+
+/// `prism circuit` arguments.
+#[derive(clap::Args)]
+pub struct CircuitArgs {
+    #[command(flatten)]
+    pairs: PairArgs,
+    #[command(flatten)]
+    attribution: AttributionArgs,
+    /// Nodes listed (largest |effect| first).
+    #[arg(long, default_value_t = 20)]
+    top: usize,
+    /// Circuit sizes of the faithfulness curve (default: 1, 2, 4, … up to every node).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Option<Vec<usize>>,
+}
+
+/// A loaded experiment: the model, its pairs, and the options.
+struct Experiment {
+    model: Model,
+    pairs: Vec<PromptPair>,
+    batch: PairBatch,
+    options: PatchOptions,
+}
+
+impl PairArgs {
+    fn load(&self, attribution: Option<&AttributionArgs>) -> Result<Experiment> {
+        let model = self.model.load()?;
+        let pairs = match (
+            &self.pairs,
+            &self.clean,
+            &self.corrupt,
+            &self.answer,
+            &self.wrong,
+        ) {
+            (Some(path), ..) => read_pairs(path, &model)?,
+            (None, Some(c), Some(k), Some(a), Some(w)) => {
+                vec![PromptPair::from_texts(&model, c, k, a, w)?]
+            }
+            _ => {
+                return Err(PrismError::InvalidInput(
+                    "give --pairs FILE, or --clean, --corrupt, --answer and --wrong".into(),
+                ));
+            }
+        };
+        let batch = PairBatch::new(&pairs, model.pad_id())?;
+        let dictionaries = match attribution {
+            Some(a) => a.dictionaries(&model)?,
+            None => Dictionaries::new(),
+        };
+        let options = PatchOptions {
+            direction: self.direction.parse()?,
+            metric: self.metric.parse()?,
+            rows_per_forward: self.rows_per_forward,
+            dictionaries,
+        };
+        Ok(Experiment {
+            model,
+            pairs,
+            batch,
+            options,
+        })
+    }
+
+    /// The sweeps asked for: (name, nodes), dictionaries' nodes last.
+    fn sweeps(&self, e: &Experiment) -> Result<Vec<(String, Vec<Node>)>> {
+        let shape = e.model.config().shape();
+        let seq = e.batch.clean.seq;
+        let items: Vec<String> = match &self.hooks {
+            Some(h) => h.clone(),
+            None if e.options.dictionaries.is_empty() => {
+                vec!["resid_pre".into(), "attn_out".into(), "mlp_out".into()]
+            }
+            None => Vec::new(),
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let ns = nodes(&shape, &item, seq)?;
+            if ns
+                .iter()
+                .any(|n| e.options.dictionaries.contains_key(&n.hook))
+            {
+                return Err(PrismError::InvalidInput(format!(
+                    "{item} is at a hook with a dictionary: its nodes are the dictionary's features"
+                )));
+            }
+            out.push((item, ns));
+        }
+        for (&hook, dict) in &e.options.dictionaries {
+            out.push((
+                format!("{hook} (dictionary)"),
+                dictionary_nodes(hook, dict.d_sae(), Some(seq)),
             ));
         }
-    };
-    let batch = PairBatch::new(&pairs, model.pad_id())?;
-    let options = PatchOptions {
-        direction: args.direction.parse()?,
-        metric: args.metric.parse()?,
-        rows_per_forward: args.rows_per_forward,
-    };
-    let shape = model.config().shape();
-    let seq = batch.clean.seq;
-    let mut sweeps: Vec<(String, PatchSweep)> = Vec::new();
-    for item in &args.hooks {
-        let ns = nodes(&shape, item, seq)?;
+        Ok(out)
+    }
+}
+
+impl Experiment {
+    fn tokens(&self) -> Vec<String> {
+        self.pairs[0]
+            .clean
+            .iter()
+            .map(|&t| {
+                self.model
+                    .tokenizer
+                    .decode(&[t])
+                    .unwrap_or_else(|_| t.to_string())
+            })
+            .collect()
+    }
+}
+
+pub fn run(args: &PatchArgs) -> Result<()> {
+    let e = args.pairs.load(None)?;
+    let mut sweeps = Vec::new();
+    for (item, ns) in args.pairs.sweeps(&e)? {
         let bar = crate::progress::bar(ns.len() as u64, &format!("patching {item}"), "nodes");
-        let s = patch(&model, &batch, &ns, &options, |done, _| {
+        let s = patch(&e.model, &e.batch, &ns, &e.options, |done, _| {
             bar.set_position(done as u64)
         })?;
         bar.finish_and_clear();
-        sweeps.push((item.clone(), s));
+        sweeps.push((item, s));
     }
-    let first = &sweeps[0].1;
-    let tokens: Vec<String> = pairs[0]
-        .clean
-        .iter()
-        .map(|&t| {
-            model
-                .tokenizer
-                .decode(&[t])
-                .unwrap_or_else(|_| t.to_string())
-        })
+    report(&args.pairs, &e, &sweeps, None)
+}
+
+pub fn attribute_cmd(args: &AttributeArgs) -> Result<()> {
+    let e = args.pairs.load(Some(&args.attribution))?;
+    let method = args.attribution.method("atp")?;
+    let mut sweeps = Vec::new();
+    for (item, ns) in args.pairs.sweeps(&e)? {
+        let bar = crate::progress::bar(1, &format!("attributing {item}"), "passes");
+        let s = attribute(
+            &e.model,
+            &e.batch,
+            &ns,
+            method,
+            &e.options,
+            |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64)
+            },
+        )?;
+        bar.finish_and_clear();
+        sweeps.push((item, s));
+    }
+    report(&args.pairs, &e, &sweeps, Some(method))
+}
+
+pub fn circuit_cmd(args: &CircuitArgs) -> Result<()> {
+    let e = args.pairs.load(Some(&args.attribution))?;
+    let method = args.attribution.method("ig")?;
+    let universe: Vec<Node> = args
+        .pairs
+        .sweeps(&e)?
+        .into_iter()
+        .flat_map(|(_, n)| n)
         .collect();
+    if universe.is_empty() {
+        return Err(PrismError::InvalidInput(
+            "no nodes: give --sae HOOK=DIR and/or --hooks".into(),
+        ));
+    }
+    // Means over the dataset's own clean prompts (padding excluded), as feature-circuits does.
+    let hooks: Vec<HookPoint> = universe
+        .iter()
+        .map(|n| n.hook)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let means = MeanStates::compute(
+        &e.model,
+        [Ok(e.batch.clean.clone())],
+        &hooks,
+        &e.options.dictionaries,
+    )?;
+    let sizes: Vec<usize> = match &args.sizes {
+        Some(s) => s.clone(),
+        None => std::iter::successors(Some(1usize), |n| Some(n * 2))
+            .take_while(|&n| n < universe.len())
+            .chain(std::iter::once(universe.len()))
+            .collect(),
+    };
+    let bar = crate::progress::bar(1, "attributing", "passes");
+    let c = circuit(
+        &e.model,
+        &e.batch,
+        &universe,
+        method,
+        Arc::new(means),
+        &sizes,
+        &e.options,
+        |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64)
+        },
+    )?;
+    bar.finish_and_clear();
+    if let Some(plot) = &args.pairs.plot {
+        let stem = plot.with_extension("");
+        let points: Vec<(f64, f64)> = c
+            .faithfulness
+            .curve
+            .iter()
+            .filter(|p| p.nodes > 0)
+            .map(|p| (p.nodes as f64, p.faithfulness))
+            .collect();
+        prism_stats::plot_xy(
+            &[prism_stats::Series {
+                name: format!("top-n nodes, the rest mean-ablated ({})", c.metric),
+                points,
+                mark: prism_stats::Mark::Line,
+            }],
+            &prism_stats::XyPlot {
+                title: "Circuit faithfulness",
+                x: "nodes in the circuit",
+                y: "faithfulness",
+                log_x: true,
+            },
+            Some(&stem.with_extension("png")),
+            Some(&stem.with_extension("svg")),
+            (720, 440),
+        )?;
+        eprintln!("faithfulness curve: {}.png and .svg", stem.display());
+    }
+    let top: Vec<&prism_patch::PatchResult> = c.ranked.iter().take(args.top).collect();
+    if args.pairs.model.json {
+        println!(
+            "{}",
+            json!({
+                "metric": c.metric,
+                "method": c.method,
+                "direction": e.options.direction,
+                "pairs": e.pairs.len(),
+                "universe": universe.len(),
+                "nodes": top,
+                "faithfulness": c.faithfulness,
+            })
+        );
+    } else {
+        println!(
+            "{} pairs, {} nodes; {}: whole model {:.4}, everything mean-ablated {:.4}",
+            e.pairs.len(),
+            universe.len(),
+            c.metric,
+            c.faithfulness.full,
+            c.faithfulness.empty
+        );
+        println!("strongest nodes (estimated effect, {:?})", c.method);
+        for r in &top {
+            println!("  {:<48} {:+.4}", r.node.to_string(), r.value);
+        }
+        println!("faithfulness of the top n:");
+        for p in &c.faithfulness.curve {
+            println!("  {:>8} {:.3}", p.nodes, p.faithfulness);
+        }
+    }
+    Ok(())
+}
+
+/// Heat maps, JSON or text for `patch` and `attribute`.
+fn report(
+    args: &PairArgs,
+    e: &Experiment,
+    sweeps: &[(String, PatchSweep)],
+    method: Option<Method>,
+) -> Result<()> {
+    let first = &sweeps
+        .first()
+        .ok_or_else(|| PrismError::InvalidInput("no sweeps asked for".into()))?
+        .1;
+    let tokens = e.tokens();
     if let Some(plot) = &args.plot {
-        for (item, s) in &sweeps {
+        for (item, s) in sweeps {
+            if s.results.iter().any(|r| r.node.needs_dictionary()) {
+                continue;
+            }
             let stem = if sweeps.len() == 1 {
                 plot.with_extension("")
             } else {
@@ -120,51 +424,38 @@ pub fn run(args: &PatchArgs) -> Result<()> {
         .map(|r| serde_json::to_value(r).unwrap_or_default())
         .collect();
     if args.model.json {
-        println!(
-            "{}",
-            json!({
-                "metric": first.metric,
-                "direction": first.direction,
-                "clean": first.clean,
-                "corrupt": first.corrupt,
-                "pairs": pairs.len(),
-                "tokens": tokens,
-                "results": results,
-            })
-        );
+        let mut out = json!({
+            "metric": first.metric,
+            "direction": first.direction,
+            "clean": first.clean,
+            "corrupt": first.corrupt,
+            "pairs": e.pairs.len(),
+            "tokens": tokens,
+            "results": results,
+        });
+        if let Some(m) = method {
+            out["method"] = serde_json::to_value(m).unwrap_or_default();
+        }
+        println!("{out}");
     } else {
         println!(
             "{} pairs, {}: clean {:.4}, corrupted {:.4} ({:?})",
-            pairs.len(),
+            e.pairs.len(),
             first.metric,
             first.clean,
             first.corrupt,
             first.direction
         );
-        for (item, s) in &sweeps {
+        for (item, s) in sweeps {
             let mut top: Vec<_> = s.results.iter().collect();
             top.sort_by(|a, b| b.normalized.abs().total_cmp(&a.normalized.abs()));
             println!("{item}: strongest nodes (normalised effect)");
             for r in top.iter().take(8) {
-                println!("  {:<40} {:+.4}", describe(&r.node), r.normalized);
+                println!("  {:<48} {:+.4}", r.node.to_string(), r.normalized);
             }
         }
     }
     Ok(())
-}
-
-fn describe(n: &Node) -> String {
-    let mut s = n.hook.to_string();
-    if let Some(p) = n.position {
-        s.push_str(&format!(" pos {p}"));
-    }
-    if let Some(h) = n.head {
-        s.push_str(&format!(" head {h}"));
-    }
-    if let Some(k) = n.neuron {
-        s.push_str(&format!(" neuron {k}"));
-    }
-    s
 }
 
 /// One heat map: blocks × (positions | heads | neurons), normalised effects.
@@ -178,7 +469,7 @@ fn heatmap(s: &PatchSweep, item: &str, tokens: &[String], stem: &Path) -> Result
         layers.iter().copied().min().unwrap_or(0),
         layers.iter().copied().max().unwrap_or(0),
     );
-    let col_of = |n: &Node| n.head.or(n.neuron).or(n.position).unwrap_or(0);
+    let col_of = |n: &Node| n.head().or(n.neuron()).or(n.position).unwrap_or(0);
     let ncols = s
         .results
         .iter()
@@ -188,12 +479,12 @@ fn heatmap(s: &PatchSweep, item: &str, tokens: &[String], stem: &Path) -> Result
     let cols: Vec<String> = if s
         .results
         .iter()
-        .all(|r| r.node.head.is_none() && r.node.neuron.is_none())
+        .all(|r| r.node.head().is_none() && r.node.neuron().is_none())
     {
         (0..ncols)
             .map(|p| format!("{p} {}", tokens.get(p).map(String::as_str).unwrap_or("")))
             .collect()
-    } else if s.results.iter().any(|r| r.node.head.is_some()) {
+    } else if s.results.iter().any(|r| r.node.head().is_some()) {
         (0..ncols).map(|h| format!("head {h}")).collect()
     } else {
         (0..ncols).map(|k| k.to_string()).collect()

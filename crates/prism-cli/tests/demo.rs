@@ -13,10 +13,11 @@ fn root() -> PathBuf {
 fn quick_demo_writes_a_complete_report() {
     let model = root().join("assets/SmolLM2-135M-Instruct.Q4_1.gguf");
     let data = root().join("assets/python-docs");
-    if !model.exists() || !data.exists() {
+    let countries = root().join("assets/geonames-countries.json");
+    if !model.exists() || !data.exists() || !countries.exists() {
         assert!(
             std::env::var_os("PRISM_REQUIRE_ASSETS").is_none(),
-            "PRISM_REQUIRE_ASSETS is set but the assets are missing (run `cargo run -- fetch smollm2` and `fetch python-docs`)"
+            "PRISM_REQUIRE_ASSETS is set but the assets are missing (run `cargo run -- fetch smollm2`, `fetch python-docs` and `fetch geonames`)"
         );
         eprintln!("skipping: default assets not fetched");
         return;
@@ -30,6 +31,8 @@ fn quick_demo_writes_a_complete_report() {
             model.to_str().unwrap(),
             "--data",
             data.to_str().unwrap(),
+            "--countries",
+            countries.to_str().unwrap(),
         ])
         .output()
         .unwrap();
@@ -46,6 +49,7 @@ fn quick_demo_writes_a_complete_report() {
         "## Randomised models",
         "## Feature densities",
         "## Top-activating contexts",
+        "## Causal patching",
     ] {
         assert!(readme.contains(heading), "report misses {heading}");
     }
@@ -116,6 +120,31 @@ fn quick_demo_writes_a_complete_report() {
         }
     }
     assert!(html.contains("class=\"ctx\""));
+    // Patching capital-city pairs: the clean prompts favour their capital, the corrupted ones
+    // the other; attribution patching tracks exact patching of the residual stream; keeping
+    // every node of the circuit is the whole model.
+    let p = &s["patching"];
+    assert_eq!(p["pairs"], 4);
+    assert!(
+        p["clean"].as_f64().unwrap() > 0.0 && p["corrupt"].as_f64().unwrap() < 0.0,
+        "{p}"
+    );
+    let r = p["pearson_all"].as_f64().unwrap();
+    assert!(r > 0.5, "AtP vs exact r = {r}");
+    let curve = p["faithfulness"].as_array().unwrap();
+    let last = curve.last().unwrap();
+    assert_eq!(last["nodes"], p["universe"]);
+    assert!((last["faithfulness"].as_f64().unwrap() - 1.0).abs() < 1e-6);
+    for png in [
+        "patching_resid_pre.png",
+        "patching_atp_vs_exact.png",
+        "patching_faithfulness.png",
+    ] {
+        assert!(
+            std::fs::metadata(out.join(png)).unwrap().len() > 1000,
+            "{png}"
+        );
+    }
     // The caches are removed unless asked to keep them.
     assert!(!out.join("cache").exists());
 }

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use prism_core::{Activation, Edit, HookPoint, Hooks, Intervention, PrismError, Result};
 use prism_models::{Model, TokenBatch};
 use serde::Serialize;
@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::metric::Metric;
 use crate::node::Node;
 use crate::pairs::PairBatch;
+use crate::state::{self, Dictionaries, State};
 
 /// Which run receives the other run's activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
@@ -37,8 +38,8 @@ impl std::str::FromStr for Direction {
     }
 }
 
-/// How [`patch`] runs.
-#[derive(Clone, Debug)]
+/// How [`patch`] (and [`attribute`](crate::attribute)) run.
+#[derive(Clone)]
 pub struct PatchOptions {
     /// Denoise or noise.
     pub direction: Direction,
@@ -46,6 +47,23 @@ pub struct PatchOptions {
     pub metric: Metric,
     /// At most this many rows (pairs × patched copies) per forward pass.
     pub rows_per_forward: usize,
+    /// Dictionaries spliced in (error term kept) at their hooks: nodes there are features and
+    /// error terms ([`Unit::Feature`](crate::Unit::Feature), [`Unit::Error`](crate::Unit::Error)).
+    pub dictionaries: Dictionaries,
+}
+
+impl std::fmt::Debug for PatchOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatchOptions")
+            .field("direction", &self.direction)
+            .field("metric", &self.metric)
+            .field("rows_per_forward", &self.rows_per_forward)
+            .field(
+                "dictionaries",
+                &self.dictionaries.keys().collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 impl Default for PatchOptions {
@@ -54,6 +72,7 @@ impl Default for PatchOptions {
             direction: Direction::Denoise,
             metric: Metric::LogitDiff,
             rows_per_forward: 32,
+            dictionaries: Dictionaries::new(),
         }
     }
 }
@@ -100,49 +119,11 @@ pub fn patch(
     options: &PatchOptions,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<PatchSweep> {
-    if pairs.is_empty() {
-        return Err(PrismError::InvalidInput("no prompt pairs".into()));
-    }
-    let shape = model.config().shape();
-    let hooks: BTreeSet<HookPoint> = nodes.iter().map(|n| n.hook).collect();
-    for h in &hooks {
-        h.validate(&shape)?;
-    }
-    let vocab = model.config().vocab_size;
-    if let Some(bad) = pairs
-        .answer
-        .iter()
-        .chain(&pairs.wrong)
-        .find(|&&t| t as usize >= vocab)
-    {
-        return Err(PrismError::InvalidInput(format!(
-            "answer token {bad} is outside the vocabulary of {vocab}"
-        )));
-    }
-    let capture = Hooks::new().capture_all(hooks.iter().copied());
-    let mut clean = model.forward(&pairs.clean, &capture)?;
-    let mut corrupt = model.forward(&pairs.corrupt, &capture)?;
-    let last = pairs.last_positions();
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let clean_metric = mean(
-        &options
-            .metric
-            .per_row(last_logits(clean.logits()?, &last, 1)?, pairs)?,
-    );
-    let corrupt_metric = mean(
-        &options
-            .metric
-            .per_row(last_logits(corrupt.logits()?, &last, 1)?, pairs)?,
-    );
-    let (target, source) = match options.direction {
-        Direction::Denoise => (&pairs.corrupt, &mut clean),
-        Direction::Noise => (&pairs.clean, &mut corrupt),
+    let runs = PairRuns::new(model, pairs, nodes, options)?;
+    let (target, sources) = match options.direction {
+        Direction::Denoise => (&pairs.corrupt, &runs.clean),
+        Direction::Noise => (&pairs.clean, &runs.corrupt),
     };
-    let sources: BTreeMap<HookPoint, Activation> = hooks
-        .iter()
-        .map(|&h| Ok((h, source.take(h)?)))
-        .collect::<Result<_>>()?;
-
     let b = pairs.len();
     let per_pass = (options.rows_per_forward / b).max(1);
     let mut results = Vec::with_capacity(nodes.len());
@@ -151,37 +132,161 @@ pub fn patch(
         let copies = group.len();
         let batch = tile(target, copies, model.pad_id())?;
         let mut edits = Hooks::new();
-        for (&hook, src) in &sources {
-            if let Some(iv) = patch_intervention(hook, src, group, copies)? {
-                edits = edits.intervene(iv);
+        for (&hook, src) in sources {
+            let covered: Vec<(usize, Node)> = group
+                .iter()
+                .copied()
+                .enumerate()
+                .filter(|(_, n)| n.hook == hook)
+                .collect();
+            if covered.is_empty() {
+                continue;
             }
+            let dict = options.dictionaries.get(&hook).cloned();
+            let masks = state::masks(&src.dims(), dict.is_some(), copies, &covered)?;
+            let src = src.tile(copies);
+            let edit: prism_core::HookFn = Arc::new(move |hook: HookPoint, act: Activation| {
+                let state = State::read(hook, act, dict.as_ref())?;
+                check_dims(&state.dims(), &src.dims())?;
+                state.select(&masks, &src)?.compose(dict.as_ref())
+            });
+            edits = edits.intervene(Intervention::new(hook, Edit::Custom(edit)));
         }
         let logits = model.forward(&batch, &edits)?.logits()?;
         let values = options
             .metric
-            .per_row(last_logits(logits, &last, copies)?, pairs)?;
+            .per_row(last_logits(logits, &runs.last, copies)?, pairs)?;
         for (k, node) in group.iter().enumerate() {
             let value = mean(&values[k * b..(k + 1) * b]);
             results.push(PatchResult {
                 node: *node,
                 value,
-                normalized: (value - corrupt_metric) / (clean_metric - corrupt_metric),
+                normalized: runs.normalize(value),
             });
         }
         done += copies;
         progress(done, nodes.len());
     }
-    Ok(PatchSweep {
-        metric: options.metric.name().to_string(),
-        direction: options.direction,
-        clean: clean_metric,
-        corrupt: corrupt_metric,
-        results,
-    })
+    Ok(runs.sweep(options, results))
+}
+
+pub(crate) fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// The clean and the corrupted run of a batch of pairs: their metrics and their states at
+/// every hook the nodes need.
+pub(crate) struct PairRuns {
+    pub clean_metric: f64,
+    pub corrupt_metric: f64,
+    pub clean: BTreeMap<HookPoint, State>,
+    pub corrupt: BTreeMap<HookPoint, State>,
+    /// Each pair's last real position.
+    pub last: Vec<usize>,
+}
+
+impl PairRuns {
+    /// Checks the inputs and runs both prompts of every pair once, capturing the hooks of
+    /// `nodes`.
+    pub fn new(
+        model: &Model,
+        pairs: &PairBatch,
+        nodes: &[Node],
+        options: &PatchOptions,
+    ) -> Result<Self> {
+        let hooks = Self::check(model, pairs, nodes, options)?;
+        let (clean_metric, clean) = Self::run(model, pairs, &hooks, options, &pairs.clean)?;
+        let (corrupt_metric, corrupt) = Self::run(model, pairs, &hooks, options, &pairs.corrupt)?;
+        Ok(Self {
+            clean_metric,
+            corrupt_metric,
+            clean,
+            corrupt,
+            last: pairs.last_positions(),
+        })
+    }
+
+    /// Checks pairs, nodes, dictionaries and answers; returns the hooks the nodes need.
+    pub fn check(
+        model: &Model,
+        pairs: &PairBatch,
+        nodes: &[Node],
+        options: &PatchOptions,
+    ) -> Result<BTreeSet<HookPoint>> {
+        if pairs.is_empty() {
+            return Err(PrismError::InvalidInput("no prompt pairs".into()));
+        }
+        let shape = model.config().shape();
+        let hooks: BTreeSet<HookPoint> = nodes.iter().map(|n| n.hook).collect();
+        for h in hooks.iter().chain(options.dictionaries.keys()) {
+            h.validate(&shape)?;
+        }
+        if let Some(n) = nodes
+            .iter()
+            .find(|n| n.needs_dictionary() && !options.dictionaries.contains_key(&n.hook))
+        {
+            return Err(PrismError::Hook {
+                hook: n.hook.to_string(),
+                message: format!("{n} needs a dictionary spliced in at its hook"),
+            });
+        }
+        let vocab = model.config().vocab_size;
+        if let Some(bad) = pairs
+            .answer
+            .iter()
+            .chain(&pairs.wrong)
+            .find(|&&t| t as usize >= vocab)
+        {
+            return Err(PrismError::InvalidInput(format!(
+                "answer token {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        Ok(hooks)
+    }
+
+    /// One prompt of every pair (`batch`): its metric and its states at `hooks`.
+    pub fn run(
+        model: &Model,
+        pairs: &PairBatch,
+        hooks: &BTreeSet<HookPoint>,
+        options: &PatchOptions,
+        batch: &TokenBatch,
+    ) -> Result<(f64, BTreeMap<HookPoint, State>)> {
+        let capture = Hooks::new().capture_all(hooks.iter().copied());
+        let mut out = model.forward(batch, &capture)?;
+        let metric = mean(&options.metric.per_row(
+            last_logits(out.logits()?, &pairs.last_positions(), 1)?,
+            pairs,
+        )?);
+        let states = hooks
+            .iter()
+            .map(|&h| {
+                let act = out.take(h)?;
+                Ok((h, State::read(h, act, options.dictionaries.get(&h))?))
+            })
+            .collect::<Result<_>>()?;
+        Ok((metric, states))
+    }
+
+    /// `(value − corrupt) / (clean − corrupt)`.
+    pub fn normalize(&self, value: f64) -> f64 {
+        (value - self.corrupt_metric) / (self.clean_metric - self.corrupt_metric)
+    }
+
+    /// The sweep's result.
+    pub fn sweep(&self, options: &PatchOptions, results: Vec<PatchResult>) -> PatchSweep {
+        PatchSweep {
+            metric: options.metric.name().to_string(),
+            direction: options.direction,
+            clean: self.clean_metric,
+            corrupt: self.corrupt_metric,
+            results,
+        }
+    }
 }
 
 /// `copies` copies of a batch, one after the other (padded with `pad`).
-fn tile(batch: &TokenBatch, copies: usize, pad: u32) -> Result<TokenBatch> {
+pub(crate) fn tile(batch: &TokenBatch, copies: usize, pad: u32) -> Result<TokenBatch> {
     let rows: Vec<Vec<u32>> = (0..copies)
         .flat_map(|_| {
             (0..batch.batch)
@@ -192,7 +297,7 @@ fn tile(batch: &TokenBatch, copies: usize, pad: u32) -> Result<TokenBatch> {
 }
 
 /// Logits at each row's last real position, `[copies·pairs, vocab]`.
-fn last_logits(logits: Tensor<3>, last: &[usize], copies: usize) -> Result<Tensor<2>> {
+pub(crate) fn last_logits(logits: Tensor<3>, last: &[usize], copies: usize) -> Result<Tensor<2>> {
     let [n, s, v] = logits.dims();
     if n != copies * last.len() {
         return Err(PrismError::Shape(format!(
@@ -203,64 +308,16 @@ fn last_logits(logits: Tensor<3>, last: &[usize], copies: usize) -> Result<Tenso
     let rows: Vec<i64> = (0..n)
         .map(|r| (r * s + last[r % last.len()]) as i64)
         .collect();
-    let idx = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &logits.device());
+    let idx = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &logits.device().inner());
     Ok(logits.reshape([n * s, v]).select(0, idx))
 }
 
-/// The edit at `hook` for a pass whose copy `k` patches `group[k]`: the source activation,
-/// tiled over the copies, replaces the target's where a copy's node covers it. `None` when no
-/// node of the group is at `hook`.
-fn patch_intervention(
-    hook: HookPoint,
-    source: &Activation,
-    group: &[Node],
-    copies: usize,
-) -> Result<Option<Intervention>> {
-    if !group.iter().any(|n| n.hook == hook) {
-        return Ok(None);
-    }
-    let dims = source.dims();
-    let (b, row): (usize, usize) = (dims[0], dims[1..].iter().product());
-    let mut mask = vec![false; copies * b * row];
-    for (k, node) in group.iter().enumerate().filter(|(_, n)| n.hook == hook) {
-        for i in 0..b {
-            let start = (k * b + i) * row;
-            node.mark(&dims[1..], &mut mask[start..start + row])?;
-        }
-    }
-    let mut tiled_dims = dims.clone();
-    tiled_dims[0] = copies * b;
-    let edit: prism_core::HookFn = match source {
-        Activation::Rank3(src) => {
-            let device = src.device();
-            let m = Tensor::<3, Bool>::from_data(TensorData::new(mask, tiled_dims), &device);
-            let src = src.clone().repeat_dim(0, copies);
-            Arc::new(move |_: HookPoint, act: Activation| {
-                let t = act.into_rank3()?;
-                check_dims(&t.dims(), &src.dims())?;
-                Ok(Activation::Rank3(t.mask_where(m.clone(), src.clone())))
-            })
-        }
-        Activation::Rank4(src) => {
-            let device = src.device();
-            let m = Tensor::<4, Bool>::from_data(TensorData::new(mask, tiled_dims), &device);
-            let src = src.clone().repeat_dim(0, copies);
-            Arc::new(move |_: HookPoint, act: Activation| {
-                let t = act.into_rank4()?;
-                check_dims(&t.dims(), &src.dims())?;
-                Ok(Activation::Rank4(t.mask_where(m.clone(), src.clone())))
-            })
-        }
-    };
-    Ok(Some(Intervention::new(hook, Edit::Custom(edit))))
-}
-
-fn check_dims(a: &[usize], b: &[usize]) -> Result<()> {
+pub(crate) fn check_dims<T: PartialEq + std::fmt::Debug>(a: &T, b: &T) -> Result<()> {
     if a == b {
         Ok(())
     } else {
         Err(PrismError::Shape(format!(
-            "the patched run's activation {a:?} differs from the source's {b:?}: clean and \
+            "the patched run's state {a:?} differs from the source's {b:?}: clean and \
              corrupted prompts must have equal lengths"
         )))
     }

@@ -3,23 +3,112 @@
 use prism_core::{HookPoint, ModelShape, PrismError, Result};
 use serde::Serialize;
 
-/// One place to patch: a hook point, restricted to a position, a head (of `hook_z`) or a
-/// neuron (of `mlp.hook_post`) where the sweep asks for it. `None` means all of that axis.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+/// One place to patch or attribute: a hook point, a sequence position (`None`: all positions
+/// together) and a unit of the hook's state.
+///
+/// ```
+/// use prism_core::HookPoint;
+/// use prism_patch::{Node, Unit};
+/// let n = Node::new(HookPoint::AttnZ(2), None, Unit::Head(3));
+/// assert_eq!(n.to_string(), "blocks.2.attn.hook_z head 3");
+/// let f = Node::new("blocks.1.hook_resid_post".parse().unwrap(), Some(4), Unit::Feature(17));
+/// assert_eq!(serde_json::to_value(f).unwrap()["feature"], 17);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Node {
     /// Where.
-    #[serde(serialize_with = "hook_name")]
     pub hook: HookPoint,
-    /// Sequence position.
+    /// Sequence position; all positions together when `None`.
     pub position: Option<usize>,
-    /// Attention head (`hook_z`).
-    pub head: Option<usize>,
-    /// MLP neuron (`mlp.hook_post`).
-    pub neuron: Option<usize>,
+    /// Which part of the hook's state.
+    pub unit: Unit,
 }
 
-fn hook_name<S: serde::Serializer>(h: &HookPoint, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&h.to_string())
+/// The part of a hook's state a node covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Unit {
+    /// The whole activation (with a dictionary at the hook: its features and error together).
+    All,
+    /// One attention head of `attn.hook_z`.
+    Head(usize),
+    /// One neuron of `mlp.hook_post` (or any single coordinate of a `[batch, seq, d]` hook).
+    Neuron(usize),
+    /// One feature of the dictionary spliced in at the hook.
+    Feature(usize),
+    /// The error term `x − x̂` of the dictionary spliced in at the hook.
+    Error,
+}
+
+impl Node {
+    /// A node.
+    pub fn new(hook: HookPoint, position: Option<usize>, unit: Unit) -> Self {
+        Self {
+            hook,
+            position,
+            unit,
+        }
+    }
+
+    /// The head, if this is a head node.
+    pub fn head(&self) -> Option<usize> {
+        match self.unit {
+            Unit::Head(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// The neuron, if this is a neuron node.
+    pub fn neuron(&self) -> Option<usize> {
+        match self.unit {
+            Unit::Neuron(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The dictionary feature, if this is a feature node.
+    pub fn feature(&self) -> Option<usize> {
+        match self.unit {
+            Unit::Feature(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Whether this node needs a dictionary at its hook (features and error terms).
+    pub fn needs_dictionary(&self) -> bool {
+        matches!(self.unit, Unit::Feature(_) | Unit::Error)
+    }
+}
+
+impl std::fmt::Display for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.hook)?;
+        if let Some(p) = self.position {
+            write!(f, " pos {p}")?;
+        }
+        match self.unit {
+            Unit::All => Ok(()),
+            Unit::Head(h) => write!(f, " head {h}"),
+            Unit::Neuron(n) => write!(f, " neuron {n}"),
+            Unit::Feature(j) => write!(f, " feature {j}"),
+            Unit::Error => write!(f, " error"),
+        }
+    }
+}
+
+/// JSON: `{"hook", "position", "head", "neuron", "feature", "error"}` with `null` for the axes a
+/// node does not have (DESIGN.md's contract; `error` is true for a dictionary's error node).
+impl Serialize for Node {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Node", 6)?;
+        st.serialize_field("hook", &self.hook.to_string())?;
+        st.serialize_field("position", &self.position)?;
+        st.serialize_field("head", &self.head())?;
+        st.serialize_field("neuron", &self.neuron())?;
+        st.serialize_field("feature", &self.feature())?;
+        st.serialize_field("error", &(self.unit == Unit::Error))?;
+        st.end()
+    }
 }
 
 /// The sweeps TransformerLens' `patching.py` offers, by their short names.
@@ -98,12 +187,7 @@ pub fn nodes(shape: &ModelShape, item: &str, seq: usize) -> Result<Vec<Node>> {
     };
     let mut out = Vec::new();
     for hook in hooks {
-        let node = Node {
-            hook,
-            position: None,
-            head: None,
-            neuron: None,
-        };
+        let node = Node::new(hook, None, Unit::All);
         match hook {
             HookPoint::AttnPattern(_) => {
                 return Err(PrismError::UnknownHook {
@@ -114,23 +198,15 @@ pub fn nodes(shape: &ModelShape, item: &str, seq: usize) -> Result<Vec<Node>> {
             HookPoint::AttnZ(_) => {
                 for head in 0..shape.n_heads {
                     if per_position_z {
-                        out.extend((0..seq).map(|p| Node {
-                            position: Some(p),
-                            head: Some(head),
-                            ..node
-                        }));
+                        out.extend((0..seq).map(|p| Node::new(hook, Some(p), Unit::Head(head))));
                     } else {
-                        out.push(Node {
-                            head: Some(head),
-                            ..node
-                        });
+                        out.push(Node::new(hook, None, Unit::Head(head)));
                     }
                 }
             }
-            HookPoint::MlpPost(_) => out.extend((0..shape.d_mlp).map(|n| Node {
-                neuron: Some(n),
-                ..node
-            })),
+            HookPoint::MlpPost(_) => {
+                out.extend((0..shape.d_mlp).map(|n| Node::new(hook, None, Unit::Neuron(n))))
+            }
             _ => out.extend((0..seq).map(|p| Node {
                 position: Some(p),
                 ..node
@@ -140,19 +216,53 @@ pub fn nodes(shape: &ModelShape, item: &str, seq: usize) -> Result<Vec<Node>> {
     Ok(out)
 }
 
+/// The nodes of a dictionary spliced in at `hook`: every feature and the error term, at each
+/// of `seq` positions (or, with `seq = None`, over all positions together), feature-circuits'
+/// node set for one submodule.
+///
+/// ```
+/// use prism_patch::{Unit, dictionary_nodes};
+/// let hook = "blocks.0.hook_resid_post".parse().unwrap();
+/// let ns = dictionary_nodes(hook, 64, Some(5));
+/// assert_eq!(ns.len(), 5 * (64 + 1));
+/// assert_eq!(ns[64].unit, Unit::Error);
+/// assert_eq!(dictionary_nodes(hook, 64, None).len(), 65);
+/// ```
+pub fn dictionary_nodes(hook: HookPoint, d_sae: usize, seq: Option<usize>) -> Vec<Node> {
+    let positions: Vec<Option<usize>> = match seq {
+        Some(n) => (0..n).map(Some).collect(),
+        None => vec![None],
+    };
+    positions
+        .into_iter()
+        .flat_map(|p| {
+            (0..d_sae)
+                .map(move |j| Node::new(hook, p, Unit::Feature(j)))
+                .chain(std::iter::once(Node::new(hook, p, Unit::Error)))
+        })
+        .collect()
+}
+
 impl Node {
-    /// Marks, in a row-major mask of one batch row's activation (`dims` without the batch
-    /// axis), the elements this node covers.
-    pub(crate) fn mark(&self, dims: &[usize], mask: &mut [bool]) -> Result<()> {
-        // Layouts: [seq, d] for most hooks, [seq, heads, d_head] for hook_z.
+    /// The element ranges this node covers in one batch row of a state part, row-major over
+    /// `dims` (the part's dimensions without the batch axis: `[seq, d]`, or `[seq, heads,
+    /// d_head]` for `hook_z`). `part` 0 is the activation (or, with a dictionary, its codes
+    /// `[seq, d_sae]`); part 1 is a dictionary's error term `[seq, d]`.
+    pub(crate) fn ranges(
+        &self,
+        dictionary: bool,
+        part: usize,
+        dims: &[usize],
+    ) -> Result<Vec<std::ops::Range<usize>>> {
+        let err = |message: String| PrismError::Hook {
+            hook: self.hook.to_string(),
+            message,
+        };
         let check = |what: &str, i: usize, n: usize| {
             if i < n {
                 Ok(())
             } else {
-                Err(PrismError::Hook {
-                    hook: self.hook.to_string(),
-                    message: format!("{what} {i} is out of range (size {n})"),
-                })
+                Err(err(format!("{what} {i} is out of range (size {n})")))
             }
         };
         let seq = dims[0];
@@ -164,26 +274,41 @@ impl Node {
             }
             None => (0..seq).collect(),
         };
-        for p in positions {
-            let row = &mut mask[p * inner..(p + 1) * inner];
-            match (self.head, self.neuron) {
-                (Some(h), _) if dims.len() == 3 => {
-                    check("head", h, dims[1])?;
-                    row[h * dims[2]..(h + 1) * dims[2]].fill(true);
-                }
-                (None, Some(n)) => {
-                    check("neuron", n, inner)?;
-                    row[n] = true;
-                }
-                (None, None) => row.fill(true),
-                _ => {
-                    return Err(PrismError::Hook {
-                        hook: self.hook.to_string(),
-                        message: "a head needs attn.hook_z".into(),
-                    });
-                }
+        // Within one position's row of `inner` elements.
+        let within: Option<std::ops::Range<usize>> = match (dictionary, part, self.unit) {
+            (_, _, Unit::All) => Some(0..inner),
+            (false, _, Unit::Head(h)) if dims.len() == 3 => {
+                check("head", h, dims[1])?;
+                Some(h * dims[2]..(h + 1) * dims[2])
             }
-        }
-        Ok(())
+            (false, _, Unit::Neuron(n)) => {
+                check("neuron", n, inner)?;
+                Some(n..n + 1)
+            }
+            (true, 0, Unit::Feature(j)) => {
+                check("feature", j, inner)?;
+                Some(j..j + 1)
+            }
+            (true, 1, Unit::Error) => Some(0..inner),
+            (true, _, Unit::Feature(_) | Unit::Error) => None,
+            (false, _, Unit::Feature(_) | Unit::Error) => {
+                return Err(err(format!(
+                    "{self} needs a dictionary spliced in at its hook"
+                )));
+            }
+            (_, _, Unit::Head(_)) => return Err(err("a head needs attn.hook_z".into())),
+            (true, _, Unit::Neuron(_)) => {
+                return Err(err(
+                    "with a dictionary at the hook, nodes are features and the error term".into(),
+                ));
+            }
+        };
+        Ok(match within {
+            Some(r) => positions
+                .into_iter()
+                .map(|p| p * inner + r.start..p * inner + r.end)
+                .collect(),
+            None => Vec::new(),
+        })
     }
 }

@@ -76,6 +76,80 @@ impl PromptPair {
     }
 }
 
+/// Prompt pairs from a template and a word list: `template` with `{}` filled by one entry's
+/// subject is the clean prompt (answer: that entry's answer), filled by another entry's subject
+/// the corrupted one (its answer is the wrong one). Entries whose answer is not exactly one token
+/// are left out, and only prompts of equal token length are paired; answers within a pair differ.
+/// Deterministic for a `seed`; at most `n` pairs, each entry used once as clean.
+///
+/// ```no_run
+/// # fn f(model: &prism_models::Model) -> prism_core::Result<()> {
+/// let capitals = vec![("France".to_string(), " Paris".to_string()),
+///                     ("Japan".to_string(), " Tokyo".to_string())];
+/// let pairs = prism_patch::template_pairs(model, "The capital of {} is", &capitals, 8, 0)?;
+/// # Ok(()) }
+/// ```
+pub fn template_pairs(
+    model: &Model,
+    template: &str,
+    entries: &[(String, String)],
+    n: usize,
+    seed: u64,
+) -> Result<Vec<PromptPair>> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    if !template.contains("{}") {
+        return Err(PrismError::InvalidInput(format!(
+            "the template {template:?} has no `{{}}` for the subject"
+        )));
+    }
+    // (prompt tokens, answer token) of every usable entry, grouped by prompt length.
+    let mut by_length: std::collections::BTreeMap<usize, Vec<(Vec<u32>, u32)>> =
+        std::collections::BTreeMap::new();
+    for (subject, answer) in entries {
+        if let [a] = model.tokenizer.encode_plain(answer)?[..] {
+            let prompt = model.encode(&template.replacen("{}", subject, 1))?;
+            by_length.entry(prompt.len()).or_default().push((prompt, a));
+        }
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut groups: Vec<Vec<(Vec<u32>, u32)>> = by_length
+        .into_values()
+        .filter(|g| g.len() > 1)
+        .map(|mut g| {
+            g.shuffle(&mut rng);
+            g
+        })
+        .collect();
+    groups.shuffle(&mut rng);
+    // Each entry is clean once, against the next entry of its group with another answer.
+    let mut out = Vec::new();
+    for g in &groups {
+        for (i, (clean, answer)) in g.iter().enumerate() {
+            let other = (1..g.len())
+                .map(|k| &g[(i + k) % g.len()])
+                .find(|(_, a)| a != answer);
+            if let Some((corrupt, wrong)) = other {
+                out.push(PromptPair::new(
+                    clean.clone(),
+                    corrupt.clone(),
+                    *answer,
+                    *wrong,
+                )?);
+            }
+        }
+    }
+    out.shuffle(&mut rng);
+    out.truncate(n);
+    if out.is_empty() {
+        return Err(PrismError::InvalidInput(
+            "no two entries give prompts of equal token length with different one-token answers"
+                .into(),
+        ));
+    }
+    Ok(out)
+}
+
 /// One line of feature-circuits' pair files.
 #[derive(Deserialize)]
 struct PairLine {

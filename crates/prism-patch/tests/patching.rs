@@ -2,81 +2,19 @@
 //! (`scripts/make_fixtures.py --only patching`) on every tiny fixture architecture, for every
 //! sweep kind; and the identities any patching must satisfy.
 
-use std::path::PathBuf;
+mod common;
 
-use prism_core::HostTensor;
-use prism_models::Model;
-use prism_patch::{Direction, PairBatch, PatchOptions, PromptPair, nodes, patch};
+use prism_patch::{PatchOptions, PromptPair, nodes, patch};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-struct Case {
-    model: Model,
-    pairs: PairBatch,
-    reference: std::collections::HashMap<String, HostTensor>,
-}
-
-fn case(name: &str) -> Case {
-    let dir = fixtures().join("models").join(name);
-    let model = Model::load(&dir, &prism_core::device("cpu").unwrap()).unwrap();
-    let reference = prism_core::read_safetensors(&dir.join("patching.safetensors")).unwrap();
-    let ids = |key: &str| -> Vec<Vec<u32>> {
-        let t = &reference[key];
-        t.data
-            .chunks(t.shape[1])
-            .map(|r| r.iter().map(|&v| v as u32).collect())
-            .collect()
-    };
-    let (clean, corrupt) = (ids("clean_ids"), ids("corrupt_ids"));
-    let tok = |key: &str| -> Vec<u32> { reference[key].data.iter().map(|&v| v as u32).collect() };
-    let (answer, wrong) = (tok("answer"), tok("wrong"));
-    let pairs: Vec<PromptPair> = (0..clean.len())
-        .map(|i| {
-            PromptPair::new(clean[i].clone(), corrupt[i].clone(), answer[i], wrong[i]).unwrap()
-        })
-        .collect();
-    Case {
-        pairs: PairBatch::new(&pairs, 0).unwrap(),
-        model,
-        reference,
-    }
-}
-
-/// Within 1e-4 of the largest magnitude in the reference.
-fn assert_close(got: &[f64], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let scale = want.iter().fold(1e-6f64, |m, v| m.max(v.abs() as f64));
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - *w as f64).abs() <= 1e-4 * scale,
-            "{what}[{i}]: prism {g} vs transformers {w}"
-        );
-    }
-}
+use common::{ARCHITECTURES, SWEEPS, assert_close, case};
 
 #[test]
 fn every_sweep_matches_pytorch_forward_hooks_on_every_architecture() {
-    for name in [
-        "gpt_neox_parallel",
-        "gpt_neox_sequential",
-        "gpt2",
-        "llama_gqa",
-        "llama_tied",
-    ] {
+    for name in ARCHITECTURES {
         let c = case(name);
         let shape = c.model.config().shape();
         let seq = c.pairs.clean.seq;
-        for (sweep, key, direction) in [
-            ("resid_pre", "denoise_resid_pre", Direction::Denoise),
-            ("attn_out", "denoise_attn_out", Direction::Denoise),
-            ("mlp_out", "denoise_mlp_out", Direction::Denoise),
-            ("resid_post", "denoise_resid_post", Direction::Denoise),
-            ("z", "denoise_z", Direction::Denoise),
-            ("neurons", "denoise_neurons", Direction::Denoise),
-            ("resid_pre", "noise_resid_pre", Direction::Noise),
-        ] {
+        for (sweep, key, direction) in SWEEPS {
             let options = PatchOptions {
                 direction,
                 rows_per_forward: 24,
@@ -119,12 +57,11 @@ fn patching_everything_or_nothing_gives_the_clean_or_the_corrupted_metric() {
     assert!((s.results[0].value - s.corrupt).abs() < 1e-5);
     assert!(s.results[0].normalized.abs() < 1e-5);
     // Every position of blocks.0.hook_resid_pre at once: the whole clean run.
-    let all = prism_patch::Node {
-        hook: prism_core::HookPoint::ResidPre(0),
-        position: None,
-        head: None,
-        neuron: None,
-    };
+    let all = prism_patch::Node::new(
+        prism_core::HookPoint::ResidPre(0),
+        None,
+        prism_patch::Unit::All,
+    );
     let s = patch(
         &c.model,
         &c.pairs,
@@ -199,4 +136,44 @@ fn bad_pairs_are_typed_errors() {
     bad.answer[0] = 1_000_000;
     let ns = nodes(&shape, "resid_pre", c.pairs.clean.seq).unwrap();
     assert!(patch(&c.model, &bad, &ns, &PatchOptions::default(), |_, _| {}).is_err());
+}
+
+#[test]
+fn template_pairs_pair_equal_lengths_with_one_token_answers_deterministically() {
+    let c = case("gpt2");
+    let words: Vec<(String, String)> = [
+        ("ab", " a"),
+        ("cd", " b"),
+        ("ef", " c"),
+        ("a long subject here", " d"),
+        ("gh", " e"),
+        ("ij", " f"),
+        ("kl", " the whole answer"),
+    ]
+    .iter()
+    .map(|(s, a)| (s.to_string(), a.to_string()))
+    .collect();
+    let pairs = prism_patch::template_pairs(&c.model, "The word {} means", &words, 100, 7).unwrap();
+    assert!(!pairs.is_empty());
+    let one = |t: &str| c.model.tokenizer.encode_plain(t).unwrap();
+    let multi_token_answer = one(" the whole answer");
+    assert!(multi_token_answer.len() > 1);
+    for p in &pairs {
+        assert_eq!(p.clean.len(), p.corrupt.len());
+        assert_ne!(p.clean, p.corrupt);
+        assert_ne!(p.answer, p.wrong);
+        // The entry with a several-token answer is never used as clean.
+        assert_ne!(p.clean, c.model.encode("The word kl means").unwrap());
+        // Each pair's answer belongs to its clean prompt's subject.
+        let subject = words
+            .iter()
+            .find(|(s, _)| c.model.encode(&format!("The word {s} means")).unwrap() == p.clean)
+            .unwrap();
+        assert_eq!(one(&subject.1), vec![p.answer]);
+    }
+    let again = prism_patch::template_pairs(&c.model, "The word {} means", &words, 100, 7).unwrap();
+    assert_eq!(pairs, again);
+    let two = prism_patch::template_pairs(&c.model, "The word {} means", &words, 2, 7).unwrap();
+    assert_eq!(two.len(), 2);
+    assert!(prism_patch::template_pairs(&c.model, "no slot", &words, 2, 7).is_err());
 }

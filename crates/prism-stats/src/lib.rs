@@ -11,6 +11,7 @@
 
 mod browser;
 mod contexts;
+mod correlation;
 mod density;
 mod downstream;
 #[cfg(feature = "plot")]
@@ -20,10 +21,11 @@ mod reconstruction;
 
 pub use browser::{feature_browser_html, sample_across_density_bands};
 pub use contexts::{Context, FeatureReport, top_activating};
+pub use correlation::pearson;
 pub use density::{DensityHistogram, density_histogram};
 pub use downstream::{DownstreamMetrics, DownstreamStats, evaluate_batch};
 #[cfg(feature = "plot")]
-pub use plot::{plot_density_histogram, plot_heatmap};
+pub use plot::{Mark, Series, XyPlot, plot_density_histogram, plot_heatmap, plot_xy};
 pub use prune::{PruneRule, features_to_keep};
 pub use reconstruction::{ReconstructionMetrics, ReconstructionStats};
 

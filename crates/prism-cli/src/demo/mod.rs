@@ -13,7 +13,10 @@
 //!    on each, compare with the real model's dictionary: MMCS, densities, what features respond
 //!    to (single-token features, features firing on > 10% of tokens).
 //! 7. Top-activating contexts for features sampled across density bands: an HTML browser.
+//! 8. Causal patching on capital-city prompt pairs (GeoNames): exact patching of the residual
+//!    stream, attribution patching against it, and a circuit of the first dictionary's features.
 
+mod patching;
 mod report;
 mod steps;
 
@@ -41,6 +44,9 @@ pub struct DemoArgs {
     /// The corpus (fetched if it is the default and missing).
     #[arg(long, default_value = "assets/python-docs")]
     pub data: PathBuf,
+    /// GeoNames' country list for the patching step (fetched if it is the default and missing).
+    #[arg(long, default_value = "assets/geonames-countries.json")]
+    pub countries: PathBuf,
     /// Hook point (default: the MLP output of the middle block).
     #[arg(long)]
     pub hook: Option<String>,
@@ -206,18 +212,27 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     // 7. Feature browser for the first dictionary.
     let browser = stage.browser(&model, &results[0], &eval_windows)?;
 
+    // 8. Causal patching and a circuit of the first dictionary's features.
+    let patching = patching::patching_step(
+        &model,
+        &args.countries,
+        &results[0],
+        hook,
+        args.quick,
+        &args.out,
+    )?;
+
     if !args.keep_cache {
         let _ = std::fs::remove_dir_all(args.out.join("cache"));
     }
-    let report = write_report(
-        &args.out,
-        &plan,
-        &results,
-        &random,
-        &sims,
-        &browser,
-        t0.elapsed().as_secs_f64(),
-    )?;
+    let findings = report::Findings {
+        results: &results,
+        random: &random,
+        sims: &sims,
+        browser: &browser,
+        patching: &patching,
+    };
+    let report = write_report(&args.out, &plan, &findings, t0.elapsed().as_secs_f64())?;
     eprintln!(
         "report written to {} in {:.1} min",
         report.display(),

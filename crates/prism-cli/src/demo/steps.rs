@@ -26,6 +26,7 @@ pub fn ensure_assets(args: &DemoArgs) -> Result<()> {
         out: PathBuf::new(),
         model: "assets/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
         data: "assets/python-docs".into(),
+        countries: "assets/geonames-countries.json".into(),
         hook: None,
         tokens: None,
         eval_tokens: None,
@@ -42,6 +43,10 @@ pub fn ensure_assets(args: &DemoArgs) -> Result<()> {
     if args.data == defaults.data && !args.data.exists() {
         eprintln!("fetching the default corpus");
         crate::fetch::fetch(crate::fetch::Asset::PythonDocs, Path::new("assets"))?;
+    }
+    if args.countries == defaults.countries && !args.countries.exists() {
+        eprintln!("fetching GeoNames' country list");
+        crate::fetch::fetch(crate::fetch::Asset::Geonames, Path::new("assets"))?;
     }
     Ok(())
 }
