@@ -22,9 +22,7 @@
 use std::time::Instant;
 
 use prism::core::Hooks;
-use prism::patch::{
-    Method, PairBatch, PatchOptions, PatchSweep, PromptPair, attribute, nodes, patch,
-};
+use prism::patch::{Method, PairBatch, PatchOptions, PromptPair, attribute, nodes, patch};
 use prism::{Model, Result};
 
 const NAMES: [(&str, &str); 4] = [
@@ -107,7 +105,7 @@ fn main() -> Result<()> {
         }
         exact_s += e;
         atp_s += a;
-        let pts = effects(&exact, &atp);
+        let pts = prism::patch::exact_vs_estimate(&exact, &atp);
         let r = prism::stats::pearson(&pts);
         eprintln!(
             "{item:<11} {:>5} nodes: exact {e:7.2} s, AtP {a:6.2} s, r = {r:.3}",
@@ -182,14 +180,4 @@ fn main() -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// (exact effect, AtP estimate) per node: both as changes of the metric from the corrupted run.
-fn effects(exact: &PatchSweep, atp: &PatchSweep) -> Vec<(f64, f64)> {
-    exact
-        .results
-        .iter()
-        .zip(&atp.results)
-        .map(|(e, a)| (e.value - exact.corrupt, a.value))
-        .collect()
 }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use prism::core::{HookPoint, PrismError};
 use prism::patch::{
     Dictionaries, MeanStates, Method, Node, PairBatch, PatchOptions, attribute, capital_pairs,
-    circuit, dictionary_nodes, nodes, patch,
+    circuit, dictionary_nodes, exact_vs_estimate, nodes, patch,
 };
 use prism::stats::{Mark, Series, XyPlot, plot_heatmap, plot_xy};
 use prism::{Model, Result};
@@ -118,12 +118,7 @@ fn main() -> Result<()> {
         let ns = nodes(&shape, item, seq)?;
         let exact = patch(&model, &batch, &ns, &options, |_, _| {})?;
         let atp = attribute(&model, &batch, &ns, Method::Atp, &options, |_, _| {})?;
-        let points: Vec<(f64, f64)> = exact
-            .results
-            .iter()
-            .zip(&atp.results)
-            .map(|(e, a)| (e.value - exact.corrupt, a.value))
-            .collect();
+        let points = exact_vs_estimate(&exact, &atp);
         println!(
             "{item:<10} AtP vs exact: r = {:.3}",
             prism::stats::pearson(&points)

@@ -205,6 +205,28 @@ pub fn attribute(
     Ok(runs.sweep(options, results))
 }
 
+/// `(exact effect, estimate)` per node, both as changes of the metric from the target run:
+/// an exact sweep's `value − corrupt` against an attribution sweep's `value` over the same
+/// nodes (what an AtP-vs-exact scatter plot shows).
+///
+/// ```no_run
+/// # fn f(exact: &prism_patch::PatchSweep, atp: &prism_patch::PatchSweep) {
+/// let points = prism_patch::exact_vs_estimate(exact, atp);
+/// # }
+/// ```
+pub fn exact_vs_estimate(exact: &PatchSweep, estimate: &PatchSweep) -> Vec<(f64, f64)> {
+    let target = match exact.direction {
+        Direction::Denoise => exact.corrupt,
+        Direction::Noise => exact.clean,
+    };
+    exact
+        .results
+        .iter()
+        .zip(&estimate.results)
+        .map(|(e, a)| (e.value - target, a.value))
+        .collect()
+}
+
 /// A hook's state part dimensions, and per part the batch-summed `delta · gradient` (row-major
 /// over the part without its batch axis).
 type PartProducts = (Vec<Vec<usize>>, Vec<Vec<f32>>);

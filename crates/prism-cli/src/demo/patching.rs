@@ -8,7 +8,7 @@ use prism_core::{HookPoint, Result};
 use prism_models::Model;
 use prism_patch::{
     Dictionaries, FaithfulnessPoint, MeanStates, Method, PairBatch, PatchOptions, attribute,
-    capital_pairs, circuit, dictionary_nodes, nodes, patch,
+    capital_pairs, circuit, dictionary_nodes, exact_vs_estimate, nodes, patch,
 };
 use prism_stats::{Mark, Series, XyPlot, pearson, plot_heatmap, plot_xy};
 
@@ -69,12 +69,7 @@ pub fn patching_step(
         let ns = nodes(&shape, item, seq)?;
         let exact = patch(model, &batch, &ns, &plain, |_, _| {})?;
         let atp = attribute(model, &batch, &ns, Method::Atp, &plain, |_, _| {})?;
-        let points: Vec<(f64, f64)> = exact
-            .results
-            .iter()
-            .zip(&atp.results)
-            .map(|(e, a)| (e.value - exact.corrupt, a.value))
-            .collect();
+        let points = exact_vs_estimate(&exact, &atp);
         rs.push((item.to_string(), pearson(&points)));
         series.push(Series {
             name: item.to_string(),
