@@ -107,14 +107,13 @@ impl AttributionArgs {
                     })?
                     .parse()?,
             };
-            hook.validate(&model.config().shape())?;
-            if prism_core::Dictionary::d_in(&sae)
-                != hook.activation_shape(&model.config().shape(), 1, 1)[2]
-            {
+            let shape = model.config().shape();
+            hook.validate(&shape)?;
+            let dims = hook.activation_shape(&shape, 1, 1);
+            let d_in = prism_core::Dictionary::d_in(&sae);
+            if hook.has_heads() || dims.last() != Some(&d_in) {
                 return Err(PrismError::Shape(format!(
-                    "{dir} reads width {}, {hook} has width {}",
-                    prism_core::Dictionary::d_in(&sae),
-                    hook.activation_shape(&model.config().shape(), 1, 1)[2]
+                    "{dir} reads vectors of width {d_in}; {hook} has activations {dims:?}"
                 )));
             }
             out.insert(hook, Arc::new(sae));
