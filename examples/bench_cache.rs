@@ -12,6 +12,9 @@
 //! cargo run --release --example bench_cache -- [--model PATH] [--data DIR] [--tokens N]
 //! ```
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::time::Instant;
 
 use prism::core::{FloatDtype, HookPoint, Hooks};
@@ -26,15 +29,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opt = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let model_path =
-        opt("--model").unwrap_or_else(|| "assets/SmolLM2-135M-Instruct.Q4_1.gguf".into());
+    let args = args::Args::from_env();
+    let opt = |name: &str| args.opt(name);
+    let model_path = args.model();
     let data = opt("--data").unwrap_or_else(|| "assets/python-docs".into());
     let tokens: u64 = opt("--tokens")
         .and_then(|v| v.parse().ok())

@@ -8,6 +8,9 @@
 //! cargo run --release --example bench_forward -- [--model PATH] [--device cpu|wgpu] [--iters N] [--json]
 //! ```
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::time::Instant;
 
 use prism::core::Hooks;
@@ -19,15 +22,9 @@ train them on hundreds of millions of activation vectors harvested from a corpus
 the model's loss the reconstruction recovers, and study the contexts on which each feature fires. ";
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opt = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let model_path =
-        opt("--model").unwrap_or_else(|| "assets/SmolLM2-135M-Instruct.Q4_1.gguf".into());
+    let args = args::Args::from_env();
+    let opt = |name: &str| args.opt(name);
+    let model_path = args.model();
     let device_name = opt("--device").unwrap_or_else(|| "cpu".into());
     let iters: usize = opt("--iters").and_then(|v| v.parse().ok()).unwrap_or(5);
     let (batch_size, seq) = (8, 128);
@@ -51,7 +48,7 @@ fn main() -> Result<()> {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let tps = (batch_size * seq) as f64 / median;
-    if args.iter().any(|a| a == "--json") {
+    if args.flag("--json") {
         println!(
             "{{\"tokens_per_s\": {tps:.1}, \"median_s\": {median:.4}, \"device\": \"{device_name}\"}}"
         );

@@ -19,6 +19,9 @@
 //! cargo run --release --example bench_patching -- [--model PATH] [--pairs N] [--plot DIR] [--json]
 //! ```
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::time::Instant;
 
 use prism::core::Hooks;
@@ -33,16 +36,10 @@ const NAMES: [(&str, &str); 4] = [
 ];
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opt = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let json = args.iter().any(|a| a == "--json");
-    let model_path =
-        opt("--model").unwrap_or_else(|| "assets/SmolLM2-135M-Instruct.Q4_1.gguf".into());
+    let args = args::Args::from_env();
+    let opt = |name: &str| args.opt(name);
+    let json = args.flag("--json");
+    let model_path = args.model();
     let n_pairs: usize = opt("--pairs").and_then(|v| v.parse().ok()).unwrap_or(4);
     let device = prism::core::device("cpu")?;
     let model = Model::load(model_path.as_ref(), &device)?;

@@ -9,6 +9,9 @@
 //! cargo run --release --example bench_stats -- [--model PATH] [--data DIR]
 //! ```
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::time::Instant;
 
 use burn::tensor::{Distribution, Tensor};
@@ -35,15 +38,9 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opt = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let model_path =
-        opt("--model").unwrap_or_else(|| "assets/SmolLM2-135M-Instruct.Q4_1.gguf".into());
+    let args = args::Args::from_env();
+    let opt = |name: &str| args.opt(name);
+    let model_path = args.model();
     let data = opt("--data").unwrap_or_else(|| "assets/python-docs".into());
     let device = prism::core::device("cpu")?;
 

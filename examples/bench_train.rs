@@ -18,6 +18,9 @@
 //! cargo run --release --example bench_train -- [--steps 10] [--python /path/to/python]
 //! ```
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::time::Instant;
 
 use prism::sae::kernel::KernelMode;
@@ -102,13 +105,8 @@ fn baseline_error(message: String) -> prism::PrismError {
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opt = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let args = args::Args::from_env();
+    let opt = |name: &str| args.opt(name);
     let steps: usize = opt("--steps").and_then(|v| v.parse().ok()).unwrap_or(10);
     let relu_warm: usize = opt("--relu-warmup")
         .and_then(|v| v.parse().ok())

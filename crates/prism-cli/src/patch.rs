@@ -90,36 +90,41 @@ impl AttributionArgs {
     fn dictionaries(&self, model: &Model) -> Result<Dictionaries> {
         let mut out = Dictionaries::new();
         for spec in &self.sae {
-            let (hook, dir) = match spec.split_once('=') {
-                Some((h, d)) if h.parse::<HookPoint>().is_ok() => (Some(h.parse()?), d),
-                _ => (None, spec.as_str()),
-            };
-            let sae = prism_sae::Sae::open(Path::new(dir), model.device())?;
-            let hook: HookPoint = match hook {
-                Some(h) => h,
-                None => sae
-                    .hook_name
-                    .as_deref()
-                    .ok_or_else(|| {
-                        PrismError::InvalidInput(format!(
-                            "{dir} names no hook point; write --sae HOOK={dir}"
-                        ))
-                    })?
-                    .parse()?,
-            };
-            let shape = model.config().shape();
-            hook.validate(&shape)?;
-            let dims = hook.activation_shape(&shape, 1, 1);
-            let d_in = prism_core::Dictionary::d_in(&sae);
-            if hook.has_heads() || dims.last() != Some(&d_in) {
-                return Err(PrismError::Shape(format!(
-                    "{dir} reads vectors of width {d_in}; {hook} has activations {dims:?}"
-                )));
-            }
+            let (hook, sae) = open_dictionary(spec, model)?;
             out.insert(hook, Arc::new(sae));
         }
         Ok(out)
     }
+}
+
+/// A dictionary from `DIR` (its own hook) or `HOOK=DIR` (SAELens directory or
+/// dictionary_learning ae.pt), checked against the hook's width on `model`.
+pub fn open_dictionary(spec: &str, model: &Model) -> Result<(HookPoint, prism_sae::Sae)> {
+    let (hook, dir) = match spec.split_once('=') {
+        Some((h, d)) if h.parse::<HookPoint>().is_ok() => (Some(h.parse()?), d),
+        _ => (None, spec),
+    };
+    let sae = prism_sae::Sae::open(Path::new(dir), model.device())?;
+    let hook: HookPoint = match hook {
+        Some(h) => h,
+        None => sae
+            .hook_name
+            .as_deref()
+            .ok_or_else(|| {
+                PrismError::InvalidInput(format!("{dir} names no hook point; write HOOK={dir}"))
+            })?
+            .parse()?,
+    };
+    let shape = model.config().shape();
+    hook.validate(&shape)?;
+    let dims = hook.activation_shape(&shape, 1, 1);
+    let d_in = prism_core::Dictionary::d_in(&sae);
+    if hook.has_heads() || dims.last() != Some(&d_in) {
+        return Err(PrismError::Shape(format!(
+            "{dir} reads vectors of width {d_in}; {hook} has activations {dims:?}"
+        )));
+    }
+    Ok((hook, sae))
 }
 
 /// `prism attribute` arguments.

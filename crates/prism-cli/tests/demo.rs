@@ -14,10 +14,11 @@ fn quick_demo_writes_a_complete_report() {
     let model = root().join("assets/SmolLM2-135M-Instruct.Q4_1.gguf");
     let data = root().join("assets/python-docs");
     let countries = root().join("assets/geonames-countries.json");
-    if !model.exists() || !data.exists() || !countries.exists() {
+    let datasets = root().join("assets/datasets");
+    if !model.exists() || !data.exists() || !countries.exists() || !datasets.exists() {
         assert!(
             std::env::var_os("PRISM_REQUIRE_ASSETS").is_none(),
-            "PRISM_REQUIRE_ASSETS is set but the assets are missing (run `cargo run -- fetch smollm2`, `fetch python-docs` and `fetch geonames`)"
+            "PRISM_REQUIRE_ASSETS is set but the assets are missing (run `cargo run -- fetch smollm2`, `fetch python-docs`, `fetch geonames` and `fetch cities`)"
         );
         eprintln!("skipping: default assets not fetched");
         return;
@@ -33,6 +34,8 @@ fn quick_demo_writes_a_complete_report() {
             data.to_str().unwrap(),
             "--countries",
             countries.to_str().unwrap(),
+            "--datasets",
+            datasets.to_str().unwrap(),
         ])
         .output()
         .unwrap();
@@ -50,6 +53,7 @@ fn quick_demo_writes_a_complete_report() {
         "## Feature densities",
         "## Top-activating contexts",
         "## Causal patching",
+        "## Truth probes and SHIFT",
     ] {
         assert!(readme.contains(heading), "report misses {heading}");
     }
@@ -140,6 +144,33 @@ fn quick_demo_writes_a_complete_report() {
         "patching_atp_vs_exact.png",
         "patching_faithfulness.png",
     ] {
+        assert!(
+            std::fs::metadata(out.join(png)).unwrap().len() > 1000,
+            "{png}"
+        );
+    }
+    // Probes: some layer of SmolLM2 tells true city statements from false ones well above
+    // chance on held-out cities; the generalisation matrix is square over the three datasets;
+    // SHIFT reports original, features ablated, random, heads ablated and skyline rows.
+    let pr = &s["probes"];
+    let best = pr["best"]["accuracy"].as_f64().unwrap();
+    assert!(best > 0.7, "best probe accuracy {best}");
+    let g = &pr["generalisation"][0]["accuracy"];
+    assert_eq!(g.as_array().unwrap().len(), 3);
+    let rows = pr["shift_rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    for r in rows {
+        for key in ["label_accuracy", "confound_accuracy"] {
+            assert!((0.0..=1.0).contains(&r[key].as_f64().unwrap()), "{r}");
+        }
+    }
+    assert!(
+        rows[4]["condition"]
+            .as_str()
+            .unwrap()
+            .starts_with("skyline")
+    );
+    for png in ["probe_layers.png", "probe_generalisation.png", "shift.png"] {
         assert!(
             std::fs::metadata(out.join(png)).unwrap().len() > 1000,
             "{png}"

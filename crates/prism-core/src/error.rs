@@ -102,6 +102,16 @@ pub enum PrismError {
     /// Reading a tensor back from the device failed.
     #[error("tensor readback failed: {0}")]
     Readback(String),
+    /// A labelled dataset (CSV) is malformed; `line` is 1-based (the header is line 1).
+    #[error("{path}:{line}: {message}")]
+    Dataset {
+        /// The file.
+        path: PathBuf,
+        /// The offending line.
+        line: usize,
+        /// What is wrong with it.
+        message: String,
+    },
     /// An external command (e.g. `pip`) failed.
     #[error("command `{command}` failed: {message}")]
     Command {

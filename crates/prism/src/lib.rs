@@ -8,8 +8,8 @@
 //! [`core`] (devices, tensors, hook points, the `Dictionary` trait, errors), [`models`],
 //! [`cache`] (corpora, harvesting, the activation buffer and disk store), [`sae`] (dictionaries
 //! in SAELens' format), [`stats`]
-//! (evaluating dictionaries), [`similarity`] (comparing dictionaries) and [`patch`] (causal
-//! patching).
+//! (evaluating dictionaries), [`similarity`] (comparing dictionaries), [`patch`] (causal
+//! patching) and [`probe`] (truth probes, features as classifiers, SHIFT).
 //!
 //! ```
 //! use prism::core::{HookPoint, Hooks};
@@ -22,6 +22,7 @@ pub use prism_cache as cache;
 pub use prism_core as core;
 pub use prism_models as models;
 pub use prism_patch as patch;
+pub use prism_probe as probe;
 pub use prism_sae as sae;
 pub use prism_similarity as similarity;
 pub use prism_stats as stats;

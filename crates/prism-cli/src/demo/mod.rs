@@ -15,8 +15,12 @@
 //! 7. Top-activating contexts for features sampled across density bands: an HTML browser.
 //! 8. Causal patching on capital-city prompt pairs (GeoNames): exact patching of the residual
 //!    stream, attribution patching against it, and a circuit of the first dictionary's features.
+//! 9. Truth probes on GeoNames city statements and number comparisons (geometry-of-truth):
+//!    accuracy per layer, the generalisation matrix, the first dictionary's features as truth
+//!    classifiers, and SHIFT with the city's continent as the confound.
 
 mod patching;
+mod probes;
 mod report;
 mod steps;
 
@@ -47,6 +51,10 @@ pub struct DemoArgs {
     /// GeoNames' country list for the patching step (fetched if it is the default and missing).
     #[arg(long, default_value = "assets/geonames-countries.json")]
     pub countries: PathBuf,
+    /// geometry-of-truth's statement datasets for the probing step (built by `prism fetch
+    /// cities` if it is the default and missing).
+    #[arg(long, default_value = "assets/datasets")]
+    pub datasets: PathBuf,
     /// Hook point (default: the MLP output of the middle block).
     #[arg(long)]
     pub hook: Option<String>,
@@ -222,6 +230,16 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         &args.out,
     )?;
 
+    // 9. Truth probes and SHIFT.
+    let probes = probes::probes_step(
+        &model,
+        &args.datasets,
+        &results[0],
+        hook,
+        args.quick,
+        &args.out,
+    )?;
+
     if !args.keep_cache {
         let _ = std::fs::remove_dir_all(args.out.join("cache"));
     }
@@ -231,6 +249,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         sims: &sims,
         browser: &browser,
         patching: &patching,
+        probes: &probes,
     };
     let report = write_report(&args.out, &plan, &findings, t0.elapsed().as_secs_f64())?;
     eprintln!(

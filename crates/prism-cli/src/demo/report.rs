@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::Plan;
 use super::patching::PatchingResult;
+use super::probes::ProbesResult;
 use super::steps::{DictResult, SimRow};
 
 fn rel(out: &Path, p: &Path) -> String {
@@ -48,6 +49,8 @@ pub struct Findings<'a> {
     pub browser: &'a Path,
     /// The causal step.
     pub patching: &'a PatchingResult,
+    /// Probes and SHIFT.
+    pub probes: &'a ProbesResult,
 }
 
 /// Writes `out/README.md` and `out/summary.json`; returns the README's path.
@@ -63,6 +66,7 @@ pub fn write_report(
         sims,
         browser,
         patching,
+        probes,
     } = *findings;
     let (small, seed1, large, pruned) = (&results[0], &results[1], &results[2], &results[3]);
     let mut md = String::new();
@@ -224,6 +228,7 @@ pub fn write_report(
         small.name
     );
     write_patching(w, out, patching);
+    write_probes(w, out, probes);
     let readme = out.join("README.md");
     atomic_write(&readme, md.as_bytes())?;
 
@@ -257,6 +262,7 @@ pub fn write_report(
                     "sparse_frac_recovered": large.eval.downstream.frac_recovered},
         "similarity": sims,
         "patching": patching,
+        "probes": probes,
     });
     let text = serde_json::to_string_pretty(&summary)
         .map_err(|e| PrismError::InvalidInput(e.to_string()))?;
@@ -315,4 +321,70 @@ fn write_patching(w: &mut String, out: &Path, p: &PatchingResult) {
         let _ = writeln!(w, "| {} | {:.3} |", f.nodes, f.faithfulness);
     }
     let _ = writeln!(w, "\n![faithfulness]({})\n", rel(out, &p.curve));
+}
+
+fn write_probes(w: &mut String, out: &Path, p: &ProbesResult) {
+    let _ = writeln!(w, "## Truth probes and SHIFT\n");
+    let sizes: Vec<String> = p
+        .statements
+        .iter()
+        .map(|(n, k)| format!("`{n}` ({k})"))
+        .collect();
+    let _ = writeln!(
+        w,
+        "Statements in geometry-of-truth's layout, built from GeoNames (cities of 500k+ \
+         inhabitants; CC BY 4.0) and by its number rule: {}. Last-token activations at every \
+         block's `hook_resid_post`; probes trained on 75 % of each dataset and measured on the \
+         held-out 25 % (split by city). Best: `{}` with the {} probe, accuracy {:.3} (AUROC \
+         {:.3}).\n\n![accuracy per layer]({})\n",
+        sizes.join(", "),
+        p.best.hook,
+        p.best.method,
+        p.best.accuracy,
+        p.best.auroc,
+        rel(out, &p.layers_plot)
+    );
+    let _ = writeln!(
+        w,
+        "Generalisation at `{}` (each test set centred on its own mean):\n",
+        p.best.hook
+    );
+    for g in &p.generalisation {
+        let _ = writeln!(w, "{}", crate::probe::generalisation_table(g));
+    }
+    let _ = writeln!(
+        w,
+        "![generalisation]({})\n",
+        rel(out, &p.generalisation_plot)
+    );
+    let _ = writeln!(
+        w,
+        "The dictionary's features as classifiers of truth on held-out `cities` statements at \
+         `{}` (AUROC of the feature's activation; best-threshold accuracy):\n",
+        p.classifier_hook
+    );
+    let _ = writeln!(
+        w,
+        "| feature | AUROC | best accuracy | density |\n|---|---|---|---|"
+    );
+    for f in &p.classifiers {
+        let _ = writeln!(
+            w,
+            "| {} | {:.3} | {:.3} | {:.3} |",
+            f.feature, f.separation.auroc, f.separation.best_accuracy, f.density
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nSHIFT ({}): a logistic probe trained where truth and the confound coincide ({} \
+         statements: true ones about cities in Asia, false ones about cities elsewhere), \
+         measured on a balanced test set ({} statements) for truth and for the confound; then \
+         the dictionary features carrying the confound (chosen automatically: most attributed \
+         to the probe, separating the continent better than truth) ablated with the error term \
+         kept, heads chosen the same way ablated, random features ablated, and a probe trained \
+         on balanced data (skyline). Ablated features: {:?}; heads (layer, head): {:?}.\n",
+        p.shift_confound, p.shift_sets[0], p.shift_sets[2], p.shift_ablated, p.shift_heads
+    );
+    let _ = writeln!(w, "{}", prism_probe::shift_table(&p.shift_rows));
+    let _ = writeln!(w, "![SHIFT]({})\n", rel(out, &p.shift_plot));
 }

@@ -27,6 +27,7 @@ pub fn ensure_assets(args: &DemoArgs) -> Result<()> {
         model: "assets/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
         data: "assets/python-docs".into(),
         countries: "assets/geonames-countries.json".into(),
+        datasets: "assets/datasets".into(),
         hook: None,
         tokens: None,
         eval_tokens: None,
@@ -47,6 +48,10 @@ pub fn ensure_assets(args: &DemoArgs) -> Result<()> {
     if args.countries == defaults.countries && !args.countries.exists() {
         eprintln!("fetching GeoNames' country list");
         crate::fetch::fetch(crate::fetch::Asset::Geonames, Path::new("assets"))?;
+    }
+    if args.datasets == defaults.datasets && !args.datasets.join("cities.csv").exists() {
+        eprintln!("building the statement datasets from GeoNames");
+        crate::fetch::fetch(crate::fetch::Asset::Cities, Path::new("assets"))?;
     }
     Ok(())
 }
