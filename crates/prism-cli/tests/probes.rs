@@ -43,6 +43,7 @@ fn probe_sweeps_hooks_and_scores_features() {
     let tmp = tempfile::tempdir().unwrap();
     let data = statements(tmp.path());
     let plot = tmp.path().join("layers.png");
+    let html = tmp.path().join("classifiers.html");
     let v = prism_json(&[
         "probe",
         "--model",
@@ -62,6 +63,8 @@ fn probe_sweeps_hooks_and_scores_features() {
         "--json",
         "--plot",
         plot.to_str().unwrap(),
+        "--features-html",
+        html.to_str().unwrap(),
     ]);
     // Two blocks × two methods for each dataset (the transfer set is the same file).
     let layers = v["layers"]["colours"].as_array().unwrap();
