@@ -95,6 +95,15 @@ pub struct Plan {
     pub l1: [f32; 2],
     pub browser_features: usize,
     pub context_features: usize,
+    /// Statements probed per dataset (cities, neg_cities, larger_than) …
+    pub probe_statements: usize,
+    /// … every how many blocks …
+    pub probe_stride: usize,
+    /// … and `cities` statements SHIFT samples its sets from, heads it may ablate, random
+    /// baseline trials.
+    pub shift_statements: usize,
+    pub shift_heads: usize,
+    pub shift_trials: usize,
 }
 
 impl DemoArgs {
@@ -127,6 +136,11 @@ impl DemoArgs {
             l1: [self.l1[0], self.l1[1]],
             browser_features: if self.quick { 8 } else { 24 },
             context_features: if self.quick { 16 } else { 48 },
+            probe_statements: if self.quick { 96 } else { 640 },
+            probe_stride: if self.quick { 10 } else { 1 },
+            shift_statements: if self.quick { 400 } else { 2200 },
+            shift_heads: if self.quick { 2 } else { 6 },
+            shift_trials: if self.quick { 1 } else { 3 },
         })
     }
 }
@@ -141,7 +155,11 @@ fn expected_seconds(plan: &Plan, layers: usize, hook_layer: usize) -> f64 {
     let train = train_tokens / 20_000.0 + plan.epochs as f64 * plan.tokens as f64 / 6_000.0;
     let eval = 6.0 * plan.eval_tokens as f64 * 3.5 / 380.0;
     let contexts = 4.0 * plan.eval_tokens as f64 / 380.0;
-    harvest + train + eval + contexts + 20.0
+    // Probes: ~16 tokens a statement (padded), every block; SHIFT: about 60 % of its sample in
+    // the sets, 3 + trials passes up to the hook.
+    let probes = 3.0 * plan.probe_statements as f64 * 16.0 / 400.0
+        + (3 + plan.shift_trials) as f64 * 0.6 * plan.shift_statements as f64 * 16.0 / harvest_rate;
+    harvest + train + eval + contexts + probes + 20.0
 }
 
 pub fn demo(args: &DemoArgs) -> Result<()> {
@@ -231,14 +249,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     )?;
 
     // 9. Truth probes and SHIFT.
-    let probes = probes::probes_step(
-        &model,
-        &args.datasets,
-        &results[0],
-        hook,
-        args.quick,
-        &args.out,
-    )?;
+    let probes = probes::probes_step(&model, &args.datasets, &results[0], hook, &plan, &args.out)?;
 
     if !args.keep_cache {
         let _ = std::fs::remove_dir_all(args.out.join("cache"));

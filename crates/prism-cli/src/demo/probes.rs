@@ -14,6 +14,7 @@ use prism_probe::{
     select_rows, top_classifiers,
 };
 
+use super::Plan;
 use super::steps::DictResult;
 use crate::probe::{plot_generalisation, plot_layers, plot_shift, probe_hook_for};
 
@@ -56,10 +57,10 @@ pub fn probes_step(
     datasets_dir: &Path,
     dict: &DictResult,
     hook: HookPoint,
-    quick: bool,
+    plan: &Plan,
     out: &Path,
 ) -> Result<ProbesResult> {
-    let per_dataset = if quick { 96 } else { 640 };
+    let per_dataset = plan.probe_statements;
     let names = ["cities", "neg_cities", "larger_than"];
     let datasets = names
         .iter()
@@ -69,7 +70,7 @@ pub fn probes_step(
         })
         .collect::<Result<Vec<_>>>()?;
     let n_layers = model.config().n_layers;
-    let stride = if quick { 10 } else { 1 };
+    let stride = plan.probe_stride.max(1);
     let mut hooks: Vec<HookPoint> = (0..n_layers)
         .step_by(stride)
         .map(HookPoint::ResidPost)
@@ -123,7 +124,7 @@ pub fn probes_step(
 
     // SHIFT: the continent as confound (Asia: the largest group, so every cell is populated).
     let full = LabelledDataset::read_csv(&datasets_dir.join("cities.csv"))?;
-    let full = sample(&full, if quick { 400 } else { 2200 }, 1)?;
+    let full = sample(&full, plan.shift_statements, 1)?;
     let sets = ShiftSets::from_dataset(&full, "continent", "Asia", default_group(&full), 0)?;
     let run = ShiftOnModel {
         model,
@@ -141,9 +142,9 @@ pub fn probes_step(
             k: 10,
             margin: 0.1,
         },
-        heads: if quick { 2 } else { 6 },
+        heads: plan.shift_heads,
         head_margin: 0.05,
-        trials: if quick { 1 } else { 3 },
+        trials: plan.shift_trials,
         seed: 0,
         batch_size: 64,
     };
