@@ -9,11 +9,14 @@
 //! 6. Reading it back as globally shuffled batches of 8192 rows: GB/s.
 //!
 //! ```text
-//! cargo run --release --example bench_cache -- [--model PATH] [--data DIR] [--tokens N]
+//! cargo run --release --example bench_cache -- [--model PATH] [--data DIR] [--tokens N] [--device cpu|wgpu|cuda]
 //! ```
 
 #[path = "common/args.rs"]
 mod args;
+#[allow(dead_code)] // this benchmark times its own passes
+#[path = "common/timing.rs"]
+mod timing;
 
 use std::time::Instant;
 
@@ -22,11 +25,7 @@ use prism::{Model, Result, TokenBatch};
 use prism_cache::{
     ActivationStore, CacheOptions, Corpus, Harvester, WindowConfig, build_cache, windows,
 };
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+use timing::median;
 
 fn main() -> Result<()> {
     let args = args::Args::from_env();
@@ -37,7 +36,7 @@ fn main() -> Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(16384);
     let iters = 3;
-    let device = prism::core::device("cpu")?;
+    let device = prism::core::device(&opt("--device").unwrap_or_else(|| "cpu".into()))?;
     let model = Model::load(model_path.as_ref(), &device)?;
     let corpus = Corpus::open(data.as_ref(), "text")?;
     let ctx = 128.min(model.config().max_positions);

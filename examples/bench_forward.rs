@@ -10,16 +10,12 @@
 
 #[path = "common/args.rs"]
 mod args;
+#[path = "common/text.rs"]
+mod text;
+#[path = "common/timing.rs"]
+mod timing;
 
-use std::time::Instant;
-
-use prism::core::Hooks;
 use prism::{Model, Result, TokenBatch};
-
-const TEXT: &str = "Sparse autoencoders decompose the activations of a language model into a dictionary of \
-features, each a direction in activation space that fires on a small fraction of tokens. Researchers \
-train them on hundreds of millions of activation vectors harvested from a corpus, measure how much of \
-the model's loss the reconstruction recovers, and study the contexts on which each feature fires. ";
 
 fn main() -> Result<()> {
     let args = args::Args::from_env();
@@ -31,22 +27,12 @@ fn main() -> Result<()> {
 
     let device = prism::core::device(&device_name)?;
     let model = Model::load(model_path.as_ref(), &device)?;
-    let ids = model.encode(&TEXT.repeat(40))?;
+    let ids = model.encode(&text::TEXT.repeat(40))?;
     let seqs: Vec<Vec<u32>> = (0..batch_size)
         .map(|i| ids[i * 97..i * 97 + seq].to_vec())
         .collect();
     let batch = TokenBatch::from_sequences(&seqs, model.pad_id())?;
-    let run = || -> Result<f64> {
-        let t0 = Instant::now();
-        let logits = model.forward(&batch, &Hooks::new())?.logits()?;
-        // Reading one value forces the whole (possibly asynchronous) computation to finish.
-        let _ = logits.narrow(2, 0, 1).sum().into_scalar::<f32>();
-        Ok(t0.elapsed().as_secs_f64())
-    };
-    run()?;
-    let mut times: Vec<f64> = (0..iters).map(|_| run()).collect::<Result<_>>()?;
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+    let median = timing::forward_seconds(&model, &batch, iters)?;
     let tps = (batch_size * seq) as f64 / median;
     if args.flag("--json") {
         println!(

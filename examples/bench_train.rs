@@ -14,53 +14,27 @@
 //! executed. With `--python PATH` (an interpreter with torch) the same steps run in PyTorch
 //! (`scripts/bench_train_torch.py`) and the ratio is printed.
 //!
+//! Both training engines can be timed: `host` (the dedicated CPU kernels) and `burn` (burn
+//! tensors on `--device`: `cpu` is burn's flex backend, or `wgpu`, or `cuda` in a build with
+//! `--features cuda`); PyTorch runs on the GPU too when the device is one.
+//!
 //! ```text
 //! cargo run --release --example bench_train -- [--steps 10] [--python /path/to/python]
+//!     [--engines host,burn] [--device cpu|wgpu|cuda] [--d 512] [--m 8192] [--batch 4096]
+//!     [--k 32] [--only relu|topk]
 //! ```
 
 #[path = "common/args.rs"]
 mod args;
+#[path = "common/synthetic.rs"]
+mod synthetic;
 
 use std::time::Instant;
 
 use prism::sae::kernel::KernelMode;
-use prism::sae::train::{ArchitectureConfig, TrainConfig, Trainer};
+use prism::sae::train::{ArchitectureConfig, EngineChoice, TrainConfig, Trainer};
 use prism::{HostTensor, Result};
-use rand::{Rng, SeedableRng, rngs::StdRng};
-use rand_distr::{Distribution, StandardNormal};
-
-const D: usize = 512;
-const M: usize = 8192;
-const BATCH: usize = 4096;
-
-/// A few fixed batches: each row a sparse non-negative mixture of random unit directions.
-fn inputs(batches: usize) -> Vec<HostTensor> {
-    let mut rng = StdRng::seed_from_u64(1);
-    let atoms = 4096;
-    let dirs: Vec<f32> = (0..atoms * D)
-        .map(|_| StandardNormal.sample(&mut rng))
-        .map(|v: f32| v / (D as f32).sqrt())
-        .collect();
-    (0..batches)
-        .map(|_| {
-            let mut data = vec![0f32; BATCH * D];
-            for row in data.chunks_mut(D) {
-                for _ in 0..20 {
-                    let a = rng.random_range(0..atoms);
-                    let c: f32 = rng.random_range(0.2..2.0);
-                    for (o, v) in row.iter_mut().zip(&dirs[a * D..][..D]) {
-                        *o += c * v;
-                    }
-                }
-                for o in row.iter_mut() {
-                    let noise: f32 = StandardNormal.sample(&mut rng);
-                    *o += 0.01 * noise;
-                }
-            }
-            HostTensor::new(vec![BATCH, D], data).unwrap()
-        })
-        .collect()
-}
+use synthetic::{Sizes, inputs};
 
 struct Timing {
     tokens_per_s: f64,
@@ -69,32 +43,39 @@ struct Timing {
     executed_gflops: f64,
 }
 
-fn time_steps(trainer: &mut Trainer, data: &[HostTensor], warm: usize, steps: usize) -> Timing {
+fn time_steps(
+    trainer: &mut Trainer,
+    data: &[HostTensor],
+    s: Sizes,
+    warm: usize,
+    steps: usize,
+    dense_engine: bool,
+) -> Result<Timing> {
     for i in 0..warm {
-        trainer.step(&data[i % data.len()]).unwrap();
+        trainer.step(&data[i % data.len()])?;
     }
     let t0 = Instant::now();
     let mut l0 = 0.0;
     for i in 0..steps {
-        l0 += trainer.step(&data[(warm + i) % data.len()]).unwrap().l0 / steps as f64;
+        l0 += trainer.step(&data[(warm + i) % data.len()])?.l0 / steps as f64;
     }
     let secs = t0.elapsed().as_secs_f64() / steps as f64;
-    let density = l0 / M as f64;
-    let dense = density > prism::sae::kernel::DENSE_ABOVE;
-    let nmd = (BATCH * D * M) as f64;
+    let density = l0 / s.m as f64;
+    let dense = dense_engine || density > prism::sae::kernel::DENSE_ABOVE;
+    let nmd = (s.batch * s.d * s.m) as f64;
     // Encoder GEMM, then decode, decoder gradient, code gradient, encoder gradient.
     let flops = 2.0 * nmd
         + if dense {
             4.0 * 2.0 * nmd
         } else {
-            4.0 * 2.0 * l0 * BATCH as f64 * D as f64
+            4.0 * 2.0 * l0 * s.batch as f64 * s.d as f64
         };
-    Timing {
-        tokens_per_s: BATCH as f64 / secs,
+    Ok(Timing {
+        tokens_per_s: s.batch as f64 / secs,
         density,
         l0,
         executed_gflops: flops / secs / 1e9,
-    }
+    })
 }
 
 fn baseline_error(message: String) -> prism::PrismError {
@@ -107,48 +88,102 @@ fn baseline_error(message: String) -> prism::PrismError {
 fn main() -> Result<()> {
     let args = args::Args::from_env();
     let opt = |name: &str| args.opt(name);
-    let steps: usize = opt("--steps").and_then(|v| v.parse().ok()).unwrap_or(10);
-    let relu_warm: usize = opt("--relu-warmup")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(120);
+    let num =
+        |name: &str, default: usize| opt(name).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let steps = num("--steps", 10);
+    let relu_warm = num("--relu-warmup", 120);
+    let k = num("--k", 32);
+    let s = Sizes {
+        d: num("--d", 512),
+        m: num("--m", 8192),
+        batch: num("--batch", 4096),
+    };
     let l1: f32 = opt("--l1").and_then(|v| v.parse().ok()).unwrap_or(0.3);
+    let device = opt("--device").unwrap_or_else(|| "cpu".into());
+    let engines: Vec<String> = opt("--engines")
+        .map(|v| v.split(',').map(|e| e.trim().to_string()).collect())
+        .unwrap_or_else(|| vec![if device == "cpu" { "host" } else { "burn" }.to_string()]);
+    let only = opt("--only");
     eprintln!(
-        "d = {D}, m = {M}, batch {BATCH}, {} threads",
+        "d = {}, m = {}, batch {}, device {device}, {} threads",
+        s.d,
+        s.m,
+        s.batch,
         rayon::current_num_threads()
     );
-    let data = inputs(8);
-    let dense_equiv =
-        |t: &Timing| 5.0 * 2.0 * (BATCH * D * M) as f64 * t.tokens_per_s / BATCH as f64 / 1e9;
+    let data = inputs(s, 8);
+    let dense_equiv = |t: &Timing| {
+        5.0 * 2.0 * (s.batch * s.d * s.m) as f64 * t.tokens_per_s / s.batch as f64 / 1e9
+    };
 
+    let topk_name = format!("topk_k{k}");
+    let cases = [
+        (
+            "relu_l1".to_string(),
+            ArchitectureConfig::Relu { l1 },
+            relu_warm,
+        ),
+        (topk_name, ArchitectureConfig::topk(k), 3),
+    ];
     let mut results = Vec::new();
-    for (name, arch, warm) in [
-        ("relu_l1", ArchitectureConfig::Relu { l1 }, relu_warm),
-        ("topk_k32", ArchitectureConfig::topk(32), 3),
-    ] {
-        let mut c = TrainConfig::new(arch, D, M);
-        c.warmup_steps = 20;
-        c.sparsity_warmup_steps = 20;
-        c.lr = 1e-3;
-        c.resample = None;
-        c.kernel = KernelMode::Auto;
-        let mut t = Trainer::new(c)?;
-        let r = time_steps(&mut t, &data, warm, steps);
-        eprintln!(
-            "{name:>9}: {:>7.0} tokens/s  L0 {:>6.1} (density {:.4})  dense-equivalent {:>5.0} GFLOP/s, executed {:>5.0} GFLOP/s",
-            r.tokens_per_s,
-            r.l0,
-            r.density,
-            dense_equiv(&r),
-            r.executed_gflops
-        );
-        results.push((name, r));
+    for engine_name in &engines {
+        let engine = match engine_name.as_str() {
+            "host" => EngineChoice::Host,
+            "burn" => EngineChoice::burn_on(&device)?,
+            other => {
+                return Err(prism::PrismError::InvalidInput(format!(
+                    "unknown engine `{other}` (host, burn)"
+                )));
+            }
+        };
+        for (name, arch, warm) in &cases {
+            if only.as_deref().is_some_and(|o| !name.starts_with(o)) {
+                continue;
+            }
+            let mut c = TrainConfig::new(arch.clone(), s.d, s.m);
+            c.warmup_steps = 20;
+            c.sparsity_warmup_steps = 20;
+            c.lr = 1e-3;
+            c.resample = None;
+            c.kernel = KernelMode::Auto;
+            let mut t = Trainer::new_on(c, &engine)?;
+            let r = time_steps(&mut t, &data, s, *warm, steps, engine_name != "host")?;
+            eprintln!(
+                "{engine_name:>5} {name:>9}: {:>8.0} tokens/s  L0 {:>6.1} (density {:.4})  dense-equivalent {:>6.0} GFLOP/s, executed {:>6.0} GFLOP/s",
+                r.tokens_per_s,
+                r.l0,
+                r.density,
+                dense_equiv(&r),
+                r.executed_gflops
+            );
+            results.push((engine_name.clone(), name.clone(), r));
+        }
     }
     if let Some(python) = opt("--python") {
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../scripts/bench_train_torch.py");
-        let out = std::process::Command::new(python)
-            .arg(script)
-            .args(["--steps", &steps.to_string(), "--l1", &l1.to_string()])
+        let torch_device = if device == "cpu" { "cpu" } else { "cuda" };
+        let mut command = std::process::Command::new(python);
+        command.arg(script).args([
+            "--steps",
+            &steps.to_string(),
+            "--l1",
+            &l1.to_string(),
+            "--d",
+            &s.d.to_string(),
+            "--m",
+            &s.m.to_string(),
+            "--batch",
+            &s.batch.to_string(),
+            "--k",
+            &k.to_string(),
+            "--device",
+            torch_device,
+        ]);
+        if let Some(o) = &only {
+            command.args(["--only", o]);
+        }
+        let out = command
             .output()
             .map_err(|e| baseline_error(e.to_string()))?;
         if !out.status.success() {
@@ -158,12 +193,14 @@ fn main() -> Result<()> {
         }
         let torch: serde_json::Value = serde_json::from_slice(&out.stdout)
             .map_err(|e| baseline_error(format!("unreadable output: {e}")))?;
-        println!("| step | Prism tokens/s | PyTorch tokens/s | ratio | Prism L0 |");
-        println!("|---|---|---|---|---|");
-        for (name, r) in &results {
-            let base = torch[name]["tokens_per_s"].as_f64().unwrap_or(f64::NAN);
+        println!("| engine | step | Prism tokens/s | PyTorch tokens/s | ratio | Prism L0 |");
+        println!("|---|---|---|---|---|---|");
+        for (engine, name, r) in &results {
+            let base = torch[name.as_str()]["tokens_per_s"]
+                .as_f64()
+                .unwrap_or(f64::NAN);
             println!(
-                "| {name} | {:.0} | {:.0} | {:.2}× | {:.1} |",
+                "| {engine} ({device}) | {name} | {:.0} | {:.0} | {:.2}× | {:.1} |",
                 r.tokens_per_s,
                 base,
                 r.tokens_per_s / base,
@@ -171,8 +208,14 @@ fn main() -> Result<()> {
             );
         }
         println!(
-            "PyTorch {} with {} threads",
-            torch["torch"], torch["threads"]
+            "PyTorch {} on {} with {} threads{}",
+            torch["torch"],
+            torch["device"],
+            torch["threads"],
+            torch
+                .get("gpu")
+                .map(|g| format!(" ({g})"))
+                .unwrap_or_default()
         );
     }
     Ok(())

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""PyTorch baseline for examples/bench_train.rs: dictionary_learning's training steps at
-d=512, m=8192, batch 4096 on the CPU, written out plainly in torch (the library's own code path:
+"""PyTorch baseline for examples/bench_train.rs: dictionary_learning's training steps (by
+default d=512, m=8192, batch 4096 on the CPU; --d/--m/--batch/--k/--device change them),
+written out plainly in torch (the library's own code path:
 AutoEncoder / AutoEncoderTopK forward, loss, backward, decoder-gradient projection, Adam step,
 decoder renormalisation; TopK also clips the gradient norm at 1). Prints JSON tokens/s."""
 
@@ -11,7 +12,8 @@ import time
 
 import torch
 
-D, M, B = 512, 8192, 4096
+D, M, B, K = 512, 8192, 4096, 32
+DEV = "cpu"
 
 
 def unit_rows(w):
@@ -19,12 +21,12 @@ def unit_rows(w):
 
 
 def make(topk):
-    w_dec = unit_rows(torch.randn(M, D))
+    w_dec = unit_rows(torch.randn(M, D, device=DEV))
     p = {
         "w_enc": torch.nn.Parameter(w_dec.clone()),  # [m, d], tied init
-        "b_enc": torch.nn.Parameter(torch.zeros(M)),
+        "b_enc": torch.nn.Parameter(torch.zeros(M, device=DEV)),
         "w_dec": torch.nn.Parameter(w_dec.clone()),  # [m, d] (decoder.weight transposed)
-        "b_dec": torch.nn.Parameter(torch.zeros(D)),
+        "b_dec": torch.nn.Parameter(torch.zeros(D, device=DEV)),
     }
     return p, torch.optim.Adam(p.values(), lr=1e-3)
 
@@ -33,7 +35,7 @@ def step(p, opt, x, topk, l1):
     pre = (x - p["b_dec"]) @ p["w_enc"].T + p["b_enc"]
     if topk:
         post = torch.relu(pre)
-        vals, idx = post.topk(32, dim=-1, sorted=False)
+        vals, idx = post.topk(K, dim=-1, sorted=False)
         f = torch.zeros_like(post).scatter_(-1, idx, vals)
     else:
         f = torch.relu(pre)
@@ -58,12 +60,24 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--l1", type=float, default=0.3)
+    ap.add_argument("--d", type=int, default=D)
+    ap.add_argument("--m", type=int, default=M)
+    ap.add_argument("--batch", type=int, default=B)
+    ap.add_argument("--k", type=int, default=K)
+    ap.add_argument("--device", default=DEV, help="cpu or cuda")
+    ap.add_argument("--only", choices=["relu_l1", "topk"], default=None)
     a = ap.parse_args()
+    globals().update(D=a.d, M=a.m, B=a.batch, K=a.k, DEV=a.device)
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 1)
-    xs = [torch.randn(B, D) * 0.1 for _ in range(4)]
-    out = {"torch": torch.__version__, "threads": torch.get_num_threads()}
-    for name, topk in [("relu_l1", False), ("topk_k32", True)]:
+    xs = [torch.randn(B, D, device=DEV) * 0.1 for _ in range(4)]
+    out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": DEV}
+    if DEV.startswith("cuda"):
+        out["gpu"] = torch.cuda.get_device_name()
+    cases = [("relu_l1", False), (f"topk_k{K}", True)]
+    if a.only:
+        cases = [c for c in cases if c[0].startswith(a.only)]
+    for name, topk in cases:
         p, opt = make(topk)
         for i in range(2):
             step(p, opt, xs[i % 4], topk, a.l1)

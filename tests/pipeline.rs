@@ -120,6 +120,7 @@ fn cache_train_evaluate_prune_compare() {
                 0,
                 c,
                 false,
+                &Default::default(),
             )
             .unwrap()
         })

@@ -12,7 +12,9 @@ use prism_cache::{
 use prism_core::{HookPoint, PrismError, Result};
 use prism_models::Model;
 use prism_sae::Sae;
-use prism_sae::train::{ArchitectureConfig, FitOptions, ResampleConfig, Run, TrainConfig, fit};
+use prism_sae::train::{
+    ArchitectureConfig, EngineChoice, FitOptions, ResampleConfig, Run, TrainConfig, fit,
+};
 use serde_json::json;
 
 /// `prism train` arguments.
@@ -80,9 +82,14 @@ pub struct TrainArgs {
     /// JSON field holding the text in .jsonl files.
     #[arg(long, default_value = "text")]
     text_field: String,
-    /// cpu, ndarray or wgpu (for the model; training runs on the CPU kernels).
+    /// cpu, wgpu, cuda (with the `cuda` cargo feature) or ndarray: where the model runs and
+    /// where dictionaries train (the host kernels on `cpu`, burn on the others).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Force a training engine: `host` (the CPU kernels) or `burn` (burn tensors on --device;
+    /// on `cpu` that is burn's flex backend).
+    #[arg(long)]
+    engine: Option<String>,
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -165,6 +172,16 @@ impl TrainArgs {
 
 pub fn train(args: &TrainArgs) -> Result<()> {
     let device = prism_core::device(&args.device)?;
+    let engine = match args.engine.as_deref().map(str::trim) {
+        None => EngineChoice::for_device(&args.device)?,
+        Some("host") => EngineChoice::Host,
+        Some("burn") => EngineChoice::Burn(device.clone()),
+        Some(other) => {
+            return Err(PrismError::InvalidInput(format!(
+                "unknown engine `{other}` (host, burn)"
+            )));
+        }
+    };
     let hooks: Vec<HookPoint> = args
         .hook
         .iter()
@@ -217,13 +234,13 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             } else {
                 args.out.join(&name)
             };
-            Run::open(name, dir, input, config, args.resume)
+            Run::open(name, dir, input, config, args.resume, &engine)
         })
         .collect::<Result<Vec<_>>>()?;
     let steps = args.steps();
     let start = runs[0].trainer.step;
     eprintln!(
-        "training {} dictionar{} for {steps} steps of {} tokens{}",
+        "training {} dictionar{} for {steps} steps of {} tokens on the {engine} engine{}",
         runs.len(),
         if runs.len() == 1 { "y" } else { "ies" },
         args.batch,

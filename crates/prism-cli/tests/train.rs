@@ -110,7 +110,7 @@ fn trains_several_dictionaries_from_one_cache_and_resumes_exactly() {
     }
 
     // Interrupted and resumed (TopK: no resampling schedule tied to the plan) equals straight.
-    let train = |dir: &Path, tokens: &str, resume: bool| {
+    let train = |dir: &Path, tokens: &str, resume: bool, extra: &[&str]| {
         let mut args = vec![
             "train",
             "--cache",
@@ -138,13 +138,14 @@ fn trains_several_dictionaries_from_one_cache_and_resumes_exactly() {
         if resume {
             args.push("--resume");
         }
+        args.extend_from_slice(extra);
         prism_json(&args)
     };
     let straight = tmp.path().join("straight");
-    train(&straight, "1024", false);
+    train(&straight, "1024", false, &[]);
     let resumed = tmp.path().join("resumed");
-    train(&resumed, "448", false);
-    train(&resumed, "1024", true);
+    train(&resumed, "448", false, &[]);
+    train(&resumed, "1024", true, &[]);
     let a = std::fs::read(straight.join("sae_weights.safetensors")).unwrap();
     let b = std::fs::read(resumed.join("sae_weights.safetensors")).unwrap();
     assert!(
@@ -152,6 +153,36 @@ fn trains_several_dictionaries_from_one_cache_and_resumes_exactly() {
         "resumed training differs from uninterrupted training"
     );
     assert_eq!(log_losses(&straight), log_losses(&resumed));
+
+    // Started on the burn engine, resumed on the host kernels from its checkpoint: the same
+    // training to within the engines' rounding.
+    let moved = tmp.path().join("moved");
+    train(&moved, "448", false, &["--engine", "burn"]);
+    train(&moved, "1024", true, &["--engine", "host"]);
+    let (want, got) = (log_losses(&straight), log_losses(&moved));
+    assert_eq!(got.len(), want.len());
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-3 * b.abs(), "losses {got:?} vs {want:?}");
+    }
+    // CUDA in a build without the `cuda` feature: a clear error naming the feature.
+    if !cfg!(feature = "cuda") {
+        let out = prism(&[
+            "train",
+            "--cache",
+            cache.to_str().unwrap(),
+            "--hook",
+            "blocks.1.hook_mlp_out",
+            "--dict-size",
+            "96",
+            "--device",
+            "cuda",
+            "--out",
+            tmp.path().join("cuda").to_str().unwrap(),
+        ]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--features cuda"), "{err}");
+    }
 
     // A checkpoint for another width is refused before training starts.
     let bad = prism(&[

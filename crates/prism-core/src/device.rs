@@ -15,6 +15,7 @@ use crate::error::{PrismError, Result};
 /// let b: Backend = "cpu".parse().unwrap();
 /// assert_eq!(b, Backend::Cpu);
 /// assert_eq!(Backend::Wgpu.to_string(), "wgpu");
+/// assert_eq!("cuda".parse::<Backend>().unwrap(), Backend::Cuda);
 /// assert!("tpu".parse::<Backend>().is_err());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -26,6 +27,8 @@ pub enum Backend {
     Ndarray,
     /// burn's `wgpu` backend: Vulkan, Metal or DX12 GPUs, or Mesa's software Vulkan (lavapipe).
     Wgpu,
+    /// burn's CUDA backend (NVIDIA GPUs); needs the `cuda` cargo feature.
+    Cuda,
 }
 
 impl fmt::Display for Backend {
@@ -34,6 +37,7 @@ impl fmt::Display for Backend {
             Backend::Cpu => "cpu",
             Backend::Ndarray => "ndarray",
             Backend::Wgpu => "wgpu",
+            Backend::Cuda => "cuda",
         })
     }
 }
@@ -45,9 +49,10 @@ impl FromStr for Backend {
             "cpu" | "flex" => Ok(Backend::Cpu),
             "ndarray" => Ok(Backend::Ndarray),
             "wgpu" | "gpu" => Ok(Backend::Wgpu),
+            "cuda" => Ok(Backend::Cuda),
             other => Err(PrismError::Device {
                 device: other.to_string(),
-                message: "expected one of cpu, ndarray, wgpu".into(),
+                message: "expected one of cpu, ndarray, wgpu, cuda".into(),
             }),
         }
     }
@@ -71,6 +76,7 @@ impl Backend {
             #[allow(deprecated)]
             Backend::Ndarray => Ok(Device::ndarray()),
             Backend::Wgpu => wgpu_device(),
+            Backend::Cuda => cuda_device(),
         }
     }
 }
@@ -83,6 +89,41 @@ impl Backend {
 /// ```
 pub fn device(name: &str) -> Result<Device> {
     name.parse::<Backend>()?.device()
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device() -> Result<Device> {
+    // cubecl loads the CUDA driver when the first kernel runs and panics when it is missing:
+    // try a small computation once and report a missing driver as an error.
+    static CUDA: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
+    CUDA.get_or_init(|| {
+        std::panic::catch_unwind(|| {
+            let device = Device::cuda(0usize);
+            let t = burn::tensor::Tensor::<1>::from_floats([1.0, 2.0], &device);
+            let sum = t.sum().into_scalar::<f32>();
+            (sum == 3.0)
+                .then_some(device)
+                .ok_or_else(|| format!("a test sum on the GPU gave {sum}, expected 3"))
+        })
+        .unwrap_or_else(|_| {
+            Err("no CUDA device could be initialised (is the NVIDIA driver installed?)".into())
+        })
+    })
+    .clone()
+    .map_err(|message| PrismError::Device {
+        device: "cuda".into(),
+        message,
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device() -> Result<Device> {
+    Err(PrismError::Device {
+        device: "cuda".into(),
+        message: "this build has no CUDA backend; rebuild with `cargo build --release \
+                  --features cuda` (or use --device wgpu)"
+            .into(),
+    })
 }
 
 fn wgpu_device() -> Result<Device> {

@@ -1,8 +1,16 @@
 //! Every architecture's hand-written gradient against central finite differences of an
 //! independent f64 implementation of its loss (plain loops, written from the papers' formulas).
 
+//! Both engines (the host kernels, and burn — here on `flex`; `training.rs` checks that burn on
+//! `wgpu` trains like the host) are checked the same way.
+
+mod common;
+
 use prism_sae::kernel::KernelMode;
-use prism_sae::train::{Objective, PARAM_NAMES, Params, StepInputs, loss_and_grads};
+use prism_sae::train::{
+    Adam, AdamConfig, ArchitectureConfig as Objective, Engine, PARAM_NAMES, Params, StepInputs,
+    loss_and_grads,
+};
 
 /// A small deterministic pseudo-random stream.
 struct Lcg(u64);
@@ -23,7 +31,7 @@ const N: usize = 12;
 const D: usize = 6;
 const M: usize = 10;
 
-fn params(rng: &mut Lcg, objective: Objective) -> Params {
+fn params(rng: &mut Lcg, objective: &Objective) -> Params {
     let per = |on: bool, rng: &mut Lcg, s: f64, off: f64| {
         if on {
             rng.vec(M, s).into_iter().map(|v| v + off as f32).collect()
@@ -71,7 +79,7 @@ fn top(values: &[f64], k: usize, allowed: &[bool]) -> Vec<usize> {
 
 /// The loss, from the definitions, in f64.
 fn reference_loss(
-    obj: Objective,
+    obj: &Objective,
     p: &[Vec<f64>; 7],
     x: &[f64],
     dead: &[bool],
@@ -93,7 +101,7 @@ fn reference_loss(
     let mut f = vec![0.0; N * M];
     let mut sparsity_term = 0.0;
     let mut gate_codes = vec![0.0; N * M];
-    match obj {
+    match *obj {
         Objective::Relu { l1 } => {
             for e in 0..N * M {
                 f[e] = pre[e].max(0.0);
@@ -150,7 +158,7 @@ fn reference_loss(
     let x_hat = decode(&f, w_dec, Some(b_dec));
     let residual: Vec<f64> = x.iter().zip(&x_hat).map(|(a, b)| a - b).collect();
     let mut loss = sq(x, &x_hat) + sparsity_term;
-    match obj {
+    match *obj {
         Objective::TopK { auxk_alpha, .. } | Objective::BatchTopK { auxk_alpha, .. }
             if (0..M).any(|j| dead[j] && (0..N).all(|r| f[r * M + j] == 0.0)) =>
         {
@@ -191,67 +199,73 @@ fn as_array(p: &Params) -> [Vec<f64>; 7] {
 
 fn check(objective: Objective, apply_b_dec: bool, dead: &[bool], seed: u64) {
     let mut rng = Lcg(seed);
-    let mut p = params(&mut rng, objective);
+    let mut p = params(&mut rng, &objective);
     // Latents counted dead fire less, so that some stay silent in the batch and AuxK acts.
     for (j, _) in dead.iter().enumerate().filter(|e| *e.1) {
         p.b_enc[j] -= 0.8;
     }
     let x32 = rng.vec(N * D, 1.5);
     let x = f64s(&x32);
-    let mut grads = p.zeros_like();
-    let pass = loss_and_grads(
-        objective,
-        &p,
-        &x32,
-        N,
-        StepInputs {
-            dead: Some(dead),
-            apply_b_dec_to_input: apply_b_dec,
-            mode: KernelMode::Sparse,
-        },
-        &mut grads,
-    );
-    if dead.iter().any(|&v| v) {
-        assert!(
-            pass.aux > 0.0,
-            "{objective:?}: the test should exercise AuxK"
-        );
-    }
     let base = as_array(&p);
-    let (want_loss, residual) = reference_loss(objective, &base, &x, dead, apply_b_dec, None);
-    assert!(
-        (pass.loss - want_loss).abs() < 1e-4 * (1.0 + want_loss.abs()),
-        "{objective:?}: loss {} vs reference {want_loss}",
-        pass.loss
-    );
+    let (want_loss, residual) = reference_loss(&objective, &base, &x, dead, apply_b_dec, None);
     let detached = Detached {
         residual,
         w_dec: base[2].clone(),
         b_dec: base[3].clone(),
     };
+    // The finite differences, once for all engines.
     let h = 1e-5;
-    let mut checked = 0;
-    for (t, name) in PARAM_NAMES.iter().enumerate() {
-        if *name == "log_threshold" {
-            continue; // a straight-through estimate, not a derivative: checked separately
-        }
-        for e in 0..base[t].len() {
-            let mut plus = base.clone();
-            plus[t][e] += h;
-            let mut minus = base.clone();
-            minus[t][e] -= h;
-            let lp = reference_loss(objective, &plus, &x, dead, apply_b_dec, Some(&detached)).0;
-            let lm = reference_loss(objective, &minus, &x, dead, apply_b_dec, Some(&detached)).0;
-            let fd = (lp - lm) / (2.0 * h);
-            let got = grads.tensors()[t][e] as f64;
+    let fd: Vec<Vec<f64>> = (0..PARAM_NAMES.len())
+        .map(|t| {
+            if PARAM_NAMES[t] == "log_threshold" {
+                return Vec::new(); // a straight-through estimate: checked separately
+            }
+            (0..base[t].len())
+                .map(|e| {
+                    let mut plus = base.clone();
+                    plus[t][e] += h;
+                    let mut minus = base.clone();
+                    minus[t][e] -= h;
+                    let at = |q: &[Vec<f64>; 7]| {
+                        reference_loss(&objective, q, &x, dead, apply_b_dec, Some(&detached)).0
+                    };
+                    (at(&plus) - at(&minus)) / (2.0 * h)
+                })
+                .collect()
+        })
+        .collect();
+    for (label, choice) in common::engines() {
+        let adam = Adam::new(&p, AdamConfig::default());
+        let mut engine = choice.build(p.clone(), adam, KernelMode::Sparse).unwrap();
+        let pass = engine
+            .forward_backward(&objective, &x32, N, dead, apply_b_dec)
+            .unwrap();
+        let grads = engine.gradients().unwrap();
+        if dead.iter().any(|&v| v) {
             assert!(
-                (got - fd).abs() < 2e-3 * (1.0 + fd.abs()),
-                "{objective:?} d loss / d {name}[{e}]: analytic {got}, finite difference {fd}"
+                pass.aux > 0.0,
+                "{label} {objective:?}: the test should exercise AuxK"
             );
-            checked += 1;
         }
+        assert!(
+            (pass.loss - want_loss).abs() < 1e-4 * (1.0 + want_loss.abs()),
+            "{label} {objective:?}: loss {} vs reference {want_loss}",
+            pass.loss
+        );
+        let mut checked = 0;
+        for (t, name) in PARAM_NAMES.iter().enumerate() {
+            for (e, &fd) in fd[t].iter().enumerate() {
+                let got = grads.tensors()[t][e] as f64;
+                assert!(
+                    (got - fd).abs() < 2e-3 * (1.0 + fd.abs()),
+                    "{label} {objective:?} d loss / d {name}[{e}]: analytic {got}, finite \
+                     difference {fd}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 100);
     }
-    assert!(checked > 100);
 }
 
 /// A dead-latent mask with the given latents dead.
@@ -299,6 +313,8 @@ fn batch_topk_gradient_matches_finite_differences() {
         Objective::BatchTopK {
             k: 2,
             auxk_alpha: 0.25,
+            threshold_beta: 0.999,
+            threshold_start_step: 0,
         },
         true,
         &dead,
@@ -311,16 +327,17 @@ fn jumprelu_gradient_matches_finite_differences_and_the_threshold_estimator() {
     let objective = Objective::JumpRelu {
         l0_coeff: 0.2,
         bandwidth: 0.4,
+        init_threshold: 0.001,
     };
-    check(objective, false, &[false; M], 6);
+    check(objective.clone(), false, &[false; M], 6);
     // The threshold's straight-through estimate, from its formula:
     // ∂/∂θ_j = Σ_{t: |ReLU(pre)−θ| < ε/2} [ −(θ/ε) ∂L/∂f_tj − λ/(n ε) ], times θ for log θ.
     let mut rng = Lcg(6);
-    let p = params(&mut rng, objective);
+    let p = params(&mut rng, &objective);
     let x32 = rng.vec(N * D, 1.5);
     let mut grads = p.zeros_like();
     let pass = loss_and_grads(
-        objective,
+        &objective,
         &p,
         &x32,
         N,
@@ -372,6 +389,21 @@ fn jumprelu_gradient_matches_finite_differences_and_the_threshold_estimator() {
         windows > 3,
         "the test should exercise the estimator's window"
     );
+    // The burn engine's estimate equals the host's, checked above against the formula.
+    for (label, choice) in common::engines() {
+        let adam = Adam::new(&p, AdamConfig::default());
+        let mut engine = choice.build(p.clone(), adam, KernelMode::Dense).unwrap();
+        engine
+            .forward_backward(&objective, &x32, N, &[false; M], false)
+            .unwrap();
+        let got = engine.gradients().unwrap().log_threshold;
+        for (a, b) in got.iter().zip(&grads.log_threshold) {
+            assert!(
+                (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+                "{label}: θ {a} vs {b}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -380,7 +412,7 @@ fn gated_gradient_matches_finite_differences() {
 }
 
 #[test]
-fn sparse_and_dense_kernels_give_the_same_gradients() {
+fn sparse_dense_and_burn_engines_give_the_same_gradients() {
     let (n, d, m) = (64usize, 24usize, 96usize);
     let mut rng = Lcg(9);
     for objective in [
@@ -392,10 +424,13 @@ fn sparse_and_dense_kernels_give_the_same_gradients() {
         Objective::BatchTopK {
             k: 5,
             auxk_alpha: 0.1,
+            threshold_beta: 0.999,
+            threshold_start_step: 0,
         },
         Objective::JumpRelu {
             l0_coeff: 0.1,
             bandwidth: 0.3,
+            init_threshold: 0.001,
         },
         Objective::Gated { l1: 0.1 },
     ] {
@@ -429,7 +464,7 @@ fn sparse_and_dense_kernels_give_the_same_gradients() {
         let run = |mode| {
             let mut g = p.zeros_like();
             let pass = loss_and_grads(
-                objective,
+                &objective,
                 &p,
                 &x,
                 n,
@@ -440,7 +475,7 @@ fn sparse_and_dense_kernels_give_the_same_gradients() {
                 },
                 &mut g,
             );
-            (pass.loss, g)
+            (pass.stats.loss, g)
         };
         let (ls, gs) = run(KernelMode::Sparse);
         let (ld, gd) = run(KernelMode::Dense);
@@ -450,13 +485,30 @@ fn sparse_and_dense_kernels_give_the_same_gradients() {
             "{objective:?}: the gradient should be finite and not all zero"
         );
         assert!((ls - ld).abs() < 1e-5 * (1.0 + ld.abs()));
-        for (a, b) in gs.tensors().iter().zip(gd.tensors()) {
-            for (u, v) in a.iter().zip(b.iter()) {
-                assert!(
-                    (u - v).abs() < 1e-4 * (1.0 + v.abs()),
-                    "{objective:?}: {u} vs {v}"
-                );
+        let same = |label: &str, g: &Params| {
+            for (a, b) in g.tensors().iter().zip(gd.tensors()) {
+                for (u, v) in a.iter().zip(b.iter()) {
+                    assert!(
+                        (u - v).abs() < 1e-4 * (1.0 + v.abs()),
+                        "{label} {objective:?}: {u} vs {v}"
+                    );
+                }
             }
+        };
+        same("sparse", &gs);
+        // The burn engines' dense products give the same gradient.
+        for (label, choice) in common::engines().into_iter().skip(1) {
+            let adam = Adam::new(&p, AdamConfig::default());
+            let mut engine = choice.build(p.clone(), adam, KernelMode::Dense).unwrap();
+            let pass = engine
+                .forward_backward(&objective, &x, n, &dead, true)
+                .unwrap();
+            assert!(
+                (pass.loss - ld).abs() < 1e-5 * (1.0 + ld.abs()),
+                "{label} {objective:?}: loss {} vs {ld}",
+                pass.loss
+            );
+            same(label, &engine.gradients().unwrap());
         }
     }
 }

@@ -2,7 +2,7 @@
 //! every sample a sparse non-negative combination of them (5 active on average).
 
 use prism_core::{Dictionary, HostTensor, device};
-use prism_sae::train::{ArchitectureConfig, ResampleConfig, TrainConfig, Trainer};
+use prism_sae::train::{ArchitectureConfig, EngineChoice, ResampleConfig, TrainConfig, Trainer};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, StandardNormal};
 
@@ -73,9 +73,9 @@ fn mmcs_truth_to_dict(truth: &[f32], w_dec: &[f32]) -> f64 {
 
 /// Trains on fresh synthetic batches; returns MMCS and the saved dictionary's L0 on new data
 /// minus the true mean number of active directions in that data (≈ 5).
-fn train(config: TrainConfig, steps: usize) -> (f64, f64, Trainer) {
+fn train(config: TrainConfig, steps: usize, engine: &EngineChoice) -> (f64, f64, Trainer) {
     let mut data = Synthetic::new(42);
-    let mut trainer = Trainer::new(config).unwrap();
+    let mut trainer = Trainer::new_on(config, engine).unwrap();
     let mut last = None;
     for _ in 0..steps {
         let (x, _) = data.batch(512);
@@ -97,7 +97,7 @@ fn train(config: TrainConfig, steps: usize) -> (f64, f64, Trainer) {
     let w_dec = HostTensor::from_burn(sae.w_dec.clone()).unwrap();
     let mmcs = mmcs_truth_to_dict(&data.truth, &w_dec.data);
     eprintln!(
-        "{}: mmcs {mmcs:.3}, l0 − true active {l0:.2} (true {truth:.2}), last step {:?}",
+        "{} ({engine}): mmcs {mmcs:.3}, l0 − true active {l0:.2} (true {truth:.2}), last step {:?}",
         trainer.config.architecture.name(),
         last.unwrap()
     );
@@ -129,12 +129,16 @@ fn schedule(mut c: TrainConfig, steps: u64, decay: bool) -> TrainConfig {
 
 #[test]
 fn relu_l1_recovers_the_directions() {
+    relu_l1(&EngineChoice::Host);
+}
+
+fn relu_l1(engine: &EngineChoice) {
     let c = schedule(
         config(ArchitectureConfig::Relu { l1: 0.8 }, 1e-3, DICT),
         2250,
         false,
     );
-    let (mmcs, excess, _) = train(c, 2250);
+    let (mmcs, excess, _) = train(c, 2250, engine);
     assert!(mmcs >= 0.9, "MMCS {mmcs}");
     // An L1 penalty keeps small extra codes: measured +6.0 per token over the truth here.
     assert!((4.5..7.5).contains(&excess), "L0 − true active {excess}");
@@ -142,7 +146,15 @@ fn relu_l1_recovers_the_directions() {
 
 #[test]
 fn topk_recovers_the_directions() {
-    let (mmcs, excess, _) = train(config(ArchitectureConfig::topk(5), 1e-3, DICT), 2000);
+    topk(&EngineChoice::Host);
+}
+
+fn topk(engine: &EngineChoice) {
+    let (mmcs, excess, _) = train(
+        config(ArchitectureConfig::topk(5), 1e-3, DICT),
+        2000,
+        engine,
+    );
     assert!(mmcs >= 0.9, "MMCS {mmcs}");
     // k = 5 codes by construction (fewer only where fewer pre-activations are positive), and
     // the data has 5.05 active directions per sample on average: measured −0.09.
@@ -154,6 +166,10 @@ fn topk_recovers_the_directions() {
 /// twice the latents, resampling and a longer schedule.
 #[test]
 fn batch_topk_recovers_the_directions() {
+    batch_topk(&EngineChoice::Host);
+}
+
+fn batch_topk(engine: &EngineChoice) {
     let mut arch = ArchitectureConfig::batch_topk(5);
     if let ArchitectureConfig::BatchTopK {
         threshold_start_step,
@@ -163,7 +179,7 @@ fn batch_topk_recovers_the_directions() {
         *threshold_start_step = 200;
     }
     let c = schedule(config(arch, 1e-3, 2 * DICT), 6900, true);
-    let (mmcs, excess, _) = train(c, 6900);
+    let (mmcs, excess, _) = train(c, 6900, engine);
     assert!(mmcs >= 0.9, "MMCS {mmcs}");
     // The learned threshold keeps k per token on average: measured −0.05.
     assert!(
@@ -174,12 +190,16 @@ fn batch_topk_recovers_the_directions() {
 
 #[test]
 fn jumprelu_recovers_the_directions() {
+    jumprelu(&EngineChoice::Host);
+}
+
+fn jumprelu(engine: &EngineChoice) {
     let arch = ArchitectureConfig::JumpRelu {
         l0_coeff: 0.2,
         bandwidth: 0.05,
         init_threshold: 0.1,
     };
-    let (mmcs, excess, _) = train(schedule(config(arch, 1e-3, DICT), 6900, true), 6900);
+    let (mmcs, excess, _) = train(schedule(config(arch, 1e-3, DICT), 6900, true), 6900, engine);
     assert!(mmcs >= 0.9, "MMCS {mmcs}");
     // The thresholds cut the weakest true codes: measured −1.39 per token.
     assert!((-2.0..-0.8).contains(&excess), "L0 − true active {excess}");
@@ -187,13 +207,49 @@ fn jumprelu_recovers_the_directions() {
 
 #[test]
 fn gated_recovers_the_directions() {
+    gated(&EngineChoice::Host);
+}
+
+fn gated(engine: &EngineChoice) {
     let c = schedule(
         config(ArchitectureConfig::Gated { l1: 1.0 }, 1e-3, DICT),
         9900,
         true,
     );
-    let (mmcs, excess, _) = train(c, 9900);
+    let (mmcs, excess, _) = train(c, 9900, engine);
     assert!(mmcs >= 0.9, "MMCS {mmcs}");
     // The gate's L1 leaves fewer extra codes than ReLU's: measured +1.58 per token.
     assert!((1.0..2.2).contains(&excess), "L0 − true active {excess}");
+}
+
+/// The burn engine (on burn's CPU backend) recovers the directions like the host kernels. TopK
+/// runs in the tests; the others take 3–40 minutes each on 2 cores:
+/// `cargo test --workspace --test recovery burn_engine -- --ignored`.
+#[test]
+fn burn_engine_topk_recovers_the_directions() {
+    topk(&EngineChoice::burn_on("cpu").unwrap());
+}
+
+#[test]
+#[ignore = "long on 2 cores (≈ 3 min)"]
+fn burn_engine_relu_l1_recovers_the_directions() {
+    relu_l1(&EngineChoice::burn_on("cpu").unwrap());
+}
+
+#[test]
+#[ignore = "long on 2 cores (≈ 40 min: a bisection over the whole batch per step)"]
+fn burn_engine_batch_topk_recovers_the_directions() {
+    batch_topk(&EngineChoice::burn_on("cpu").unwrap());
+}
+
+#[test]
+#[ignore = "long on 2 cores (≈ 10 min)"]
+fn burn_engine_jumprelu_recovers_the_directions() {
+    jumprelu(&EngineChoice::burn_on("cpu").unwrap());
+}
+
+#[test]
+#[ignore = "long on 2 cores (≈ 13 min)"]
+fn burn_engine_gated_recovers_the_directions() {
+    gated(&EngineChoice::burn_on("cpu").unwrap());
 }

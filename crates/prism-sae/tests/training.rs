@@ -1,9 +1,14 @@
-//! Training behaviour: resampling, checkpoint resume, bad input, export and round trips.
+//! Training behaviour: resampling, checkpoint resume, bad input, export and round trips, and
+//! the burn engine (on `flex` and `wgpu`) against the host engine.
+
+mod common;
 
 use std::path::PathBuf;
 
 use prism_core::{Dictionary, HostTensor, PrismError, device};
-use prism_sae::train::{ArchitectureConfig, ResampleConfig, TrainConfig, Trainer};
+use prism_sae::train::{
+    ArchitectureConfig, EngineChoice, Params, ResampleConfig, StepLog, TrainConfig, Trainer,
+};
 use prism_sae::{Architecture, Sae};
 
 /// Deterministic pseudo-random batches `[n, d]` with a common offset (so `b_dec` matters).
@@ -64,9 +69,11 @@ fn resampling_revives_dead_features() {
     }
     // Kill 12 features: with a hugely negative bias they can no longer fire.
     let killed: Vec<usize> = (0..12).collect();
+    let mut p = t.params().unwrap();
     for &j in &killed {
-        t.params.b_enc[j] = -1e3;
+        p.b_enc[j] = -1e3;
     }
+    t.set_params(p).unwrap();
     let dev = device("cpu").unwrap();
     let fires = |t: &Trainer| -> usize {
         let sae = t.to_sae(&dev).unwrap();
@@ -134,8 +141,8 @@ fn checkpoint_resume_equals_uninterrupted_training_bit_for_bit() {
         let resumed = run(c, 5, 12, Some(Trainer::load_checkpoint(&path).unwrap()));
         assert_eq!(resumed.step, 12);
         assert_eq!(
-            straight.params,
-            resumed.params,
+            straight.params().unwrap(),
+            resumed.params().unwrap(),
             "{}: parameters differ",
             arch.name()
         );
@@ -155,7 +162,7 @@ fn non_finite_inputs_and_divergence_stop_training_and_keep_the_state() {
     for s in 0..5 {
         t.step(&batch(s, 32, 16)).unwrap();
     }
-    let before = t.params.clone();
+    let before = t.params().unwrap();
     let mut bad = batch(5, 32, 16);
     bad.data[37] = f32::NAN;
     match t.step(&bad) {
@@ -172,7 +179,8 @@ fn non_finite_inputs_and_divergence_stop_training_and_keep_the_state() {
         other => panic!("expected divergence, got {other:?}"),
     }
     assert_eq!(
-        t.params, before,
+        t.params().unwrap(),
+        before,
         "a failed step must not change the parameters"
     );
     assert_eq!(t.step, 5);
@@ -209,10 +217,11 @@ fn exported_dictionaries_encode_like_the_trainer_and_round_trip_through_saelens_
         assert!(scale != 1.0);
         let scaled: Vec<f32> = x.data.iter().map(|v| v * scale).collect();
         let objective = t.objective();
-        let mut g = t.params.zeros_like();
+        let params = t.params().unwrap();
+        let mut g = params.zeros_like();
         let pass = prism_sae::train::loss_and_grads(
-            objective,
-            &t.params,
+            &objective,
+            &params,
             &scaled,
             32,
             prism_sae::train::StepInputs {
@@ -238,7 +247,7 @@ fn exported_dictionaries_encode_like_the_trainer_and_round_trip_through_saelens_
             // computed here by hand from the trainer's parameters.
             assert_eq!(sae.architecture.name(), "jumprelu");
             let theta = t.batch_threshold().expect("tracked from step 2");
-            let p = &t.params;
+            let p = &params;
             let mut open = 0;
             for i in 0..32 {
                 for j in 0..p.m {
@@ -395,7 +404,17 @@ fn fit_keeps_the_last_good_checkpoint_and_checks_widths_first() {
     let tmp = tempfile::tempdir().unwrap();
     let config = small(ArchitectureConfig::topk(4));
     // Width 12 against d_in 16: refused before any batch is drawn or file written.
-    let mut runs = vec![Run::open("a", tmp.path().join("a"), 0, config.clone(), false).unwrap()];
+    let mut runs = vec![
+        Run::open(
+            "a",
+            tmp.path().join("a"),
+            0,
+            config.clone(),
+            false,
+            &Default::default(),
+        )
+        .unwrap(),
+    ];
     let mut drawn = 0;
     let batches = (0..3).map(|s| {
         drawn += 1;
@@ -425,5 +444,183 @@ fn fit_keeps_the_last_good_checkpoint_and_checks_widths_first() {
     for s in 0..4 {
         straight.step(&batch(s, 32, 16)).unwrap();
     }
-    assert_eq!(kept.params, straight.params);
+    assert_eq!(kept.params().unwrap(), straight.params().unwrap());
+}
+
+/// A configuration that exercises everything an engine does within 12 steps: input
+/// normalisation, AuxK (dead after 96 tokens), resampling every 4 steps, BatchTopK's threshold.
+fn busy(arch: ArchitectureConfig) -> TrainConfig {
+    let mut c = small(arch);
+    c.normalize_activations = true;
+    c.dead_after_tokens = 96;
+    c.resample = Some(ResampleConfig {
+        every: 4,
+        window: 2,
+    });
+    c
+}
+
+/// Trains `steps` steps on `engine` from `trainer` (or fresh), returning the trainer and logs.
+fn train_on(
+    c: &TrainConfig,
+    engine: &EngineChoice,
+    steps: std::ops::Range<u64>,
+    trainer: Option<Trainer>,
+) -> (Trainer, Vec<StepLog>) {
+    let mut t = match trainer {
+        Some(t) => t.on(engine).unwrap(),
+        None => {
+            let mut t = Trainer::new_on(c.clone(), engine).unwrap();
+            // Six features that cannot fire: AuxK and resampling have work to do.
+            let mut p = t.params().unwrap();
+            p.b_enc[..6].fill(-50.0);
+            t.set_params(p).unwrap();
+            t
+        }
+    };
+    let logs = steps.map(|s| t.step(&batch(s, 48, 16)).unwrap()).collect();
+    (t, logs)
+}
+
+/// Largest difference over each tensor, relative to that tensor's largest magnitude.
+fn assert_close(label: &str, got: &Params, want: &Params, tol: f32) {
+    for ((a, b), name) in got
+        .tensors()
+        .iter()
+        .zip(want.tensors())
+        .zip(prism_sae::train::PARAM_NAMES)
+    {
+        assert_eq!(a.len(), b.len(), "{label}: {name} sizes");
+        let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        let diff = a
+            .iter()
+            .zip(b.iter())
+            .fold(0f32, |m, (u, v)| m.max((u - v).abs()));
+        assert!(
+            diff <= tol * scale,
+            "{label}: {name} differs by {diff} (largest value {scale})"
+        );
+    }
+}
+
+#[test]
+fn burn_engine_trains_like_the_host_engine() {
+    let mut engines = vec![("burn/flex", EngineChoice::burn_on("cpu").unwrap())];
+    if let Some(d) = common::wgpu_device() {
+        engines.push(("burn/wgpu", EngineChoice::Burn(d)));
+    }
+    for arch in all_architectures() {
+        let c = busy(arch.clone());
+        let (host, host_logs) = train_on(&c, &EngineChoice::Host, 0..12, None);
+        for (label, engine) in &engines {
+            let label = format!("{label} {}", arch.name());
+            let (burn, logs) = train_on(&c, engine, 0..12, None);
+            assert_close(
+                &label,
+                &burn.params().unwrap(),
+                &host.params().unwrap(),
+                1e-4,
+            );
+            // The same features fired, died and were resampled at every step.
+            for (a, b) in logs.iter().zip(&host_logs) {
+                assert_eq!(
+                    (a.dead, a.resampled, a.lr),
+                    (b.dead, b.resampled, b.lr),
+                    "{label}"
+                );
+                assert!(
+                    (a.l0 - b.l0).abs() < 1e-9,
+                    "{label}: L0 {} vs {}",
+                    a.l0,
+                    b.l0
+                );
+                assert!(
+                    (a.loss - b.loss).abs() < 1e-4 * b.loss.abs(),
+                    "{label}: loss {} vs {}",
+                    a.loss,
+                    b.loss
+                );
+            }
+            assert!(
+                host_logs.iter().any(|l| l.resampled > 0),
+                "{label}: resampling should act"
+            );
+            if matches!(
+                arch,
+                ArchitectureConfig::TopK { .. } | ArchitectureConfig::BatchTopK { .. }
+            ) {
+                assert!(
+                    host_logs.iter().any(|l| l.aux > 0.0),
+                    "{label}: AuxK should act"
+                );
+            }
+            match (burn.batch_threshold(), host.batch_threshold()) {
+                (Some(a), Some(b)) => {
+                    assert!((a - b).abs() < 1e-4 * b.abs(), "{label}: {a} vs {b}")
+                }
+                (a, b) => assert_eq!(a.is_some(), b.is_some(), "{label}: threshold {a:?} {b:?}"),
+            }
+            assert_eq!(burn.input_scale(), host.input_scale(), "{label}");
+        }
+    }
+}
+
+#[test]
+fn checkpoints_move_between_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let burn = EngineChoice::burn_on("cpu").unwrap();
+    for arch in all_architectures() {
+        let c = busy(arch.clone());
+        let (straight, _) = train_on(&c, &EngineChoice::Host, 0..12, None);
+        for (from, to) in [(&burn, &EngineChoice::Host), (&EngineChoice::Host, &burn)] {
+            let label = format!("{} {from} → {to}", arch.name());
+            let (first, _) = train_on(&c, from, 0..5, None);
+            let path = dir
+                .path()
+                .join(format!("{}-{from}.safetensors", arch.name()));
+            first.save_checkpoint(&path).unwrap();
+            let loaded = Trainer::load_checkpoint(&path).unwrap();
+            // Nothing is lost on the way: the loaded state is the saved one, bit for bit.
+            assert_eq!(loaded.params().unwrap(), first.params().unwrap(), "{label}");
+            assert_eq!(loaded.step, 5);
+            let (resumed, _) = train_on(&c, to, 5..12, Some(loaded));
+            assert_eq!(resumed.engine().to_string(), to.to_string());
+            assert_close(
+                &label,
+                &resumed.params().unwrap(),
+                &straight.params().unwrap(),
+                1e-4,
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_the_same_error_on_the_burn_engine() {
+    let burn = EngineChoice::burn_on("cpu").unwrap();
+    let mut t = Trainer::new_on(small(ArchitectureConfig::topk(4)), &burn).unwrap();
+    t.step(&batch(0, 32, 16)).unwrap();
+    let before = t.params().unwrap();
+    let mut bad = batch(1, 32, 16);
+    bad.data[37] = f32::NAN;
+    match t.step(&bad) {
+        Err(PrismError::NonFinite(m)) => assert!(m.contains("token 2"), "{m}"),
+        other => panic!("expected a NonFinite error, got {other:?}"),
+    }
+    assert!(matches!(
+        t.step(&batch(1, 32, 12)),
+        Err(PrismError::Shape(_))
+    ));
+    let mut huge = batch(2, 32, 16);
+    huge.data.iter_mut().for_each(|v| *v *= 1e6);
+    assert!(matches!(t.step(&huge), Err(PrismError::NonFinite(m)) if m.contains("diverged")));
+    assert_eq!(
+        t.params().unwrap(),
+        before,
+        "a failed step must not change the parameters"
+    );
+    // A build without the `cuda` feature (or a machine without the driver) says so.
+    if let Err(e) = EngineChoice::for_device("cuda") {
+        assert!(matches!(e, PrismError::Device { .. }), "{e}");
+    }
 }

@@ -73,7 +73,8 @@ pub struct DemoArgs {
     /// L1 coefficients of the two dictionaries (low, high).
     #[arg(long, value_delimiter = ',', default_value = "1,4")]
     pub l1: Vec<f32>,
-    /// cpu or wgpu (model forward passes; training runs on the CPU kernels).
+    /// cpu, wgpu or cuda (with the `cuda` cargo feature): where the model runs (harvest,
+    /// evaluation) and where dictionaries train (the host kernels on `cpu`, burn elsewhere).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Keep the activation caches (they are deleted at the end otherwise).
@@ -189,7 +190,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     );
     std::fs::create_dir_all(&args.out).map_err(|e| PrismError::io(&args.out, e))?;
     let corpus = prism_cache::Corpus::open(&args.data, "text")?;
-    let stage = Stage::new(args, &plan, &corpus, &device, hook);
+    let stage = Stage::new(args, &plan, &corpus, &device, hook)?;
 
     // 1–2. Harvest the real model and train three dictionaries from one stream.
     let real_cache = stage.harvest(&model, "real", plan.tokens)?;

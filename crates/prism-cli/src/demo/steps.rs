@@ -10,7 +10,7 @@ use prism_cache::{
 use prism_core::{FloatDtype, HookPoint, PrismError, Result};
 use prism_models::{Model, TokenBatch};
 use prism_sae::Sae;
-use prism_sae::train::{ArchitectureConfig, FitOptions, Run, TrainConfig, fit};
+use prism_sae::train::{ArchitectureConfig, EngineChoice, FitOptions, Run, TrainConfig, fit};
 use prism_similarity::{SimilarityOptions, compare};
 use prism_stats::{
     Evaluation, PruneRule, evaluate, feature_browser_html, features_to_keep,
@@ -100,6 +100,7 @@ pub struct Stage<'a> {
     plan: &'a Plan,
     corpus: &'a Corpus,
     device: &'a Device,
+    engine: EngineChoice,
     hook: HookPoint,
 }
 
@@ -110,14 +111,15 @@ impl<'a> Stage<'a> {
         corpus: &'a Corpus,
         device: &'a Device,
         hook: HookPoint,
-    ) -> Self {
-        Self {
+    ) -> Result<Self> {
+        Ok(Self {
+            engine: EngineChoice::for_device(&args.device)?,
             args,
             plan,
             corpus,
             device,
             hook,
-        }
+        })
     }
 
     /// Harvests `tokens` activation vectors at the hook into `out/cache/<label>`.
@@ -175,6 +177,7 @@ impl<'a> Stage<'a> {
                     0,
                     c,
                     false,
+                    &self.engine,
                 )
             })
             .collect::<Result<Vec<_>>>()?;

@@ -62,6 +62,25 @@ impl ArchitectureConfig {
         }
     }
 
+    /// The same architecture with its sparsity penalty (L1, L0) multiplied by `factor` — the
+    /// objective of a step during the sparsity warm-up. TopK and BatchTopK are unchanged.
+    ///
+    /// ```
+    /// use prism_sae::ArchitectureConfig;
+    /// let a = ArchitectureConfig::Relu { l1: 0.5 }.warmed(0.2);
+    /// assert_eq!(a, ArchitectureConfig::Relu { l1: 0.1 });
+    /// assert_eq!(ArchitectureConfig::topk(8).warmed(0.0), ArchitectureConfig::topk(8));
+    /// ```
+    pub fn warmed(&self, factor: f32) -> Self {
+        let mut out = self.clone();
+        match &mut out {
+            ArchitectureConfig::Relu { l1 } | ArchitectureConfig::Gated { l1 } => *l1 *= factor,
+            ArchitectureConfig::JumpRelu { l0_coeff, .. } => *l0_coeff *= factor,
+            ArchitectureConfig::TopK { .. } | ArchitectureConfig::BatchTopK { .. } => {}
+        }
+        out
+    }
+
     /// TopK with AuxK α = 1/32.
     pub fn topk(k: usize) -> Self {
         ArchitectureConfig::TopK {

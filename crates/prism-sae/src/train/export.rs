@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::adam::Adam;
 use super::config::{ArchitectureConfig, TrainConfig};
+use super::engine::Engine;
 use super::params::{PARAM_NAMES, Params};
 use super::trainer::Trainer;
 use crate::{Architecture, Sae};
@@ -40,7 +41,7 @@ impl Trainer {
     /// JumpReLU dictionary with its learned global threshold on every feature (as SAELens
     /// loads it), and `cfg.json` records the training configuration and token count.
     pub fn to_sae(&self, device: &Device) -> Result<Sae> {
-        let p = &self.params;
+        let p = &self.engine.params()?;
         let (d, m) = (p.d, p.m);
         let c = self.input_scale();
         let row = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [1, m]), device);
@@ -110,11 +111,8 @@ impl Trainer {
     /// atomically). [`Trainer::load_checkpoint`] continues exactly where this left off.
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
         let mut tensors = Vec::new();
-        for (prefix, set) in [
-            ("param", &self.params),
-            ("adam_m", &self.adam.m),
-            ("adam_v", &self.adam.v),
-        ] {
+        let (params, adam) = (self.engine.params()?, self.engine.optimiser()?);
+        for (prefix, set) in [("param", &params), ("adam_m", &adam.m), ("adam_v", &adam.v)] {
             for (name, t) in PARAM_NAMES.iter().zip(set.tensors()) {
                 if !t.is_empty() {
                     tensors.push(RawTensor::floats(
@@ -129,7 +127,7 @@ impl Trainer {
             config: self.config.clone(),
             step: self.step,
             tokens: self.tokens,
-            adam_t: self.adam.t,
+            adam_t: adam.t,
             tokens_since_fired: self.tokens_since_fired.clone(),
             steps_since_fired: self.steps_since_fired.clone(),
             input_scale: self.input_scale,
@@ -146,7 +144,8 @@ impl Trainer {
         atomic_write(path, &bytes)
     }
 
-    /// Restores a trainer saved by [`Trainer::save_checkpoint`].
+    /// Restores a trainer saved by [`Trainer::save_checkpoint`] (by either engine) onto the
+    /// host engine; [`Trainer::on`] moves it to another.
     pub fn load_checkpoint(path: &Path) -> Result<Trainer> {
         let bytes = std::fs::read(path).map_err(|e| PrismError::io(path, e))?;
         let bad = |message: String| PrismError::Safetensors {
@@ -164,7 +163,7 @@ impl Trainer {
             serde_json::from_str(text).map_err(|e| bad(format!("bad trainer state: {e}")))?;
         let mut tensors = read_safetensors(path)?;
         let mut trainer = Trainer::new(state.config.clone())?;
-        let shapes = trainer.params.clone();
+        let shapes = trainer.engine.params()?;
         let mut fill = |prefix: &str| -> Result<Params> {
             let mut out = shapes.clone();
             for (name, t) in PARAM_NAMES.iter().zip(out.tensors_mut()) {
@@ -186,15 +185,19 @@ impl Trainer {
             }
             Ok(out)
         };
-        trainer.params = fill("param")?;
-        trainer.adam = Adam {
+        let params = fill("param")?;
+        let adam = Adam {
             config: state.config.adam,
             m: fill("adam_m")?,
             v: fill("adam_v")?,
             t: state.adam_t,
         };
-        if state.tokens_since_fired.len() != trainer.params.m
-            || state.steps_since_fired.len() != trainer.params.m
+        trainer.engine = trainer
+            .engine
+            .choice()
+            .build(params, adam, state.config.kernel)?;
+        if state.tokens_since_fired.len() != state.config.d_sae
+            || state.steps_since_fired.len() != state.config.d_sae
         {
             return Err(bad("per-feature counters do not match d_sae".into()));
         }

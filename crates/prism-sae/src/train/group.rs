@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use prism_core::{HostTensor, PrismError, Result};
 
+use super::engine::EngineChoice;
 use super::trainer::{StepLog, Trainer};
 
 /// One dictionary of a group.
@@ -28,14 +29,15 @@ pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const LOG_FILE: &str = "log.jsonl";
 
 impl Run {
-    /// A run that resumes from `dir/checkpoint.safetensors` when `resume` and the file exists,
-    /// and starts fresh from `config` otherwise.
+    /// A run on `engine` that resumes from `dir/checkpoint.safetensors` when `resume` and the
+    /// file exists (whichever engine wrote it), and starts fresh from `config` otherwise.
     pub fn open(
         name: impl Into<String>,
         dir: impl Into<PathBuf>,
         input: usize,
         config: super::TrainConfig,
         resume: bool,
+        engine: &EngineChoice,
     ) -> Result<Run> {
         let dir = dir.into();
         let ckpt = dir.join(CHECKPOINT_FILE);
@@ -52,9 +54,9 @@ impl Run {
             }
             // The plan may have grown (train longer than first asked).
             t.config.total_steps = config.total_steps;
-            t
+            t.on(engine)?
         } else {
-            Trainer::new(config)?
+            Trainer::new_on(config, engine)?
         };
         Ok(Run {
             name: name.into(),

@@ -1,18 +1,24 @@
 //! Dictionary training: configuration, the per-architecture objectives with hand-written
-//! gradients on the sparse kernels, Adam, resampling, checkpoints, and several dictionaries
-//! trained from one activation stream.
+//! gradients, Adam, resampling, checkpoints, and several dictionaries trained from one
+//! activation stream — on either engine (the host's sparse kernels, or burn on any device).
 
 mod adam;
+mod burn_engine;
 mod config;
+mod engine;
 mod export;
 mod group;
+mod host_engine;
 mod objective;
 mod params;
 mod trainer;
 
 pub use adam::{Adam, AdamConfig};
+pub use burn_engine::BurnEngine;
 pub use config::{ArchitectureConfig, ResampleConfig, TrainConfig};
+pub use engine::{Engine, EngineChoice, Reinit, StepStats, TrainingEngine};
 pub use group::{CHECKPOINT_FILE, FitOptions, LOG_FILE, Run, fit};
-pub use objective::{Objective, Pass, StepInputs, loss_and_grads};
+pub use host_engine::HostEngine;
+pub use objective::{Pass, StepInputs, loss_and_grads};
 pub use params::{PARAM_NAMES, Params, remove_parallel_component};
 pub use trainer::{StepLog, Trainer, geometric_median};

@@ -12,63 +12,15 @@ use crate::kernel::{
     Csr, KernelMode, View, decode_into, dot, entry_dots, matmul, transpose_times_into,
 };
 
+use super::config::ArchitectureConfig;
+use super::engine::StepStats;
 use super::params::Params;
 
-/// An architecture's training objective, with its sparsity coefficient for this step.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Objective {
-    /// ReLU codes, `loss = recon + l1 · Σ|f| / n`.
-    Relu {
-        /// L1 coefficient (after warm-up).
-        l1: f32,
-    },
-    /// The `k` largest ReLU pre-activations per token, plus `auxk_alpha ·` AuxK on dead latents.
-    TopK {
-        /// Active latents per token.
-        k: usize,
-        /// Weight of the AuxK loss.
-        auxk_alpha: f32,
-    },
-    /// The `k · n` largest ReLU pre-activations over the batch, plus AuxK.
-    BatchTopK {
-        /// Mean active latents per token.
-        k: usize,
-        /// Weight of the AuxK loss.
-        auxk_alpha: f32,
-    },
-    /// `f = pre · [pre > θ]`, `loss = recon + l0_coeff · L0`, straight-through estimates for θ.
-    JumpRelu {
-        /// L0 coefficient (after warm-up).
-        l0_coeff: f32,
-        /// Width of the rectangle kernel of the straight-through estimator.
-        bandwidth: f32,
-    },
-    /// Gate and magnitude paths sharing `W_enc`; `loss = recon + l1 · Σ ReLU(π_gate) / n + aux`.
-    Gated {
-        /// L1 coefficient on the gate pre-activations (after warm-up).
-        l1: f32,
-    },
-}
-
-/// What one forward/backward pass measured.
+/// What one forward/backward pass on the host kernels measured, and the codes.
 #[derive(Clone, Debug)]
 pub struct Pass {
-    /// Total loss.
-    pub loss: f64,
-    /// `Σ‖x − x̂‖² / n`.
-    pub recon: f64,
-    /// The sparsity term (before its coefficient).
-    pub sparsity: f64,
-    /// The auxiliary term (AuxK before α, Gated's aux reconstruction), 0 when absent.
-    pub aux: f64,
-    /// Mean non-zero codes per token.
-    pub l0: f64,
-    /// Whether each feature was non-zero on some token of the batch.
-    pub fired: Vec<bool>,
-    /// Squared reconstruction error per token (resampling draws from it).
-    pub token_sq_err: Vec<f32>,
-    /// BatchTopK: the smallest selected activation (feeds the inference threshold).
-    pub min_selected: Option<f32>,
+    /// The measurements every engine reports.
+    pub stats: StepStats,
     /// The codes.
     pub codes: Csr,
 }
@@ -87,7 +39,7 @@ pub struct StepInputs<'a> {
 
 /// Loss at `x` (`[n, d]`, row-major) and its gradient, written into `grads` (overwritten).
 pub fn loss_and_grads(
-    objective: Objective,
+    objective: &ArchitectureConfig,
     p: &Params,
     x: &[f32],
     n: usize,
@@ -130,15 +82,16 @@ pub fn loss_and_grads(
     let mut loss;
     // Gradient with respect to `a`, entry by entry, as per-row lists.
     let mut ga_rows: Vec<Vec<(u32, f32)>> = vec![Vec::new(); n];
-    match objective {
-        Objective::Relu { l1 } => {
+    match *objective {
+        ArchitectureConfig::Relu { l1 } => {
             sparsity = codes.val.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
             loss = recon + l1 as f64 * sparsity;
             let add = l1 / n as f32;
             for_each_entry(&codes, |r, e, j| ga_rows[r].push((j, gf[e] + add)));
             column_sums_of_rows(&ga_rows, &mut grads.b_enc);
         }
-        Objective::TopK { auxk_alpha, .. } | Objective::BatchTopK { auxk_alpha, .. } => {
+        ArchitectureConfig::TopK { auxk_alpha, .. }
+        | ArchitectureConfig::BatchTopK { auxk_alpha, .. } => {
             loss = recon;
             for_each_entry(&codes, |r, e, j| ga_rows[r].push((j, gf[e])));
             // As in dictionary_learning, a latent that fires in this batch is not dead.
@@ -186,9 +139,10 @@ pub fn loss_and_grads(
             }
             column_sums_of_rows(&ga_rows, &mut grads.b_enc);
         }
-        Objective::JumpRelu {
+        ArchitectureConfig::JumpRelu {
             l0_coeff,
             bandwidth,
+            ..
         } => {
             sparsity = codes.nnz() as f64 / n as f64;
             loss = recon + l0_coeff as f64 * sparsity;
@@ -232,7 +186,7 @@ pub fn loss_and_grads(
                 }
             }
         }
-        Objective::Gated { l1 } => {
+        ArchitectureConfig::Gated { l1 } => {
             let gate = gate.expect("gated codes carry gate values");
             sparsity = gate.val.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
             let mut x_gate: Vec<f32> = (0..n).flat_map(|_| p.b_dec.iter().copied()).collect();
@@ -279,38 +233,40 @@ pub fn loss_and_grads(
         }
     }
     Pass {
-        loss,
-        recon,
-        sparsity,
-        aux,
-        l0: nonzero as f64 / n as f64,
-        fired,
-        token_sq_err,
-        min_selected,
+        stats: StepStats {
+            loss,
+            recon,
+            sparsity,
+            aux,
+            l0: nonzero as f64 / n as f64,
+            fired,
+            token_sq_err,
+            min_selected,
+        },
         codes,
     }
 }
 
 /// Codes for training (and Gated's gate values on the same pattern, BatchTopK's cut-off).
 fn encode_train(
-    objective: Objective,
+    objective: &ArchitectureConfig,
     p: &Params,
     a: &[f32],
     n: usize,
 ) -> (Csr, Option<Csr>, Option<f32>) {
     let m = p.m;
-    match objective {
-        Objective::Relu { .. } => (threshold_rows(a, &p.b_enc, n, m, |_| 0.0), None, None),
-        Objective::TopK { k, .. } => (top_k_rows(a, &p.b_enc, n, m, k, None), None, None),
-        Objective::BatchTopK { k, .. } => {
+    match *objective {
+        ArchitectureConfig::Relu { .. } => (threshold_rows(a, &p.b_enc, n, m, |_| 0.0), None, None),
+        ArchitectureConfig::TopK { k, .. } => (top_k_rows(a, &p.b_enc, n, m, k, None), None, None),
+        ArchitectureConfig::BatchTopK { k, .. } => {
             let (codes, cut) = batch_top_k(a, &p.b_enc, n, m, k * n);
             (codes, None, cut)
         }
-        Objective::JumpRelu { .. } => {
+        ArchitectureConfig::JumpRelu { .. } => {
             let theta: Vec<f32> = p.log_threshold.iter().map(|t| t.exp()).collect();
             (threshold_rows(a, &p.b_enc, n, m, |j| theta[j]), None, None)
         }
-        Objective::Gated { .. } => {
+        ArchitectureConfig::Gated { .. } => {
             let gate = threshold_rows(a, &p.b_enc, n, m, |_| 0.0);
             let mut mags = Vec::with_capacity(gate.nnz());
             for_each_entry(&gate, |r, _, j| {

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::adam::Adam;
 use super::config::{ArchitectureConfig, TrainConfig};
-use super::objective::{Objective, Pass, StepInputs, loss_and_grads};
-use super::params::{Params, remove_parallel_component};
+use super::engine::{Engine, EngineChoice, Reinit, StepStats, TrainingEngine};
+use super::params::Params;
 
 /// What one step measured (the running log's row).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,8 +36,10 @@ pub struct StepLog {
     pub resampled: usize,
 }
 
-/// A dictionary being trained: parameters, optimiser state and counters. Feed it batches with
-/// [`Trainer::step`]; [`Trainer::to_sae`] gives the dictionary to save or evaluate.
+/// A dictionary being trained: the backend-free training state (schedules, counters,
+/// resampling decisions) around an [`Engine`] that holds the parameters and optimiser state.
+/// Feed it batches with [`Trainer::step`]; [`Trainer::to_sae`] gives the dictionary to save or
+/// evaluate; [`Trainer::on`] moves it to another engine (the host kernels or burn on a device).
 ///
 /// ```
 /// use prism_core::{Dictionary, HostTensor};
@@ -62,10 +64,8 @@ pub struct StepLog {
 pub struct Trainer {
     /// The run's configuration.
     pub config: TrainConfig,
-    /// Current parameters (normalised input space).
-    pub params: Params,
-    pub(crate) adam: Adam,
-    grads: Params,
+    /// Holds the parameters (normalised input space) and optimiser state.
+    pub(crate) engine: TrainingEngine,
     /// Steps taken.
     pub step: u64,
     /// Tokens seen.
@@ -90,6 +90,11 @@ impl Trainer {
     /// tied to the decoder, biases zero (TopK/BatchTopK set `b_dec` to the geometric median of
     /// the first batch), JumpReLU thresholds at their initial value.
     pub fn new(config: TrainConfig) -> Result<Self> {
+        Self::new_on(config, &EngineChoice::Host)
+    }
+
+    /// [`Trainer::new`] on the chosen engine (the same initial values on every engine).
+    pub fn new_on(config: TrainConfig, engine: &EngineChoice) -> Result<Self> {
         config.validate()?;
         let (d, m) = (config.d_in, config.d_sae);
         let mut rng = StdRng::seed_from_u64(config.seed);
@@ -119,9 +124,7 @@ impl Trainer {
         params.w_enc = params.w_dec.clone();
         let adam = Adam::new(&params, config.adam);
         Ok(Self {
-            grads: params.zeros_like(),
-            adam,
-            params,
+            engine: engine.build(params, adam, config.kernel)?,
             step: 0,
             tokens: 0,
             tokens_since_fired: vec![0; m],
@@ -133,29 +136,50 @@ impl Trainer {
         })
     }
 
-    /// The objective for the current step (sparsity coefficients after warm-up).
-    pub fn objective(&self) -> Objective {
+    /// The objective for the current step: the architecture with its sparsity coefficient
+    /// after warm-up.
+    pub fn objective(&self) -> ArchitectureConfig {
         let warm = if self.config.sparsity_warmup_steps == 0 {
             1.0
         } else {
             ((self.step + 1) as f32 / self.config.sparsity_warmup_steps as f32).min(1.0)
         };
-        match self.config.architecture {
-            ArchitectureConfig::Relu { l1 } => Objective::Relu { l1: l1 * warm },
-            ArchitectureConfig::TopK { k, auxk_alpha } => Objective::TopK { k, auxk_alpha },
-            ArchitectureConfig::BatchTopK { k, auxk_alpha, .. } => {
-                Objective::BatchTopK { k, auxk_alpha }
-            }
-            ArchitectureConfig::JumpRelu {
-                l0_coeff,
-                bandwidth,
-                ..
-            } => Objective::JumpRelu {
-                l0_coeff: l0_coeff * warm,
-                bandwidth,
-            },
-            ArchitectureConfig::Gated { l1 } => Objective::Gated { l1: l1 * warm },
+        self.config.architecture.warmed(warm)
+    }
+
+    /// A host copy of the parameters (normalised input space).
+    pub fn params(&self) -> Result<Params> {
+        self.engine.params()
+    }
+
+    /// Replaces the parameters (same shapes), keeping the optimiser state and the engine.
+    pub fn set_params(&mut self, params: Params) -> Result<()> {
+        let current = self.engine.params()?;
+        let shapes = |p: &Params| p.tensors().map(|t| t.len());
+        if (params.d, params.m, shapes(&params)) != (current.d, current.m, shapes(&current)) {
+            return Err(PrismError::Shape(
+                "the new parameters' shapes differ from the dictionary's".into(),
+            ));
         }
+        let adam = self.engine.optimiser()?;
+        self.engine = self
+            .engine
+            .choice()
+            .build(params, adam, self.config.kernel)?;
+        Ok(())
+    }
+
+    /// The same trainer on another engine: parameters, optimiser state and counters move
+    /// unchanged (train on a GPU, continue on the CPU, or the reverse).
+    pub fn on(mut self, engine: &EngineChoice) -> Result<Self> {
+        let (params, adam) = (self.engine.params()?, self.engine.optimiser()?);
+        self.engine = engine.build(params, adam, self.config.kernel)?;
+        Ok(self)
+    }
+
+    /// Which engine holds the parameters.
+    pub fn engine(&self) -> EngineChoice {
+        self.engine.choice()
     }
 
     /// The learning rate for the current step: linear warm-up, then constant, then (if set)
@@ -242,36 +266,31 @@ impl Trainer {
         } else {
             batch.data.iter().map(|v| v * scale).collect()
         };
-        let mut params_before_init = None;
+        let mut b_dec_before_init = None;
         if first
             && matches!(
                 self.config.architecture,
                 ArchitectureConfig::TopK { .. } | ArchitectureConfig::BatchTopK { .. }
             )
         {
-            params_before_init = Some(self.params.b_dec.clone());
-            self.params.b_dec = geometric_median(&x, n, d, 100);
+            b_dec_before_init = Some(self.engine.b_dec()?);
+            self.engine.set_b_dec(&geometric_median(&x, n, d, 100))?;
         }
         let dead = self.dead_mask();
         let objective = self.objective();
-        let pass = loss_and_grads(
-            objective,
-            &self.params,
+        let pass = self.engine.forward_backward(
+            &objective,
             &x,
             n,
-            StepInputs {
-                dead: Some(&dead),
-                apply_b_dec_to_input: self.config.apply_b_dec_to_input,
-                mode: self.config.kernel,
-            },
-            &mut self.grads,
-        );
+            &dead,
+            self.config.apply_b_dec_to_input,
+        )?;
         let diverged = self
             .best_loss
             .is_some_and(|b| pass.loss > DIVERGENCE_FACTOR * b.max(1e-12));
-        if !pass.loss.is_finite() || !self.grads.all_finite() || diverged {
-            if let Some(b) = params_before_init {
-                self.params.b_dec = b;
+        if !pass.loss.is_finite() || !self.engine.gradients_finite()? || diverged {
+            if let Some(b) = b_dec_before_init {
+                self.engine.set_b_dec(&b)?;
             }
             return Err(PrismError::NonFinite(format!(
                 "training diverged at step {}: loss {} (best so far {:?}); the parameters are \
@@ -285,7 +304,7 @@ impl Trainer {
         self.input_scale = Some(scale);
         self.best_loss = Some(self.best_loss.map_or(pass.loss, |b| b.min(pass.loss)));
 
-        for j in 0..self.params.m {
+        for j in 0..self.config.d_sae {
             if pass.fired[j] {
                 self.tokens_since_fired[j] = 0;
                 self.steps_since_fired[j] = 0;
@@ -294,16 +313,8 @@ impl Trainer {
                 self.steps_since_fired[j] += 1;
             }
         }
-        remove_parallel_component(&self.params.w_dec, &mut self.grads.w_dec, self.params.d);
-        if let Some(clip) = self.config.grad_clip {
-            let norm = self.grads.norm();
-            if norm > clip as f64 {
-                self.grads.scale((clip as f64 / norm) as f32);
-            }
-        }
         let lr = self.learning_rate();
-        self.adam.step(&mut self.params, &self.grads, lr);
-        self.params.normalize_decoder();
+        self.engine.update(lr, self.config.grad_clip)?;
         if let ArchitectureConfig::BatchTopK {
             threshold_beta,
             threshold_start_step,
@@ -326,7 +337,7 @@ impl Trainer {
                     && (self.config.total_steps == 0
                         || self.step * 5 <= self.config.total_steps * 4) =>
             {
-                self.resample(&x, n, &pass)
+                self.resample(&x, n, &pass)?
             }
             _ => 0,
         };
@@ -348,31 +359,25 @@ impl Trainer {
     /// of `x` (normalised space) drawn with probability ∝ squared reconstruction error:
     /// decoder row = the input's direction, encoder row = that direction × 0.2 × the mean
     /// norm of live encoder rows, encoder bias 0, optimiser moments reset. Returns how many.
-    pub(crate) fn resample(&mut self, x: &[f32], n: usize, pass: &Pass) -> usize {
+    pub(crate) fn resample(&mut self, x: &[f32], n: usize, pass: &StepStats) -> Result<usize> {
         let Some(r) = self.config.resample else {
-            return 0;
+            return Ok(0);
         };
-        let d = self.params.d;
-        let dead: Vec<usize> = (0..self.params.m)
+        let (d, m) = (self.config.d_in, self.config.d_sae);
+        let dead: Vec<usize> = (0..m)
             .filter(|&j| self.steps_since_fired[j] >= r.window)
             .collect();
         if dead.is_empty() {
-            return 0;
+            return Ok(0);
         }
-        let alive: Vec<usize> = (0..self.params.m)
+        let alive: Vec<usize> = (0..m)
             .filter(|&j| self.steps_since_fired[j] < r.window)
             .collect();
-        let row_norm = |j: usize| {
-            self.params.w_enc[j * d..][..d]
-                .iter()
-                .map(|v| v * v)
-                .sum::<f32>()
-                .sqrt()
-        };
         let alive_norm = if alive.is_empty() {
             1.0
         } else {
-            alive.iter().map(|&j| row_norm(j)).sum::<f32>() / alive.len() as f32
+            let norms = self.engine.encoder_row_norms()?;
+            alive.iter().map(|&j| norms[j]).sum::<f32>() / alive.len() as f32
         };
         // Weighted sampling without replacement (Efraimidis–Spirakis keys u^(1/w)), seeded
         // by the run's seed and the step so a resumed run draws the same inputs.
@@ -386,14 +391,12 @@ impl Trainer {
             })
             .collect();
         keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        let mut count = 0;
+        let b_dec = self.engine.b_dec()?;
+        let mut chosen = Vec::new();
         for (&j, &(_, i)) in dead.iter().zip(&keyed) {
             let src = &x[i * d..][..d];
             let centred: Vec<f32> = if self.config.apply_b_dec_to_input {
-                src.iter()
-                    .zip(&self.params.b_dec)
-                    .map(|(a, b)| a - b)
-                    .collect()
+                src.iter().zip(&b_dec).map(|(a, b)| a - b).collect()
             } else {
                 src.to_vec()
             };
@@ -401,18 +404,18 @@ impl Trainer {
             if norm == 0.0 {
                 continue;
             }
-            for (k, c) in centred.iter().enumerate() {
-                let u = c / norm;
-                self.params.w_dec[j * d + k] = u;
-                self.params.w_enc[j * d + k] = u * alive_norm * 0.2;
-            }
-            self.params.b_enc[j] = 0.0;
-            self.adam.reset_feature(j);
+            let decoder: Vec<f32> = centred.iter().map(|c| c / norm).collect();
+            let encoder = decoder.iter().map(|u| u * alive_norm * 0.2).collect();
+            chosen.push(Reinit {
+                feature: j,
+                decoder,
+                encoder,
+            });
             self.steps_since_fired[j] = 0;
             self.tokens_since_fired[j] = 0;
-            count += 1;
         }
-        count
+        self.engine.reinitialise(&chosen)?;
+        Ok(chosen.len())
     }
 
     /// The BatchTopK inference threshold (normalised space), once tracked.

@@ -1,0 +1,553 @@
+//! The burn engine: the same objectives and hand-written gradients as the host kernels, as
+//! dense burn tensor products on any burn device (`flex` on a CPU, `wgpu`, `cuda`).
+//!
+//! Codes are dense `[n, m]` matrices with a selection mask; TopK/BatchTopK/AuxK select by a
+//! cut-off between the k-th and (k+1)-th largest value of each row (or of the batch) rather
+//! than by tracked indices, so no autodiff is involved: every gradient below is the one
+//! `objective.rs` computes entry by entry, written as matrix products.
+//!
+//! The cut-off comes from burn's `topk` for small k (TopK's k = 32) and from a bisection on
+//! counts ([`selection_cut`]) for large k: on `wgpu` burn 0.22's `topk` returns `-f32::MAX`
+//! for k ≥ 256 (measured: k = 256 of 4096 values and k = 320 of 2048; k = 100 of 1000 was
+//! right), and BatchTopK selects k·n values of the batch and AuxK d/2 per row. On `flex` the
+//! bisection costs 2.3× burn's `topk` for TopK's k = 32 (348 vs 810 tokens/s at d 512,
+//! m 8192, batch 4096), hence both.
+
+use burn::tensor::{Bool, Device, Tensor, TensorData};
+use prism_core::{HostTensor, PrismError, Result};
+
+use super::adam::{Adam, AdamConfig};
+use super::config::ArchitectureConfig;
+use super::engine::{Engine, EngineChoice, Reinit, StepStats};
+use super::params::Params;
+
+const W_ENC: usize = 0;
+const B_ENC: usize = 1;
+const W_DEC: usize = 2;
+const B_DEC: usize = 3;
+const LOG_THRESHOLD: usize = 4;
+const R_MAG: usize = 5;
+const B_MAG: usize = 6;
+
+/// One tensor per entry of [`super::PARAM_NAMES`] (`None` where the architecture has none):
+/// `[m, d]` for the encoder and decoder, `[1, m]` per feature, `[1, d]` for `b_dec`.
+type Slots = [Option<Tensor<2>>; 7];
+
+/// Parameters, gradient and Adam's moments as burn tensors on one device.
+#[derive(Clone)]
+pub struct BurnEngine {
+    device: Device,
+    d: usize,
+    m: usize,
+    params: Slots,
+    grads: Slots,
+    moment1: Slots,
+    moment2: Slots,
+    adam: AdamConfig,
+    t: u64,
+}
+
+impl std::fmt::Debug for BurnEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BurnEngine")
+            .field("device", &self.device)
+            .field("d", &self.d)
+            .field("m", &self.m)
+            .field("adam_steps", &self.t)
+            .finish_non_exhaustive()
+    }
+}
+
+fn readback(t: Tensor<2>) -> Result<Vec<f32>> {
+    Ok(HostTensor::from_burn(t)?.data)
+}
+
+fn scalar(t: Tensor<1>) -> Result<f64> {
+    Ok(HostTensor::from_burn(t)?
+        .data
+        .first()
+        .copied()
+        .unwrap_or(f32::NAN) as f64)
+}
+
+/// The largest k for which burn's `topk` is used (see the module's documentation).
+const TOPK_MAX: usize = 64;
+
+/// Per row of `values` `[r, c]`, a cut-off `[r, 1]`: `values ≥ cut` holds for the row's `k`
+/// largest values (and ties); the caller keeps the positive ones.
+fn cut_for_top(values: Tensor<2>, k: usize) -> Tensor<2> {
+    let k = k.min(values.dims()[1]);
+    if k <= TOPK_MAX {
+        values.topk(k, 1).min_dim(1)
+    } else {
+        selection_cut(values, k)
+    }
+}
+
+/// Bisection steps of [`selection_cut`]: the interval shrinks to 2⁻⁴⁰ of the row's maximum.
+const CUT_STEPS: usize = 40;
+
+/// Per row of `values` `[r, c]`, a cut-off `t` `[r, 1]` such that `values ≥ t` holds for the
+/// row's `k` largest positive values and no others (all positive values when fewer than `k`
+/// are positive; the caller also requires `> 0`). Found by bisection of `[0, max]` on the count
+/// of values above the midpoint, all on the device (no read-back); exact unless the k-th and
+/// (k+1)-th largest values are closer than 2⁻⁴⁰ of the maximum.
+pub(crate) fn selection_cut(values: Tensor<2>, k: usize) -> Tensor<2> {
+    let max = values.clone().max_dim(1).clamp_min(0.0);
+    let mut lo = max.zeros_like();
+    // Strictly above the maximum, so that `count(≥ hi) = 0 < k`.
+    let mut hi = max.clone() + max.abs().mul_scalar(1e-6) + 1e-30;
+    for _ in 0..CUT_STEPS {
+        let mid = (lo.clone() + hi.clone()).mul_scalar(0.5);
+        let count = (values.clone() - mid.clone())
+            .greater_equal_elem(0.0)
+            .int()
+            .sum_dim(1);
+        let enough = count.greater_equal_elem(k as i64);
+        lo = lo.mask_where(enough.clone(), mid.clone());
+        hi = mid.mask_where(enough, hi);
+    }
+    lo
+}
+
+fn mask_readback(t: Tensor<2, Bool>) -> Result<Vec<bool>> {
+    Ok(readback(t.float())?.into_iter().map(|v| v != 0.0).collect())
+}
+
+impl BurnEngine {
+    /// Moves host parameters and optimiser state onto `device`.
+    pub fn new(params: &Params, adam: &Adam, device: Device) -> Result<Self> {
+        let (d, m) = (params.d, params.m);
+        let upload = |set: &Params| -> Result<Slots> {
+            let mut out: Slots = Default::default();
+            for (i, t) in set.tensors().into_iter().enumerate() {
+                if t.is_empty() {
+                    continue;
+                }
+                let shape = Self::shape(i, d, m);
+                if t.len() != shape[0] * shape[1] {
+                    return Err(PrismError::Shape(format!(
+                        "parameter {} has {} values, expected {}",
+                        super::PARAM_NAMES[i],
+                        t.len(),
+                        shape[0] * shape[1]
+                    )));
+                }
+                out[i] = Some(Tensor::from_data(
+                    TensorData::new(t.clone(), shape),
+                    &device,
+                ));
+            }
+            Ok(out)
+        };
+        let p = upload(params)?;
+        let zeros = p.clone().map(|t| t.map(|t| t.zeros_like()));
+        Ok(Self {
+            grads: zeros,
+            moment1: upload(&adam.m)?,
+            moment2: upload(&adam.v)?,
+            params: p,
+            adam: adam.config,
+            t: adam.t,
+            device,
+            d,
+            m,
+        })
+    }
+
+    fn shape(slot: usize, d: usize, m: usize) -> [usize; 2] {
+        match slot {
+            W_ENC | W_DEC => [m, d],
+            B_DEC => [1, d],
+            _ => [1, m],
+        }
+    }
+
+    fn p(&self, slot: usize) -> Tensor<2> {
+        self.params[slot]
+            .clone()
+            .expect("the architecture has this parameter")
+    }
+
+    fn upload(&self, values: Vec<f32>, shape: [usize; 2]) -> Tensor<2> {
+        Tensor::from_data(TensorData::new(values, shape), &self.device)
+    }
+
+    fn download(&self, set: &Slots) -> Result<Params> {
+        let mut out = Params {
+            d: self.d,
+            m: self.m,
+            w_enc: Vec::new(),
+            b_enc: Vec::new(),
+            w_dec: Vec::new(),
+            b_dec: Vec::new(),
+            log_threshold: Vec::new(),
+            r_mag: Vec::new(),
+            b_mag: Vec::new(),
+        };
+        for (slot, t) in set.iter().zip(out.tensors_mut()) {
+            if let Some(s) = slot {
+                *t = readback(s.clone())?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Engine for BurnEngine {
+    fn forward_backward(
+        &mut self,
+        objective: &ArchitectureConfig,
+        x_host: &[f32],
+        n: usize,
+        dead: &[bool],
+        apply_b_dec_to_input: bool,
+    ) -> Result<StepStats> {
+        let (d, m) = (self.d, self.m);
+        if x_host.len() != n * d {
+            return Err(PrismError::Shape(format!(
+                "batch of {} values is not {n} rows of {d}",
+                x_host.len()
+            )));
+        }
+        let nf = n as f32;
+        let x = self.upload(x_host.to_vec(), [n, d]);
+        let (w_enc, b_enc, w_dec, b_dec) =
+            (self.p(W_ENC), self.p(B_ENC), self.p(W_DEC), self.p(B_DEC));
+        let x_in = if apply_b_dec_to_input {
+            x.clone() - b_dec.clone()
+        } else {
+            x.clone()
+        };
+        let a = x_in.clone().matmul(w_enc.clone().transpose());
+        let pre = a.clone() + b_enc.clone();
+        let positive = pre.clone().greater_elem(0.0);
+        let mut min_selected = None;
+
+        // Where the codes may be non-zero, and the codes.
+        let selected: Tensor<2, Bool> = match *objective {
+            ArchitectureConfig::Relu { .. } | ArchitectureConfig::Gated { .. } => positive,
+            ArchitectureConfig::TopK { k, .. } => {
+                let cut = cut_for_top(pre.clone(), k);
+                (pre.clone() - cut)
+                    .greater_equal_elem(0.0)
+                    .bool_and(positive)
+            }
+            ArchitectureConfig::BatchTopK { k, .. } => {
+                let cut = cut_for_top(pre.clone().reshape([1, n * m]), k * n);
+                let selected = (pre.clone() - cut)
+                    .greater_equal_elem(0.0)
+                    .bool_and(positive);
+                // The smallest selected activation (+∞ when nothing is positive).
+                let smallest = pre
+                    .clone()
+                    .mask_fill(selected.clone().bool_not(), f32::INFINITY)
+                    .min();
+                let smallest = scalar(smallest)? as f32;
+                min_selected = smallest.is_finite().then_some(smallest);
+                selected
+            }
+            ArchitectureConfig::JumpRelu { .. } => {
+                let theta = self.p(LOG_THRESHOLD).exp();
+                (pre.clone() - theta).greater_elem(0.0).bool_and(positive)
+            }
+        };
+        let mask = selected.float();
+        let f = match *objective {
+            ArchitectureConfig::Gated { .. } => {
+                let scale = self.p(R_MAG).exp();
+                (a.clone() * scale + self.p(B_MAG)).clamp_min(0.0) * mask.clone()
+            }
+            _ => pre.clone() * mask.clone(),
+        };
+
+        // Main reconstruction and the gradient through the codes.
+        let x_hat = f.clone().matmul(w_dec.clone()) + b_dec.clone();
+        let e = x_hat.clone() - x.clone();
+        let token_sq_err = readback(e.clone().square().sum_dim(1))?;
+        let recon = token_sq_err.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+        let g = e.mul_scalar(2.0 / nf);
+        let mut g_b_dec = g.clone().sum_dim(0);
+        let mut g_w_dec = f.clone().transpose().matmul(g.clone());
+        let gf = g.matmul(w_dec.clone().transpose());
+        let nonzero = f.clone().not_equal_elem(0.0);
+        let fired = mask_readback(nonzero.clone().any_dim(0))?;
+        let l0 = scalar(nonzero.float().sum())? / n as f64;
+
+        let mut grads: Slots = Default::default();
+        let (mut sparsity, mut aux) = (0.0, 0.0);
+        let mut loss;
+        let ga = match *objective {
+            ArchitectureConfig::Relu { l1 } => {
+                sparsity = scalar(f.clone().sum())? / n as f64;
+                loss = recon + l1 as f64 * sparsity;
+                (gf + l1 / nf) * mask
+            }
+            ArchitectureConfig::TopK { auxk_alpha, .. }
+            | ArchitectureConfig::BatchTopK { auxk_alpha, .. } => {
+                loss = recon;
+                let mut ga = gf * mask;
+                // As in dictionary_learning, a latent that fires in this batch is not dead.
+                let dead_now: Vec<f32> = dead
+                    .iter()
+                    .zip(&fired)
+                    .map(|(&dd, &fi)| if dd && !fi { 1.0 } else { 0.0 })
+                    .collect();
+                let count = dead_now.iter().filter(|&&v| v > 0.0).count();
+                if count > 0 {
+                    let k_aux = (d / 2).min(count);
+                    // Live features sink far below zero, so the top k_aux are dead ones and
+                    // the positivity test drops the live ones.
+                    let shift = (self.upload(dead_now, [1, m]) - 1.0).mul_scalar(1e30);
+                    let pre_dead = pre.clone() + shift;
+                    let cut = cut_for_top(pre_dead.clone(), k_aux);
+                    let aux_mask = (pre_dead.clone() - cut)
+                        .greater_equal_elem(0.0)
+                        .bool_and(pre_dead.greater_elem(0.0))
+                        .float();
+                    if scalar(aux_mask.clone().sum())? > 0.0 {
+                        let residual = x.clone() - x_hat.clone();
+                        let mean = residual.clone().mean_dim(0);
+                        let denom = scalar((residual.clone() - mean).square().sum())? / n as f64;
+                        if denom > 0.0 {
+                            let aux_codes = pre.clone() * aux_mask.clone();
+                            let diff = aux_codes.clone().matmul(w_dec.clone()) - residual;
+                            aux = scalar(diff.clone().square().sum())? / n as f64 / denom;
+                            loss += auxk_alpha as f64 * aux;
+                            let g_aux =
+                                diff.mul_scalar((2.0 * auxk_alpha as f64 / denom) as f32 / nf);
+                            g_w_dec = g_w_dec + aux_codes.transpose().matmul(g_aux.clone());
+                            ga = ga + g_aux.matmul(w_dec.clone().transpose()) * aux_mask;
+                        }
+                    }
+                }
+                ga
+            }
+            ArchitectureConfig::JumpRelu {
+                l0_coeff,
+                bandwidth,
+                ..
+            } => {
+                sparsity = scalar(mask.clone().sum())? / n as f64;
+                loss = recon + l0_coeff as f64 * sparsity;
+                // Straight-through estimates for θ over the window |ReLU(pre) − θ| < ε/2.
+                let theta = self.p(LOG_THRESHOLD).exp();
+                let window = (pre.clamp_min(0.0) - theta.clone())
+                    .abs()
+                    .lower_elem(bandwidth / 2.0)
+                    .float();
+                let per_entry = (gf.clone() * theta.clone()).mul_scalar(-1.0 / bandwidth)
+                    - l0_coeff / (nf * bandwidth);
+                grads[LOG_THRESHOLD] = Some((per_entry * window).sum_dim(0) * theta);
+                gf * mask
+            }
+            ArchitectureConfig::Gated { l1 } => {
+                let gate = pre * mask.clone();
+                sparsity = scalar(gate.clone().sum())? / n as f64;
+                let eg = gate.clone().matmul(w_dec.clone()) + b_dec.clone() - x.clone();
+                aux = scalar(eg.clone().square().sum())? / n as f64;
+                loss = recon + l1 as f64 * sparsity + aux;
+                // The aux reconstruction uses a detached decoder: no decoder gradient from it.
+                let gg = eg.mul_scalar(2.0 / nf).matmul(w_dec.clone().transpose());
+                let scale = self.p(R_MAG).exp();
+                let d_mag = gf * f.greater_elem(0.0).float();
+                let d_gate = (gg + l1 / nf) * mask;
+                grads[B_MAG] = Some(d_mag.clone().sum_dim(0));
+                grads[R_MAG] = Some((d_mag.clone() * scale.clone() * a).sum_dim(0));
+                grads[B_ENC] = Some(d_gate.clone().sum_dim(0));
+                d_mag * scale + d_gate
+            }
+        };
+        let ga_sum = ga.clone().sum_dim(0);
+        if grads[B_ENC].is_none() {
+            grads[B_ENC] = Some(ga_sum.clone());
+        }
+        grads[W_ENC] = Some(ga.transpose().matmul(x_in));
+        if apply_b_dec_to_input {
+            // x_in = x − b_dec: the bias also reaches the loss through the encoder.
+            g_b_dec = g_b_dec - ga_sum.matmul(w_enc);
+        }
+        grads[W_DEC] = Some(g_w_dec);
+        grads[B_DEC] = Some(g_b_dec);
+        self.grads = grads;
+        Ok(StepStats {
+            loss,
+            recon,
+            sparsity,
+            aux,
+            l0,
+            fired,
+            token_sq_err,
+            min_selected,
+        })
+    }
+
+    fn gradients_finite(&self) -> Result<bool> {
+        // x − x is 0 for every finite x and NaN for ±∞ and NaN.
+        for g in self.grads.iter().flatten() {
+            if !scalar((g.clone() - g.clone()).sum())?.is_finite() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn update(&mut self, lr: f32, clip: Option<f32>) -> Result<()> {
+        let w_dec = self.p(W_DEC);
+        if let Some(g) = self.grads[W_DEC].take() {
+            let along = (w_dec.clone() * g.clone()).sum_dim(1);
+            self.grads[W_DEC] = Some(g - w_dec * along);
+        }
+        if let Some(clip) = clip {
+            let mut sq = 0f64;
+            for g in self.grads.iter().flatten() {
+                sq += scalar(g.clone().square().sum())?;
+            }
+            let norm = sq.sqrt();
+            if norm > clip as f64 {
+                let s = (clip as f64 / norm) as f32;
+                for g in self.grads.iter_mut().flatten() {
+                    *g = g.clone().mul_scalar(s);
+                }
+            }
+        }
+        self.t += 1;
+        let AdamConfig { beta1, beta2, eps } = self.adam;
+        let step = lr / (1.0 - beta1.powi(self.t as i32));
+        let bc2_sqrt = (1.0 - beta2.powi(self.t as i32)).sqrt();
+        for i in 0..7 {
+            let Some(g) = self.grads[i].clone() else {
+                continue;
+            };
+            let p = self.params[i]
+                .take()
+                .expect("gradients match the parameters");
+            let m1 = self.moment1[i]
+                .take()
+                .expect("moments match the parameters");
+            let m2 = self.moment2[i]
+                .take()
+                .expect("moments match the parameters");
+            let m1 = m1.mul_scalar(beta1) + g.clone().mul_scalar(1.0 - beta1);
+            let m2 = m2.mul_scalar(beta2) + g.square().mul_scalar(1.0 - beta2);
+            let denom = m2.clone().sqrt().div_scalar(bc2_sqrt).add_scalar(eps);
+            self.params[i] = Some(p - m1.clone().mul_scalar(step) / denom);
+            self.moment1[i] = Some(m1);
+            self.moment2[i] = Some(m2);
+        }
+        let w_dec = self.p(W_DEC);
+        let norm = w_dec.clone().square().sum_dim(1).sqrt();
+        let safe = norm.clone() + norm.equal_elem(0.0).float();
+        self.params[W_DEC] = Some(w_dec / safe);
+        Ok(())
+    }
+
+    fn b_dec(&self) -> Result<Vec<f32>> {
+        readback(self.p(B_DEC))
+    }
+
+    fn set_b_dec(&mut self, b_dec: &[f32]) -> Result<()> {
+        if b_dec.len() != self.d {
+            return Err(PrismError::Shape(format!(
+                "b_dec of {} values for d_in = {}",
+                b_dec.len(),
+                self.d
+            )));
+        }
+        self.params[B_DEC] = Some(self.upload(b_dec.to_vec(), [1, self.d]));
+        Ok(())
+    }
+
+    fn encoder_row_norms(&self) -> Result<Vec<f32>> {
+        readback(self.p(W_ENC).square().sum_dim(1).sqrt())
+    }
+
+    fn reinitialise(&mut self, features: &[Reinit]) -> Result<()> {
+        if features.is_empty() {
+            return Ok(());
+        }
+        let (d, m) = (self.d, self.m);
+        let mut keep = vec![1f32; m];
+        let mut dec = vec![0f32; m * d];
+        let mut enc = vec![0f32; m * d];
+        for r in features {
+            keep[r.feature] = 0.0;
+            dec[r.feature * d..][..d].copy_from_slice(&r.decoder);
+            enc[r.feature * d..][..d].copy_from_slice(&r.encoder);
+        }
+        let keep_row = self.upload(keep.clone(), [1, m]);
+        let keep_col = self.upload(keep, [m, 1]);
+        let replace = [(W_DEC, dec), (W_ENC, enc)];
+        for (slot, values) in replace {
+            let fresh = self.upload(values, [m, d]);
+            self.params[slot] = Some(self.p(slot) * keep_col.clone() + fresh);
+        }
+        self.params[B_ENC] = Some(self.p(B_ENC) * keep_row.clone());
+        for set in [&mut self.moment1, &mut self.moment2] {
+            for (i, t) in set.iter_mut().enumerate() {
+                if i == B_DEC {
+                    continue;
+                }
+                if let Some(v) = t.take() {
+                    *t = Some(if i == W_ENC || i == W_DEC {
+                        v * keep_col.clone()
+                    } else {
+                        v * keep_row.clone()
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn params(&self) -> Result<Params> {
+        self.download(&self.params)
+    }
+
+    fn gradients(&self) -> Result<Params> {
+        self.download(&self.grads)
+    }
+
+    fn optimiser(&self) -> Result<Adam> {
+        Ok(Adam {
+            config: self.adam,
+            m: self.download(&self.moment1)?,
+            v: self.download(&self.moment2)?,
+            t: self.t,
+        })
+    }
+
+    fn choice(&self) -> EngineChoice {
+        EngineChoice::Burn(self.device.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bisection selects exactly a row's k largest positive values, like a sort.
+    #[test]
+    fn selection_cut_keeps_the_k_largest_positive_values() {
+        let device = Device::flex();
+        let (rows, cols) = (6, 300);
+        let mut state = 7u64;
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.3
+            })
+            .collect();
+        let t = Tensor::<2>::from_data(TensorData::new(values.clone(), [rows, cols]), &device);
+        for k in [1, 65, 100, 250] {
+            let cut = readback(selection_cut(t.clone(), k)).unwrap();
+            for (r, row) in values.chunks(cols).enumerate() {
+                let mut sorted: Vec<f32> = row.iter().copied().filter(|&v| v > 0.0).collect();
+                sorted.sort_by(|a, b| b.total_cmp(a));
+                let want = sorted.len().min(k);
+                let got = row.iter().filter(|&&v| v > 0.0 && v >= cut[r]).count();
+                assert_eq!(got, want, "row {r}, k {k}: cut {}", cut[r]);
+            }
+        }
+    }
+}
