@@ -7,7 +7,9 @@
 # working tree), so the check is built and packed here and unpacked there:
 #
 #   scripts/gpu_check.sh bundle          # here: build examples/gpu_check with --features cuda
-#                                        # (a separate burn build: ~40 min on 2 cores), strip and
+#                                        # (a separate burn build: ~40 min on 2 cores; needs
+#                                        # network access to GitHub, where cubecl-cuda's build
+#                                        # script fetches a prebuilt LLVM), strip and
 #                                        # xz it, split the model into parts, into gpu-bundle/
 #   scripts/gpu_check.sh run OUT [PYTHON] # there: reassemble, run, write OUT/gpu_check.{md,json}
 #

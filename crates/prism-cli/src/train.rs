@@ -344,6 +344,8 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let trained = runs[0].trainer.step.saturating_sub(start) * batch as u64;
     let out = json!({
         "dictionaries": summary,
+        "engine": engine.to_string(),
+        "device": args.device,
         "seconds": secs,
         "tokens_per_s": trained as f64 * runs.len() as f64 / secs.max(1e-9),
     });

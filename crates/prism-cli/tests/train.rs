@@ -157,8 +157,10 @@ fn trains_several_dictionaries_from_one_cache_and_resumes_exactly() {
     // Started on the burn engine, resumed on the host kernels from its checkpoint: the same
     // training to within the engines' rounding.
     let moved = tmp.path().join("moved");
-    train(&moved, "448", false, &["--engine", "burn"]);
-    train(&moved, "1024", true, &["--engine", "host"]);
+    let first = train(&moved, "448", false, &["--engine", "burn"]);
+    assert_eq!(first["engine"], "burn");
+    let then = train(&moved, "1024", true, &["--engine", "host"]);
+    assert_eq!(then["engine"], "host");
     let (want, got) = (log_losses(&straight), log_losses(&moved));
     assert_eq!(got.len(), want.len());
     for (a, b) in got.iter().zip(&want) {
