@@ -173,6 +173,16 @@ impl BurnEngine {
         Tensor::from_data(TensorData::new(values, shape), &self.device)
     }
 
+    /// `Σ f(g)` over every entry of every gradient tensor, left on the device (one read-back
+    /// for the caller instead of one per tensor); `None` before any gradient exists.
+    fn sum_over_grads(&self, f: impl Fn(Tensor<2>) -> Tensor<2>) -> Option<Tensor<1>> {
+        self.grads
+            .iter()
+            .flatten()
+            .map(|g| f(g.clone()).sum())
+            .reduce(|a, b| a + b)
+    }
+
     fn download(&self, set: &Slots) -> Result<Params> {
         let mut out = Params {
             d: self.d,
@@ -383,13 +393,11 @@ impl Engine for BurnEngine {
     }
 
     fn gradients_finite(&self) -> Result<bool> {
-        // x − x is 0 for every finite x and NaN for ±∞ and NaN.
-        for g in self.grads.iter().flatten() {
-            if !scalar((g.clone() - g.clone()).sum())?.is_finite() {
-                return Ok(false);
-            }
+        // x − x is 0 for every finite x and NaN for ±∞ and NaN; one read-back for all tensors.
+        match self.sum_over_grads(|g| g.clone() - g) {
+            Some(total) => Ok(scalar(total)?.is_finite()),
+            None => Ok(true),
         }
-        Ok(true)
     }
 
     fn update(&mut self, lr: f32, clip: Option<f32>) -> Result<()> {
@@ -399,11 +407,10 @@ impl Engine for BurnEngine {
             self.grads[W_DEC] = Some(g - w_dec * along);
         }
         if let Some(clip) = clip {
-            let mut sq = 0f64;
-            for g in self.grads.iter().flatten() {
-                sq += scalar(g.clone().square().sum())?;
-            }
-            let norm = sq.sqrt();
+            let norm = match self.sum_over_grads(|g| g.square()) {
+                Some(sq) => scalar(sq)?.sqrt(),
+                None => 0.0,
+            };
             if norm > clip as f64 {
                 let s = (clip as f64 / norm) as f32;
                 for g in self.grads.iter_mut().flatten() {
