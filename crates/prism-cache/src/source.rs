@@ -37,9 +37,9 @@ fn format_of(path: &Path) -> Option<Format> {
 ///   whole lines;
 /// - `.jsonl` / `.jsonl.zst`: one document per line, its text in the field `text_field`.
 ///
-/// Lines that are not valid UTF-8, JSON lines that do not parse or lack the field, and empty
-/// files are *skipped and counted* in [`SkipCounts`]; a corpus that yields no text at all is an
-/// error.
+/// Lines that are not valid UTF-8, JSON lines that do not parse, lack the field or exceed
+/// 16 MiB, and empty files are *skipped and counted* in [`SkipCounts`]; a corpus that yields no
+/// text at all is an error. A text line longer than 16 MiB is read in parts.
 #[derive(Clone, Debug)]
 pub struct Corpus {
     /// The path given (file or directory).
@@ -61,6 +61,9 @@ pub struct SkipCounts {
     pub missing_field: u64,
     /// Files with no content.
     pub empty_files: u64,
+    /// JSON lines longer than 16 MiB.
+    #[serde(default)]
+    pub too_long: u64,
 }
 
 /// One piece of text and whether it begins a new document.
@@ -129,12 +132,52 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 /// Largest chunk of a text file delivered at once (whole lines; a longer line is one chunk).
 const TEXT_CHUNK: usize = 64 * 1024;
 
+/// The most bytes of one line held at once (16 MiB): a longer text line is delivered in parts
+/// (split between characters), a longer JSON line is skipped — a file without newlines cannot
+/// make the reader buffer all of it.
+const MAX_LINE: usize = 16 << 20;
+
 struct OpenFile {
     format: Format,
     lines: Box<dyn BufRead>,
     path: PathBuf,
     any_content: bool,
     first_piece: bool,
+    /// The bytes of a character split by the MAX_LINE cut, to go in front of the next part.
+    carry: Vec<u8>,
+}
+
+impl OpenFile {
+    /// The next line (with its newline), or its next MAX_LINE bytes when it is longer (then
+    /// `false`: not the whole line). Text parts end on a character boundary. Empty at the end.
+    fn read_line(&mut self) -> std::io::Result<(Vec<u8>, bool)> {
+        let mut line = std::mem::take(&mut self.carry);
+        let room = MAX_LINE.saturating_sub(line.len()) as u64;
+        (&mut self.lines).take(room).read_until(b'\n', &mut line)?;
+        let whole = line.ends_with(b"\n") || line.len() < MAX_LINE;
+        if !whole
+            && self.format == Format::Text
+            && let Err(e) = std::str::from_utf8(&line)
+            && e.error_len().is_none()
+        {
+            self.carry = line.split_off(e.valid_up_to());
+        }
+        Ok((line, whole))
+    }
+
+    /// Consumes the rest of an over-long line without keeping it.
+    fn skip_rest_of_line(&mut self) -> std::io::Result<()> {
+        let mut scratch = Vec::new();
+        loop {
+            scratch.clear();
+            (&mut self.lines)
+                .take(MAX_LINE as u64)
+                .read_until(b'\n', &mut scratch)?;
+            if scratch.is_empty() || scratch.ends_with(b"\n") {
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// Iterator over a corpus's [`Piece`]s; see [`Corpus::pieces`].
@@ -170,6 +213,7 @@ impl Pieces<'_> {
             path: path.to_path_buf(),
             any_content: false,
             first_piece: true,
+            carry: Vec::new(),
         })
     }
 
@@ -180,15 +224,25 @@ impl Pieces<'_> {
         };
         let mut chunk = String::new();
         loop {
-            let mut line = Vec::new();
-            let n = f
-                .lines
-                .read_until(b'\n', &mut line)
-                .map_err(|e| PrismError::io(&f.path, e))?;
-            if n == 0 {
+            let (line, whole) = f.read_line().map_err(|e| {
+                let what = if f.format == Format::JsonlZst {
+                    "corrupt zstd data: "
+                } else {
+                    ""
+                };
+                PrismError::io(&f.path, std::io::Error::new(e.kind(), format!("{what}{e}")))
+            })?;
+            if line.is_empty() {
                 break;
             }
             f.any_content = true;
+            if !whole && f.format != Format::Text {
+                // A JSON line longer than MAX_LINE: skipped (its rest consumed), not buffered.
+                f.skip_rest_of_line()
+                    .map_err(|e| PrismError::io(&f.path, e))?;
+                self.skipped.too_long += 1;
+                continue;
+            }
             let Ok(line) = String::from_utf8(line) else {
                 self.skipped.invalid_utf8 += 1;
                 continue;

@@ -173,6 +173,7 @@ pub fn build_cache(
     progress: &mut dyn FnMut(CacheProgress),
 ) -> Result<Manifest> {
     std::fs::create_dir_all(out).map_err(|e| PrismError::io(out, e))?;
+    prism_core::remove_interrupted_writes(out)?;
     let harvester = Harvester::new(model, options.hooks.clone(), options.drop_bos)?;
     let hooks: Vec<HookInfo> = options
         .hooks
@@ -413,9 +414,8 @@ impl ActivationStore {
                 let v = st
                     .tensor(name)
                     .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
-                if v.shape() != shape
-                    || v.data().len() != shape.iter().product::<usize>() * bytes_per
-                {
+                let expected_bytes = shape.iter().try_fold(bytes_per, |n, &d| n.checked_mul(d));
+                if v.shape() != shape || Some(v.data().len()) != expected_bytes {
                     return Err(bad(format!(
                         "tensor `{name}` has shape {:?}, expected {shape:?}",
                         v.shape()
@@ -430,6 +430,18 @@ impl ActivationStore {
                 .collect::<Result<Vec<_>>>()?;
             let windows_offset = offset_of("windows", &[info.windows, manifest.window.ctx], 4)?;
             let origin_offset = offset_of("origin", &[info.rows], 4)?;
+            // Every row's origin must point into the shard's windows (`context` reads there).
+            let positions = info.windows * manifest.window.ctx; // both sized the tensors above
+            let origins = &map[origin_offset..origin_offset + 4 * info.rows];
+            if let Some(r) = origins
+                .chunks_exact(4)
+                .position(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize >= positions)
+            {
+                return Err(bad(format!(
+                    "row {r}'s origin lies outside the shard's {} windows",
+                    info.windows
+                )));
+            }
             starts.push(starts.last().copied().unwrap_or(0) + info.rows as u64);
             shards.push(Shard {
                 path: path.clone(),

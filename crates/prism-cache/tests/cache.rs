@@ -67,6 +67,31 @@ fn options(hooks: Vec<HookPoint>, target: u64) -> CacheOptions {
 }
 
 #[test]
+fn lines_longer_than_16_mib_are_read_in_parts_or_skipped() {
+    // A 20 MiB text line of 3-byte characters (so the 16 MiB cut falls inside one): delivered
+    // in parts no longer than 16 MiB + one chunk, nothing lost, no character broken.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let long = "€".repeat(7 << 20);
+    std::fs::write(p.join("long.txt"), format!("{long}\nshort\n")).unwrap();
+    let corpus = Corpus::open(&p.join("long.txt"), "text").unwrap();
+    let pieces: Vec<String> = corpus.pieces().map(|r| r.unwrap().text).collect();
+    assert!(
+        pieces.iter().all(|t| t.len() <= (16 << 20) + (64 << 10)),
+        "a piece is too long"
+    );
+    assert_eq!(pieces.concat(), format!("{long}\nshort\n"));
+    // The same line in JSONL is skipped and counted; the next line is read.
+    let jsonl = format!("{{\"text\": \"{long}\"}}\n{{\"text\": \"after\"}}\n");
+    std::fs::write(p.join("long.jsonl"), jsonl).unwrap();
+    let corpus = Corpus::open(&p.join("long.jsonl"), "text").unwrap();
+    let mut pieces = corpus.pieces();
+    let texts: Vec<String> = pieces.by_ref().map(|r| r.unwrap().text).collect();
+    assert_eq!(texts, vec!["after"]);
+    assert_eq!(pieces.skipped().too_long, 1);
+}
+
+#[test]
 fn sources_read_every_format_and_count_what_they_skip() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
@@ -100,7 +125,8 @@ fn sources_read_every_format_and_count_what_they_skip() {
             invalid_utf8: 1,
             invalid_json: 1,
             missing_field: 1,
-            empty_files: 1
+            empty_files: 1,
+            too_long: 0,
         }
     );
     // A different field name, and corpora with no text at all.

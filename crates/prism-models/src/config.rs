@@ -95,6 +95,10 @@ pub struct ModelConfig {
     pub pad_token_id: Option<u32>,
 }
 
+/// The largest value a model dimension (layers, width, heads, head size, MLP width, vocabulary)
+/// may take: 2^21.
+pub const DIMENSION_LIMIT: usize = 1 << 21;
+
 impl ModelConfig {
     /// The dimensions that decide hook points and activation shapes.
     pub fn shape(&self) -> ModelShape {
@@ -119,6 +123,35 @@ impl ModelConfig {
         };
         if self.n_layers == 0 || self.d_model == 0 || self.n_heads == 0 || self.vocab_size == 0 {
             return bad("n_layers, d_model, n_heads and vocab_size must all be positive".into());
+        }
+        // Far above any released model (Llama 3 405B: 126 layers, width 16 384, MLP 53 248,
+        // vocabulary 128 256), and low enough that products of three of them fit in `usize`:
+        // a corrupt or hostile config is refused here, before anything is sized from it.
+        for (name, value, limit) in [
+            ("n_layers", self.n_layers, DIMENSION_LIMIT),
+            ("d_model", self.d_model, DIMENSION_LIMIT),
+            ("n_heads", self.n_heads, DIMENSION_LIMIT),
+            ("d_head", self.d_head, DIMENSION_LIMIT),
+            ("d_mlp", self.d_mlp, DIMENSION_LIMIT),
+            ("vocab_size", self.vocab_size, DIMENSION_LIMIT),
+        ] {
+            if value > limit {
+                return bad(format!(
+                    "{name} = {value} is larger than any model Prism can load (limit {limit})"
+                ));
+            }
+        }
+        if self.d_head == 0 {
+            return bad(format!(
+                "{} heads leave no room in width {}: the head size is 0",
+                self.n_heads, self.d_model
+            ));
+        }
+        if self.architecture != Architecture::Llama && !self.d_model.is_multiple_of(self.n_heads) {
+            return bad(format!(
+                "width {} is not a multiple of the {} heads",
+                self.d_model, self.n_heads
+            ));
         }
         if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(

@@ -260,7 +260,14 @@ impl GgufFile {
         let data_start = c.pos.div_ceil(alignment) * alignment;
         let mut tensors = BTreeMap::new();
         for (name, shape, type_id, offset) in infos {
-            let n: usize = shape.iter().product();
+            let n = shape
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d))
+                .ok_or_else(|| {
+                    c.err(format!(
+                        "tensor `{name}` claims shape {shape:?}: more elements than memory holds"
+                    ))
+                })?;
             let n_bytes = match GgmlType::from_id(type_id) {
                 Some(ty) => {
                     let (block, bytes_per) = ty.block_layout();

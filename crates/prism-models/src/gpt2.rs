@@ -27,7 +27,7 @@ pub(crate) fn config(hf: &HfConfig) -> Result<ModelConfig> {
         n_heads,
         n_kv_heads: n_heads,
         d_head: d_model / n_heads.max(1),
-        d_mlp: hf.opt_usize("n_inner").unwrap_or(4 * d_model),
+        d_mlp: hf.opt_usize("n_inner").unwrap_or(d_model.saturating_mul(4)),
         max_positions: hf.usize("n_positions")?,
         norm: NormKind::LayerNorm,
         norm_eps: hf.f64_any(&["layer_norm_epsilon"]).unwrap_or(1e-5),
@@ -61,7 +61,8 @@ pub(crate) fn load(
         let b = src.shaped(&format!("{p}{name}.bias"), &[out])?;
         Linear::from_in_out(&w, Some(&b), device)
     };
-    let mut blocks = Vec::with_capacity(cfg.n_layers);
+    // Grown layer by layer: `n_layers` comes from a file, and a missing layer is an error below.
+    let mut blocks = Vec::new();
     for l in 0..cfg.n_layers {
         blocks.push(Block {
             ln1: norm(&format!("h.{l}.ln_1"))?,

@@ -78,7 +78,8 @@ pub(crate) fn load(
         let b = src.shaped(&format!("{name}.bias"), &[out])?;
         Linear::from_hf(&w, Some(&b), device)
     };
-    let mut blocks = Vec::with_capacity(cfg.n_layers);
+    // Grown layer by layer: `n_layers` comes from a file, and a missing layer is an error below.
+    let mut blocks = Vec::new();
     for l in 0..cfg.n_layers {
         let lp = format!("{p}.layers.{l}");
         // Fused QKV rows are [head][q|k|v][d_head]; regroup to [q|k|v][head][d_head].

@@ -196,7 +196,8 @@ fn load(
             Ok(w)
         }
     };
-    let mut blocks = Vec::with_capacity(cfg.n_layers);
+    // Grown layer by layer: `n_layers` comes from a file, and a missing layer is an error below.
+    let mut blocks = Vec::new();
     for l in 0..cfg.n_layers {
         let n = |part: &str| (names.layer)(l, part);
         let q = qk(&n("q"), h)?;

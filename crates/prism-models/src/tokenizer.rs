@@ -34,10 +34,18 @@ impl std::fmt::Debug for Tokenizer {
 impl Tokenizer {
     /// Loads an HF `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| PrismError::Tokenizer {
+        let err = |message: String| PrismError::Tokenizer {
             path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| PrismError::io(path, e))?;
+        // The JSON is checked here first: tokenizers 0.22 panics (instead of returning an error)
+        // on some malformed JSON inside its `decoder` section (found by prism-fuzz).
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|e| err(format!("not valid JSON: {e}")))?;
+        let inner: tokenizers::Tokenizer = text
+            .parse()
+            .map_err(|e: tokenizers::Error| err(e.to_string()))?;
         Ok(Self::wrap(inner, path, None, None, None, false))
     }
 

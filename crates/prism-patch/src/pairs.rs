@@ -173,6 +173,11 @@ pub fn read_pairs(path: &Path, model: &Model) -> Result<Vec<PromptPair>> {
         let at = |e: String| {
             PrismError::InvalidInput(format!("{}, line {}: {e}", path.display(), i + 1))
         };
+        // The inner error's own message, without a second "invalid input:" in front.
+        let message = |e: PrismError| match e {
+            PrismError::InvalidInput(m) => m,
+            other => other.to_string(),
+        };
         let p: PairLine = serde_json::from_str(line).map_err(|e| at(e.to_string()))?;
         out.push(
             PromptPair::from_texts(
@@ -182,7 +187,7 @@ pub fn read_pairs(path: &Path, model: &Model) -> Result<Vec<PromptPair>> {
                 &p.clean_answer,
                 &p.patch_answer,
             )
-            .map_err(|e| at(e.to_string()))?,
+            .map_err(|e| at(message(e)))?,
         );
     }
     if out.is_empty() {

@@ -52,10 +52,11 @@ pub struct PtTensor {
 /// Reads the tensors of a `torch.save`d state dict (`{name: tensor}`, nested dicts flattened
 /// with dots).
 pub fn read_state_dict(path: &Path) -> Result<HashMap<String, PtTensor>> {
-    let bad = |message: String| PrismError::Weight {
-        path: path.to_path_buf(),
-        name: String::new(),
-        message,
+    let bad = |message: String| {
+        PrismError::InvalidInput(format!(
+            "{}: not a readable state dict: {message}",
+            path.display()
+        ))
     };
     let file = std::fs::File::open(path).map_err(|e| PrismError::io(path, e))?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| {

@@ -40,6 +40,7 @@ impl Run {
         engine: &EngineChoice,
     ) -> Result<Run> {
         let dir = dir.into();
+        prism_core::remove_interrupted_writes(&dir)?;
         let ckpt = dir.join(CHECKPOINT_FILE);
         let trainer = if resume && ckpt.exists() {
             let mut t = Trainer::load_checkpoint(&ckpt)?;

@@ -1,0 +1,512 @@
+//! One fuzz target per file reader, each driven through the same public entry point a user's
+//! file goes through (the path-taking loaders, then everything the loaded value offers).
+
+use std::path::{Path, PathBuf};
+
+use prism_core::{Device, FloatDtype, PrismError, Result};
+use prism_models::{GgufFile, Model, Tokenizer};
+
+use crate::mutate::Format;
+
+/// The readers Prism has for files other people make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A llama.cpp GGUF file: header, metadata, tensor table, every quant type; then the model
+    /// config, tokenizer and weights it describes.
+    Gguf,
+    /// An HF `config.json` (the other files of the model directory stay valid).
+    HfConfig,
+    /// An HF `model.safetensors`, through Prism's weight loading.
+    Safetensors,
+    /// An HF `tokenizer.json`, loaded and used to encode and decode.
+    TokenizerJson,
+    /// A dictionary_learning `ae.pt` (zip + pickle), for every dictionary class.
+    AePt,
+    /// A SAELens `cfg.json` beside valid weights.
+    SaeCfg,
+    /// A SAELens `sae_weights.safetensors` beside each valid `cfg.json`.
+    SaeWeights,
+    /// An activation cache's `manifest.json`, then every row, context and batch it serves.
+    CacheManifest,
+    /// An activation cache's shard, with the manifest's sha256 updated to match (so the shard
+    /// reader itself is reached, not only the checksum).
+    CacheShard,
+    /// A labelled CSV dataset (geometry-of-truth's format) and its splits.
+    ProbeCsv,
+    /// A JSONL file of prompt pairs (feature-circuits' format), tokenised by a model.
+    PairsJsonl,
+    /// GeoNames' countries and cities JSON (capital pairs and city statements).
+    Geonames,
+    /// A corpus file (`.jsonl`, `.jsonl.zst`, `.rst`), read piece by piece and cut into windows.
+    Corpus,
+}
+
+impl Target {
+    /// Every target, in the order the tests and the long run visit them.
+    pub const ALL: [Target; 13] = [
+        Target::Gguf,
+        Target::HfConfig,
+        Target::Safetensors,
+        Target::TokenizerJson,
+        Target::AePt,
+        Target::SaeCfg,
+        Target::SaeWeights,
+        Target::CacheManifest,
+        Target::CacheShard,
+        Target::ProbeCsv,
+        Target::PairsJsonl,
+        Target::Geonames,
+        Target::Corpus,
+    ];
+
+    /// The target's name (the directory of its regression inputs, the long run's argument).
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Gguf => "gguf",
+            Target::HfConfig => "hf-config",
+            Target::Safetensors => "safetensors",
+            Target::TokenizerJson => "tokenizer-json",
+            Target::AePt => "ae-pt",
+            Target::SaeCfg => "sae-cfg",
+            Target::SaeWeights => "sae-weights",
+            Target::CacheManifest => "cache-manifest",
+            Target::CacheShard => "cache-shard",
+            Target::ProbeCsv => "probe-csv",
+            Target::PairsJsonl => "pairs-jsonl",
+            Target::Geonames => "geonames",
+            Target::Corpus => "corpus",
+        }
+    }
+
+    /// The target named `name`.
+    ///
+    /// ```
+    /// use prism_fuzz::Target;
+    /// assert_eq!(Target::from_name("gguf"), Some(Target::Gguf));
+    /// assert_eq!(Target::from_name("pdf"), None);
+    /// ```
+    pub fn from_name(name: &str) -> Option<Target> {
+        Target::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Binary or text mutations.
+    pub fn format(self) -> Format {
+        match self {
+            Target::Gguf
+            | Target::Safetensors
+            | Target::AePt
+            | Target::SaeWeights
+            | Target::CacheShard => Format::Binary,
+            _ => Format::Text,
+        }
+    }
+
+    /// The valid files mutations start from: committed fixtures and the excerpts in `seeds/`.
+    pub fn seed_files(self) -> Vec<PathBuf> {
+        let f = fixtures();
+        let s = seeds_dir();
+        let saes = ["standard", "topk", "jumprelu", "gated"];
+        match self {
+            Target::Gguf => vec![f.join("gguf/quants.gguf"), s.join("tiny-llama.gguf")],
+            Target::HfConfig => HF_MODELS
+                .iter()
+                .map(|m| f.join("models").join(m).join("config.json"))
+                .collect(),
+            Target::Safetensors => vec![f.join("models/llama_gqa/model.safetensors")],
+            Target::TokenizerJson => vec![f.join("models/llama_gqa/tokenizer.json")],
+            Target::AePt => ["standard", "topk", "batchtopk", "jumprelu", "gated"]
+                .iter()
+                .map(|a| f.join("ae").join(format!("{a}.pt")))
+                .collect(),
+            Target::SaeCfg => saes
+                .iter()
+                .map(|a| f.join("sae").join(a).join("cfg.json"))
+                .collect(),
+            Target::SaeWeights => saes
+                .iter()
+                .map(|a| f.join("sae").join(a).join("sae_weights.safetensors"))
+                .collect(),
+            // Built by `prepare`: the seeds are the files of a freshly harvested cache.
+            Target::CacheManifest | Target::CacheShard => Vec::new(),
+            Target::ProbeCsv => vec![s.join("cities.csv"), s.join("larger_than.csv")],
+            Target::PairsJsonl => vec![s.join("pairs.jsonl")],
+            Target::Geonames => vec![
+                s.join("geonames-countries.json"),
+                s.join("geonames-cities.json"),
+            ],
+            Target::Corpus => vec![
+                s.join("corpus.jsonl"),
+                s.join("corpus.jsonl.zst"),
+                s.join("corpus.rst"),
+            ],
+        }
+    }
+}
+
+/// The repository's `fixtures/`.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+/// This crate's `seeds/`.
+pub fn seeds_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds")
+}
+
+/// A scratch directory where one target's input files are written and read back.
+pub struct Workbench {
+    target: Target,
+    dir: tempfile::TempDir,
+    device: Device,
+    /// The model that tokenises pair files and harvested the cache.
+    model: Option<Model>,
+    /// The tokenizer that cuts corpus files into windows.
+    tokenizer: Option<Tokenizer>,
+    /// Cache seeds (manifest, shard 0) when the target is a cache file.
+    cache_seeds: Vec<Vec<u8>>,
+}
+
+/// The fixture models (tiny, random weights, written by `scripts/make_fixtures.py`).
+const HF_MODELS: [&str; 5] = [
+    "llama_gqa",
+    "llama_tied",
+    "gpt2",
+    "gpt_neox_parallel",
+    "gpt_neox_sequential",
+];
+
+const MODEL_FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
+
+fn copy_dir_files(from: &Path, to: &Path, files: &[&str]) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| PrismError::io(to, e))?;
+    for f in files {
+        std::fs::copy(from.join(f), to.join(f)).map_err(|e| PrismError::io(from.join(f), e))?;
+    }
+    Ok(())
+}
+
+impl Workbench {
+    /// Prepares the valid surroundings of `target`'s file (a model directory, a dictionary
+    /// directory, a harvested cache) in a fresh directory (in `/dev/shm` when it exists).
+    pub fn prepare(target: Target) -> Result<Self> {
+        let shm = Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm)
+        } else {
+            tempfile::tempdir()
+        }
+        .map_err(|e| PrismError::io(shm, e))?;
+        let device = prism_core::device("cpu")?;
+        let f = fixtures();
+        let mut model = None;
+        let mut cache_seeds = Vec::new();
+        let mut tokenizer = None;
+        match target {
+            Target::Corpus => {
+                // The fixture model's tokenizer, with the BOS id its config.json gives.
+                let t = Tokenizer::from_file(&f.join("models/llama_gqa/tokenizer.json"))?;
+                tokenizer = Some(t.with_special_ids(Some(1), Some(2), None));
+            }
+            Target::HfConfig => {
+                for m in HF_MODELS {
+                    copy_dir_files(&f.join("models").join(m), &dir.path().join(m), &MODEL_FILES)?;
+                }
+            }
+            Target::Safetensors | Target::TokenizerJson => {
+                copy_dir_files(&f.join("models/llama_gqa"), dir.path(), &MODEL_FILES)?;
+            }
+            Target::SaeCfg | Target::SaeWeights => {
+                for a in ["standard", "topk", "jumprelu", "gated"] {
+                    copy_dir_files(
+                        &f.join("sae").join(a),
+                        &dir.path().join(a),
+                        &["cfg.json", "sae_weights.safetensors"],
+                    )?;
+                }
+            }
+            Target::PairsJsonl => model = Some(Model::load(&f.join("models/llama_gqa"), &device)?),
+            Target::CacheManifest | Target::CacheShard => {
+                let m = Model::load(&f.join("models/llama_gqa"), &device)?;
+                let corpus = prism_cache::Corpus::open(&seeds_dir().join("corpus.jsonl"), "text")?;
+                let options = prism_cache::CacheOptions {
+                    hooks: vec![
+                        "blocks.0.hook_resid_post".parse()?,
+                        "blocks.1.mlp.hook_post".parse()?,
+                    ],
+                    window: prism_cache::WindowConfig {
+                        ctx: 16,
+                        prepend_bos: false,
+                        seed: None,
+                        shuffle_windows: 4,
+                    },
+                    drop_bos: false,
+                    dtype: FloatDtype::BF16,
+                    target_tokens: 96,
+                    windows_per_shard: 2,
+                    windows_per_forward: 2,
+                    stop_after_shards: None,
+                };
+                let cache = dir.path().join("cache");
+                prism_cache::build_cache(&m, &corpus, &options, &cache, &mut |_| {})?;
+                let manifest = prism_cache::Manifest::load(&cache)?;
+                let read = |p: PathBuf| std::fs::read(&p).map_err(|e| PrismError::io(&p, e));
+                cache_seeds = match target {
+                    Target::CacheManifest => vec![read(cache.join("manifest.json"))?],
+                    _ => manifest
+                        .shards
+                        .iter()
+                        .map(|s| read(cache.join(&s.file)))
+                        .collect::<Result<_>>()?,
+                };
+                std::fs::copy(
+                    cache.join("manifest.json"),
+                    dir.path().join("manifest.valid"),
+                )
+                .map_err(|e| PrismError::io(&cache, e))?;
+            }
+            _ => {}
+        }
+        Ok(Self {
+            target,
+            dir,
+            device,
+            model,
+            tokenizer,
+            cache_seeds,
+        })
+    }
+
+    /// The seeds' bytes.
+    pub fn seeds(&self) -> Result<Vec<Vec<u8>>> {
+        let mut out = self.cache_seeds.clone();
+        for p in self.target.seed_files() {
+            out.push(std::fs::read(&p).map_err(|e| PrismError::io(&p, e))?);
+        }
+        Ok(out)
+    }
+
+    fn write(&self, rel: impl AsRef<Path>, bytes: &[u8]) -> Result<PathBuf> {
+        let p = self.dir.path().join(rel);
+        std::fs::write(&p, bytes).map_err(|e| PrismError::io(&p, e))?;
+        Ok(p)
+    }
+
+    /// Writes `input` as the target's file and reads it the way a user's file is read. `Ok` and
+    /// typed errors are both fine; the campaign catches what is not (panics, huge allocations).
+    pub fn run(&self, input: &[u8]) -> Result<()> {
+        let d = &self.device;
+        let root = self.dir.path();
+        match self.target {
+            Target::Gguf => {
+                let p = self.write("model.gguf", input)?;
+                let g = GgufFile::open(&p)?;
+                for name in g.tensors.keys() {
+                    let _ = g.tensor(name);
+                }
+                if let Ok(t) = Tokenizer::from_gguf(&g) {
+                    exercise_tokenizer(&t);
+                }
+                // A file of tensors only (the quant seed) is fine as a GGUF file; one that
+                // describes a model must load as one.
+                let describes_a_model = g.metadata.contains_key("llama.block_count");
+                drop(g);
+                let loaded = Model::load(&p, d).map(|m| exercise_model(&m));
+                if describes_a_model { loaded } else { Ok(()) }
+            }
+            Target::HfConfig => {
+                // Beside the weights of each fixture model of the config's type.
+                let dirs: &[&str] = match model_type(input).as_deref() {
+                    Some("gpt2") => &["gpt2"],
+                    Some("gpt_neox") => &["gpt_neox_parallel", "gpt_neox_sequential"],
+                    _ => &["llama_gqa", "llama_tied"],
+                };
+                let mut outcomes = Vec::new();
+                for dir in dirs {
+                    let dir = root.join(dir);
+                    self.write(dir.join("config.json"), input)?;
+                    outcomes.push(Model::load(&dir, d).map(|m| exercise_model(&m)));
+                }
+                any_ok(outcomes)
+            }
+            Target::Safetensors => {
+                self.write("model.safetensors", input)?;
+                Model::load(root, d).map(|m| exercise_model(&m))
+            }
+            Target::TokenizerJson => {
+                let p = self.write("tokenizer.json", input)?;
+                exercise_tokenizer(&Tokenizer::from_file(&p)?);
+                Model::load(root, d).map(|_| ())
+            }
+            Target::AePt => {
+                let p = self.write("ae.pt", input)?;
+                let _ = prism_sae::read_state_dict(&p);
+                prism_sae::Sae::open(&p, d).map(|_| ())
+            }
+            Target::SaeCfg => {
+                let arch = json_str(input, "architecture").unwrap_or_default();
+                let a = if ["topk", "jumprelu", "gated"].contains(&arch.as_str()) {
+                    arch
+                } else {
+                    "standard".into()
+                };
+                self.write(Path::new(&a).join("cfg.json"), input)?;
+                prism_sae::Sae::open(&root.join(a), d).map(|_| ())
+            }
+            Target::SaeWeights => {
+                // Beside every architecture's cfg.json; fine when one of them takes it.
+                let mut outcomes = Vec::new();
+                for a in ["standard", "topk", "jumprelu", "gated"] {
+                    let dir = root.join(a);
+                    let valid = fixtures()
+                        .join("sae")
+                        .join(a)
+                        .join("sae_weights.safetensors");
+                    self.write(dir.join("sae_weights.safetensors"), input)?;
+                    outcomes.push(prism_sae::Sae::open(&dir, d).map(|_| ()));
+                    std::fs::copy(&valid, dir.join("sae_weights.safetensors"))
+                        .map_err(|e| PrismError::io(&valid, e))?;
+                }
+                any_ok(outcomes)
+            }
+            Target::CacheManifest => {
+                self.write("cache/manifest.json", input)?;
+                exercise_cache(&root.join("cache"))
+            }
+            Target::CacheShard => {
+                let cache = root.join("cache");
+                let mut manifest: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(root.join("manifest.valid"))
+                        .map_err(|e| PrismError::io(root, e))?,
+                )
+                .map_err(|e| PrismError::InvalidInput(e.to_string()))?;
+                let file = manifest["shards"][0]["file"]
+                    .as_str()
+                    .unwrap_or("shard-00000.safetensors")
+                    .to_string();
+                self.write(cache.join(&file), input)?;
+                use sha2::Digest;
+                manifest["shards"][0]["sha256"] = hex::encode(sha2::Sha256::digest(input)).into();
+                self.write(cache.join("manifest.json"), manifest.to_string().as_bytes())?;
+                exercise_cache(&cache)
+            }
+            Target::ProbeCsv => {
+                let p = self.write("cities.csv", input)?;
+                let data = prism_probe::LabelledDataset::read_csv(&p)?;
+                let _ = data.split(0.25, Some("country"), 1);
+                let _ = data.column("city");
+                let _ = data.to_csv_string();
+                Ok(())
+            }
+            Target::PairsJsonl => {
+                let p = self.write("pairs.jsonl", input)?;
+                let model = self
+                    .model
+                    .as_ref()
+                    .ok_or_else(|| PrismError::InvalidInput("no model".into()))?;
+                let pairs = prism_patch::read_pairs(&p, model)?;
+                prism_patch::PairBatch::new(&pairs, model.pad_id()).map(|_| ())
+            }
+            Target::Geonames => {
+                let p = self.write("countries.json", input)?;
+                // As the countries file (capitals; cities' countries) and as the cities file.
+                let countries = seeds_dir().join("geonames-countries.json");
+                let cities = seeds_dir().join("geonames-cities.json");
+                let statements = |c: Vec<prism_probe::City>| {
+                    prism_probe::city_statements(&c, false, 0).map(|_| ())
+                };
+                any_ok(vec![
+                    prism_patch::geonames_capitals(&p).map(|_| ()),
+                    prism_probe::geonames_cities(&cities, &p, 0).and_then(statements),
+                    prism_probe::geonames_cities(&p, &countries, 0).and_then(statements),
+                ])
+            }
+            Target::Corpus => {
+                let name = if input.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+                    "corpus.jsonl.zst"
+                } else if input.first() == Some(&b'{') {
+                    "corpus.jsonl"
+                } else {
+                    "corpus.rst"
+                };
+                let p = self.write(name, input)?;
+                let corpus = prism_cache::Corpus::open(&p, "text")?;
+                for piece in corpus.pieces() {
+                    piece?;
+                }
+                let tokenizer = self
+                    .tokenizer
+                    .as_ref()
+                    .ok_or_else(|| PrismError::InvalidInput("no tokenizer".into()))?;
+                let config = prism_cache::WindowConfig {
+                    ctx: 8,
+                    prepend_bos: true,
+                    seed: Some(1),
+                    shuffle_windows: 4,
+                };
+                for w in prism_cache::windows(&corpus, tokenizer, config)? {
+                    w?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `Ok` when one outcome is, else the first error.
+fn any_ok(outcomes: Vec<Result<()>>) -> Result<()> {
+    let mut first = None;
+    for o in outcomes {
+        match o {
+            Ok(()) => return Ok(()),
+            Err(e) => first = first.or(Some(e)),
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+fn model_type(input: &[u8]) -> Option<String> {
+    json_str(input, "model_type")
+}
+
+fn json_str(input: &[u8], key: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(input).ok()?;
+    v.get(key)?.as_str().map(str::to_string)
+}
+
+fn exercise_tokenizer(t: &Tokenizer) {
+    if let Ok(ids) = t.encode("The city of Paris is in France.\n\tdef f(x): return x ** 2") {
+        let _ = t.decode(&ids);
+        for &id in &ids {
+            let _ = t.token_str(id);
+        }
+    }
+    let _ = t.decode(&[0, 1, u32::MAX]);
+    let _ = t.token_str(u32::MAX);
+}
+
+/// A short forward pass with every hook point listed: shapes read from a file decide them.
+fn exercise_model(m: &Model) {
+    let _ = m.hook_points(4);
+    if let Ok(batch) = m.batch(&["The city of Paris"]) {
+        let _ = m.loss(&batch, &prism_core::Hooks::default());
+    }
+}
+
+fn exercise_cache(dir: &Path) -> Result<()> {
+    let store = prism_cache::ActivationStore::open(dir)?;
+    let mut row = Vec::new();
+    for hook in 0..store.manifest.hooks.len() {
+        for r in 0..store.len() {
+            store.read_row(hook, r, &mut row)?;
+        }
+        let _ = store.gather(hook, &[0, store.len().saturating_sub(1)]);
+    }
+    for r in 0..store.len() {
+        let _ = store.context(r);
+    }
+    let mut batches = store.shuffled_batches(&[0], 8, 1);
+    for b in batches.by_ref() {
+        b?;
+    }
+    Ok(())
+}
