@@ -220,7 +220,7 @@ proptest! {
         let mut order = Vec::new();
         let mut batches = store.shuffled_batches(&[0], batch, seed);
         loop {
-            let next: Vec<u64> = batches.peek_rows().to_vec();
+            let next: Vec<u64> = batches.peek_rows();
             match batches.next() {
                 Some(b) => {
                     prop_assert_eq!(b.unwrap()[0].shape[0], next.len());
@@ -233,7 +233,7 @@ proptest! {
         prop_assert_eq!(order.len() as u64, tokens);
         prop_assert_eq!(unique.len() as u64, tokens);
         // The last row is the model's activation at the window and position it records.
-        let (window, pos) = store.context(tokens - 1);
+        let (window, pos) = store.context(tokens - 1).unwrap();
         let batch = prism::TokenBatch::from_sequences(&[window], 0).unwrap();
         let mut out = model.forward(&batch, &prism::Hooks::new().capture(hook)).unwrap();
         let act = HostTensor::from_burn(out.take(hook).unwrap().into_rank3().unwrap()).unwrap();

@@ -15,6 +15,8 @@
 mod buffer;
 mod harvest;
 mod held_out;
+mod permutation;
+mod shard;
 mod source;
 mod store;
 mod windows;
@@ -24,6 +26,7 @@ pub use harvest::{Harvest, Harvester};
 pub use held_out::{
     EvalStart, HeldOut, HeldOutRequest, TRAINING_DATA_KEY, TrainingData, held_out_windows,
 };
+pub use permutation::Permutation;
 pub use source::{Corpus, Piece, Pieces, SkipCounts};
 pub use store::{
     ActivationStore, CacheOptions, CacheProgress, FORMAT, HookInfo, Manifest, ShardInfo,

@@ -14,16 +14,15 @@ use std::path::{Path, PathBuf};
 
 use prism_core::{
     FloatDtype, HookPoint, HostTensor, PrismError, RawTensor, Result, atomic_write,
-    parse_safetensors, serialize_safetensors,
+    serialize_safetensors,
 };
 use prism_models::Model;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::harvest::Harvester;
+use crate::permutation::Permutation;
+use crate::shard::ShardFile;
 use crate::source::{Corpus, SkipCounts};
 use crate::windows::{WindowConfig, windows};
 
@@ -349,16 +348,16 @@ pub fn build_cache(
 }
 
 struct Shard {
-    path: PathBuf,
-    map: memmap2::Mmap,
+    file: ShardFile,
     /// Per hook: byte offset of the `[rows, d]` data in the file.
-    hook_offsets: Vec<usize>,
-    windows_offset: usize,
-    origin_offset: usize,
+    hook_offsets: Vec<u64>,
+    windows_offset: u64,
+    origin_offset: u64,
     rows: usize,
 }
 
-/// A cache opened for reading: shards memory-mapped and checksum-verified.
+/// A cache opened for reading: shards checksum-verified, rows read where they lie (no memory
+/// map: reading holds only the rows asked for, whatever the cache's size).
 pub struct ActivationStore {
     /// The directory.
     pub dir: PathBuf,
@@ -371,11 +370,10 @@ pub struct ActivationStore {
 }
 
 impl ActivationStore {
-    /// Opens a cache: reads the manifest, maps every shard, verifies each shard's sha256 and
-    /// tensor shapes. A missing, truncated or altered shard is a [`PrismError::Cache`] naming it.
-    ///
-    /// Shards are memory-mapped: they must not be modified or truncated by another process while
-    /// the store is open (Prism never rewrites a shard the manifest lists).
+    /// Opens a cache: reads the manifest, verifies each shard's sha256 (streamed, 1 MiB at a
+    /// time), tensor shapes and row origins. A missing, truncated or altered shard is a
+    /// [`PrismError::Cache`] naming it. Rows are read from the files when asked for; a shard
+    /// changed by another process afterwards gives wrong rows or an I/O error, never a crash.
     pub fn open(dir: &Path) -> Result<Self> {
         let manifest = Manifest::load(dir)?;
         let dtype = manifest.float_dtype()?;
@@ -391,37 +389,20 @@ impl ActivationStore {
                 path: path.clone(),
                 message,
             };
-            let f = std::fs::File::open(&path).map_err(|e| {
-                bad(format!(
-                    "shard listed in the manifest cannot be opened: {e}"
-                ))
-            })?;
-            // SAFETY: `Mmap::map` is unsafe because another process may change or truncate the
-            // shard while it is mapped, changing bytes behind a `&[u8]` (undefined behaviour,
-            // or SIGBUS on truncation). The sha256 below only proves the contents at open time;
-            // `ActivationStore::open` documents that shards must not be modified while the store
-            // is open (Prism itself never rewrites a listed shard).
-            let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| PrismError::io(&path, e))?;
-            let digest = hex::encode(Sha256::digest(&map[..]));
-            if digest != info.sha256 {
-                return Err(bad(format!(
-                    "sha256 {digest} does not match the manifest's {} (the shard is corrupt or truncated)",
-                    info.sha256
-                )));
-            }
-            let st = parse_safetensors(&path, &map)?;
-            let offset_of = |name: &str, shape: &[usize], bytes_per: usize| -> Result<usize> {
-                let v = st
-                    .tensor(name)
-                    .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+            let file = ShardFile::open(&path, &info.sha256)?;
+            let offset_of = |name: &str, shape: &[usize], bytes_per: usize| -> Result<u64> {
+                let t = file
+                    .tensors
+                    .get(name)
+                    .ok_or_else(|| bad(format!("tensor `{name}` is missing")))?;
                 let expected_bytes = shape.iter().try_fold(bytes_per, |n, &d| n.checked_mul(d));
-                if v.shape() != shape || Some(v.data().len()) != expected_bytes {
+                if t.shape != shape || Some((t.end - t.start) as usize) != expected_bytes {
                     return Err(bad(format!(
                         "tensor `{name}` has shape {:?}, expected {shape:?}",
-                        v.shape()
+                        t.shape
                     )));
                 }
-                Ok(v.data().as_ptr() as usize - map.as_ptr() as usize)
+                Ok(t.start)
             };
             let hook_offsets = manifest
                 .hooks
@@ -432,7 +413,8 @@ impl ActivationStore {
             let origin_offset = offset_of("origin", &[info.rows], 4)?;
             // Every row's origin must point into the shard's windows (`context` reads there).
             let positions = info.windows * manifest.window.ctx; // both sized the tensors above
-            let origins = &map[origin_offset..origin_offset + 4 * info.rows];
+            let mut origins = vec![0u8; 4 * info.rows];
+            file.read_at(origin_offset, &mut origins)?;
             if let Some(r) = origins
                 .chunks_exact(4)
                 .position(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize >= positions)
@@ -444,8 +426,7 @@ impl ActivationStore {
             }
             starts.push(starts.last().copied().unwrap_or(0) + info.rows as u64);
             shards.push(Shard {
-                path: path.clone(),
-                map,
+                file,
                 hook_offsets,
                 windows_offset,
                 origin_offset,
@@ -502,8 +483,9 @@ impl ActivationStore {
         let shard = &self.shards[s];
         let d = self.manifest.hooks[hook].d;
         let width = if self.dtype == FloatDtype::F32 { 4 } else { 2 };
-        let start = shard.hook_offsets[hook] + local * d * width;
-        let bytes = &shard.map[start..start + d * width];
+        let start = shard.hook_offsets[hook] + (local * d * width) as u64;
+        let mut bytes = vec![0u8; d * width];
+        shard.file.read_at(start, &mut bytes)?;
         match self.dtype {
             FloatDtype::F32 => out.extend(
                 bytes
@@ -535,24 +517,25 @@ impl ActivationStore {
     }
 
     /// The token window a row came from and the row's position in it.
-    pub fn context(&self, row: u64) -> (Vec<u32>, usize) {
+    pub fn context(&self, row: u64) -> Result<(Vec<u32>, usize)> {
         let (s, local) = self.locate(row);
         let shard = &self.shards[s];
         let ctx = self.manifest.window.ctx;
-        let u32_at = |off: usize| {
-            u32::from_le_bytes([
-                shard.map[off],
-                shard.map[off + 1],
-                shard.map[off + 2],
-                shard.map[off + 3],
-            ])
-        };
-        let origin = u32_at(shard.origin_offset + 4 * local) as usize;
+        let mut origin = [0u8; 4];
+        shard
+            .file
+            .read_at(shard.origin_offset + 4 * local as u64, &mut origin)?;
+        let origin = u32::from_le_bytes(origin) as usize; // checked at open: inside the windows
         let (w, pos) = (origin / ctx, origin % ctx);
-        let window = (0..ctx)
-            .map(|i| u32_at(shard.windows_offset + 4 * (w * ctx + i)))
+        let mut bytes = vec![0u8; 4 * ctx];
+        shard
+            .file
+            .read_at(shard.windows_offset + (4 * w * ctx) as u64, &mut bytes)?;
+        let window = bytes
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        (window, pos)
+        Ok((window, pos))
     }
 
     /// Which shard a row lives in (for tests and diagnostics).
@@ -565,28 +548,27 @@ impl ActivationStore {
         self.shards.len()
     }
 
-    /// Batches of `batch` rows in a globally shuffled order (a seeded permutation of every row of
-    /// every shard: nothing repeated, nothing lost), one `[batch, d]` tensor per requested hook.
+    /// Batches of `batch` rows in a globally shuffled order (a seeded [`Permutation`] of every
+    /// row of every shard: nothing repeated, nothing lost, no per-row index held), one
+    /// `[batch, d]` tensor per requested hook.
     pub fn shuffled_batches(
         &self,
         hooks: &[usize],
         batch: usize,
         seed: u64,
     ) -> ShuffledBatches<'_> {
-        let mut order: Vec<u64> = (0..self.len()).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(seed));
         ShuffledBatches {
             store: self,
             hooks: hooks.to_vec(),
-            batch: batch.max(1),
-            order,
+            batch: batch.max(1) as u64,
+            order: Permutation::new(self.len(), seed),
             next: 0,
         }
     }
 
     /// The path of shard `i`.
     pub fn shard_path(&self, i: usize) -> &Path {
-        &self.shards[i].path
+        &self.shards[i].file.path
     }
 
     /// Rows in shard `i`.
@@ -599,15 +581,24 @@ impl ActivationStore {
 pub struct ShuffledBatches<'a> {
     store: &'a ActivationStore,
     hooks: Vec<usize>,
-    batch: usize,
-    order: Vec<u64>,
-    next: usize,
+    batch: u64,
+    order: Permutation,
+    next: u64,
 }
 
 impl ShuffledBatches<'_> {
     /// The global row indices of the batch that `next()` will return.
-    pub fn peek_rows(&self) -> &[u64] {
-        &self.order[self.next..(self.next + self.batch).min(self.order.len())]
+    pub fn peek_rows(&self) -> Vec<u64> {
+        let end = (self.next + self.batch).min(self.order.len());
+        (self.next..end).map(|i| self.order.at(i)).collect()
+    }
+
+    /// Skips `n` batches without reading them (a resumed run starting at step `n`).
+    pub fn skip_batches(&mut self, n: u64) {
+        self.next = self
+            .next
+            .saturating_add(n.saturating_mul(self.batch))
+            .min(self.order.len());
     }
 }
 
@@ -618,13 +609,12 @@ impl Iterator for ShuffledBatches<'_> {
         if self.next >= self.order.len() {
             return None;
         }
-        let end = (self.next + self.batch).min(self.order.len());
-        let rows = &self.order[self.next..end];
-        self.next = end;
+        let rows = self.peek_rows();
+        self.next += rows.len() as u64;
         Some(
             self.hooks
                 .iter()
-                .map(|&h| self.store.gather(h, rows))
+                .map(|&h| self.store.gather(h, &rows))
                 .collect(),
         )
     }

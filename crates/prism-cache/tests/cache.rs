@@ -264,7 +264,7 @@ fn cached_activations_equal_a_direct_forward_pass_bit_for_bit() {
         assert_eq!(manifest.hooks[k].d, got.shape[1]);
     }
     // Contexts come back: row 70 is window 2, position 6.
-    let (window, pos) = store.context(70);
+    let (window, pos) = store.context(70).unwrap();
     assert_eq!((window, pos), (all[2].clone(), 6));
 }
 
@@ -284,7 +284,7 @@ fn store_batches_are_a_global_permutation_that_mixes_shards() {
     let mut seen = Vec::new();
     let mut shards_per_batch = Vec::new();
     loop {
-        let rows = batches.peek_rows().to_vec();
+        let rows = batches.peek_rows();
         let Some(batch) = batches.next() else { break };
         let batch = batch.unwrap();
         assert_eq!(batch[0], store.gather(0, &rows).unwrap());
@@ -311,7 +311,7 @@ fn store_batches_are_a_global_permutation_that_mixes_shards() {
     );
     assert_ne!(seen[..64], (0..64).collect::<Vec<u64>>()[..]);
     // Another seed, another order.
-    let other: Vec<u64> = store.shuffled_batches(&[0], 64, 8).peek_rows().to_vec();
+    let other: Vec<u64> = store.shuffled_batches(&[0], 64, 8).peek_rows();
     assert_ne!(other, seen[..64].to_vec());
 }
 

@@ -297,9 +297,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
                     store.len()
                 );
             }
-            for _ in 0..start {
-                stream.next();
-            }
+            stream.skip_batches(start);
             fit(&mut runs, &widths, stream, &options, &device, on_step)?;
             // Shuffled batches may draw any row of the cache.
             TrainingData::cache(store)?

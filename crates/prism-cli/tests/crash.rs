@@ -156,12 +156,12 @@ fn kill_inside_a_write(args: &[String], dir: &Path, after: Duration) -> bool {
 /// Kills the job at `at` (even trials), or at the first write in progress after `at` (odd
 /// trials); returns (killed mid-run, killed inside a write).
 fn interrupt(trial: u64, args: &[String], dir: &Path, at: Duration) -> (bool, bool) {
-    let killed = if trial % 2 == 0 {
+    let killed = if trial.is_multiple_of(2) {
         kill_after(args, at)
     } else {
         kill_inside_a_write(args, dir, at)
     };
-    (killed, files(dir).1 > 0)
+    (killed, writing(dir))
 }
 
 /// Every file under `dir` (relative path → bytes), the hidden temporary files of an
@@ -198,6 +198,42 @@ fn assert_same(reference: &Path, resumed: &Path, what: &str) {
     }
 }
 
+/// Kills `job`'s command (built by `args` for an output directory) in each trial, runs it
+/// again, and requires the result to equal `reference` file for file, byte for byte.
+fn kill_and_resume(
+    job: &str,
+    tmp: &Path,
+    reference: &Path,
+    full: Duration,
+    seed: u64,
+    args: impl Fn(&Path) -> Vec<String>,
+) {
+    let (mut killed, mut in_write) = (0, 0);
+    for trial in 0..trials() {
+        let dir = tmp.join(format!("{job}-trial-{trial}"));
+        let args = args(&dir);
+        let at = full.mul_f64(unit(seed + trial));
+        let (k, w) = interrupt(trial, &args, &dir, at);
+        killed += k as u64;
+        in_write += w as u64;
+        complete(&args);
+        assert_same(
+            reference,
+            &dir,
+            &format!("{job} trial {trial} (killed at {at:?})"),
+        );
+    }
+    println!(
+        "{job}: {killed} of {} trials killed mid-run, {in_write} inside a file write (uninterrupted run {full:?})",
+        trials()
+    );
+    assert!(killed * 2 >= trials(), "too few kills landed: {killed}");
+    assert!(
+        in_write * 4 >= trials(),
+        "too few kills inside a write: {in_write}"
+    );
+}
+
 /// `prism cache` killed at random moments and run again equals the uninterrupted cache, file
 /// for file and byte for byte.
 #[test]
@@ -206,30 +242,9 @@ fn a_killed_cache_resumes_bit_identically() {
     let data = corpus(tmp.path());
     let reference = tmp.path().join("reference");
     let full = complete(&cache_args(&data, &reference, "3000"));
-    let (mut killed, mut in_write) = (0, 0);
-    for trial in 0..trials() {
-        let dir = tmp.path().join(format!("trial-{trial}"));
-        let args = cache_args(&data, &dir, "3000");
-        let at = full.mul_f64(unit(trial));
-        let (k, w) = interrupt(trial, &args, &dir, at);
-        killed += k as u64;
-        in_write += w as u64;
-        complete(&args);
-        assert_same(
-            &reference,
-            &dir,
-            &format!("cache trial {trial} (killed at {at:?})"),
-        );
-    }
-    println!(
-        "cache: {killed} of {} trials killed mid-run, {in_write} inside a file write (uninterrupted run {full:?})",
-        trials()
-    );
-    assert!(killed * 2 >= trials(), "too few kills landed: {killed}");
-    assert!(
-        in_write * 4 >= trials(),
-        "too few kills inside a write: {in_write}"
-    );
+    kill_and_resume("cache", tmp.path(), &reference, full, 0, |dir| {
+        cache_args(&data, dir, "3000")
+    });
 }
 
 /// `prism train --resume` killed at random moments (checkpoints every 2 steps) and run again
@@ -242,30 +257,9 @@ fn a_killed_training_resumes_bit_identically() {
     complete(&cache_args(&data, &cache, "3000"));
     let reference = tmp.path().join("reference");
     let full = complete(&train_args(&cache, &reference, "2880"));
-    let (mut killed, mut in_write) = (0, 0);
-    for trial in 0..trials() {
-        let dir = tmp.path().join(format!("trial-{trial}"));
-        let args = train_args(&cache, &dir, "2880");
-        let at = full.mul_f64(unit(1000 + trial));
-        let (k, w) = interrupt(trial, &args, &dir, at);
-        killed += k as u64;
-        in_write += w as u64;
-        complete(&args);
-        assert_same(
-            &reference,
-            &dir,
-            &format!("train trial {trial} (killed at {at:?})"),
-        );
-    }
-    println!(
-        "train: {killed} of {} trials killed mid-run, {in_write} inside a file write (uninterrupted run {full:?})",
-        trials()
-    );
-    assert!(killed * 2 >= trials(), "too few kills landed: {killed}");
-    assert!(
-        in_write * 4 >= trials(),
-        "too few kills inside a write: {in_write}"
-    );
+    kill_and_resume("train", tmp.path(), &reference, full, 1000, |dir| {
+        train_args(&cache, dir, "2880")
+    });
 }
 
 /// Runs `args` under a file-size limit of `kib` KiB with SIGXFSZ ignored, so an oversized
@@ -402,7 +396,10 @@ fn a_full_disk_keeps_the_saved_cache() {
             && !err.contains("panicked"),
         "{err}"
     );
-    println!("{}", err.lines().find(|l| l.starts_with("error:")).unwrap_or(""));
+    println!(
+        "{}",
+        err.lines().find(|l| l.starts_with("error:")).unwrap_or("")
+    );
     let kept = prism_cache::ActivationStore::open(&after).unwrap();
     let before = prism_cache::ActivationStore::open(&saved).unwrap();
     assert_eq!(kept.len(), 1000);

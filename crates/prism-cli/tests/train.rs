@@ -305,7 +305,7 @@ fn evaluation_never_reuses_the_text_a_dictionary_was_trained_on() {
     };
     let furthest = (0..store.len())
         .map(|row| {
-            let (window, _) = store.context(row);
+            let (window, _) = store.context(row).unwrap();
             corpus_order
                 .iter()
                 .position(|w| *w == window)

@@ -14,16 +14,26 @@ fn findings_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fuzz-findings")
 }
 
+/// One line per finding of a campaign.
+fn findings(target: Target, s: &prism_fuzz::Summary) -> Vec<String> {
+    s.findings
+        .iter()
+        .map(|f| {
+            format!(
+                "{}: {:?} (input: {})",
+                target.name(),
+                f.outcome,
+                f.saved.display()
+            )
+        })
+        .collect()
+}
+
 fn campaign(target: Target, inputs: u64, budget: Duration, seed: u64) -> prism_fuzz::Summary {
     let mut c = Campaign::new(target, seed, &findings_dir()).unwrap();
     let s = c.run(inputs, Some(budget));
-    for f in &s.findings {
-        println!(
-            "FINDING {}: {:?} (input: {})",
-            target.name(),
-            f.outcome,
-            f.saved.display()
-        );
+    for line in findings(target, &s) {
+        println!("FINDING {line}");
     }
     println!(
         "{:<15} {:>8} inputs ({} accepted, {} refused) in {:6.1} s; largest allocation {:.1} MiB, peak live {:.1} MiB; {} findings",
@@ -78,14 +88,7 @@ fn every_reader_survives_a_short_fuzz_run() {
         if s.inputs < 50 {
             failures.push(format!("{}: only {} inputs", target.name(), s.inputs));
         }
-        for f in &s.findings {
-            failures.push(format!(
-                "{}: {:?} (input: {})",
-                target.name(),
-                f.outcome,
-                f.saved.display()
-            ));
-        }
+        failures.extend(findings(target, &s));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -113,14 +116,7 @@ fn long_run() {
     let mut failures = Vec::new();
     for target in targets {
         let s = campaign(target, inputs, Duration::MAX, seed);
-        for f in &s.findings {
-            failures.push(format!(
-                "{}: {:?} (input: {})",
-                target.name(),
-                f.outcome,
-                f.saved.display()
-            ));
-        }
+        failures.extend(findings(target, &s));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

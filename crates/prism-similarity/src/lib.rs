@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 mod matching;
+mod scan;
 
 use burn::tensor::Tensor;
 use prism_core::{Dictionary, PrismError, Result, to_vec};
@@ -120,37 +121,28 @@ pub fn compare_directions(
     let mut candidates: Vec<(f32, u32, u32)> = Vec::new();
     for start in (0..m_a).step_by(chunk) {
         let rows = chunk.min(m_a - start);
-        let sims = a.clone().narrow(0, start, rows).matmul(bt.clone()); // [rows, m_b]
-        let (row_max, row_arg) = sims.clone().max_dim_with_indices(1);
-        max_cos_a.extend(to_vec(row_max)?);
-        best_b_for_a.extend(int_to_vec(row_arg.reshape([rows]))?);
-        let (col_max, col_arg) = sims.clone().max_dim_with_indices(0);
-        for (j, (v, i)) in to_vec(col_max)?
-            .into_iter()
-            .zip(int_to_vec(col_arg.reshape([m_b]))?)
-            .enumerate()
-        {
+        let sims = to_vec(a.clone().narrow(0, start, rows).matmul(bt.clone()))?; // [rows, m_b]
+        let take = if method == MatchingMethod::Greedy {
+            keep
+        } else {
+            0
+        };
+        let scan = scan::scan_chunk(&sims, m_b, take);
+        max_cos_a.extend(scan.row_max);
+        best_b_for_a.extend(scan.row_arg);
+        for (j, (v, i)) in scan.col_max.into_iter().zip(scan.col_arg).enumerate() {
             if v > max_cos_b[j] {
                 max_cos_b[j] = v;
-                best_a_for_b[j] = start as u32 + i;
+                best_a_for_b[j] = (start + i) as u32;
             }
         }
-        match method {
-            MatchingMethod::Hungarian => full.extend(to_vec(sims)?),
-            MatchingMethod::Greedy => {
-                let (vals, idx) = sims.topk_with_indices(keep, 1);
-                let (vals, idx) = (to_vec(vals)?, int_to_vec(idx.reshape([rows * keep]))?);
-                for r in 0..rows {
-                    for c in 0..keep {
-                        candidates.push((
-                            vals[r * keep + c],
-                            (start + r) as u32,
-                            idx[r * keep + c],
-                        ));
-                    }
-                }
-            }
-            _ => {}
+        candidates.extend(
+            scan.top
+                .into_iter()
+                .map(|(v, r, j)| (v, (start + r) as u32, j)),
+        );
+        if method == MatchingMethod::Hungarian {
+            full.extend(sims);
         }
     }
     let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
@@ -168,17 +160,6 @@ pub fn compare_directions(
         best_a_for_b,
         matching,
     })
-}
-
-fn int_to_vec<const D: usize>(t: Tensor<D, burn::tensor::Int>) -> Result<Vec<u32>> {
-    let data = t
-        .try_into_data()
-        .map_err(|e| PrismError::Readback(e.to_string()))?;
-    let v: Vec<i64> = data
-        .convert::<i64>()
-        .try_into_vec::<i64>()
-        .map_err(|e| PrismError::Readback(format!("{e:?}")))?;
-    Ok(v.into_iter().map(|x| x as u32).collect())
 }
 
 /// A histogram of values in `[lo, hi]` with `bins` equal bins: `(bin start, count)` pairs.
