@@ -129,7 +129,8 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Largest chunk of a text file delivered at once (whole lines; a longer line is one chunk).
+/// Largest chunk of a text file delivered at once (whole lines; a longer line is one chunk, up
+/// to [`MAX_LINE`]).
 const TEXT_CHUNK: usize = 64 * 1024;
 
 /// The most bytes of one line held at once (16 MiB): a longer text line is delivered in parts

@@ -433,6 +433,16 @@ impl ActivationStore {
                 rows: info.rows,
             });
         }
+        let rows = starts.last().copied().unwrap_or(0);
+        if rows != manifest.token_count {
+            return Err(PrismError::Cache {
+                path: dir.join("manifest.json"),
+                message: format!(
+                    "the manifest counts {} tokens but its shards hold {rows} rows",
+                    manifest.token_count
+                ),
+            });
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
@@ -472,16 +482,34 @@ impl ActivationStore {
             })
     }
 
-    fn locate(&self, row: u64) -> (usize, usize) {
+    /// The width of hook number `hook`.
+    fn hook_width(&self, hook: usize) -> Result<usize> {
+        self.manifest.hooks.get(hook).map(|h| h.d).ok_or_else(|| {
+            PrismError::InvalidInput(format!(
+                "hook number {hook} is not in the cache ({} hooks)",
+                self.manifest.hooks.len()
+            ))
+        })
+    }
+
+    /// The shard of global row `row` and the row's index in it.
+    fn locate(&self, row: u64) -> Result<(usize, usize)> {
+        if row >= self.len() {
+            return Err(PrismError::InvalidInput(format!(
+                "row {row} is outside the cache in {}, which has {} rows",
+                self.dir.display(),
+                self.len()
+            )));
+        }
         let s = self.starts.partition_point(|&start| start <= row) - 1;
-        (s, (row - self.starts[s]) as usize)
+        Ok((s, (row - self.starts[s]) as usize))
     }
 
     /// Appends row `row` of hook `hook` (f32) to `out`.
     pub fn read_row(&self, hook: usize, row: u64, out: &mut Vec<f32>) -> Result<()> {
-        let (s, local) = self.locate(row);
+        let (s, local) = self.locate(row)?;
         let shard = &self.shards[s];
-        let d = self.manifest.hooks[hook].d;
+        let d = self.hook_width(hook)?;
         let width = if self.dtype == FloatDtype::F32 { 4 } else { 2 };
         let start = shard.hook_offsets[hook] + (local * d * width) as u64;
         let mut bytes = vec![0u8; d * width];
@@ -508,7 +536,7 @@ impl ActivationStore {
 
     /// Rows `rows` of hook `hook` as a `[rows.len(), d]` host tensor.
     pub fn gather(&self, hook: usize, rows: &[u64]) -> Result<HostTensor> {
-        let d = self.manifest.hooks[hook].d;
+        let d = self.hook_width(hook)?;
         let mut data = Vec::with_capacity(rows.len() * d);
         for &r in rows {
             self.read_row(hook, r, &mut data)?;
@@ -518,7 +546,7 @@ impl ActivationStore {
 
     /// The token window a row came from and the row's position in it.
     pub fn context(&self, row: u64) -> Result<(Vec<u32>, usize)> {
-        let (s, local) = self.locate(row);
+        let (s, local) = self.locate(row)?;
         let shard = &self.shards[s];
         let ctx = self.manifest.window.ctx;
         let mut origin = [0u8; 4];
@@ -539,8 +567,8 @@ impl ActivationStore {
     }
 
     /// Which shard a row lives in (for tests and diagnostics).
-    pub fn shard_of(&self, row: u64) -> usize {
-        self.locate(row).0
+    pub fn shard_of(&self, row: u64) -> Result<usize> {
+        Ok(self.locate(row)?.0)
     }
 
     /// Number of shards.

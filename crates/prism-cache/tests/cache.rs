@@ -280,6 +280,14 @@ fn store_batches_are_a_global_permutation_that_mixes_shards() {
     let store = ActivationStore::open(&out).unwrap();
     let n_shards = store.shard_count();
     assert!(n_shards >= 6, "{n_shards} shards");
+    // Rows and hooks outside the cache are typed errors, not panics.
+    for e in [
+        store.gather(0, &[store.len()]).unwrap_err(),
+        store.context(u64::MAX).unwrap_err(),
+        store.gather(7, &[0]).unwrap_err(),
+    ] {
+        assert!(matches!(e, PrismError::InvalidInput(_)), "{e}");
+    }
     let mut batches = store.shuffled_batches(&[0], 64, 7);
     let mut seen = Vec::new();
     let mut shards_per_batch = Vec::new();
@@ -290,7 +298,7 @@ fn store_batches_are_a_global_permutation_that_mixes_shards() {
         assert_eq!(batch[0], store.gather(0, &rows).unwrap());
         shards_per_batch.push(
             rows.iter()
-                .map(|&r| store.shard_of(r))
+                .map(|&r| store.shard_of(r).unwrap())
                 .collect::<HashSet<_>>()
                 .len(),
         );
