@@ -332,13 +332,14 @@ fn a_failed_write_keeps_the_last_good_state() {
 /// Runs `script` (sh) in a new user and mount namespace with `dir` a tmpfs of `kib` KiB — a
 /// real full disk (`ENOSPC`) without privileges. None where user namespaces are not allowed.
 fn in_small_tmpfs(dir: &Path, kib: u64, script: &str) -> Option<std::process::Output> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mount = format!("mount -t tmpfs -o size=64k tmpfs '{}'", dir.display());
     let probe = Command::new("unshare")
-        .args(["--user", "--map-root-user", "--mount", "true"])
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &mount])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
         return None;
     }
-    std::fs::create_dir_all(dir).unwrap();
     let mount = format!(
         "mount -t tmpfs -o size={kib}k tmpfs '{}' && {script}",
         dir.display()
