@@ -276,7 +276,11 @@ impl GgufFile {
                             "tensor `{name}` has {n} elements, not a multiple of its block size {block}"
                         )));
                     }
-                    n / block * bytes_per
+                    (n / block).checked_mul(bytes_per).ok_or_else(|| {
+                        c.err(format!(
+                            "tensor `{name}` claims shape {shape:?}: more bytes than memory holds"
+                        ))
+                    })?
                 }
                 None => 0, // reported when the tensor is read
             };
