@@ -17,6 +17,19 @@ pub(crate) struct ChunkScan {
     pub top: Vec<(f32, usize, u32)>,
 }
 
+impl ChunkScan {
+    /// Room for `rows` rows of `m_b` columns, no column seen yet.
+    fn empty(rows: usize, m_b: usize, k: usize) -> Self {
+        Self {
+            row_max: Vec::with_capacity(rows),
+            row_arg: Vec::with_capacity(rows),
+            col_max: vec![f32::NEG_INFINITY; m_b],
+            col_arg: vec![0; m_b],
+            top: Vec::with_capacity(rows * k),
+        }
+    }
+}
+
 /// Scans `sims` (row-major `[rows, m_b]`), keeping each row's `k` largest entries.
 pub(crate) fn scan_chunk(sims: &[f32], m_b: usize, k: usize) -> ChunkScan {
     let rows = sims.len() / m_b;
@@ -26,13 +39,7 @@ pub(crate) fn scan_chunk(sims: &[f32], m_b: usize, k: usize) -> ChunkScan {
         .enumerate()
         .map(|(b, part)| scan_rows(part, m_b, k, b * block))
         .collect();
-    let mut out = ChunkScan {
-        row_max: Vec::with_capacity(rows),
-        row_arg: Vec::with_capacity(rows),
-        col_max: vec![f32::NEG_INFINITY; m_b],
-        col_arg: vec![0; m_b],
-        top: Vec::with_capacity(rows * k),
-    };
+    let mut out = ChunkScan::empty(rows, m_b, k);
     for p in parts {
         out.row_max.extend(p.row_max);
         out.row_arg.extend(p.row_arg);
@@ -49,13 +56,7 @@ pub(crate) fn scan_chunk(sims: &[f32], m_b: usize, k: usize) -> ChunkScan {
 
 fn scan_rows(part: &[f32], m_b: usize, k: usize, first_row: usize) -> ChunkScan {
     let rows = part.len() / m_b;
-    let mut out = ChunkScan {
-        row_max: Vec::with_capacity(rows),
-        row_arg: Vec::with_capacity(rows),
-        col_max: vec![f32::NEG_INFINITY; m_b],
-        col_arg: vec![0; m_b],
-        top: Vec::with_capacity(rows * k),
-    };
+    let mut out = ChunkScan::empty(rows, m_b, k);
     let mut best: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
     for (r, row) in part.chunks_exact(m_b).enumerate() {
         let (mut max, mut arg) = (f32::NEG_INFINITY, 0u32);
