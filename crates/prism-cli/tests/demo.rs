@@ -138,7 +138,12 @@ fn quick_demo_writes_a_complete_report() {
     let curve = p["faithfulness"].as_array().unwrap();
     let last = curve.last().unwrap();
     assert_eq!(last["nodes"], p["universe"]);
-    assert!((last["faithfulness"].as_f64().unwrap() - 1.0).abs() < 1e-6);
+    // Exactly 1 up to float rounding, which the division by F(M) − F(∅) can magnify.
+    let full = last["faithfulness"].as_f64().unwrap();
+    assert!(
+        (full - 1.0).abs() < 1e-4,
+        "faithfulness of every node {full}: {p}"
+    );
     for png in [
         "patching_resid_pre.png",
         "patching_atp_vs_exact.png",
