@@ -507,13 +507,24 @@ impl ActivationStore {
 
     /// Appends row `row` of hook `hook` (f32) to `out`.
     pub fn read_row(&self, hook: usize, row: u64, out: &mut Vec<f32>) -> Result<()> {
+        self.read_row_with(hook, row, out, &mut Vec::new())
+    }
+
+    /// [`Self::read_row`] with a caller's byte buffer, so a batch reuses one allocation.
+    fn read_row_with(
+        &self,
+        hook: usize,
+        row: u64,
+        out: &mut Vec<f32>,
+        bytes: &mut Vec<u8>,
+    ) -> Result<()> {
         let (s, local) = self.locate(row)?;
         let shard = &self.shards[s];
         let d = self.hook_width(hook)?;
         let width = if self.dtype == FloatDtype::F32 { 4 } else { 2 };
         let start = shard.hook_offsets[hook] + (local * d * width) as u64;
-        let mut bytes = vec![0u8; d * width];
-        shard.file.read_at(start, &mut bytes)?;
+        bytes.resize(d * width, 0);
+        shard.file.read_at(start, bytes)?;
         match self.dtype {
             FloatDtype::F32 => out.extend(
                 bytes
@@ -538,8 +549,9 @@ impl ActivationStore {
     pub fn gather(&self, hook: usize, rows: &[u64]) -> Result<HostTensor> {
         let d = self.hook_width(hook)?;
         let mut data = Vec::with_capacity(rows.len() * d);
+        let mut bytes = Vec::new();
         for &r in rows {
-            self.read_row(hook, r, &mut data)?;
+            self.read_row_with(hook, r, &mut data, &mut bytes)?;
         }
         HostTensor::new(vec![rows.len(), d], data)
     }
