@@ -8,12 +8,13 @@ use prism_models::TokenBatch;
 use prism_sae::Sae;
 use prism_similarity::{SimilarityOptions, compare};
 use prism_stats::{
-    Evaluation, PruneRule, evaluate, feature_browser_html, features_to_keep,
-    sample_across_density_bands, top_activating,
+    BrowserOptions, CollectOptions, Evaluation, FeatureSelection, PruneRule, build_feature_browser,
+    evaluate, features_to_keep,
 };
 use serde_json::json;
 
 use crate::forward::ModelArgs;
+use crate::progress::bar;
 
 /// `prism eval` arguments.
 #[derive(clap::Args)]
@@ -156,6 +157,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         let svg = png.with_extension("svg");
         prism_stats::plot_density_histogram(
             &e.reconstruction.feature_density,
+            e.reconstruction.tokens,
             &title,
             Some(png),
             Some(&svg),
@@ -302,16 +304,27 @@ pub struct FeaturesArgs {
     model: ModelArgs,
     #[command(flatten)]
     data: EvalData,
-    /// Contexts per feature.
+    /// Top contexts per feature (one per window).
     #[arg(long, default_value_t = 20)]
     top: usize,
-    /// Features to show (comma-separated); default: a sample across density bands.
+    /// Contexts sampled uniformly from each activation quantile band.
+    #[arg(long, default_value_t = 4)]
+    per_band: usize,
+    /// Tokens shown either side of a context's activating token.
+    #[arg(long, default_value_t = 12)]
+    radius: usize,
+    /// Features to show (comma-separated); default: every feature.
     #[arg(long, value_delimiter = ',')]
     features: Vec<usize>,
-    /// How many features to sample when --features is not given.
-    #[arg(long, default_value_t = 24)]
-    sample: usize,
-    /// The HTML page to write (a JSON file with the same stem is written beside it).
+    /// Nearest features by decoder cosine listed per feature.
+    #[arg(long, default_value_t = 8)]
+    nearest: usize,
+    /// Another dictionary over the same space (e.g. another seed): each feature's nearest
+    /// features in it are listed too.
+    #[arg(long)]
+    compare: Option<PathBuf>,
+    /// The HTML page to write; its data goes beside it in `<stem>.data/`, and a JSON summary
+    /// (density, fires, max activation per feature) in `<stem>.json`.
     #[arg(long)]
     out: PathBuf,
 }
@@ -319,38 +332,71 @@ pub struct FeaturesArgs {
 pub fn features(args: &FeaturesArgs) -> Result<()> {
     let model = args.model.load()?;
     let sae = args.data.load(model.device())?;
+    let other = args
+        .compare
+        .as_ref()
+        .map(|p| Sae::open(p, model.device()))
+        .transpose()?;
+    let other_name = args.compare.as_ref().map(|p| p.display().to_string());
     let hook = args.data.hook(&sae)?;
     let wins = args.data.windows(&model, &sae)?.windows;
-    let chosen = if args.features.is_empty() {
-        let all: Vec<usize> = (0..sae.d_sae()).collect();
-        let densities = top_activating(&model, &sae, hook, &wins, &all, 0, args.data.batch)?;
-        let d: Vec<f64> = densities.iter().map(|r| r.density).collect();
-        sample_across_density_bands(&d, args.sample)
-    } else {
-        args.features.clone()
+    let options = BrowserOptions {
+        selection: if args.features.is_empty() {
+            FeatureSelection::All
+        } else {
+            FeatureSelection::Only(args.features.clone())
+        },
+        collect: CollectOptions {
+            top: args.top,
+            per_band: args.per_band,
+            radius: args.radius,
+            ..CollectOptions::default()
+        },
+        nearest: args.nearest,
+        other: other_name
+            .as_deref()
+            .zip(other.as_ref().map(|o| o as &dyn Dictionary)),
+        windows_per_forward: args.data.batch,
     };
-    let reports = top_activating(
+    let title = format!("{} at {hook}", args.data.sae.display());
+    let pb = bar(wins.len() as u64, "scanning features", "windows");
+    let browser = build_feature_browser(
         &model,
         &sae,
         hook,
         &wins,
-        &chosen,
-        args.top,
-        args.data.batch,
+        &title,
+        &args.out,
+        &options,
+        |done| pb.set_position(done as u64),
     )?;
-    let title = format!("{} at {hook}", args.data.sae.display());
-    prism_core::atomic_write(&args.out, feature_browser_html(&title, &reports).as_bytes())?;
+    pb.finish_and_clear();
     let json_path = args.out.with_extension("json");
-    let json = serde_json::to_string(&json!({"hook": hook.to_string(), "features": reports}))
-        .map_err(|e| PrismError::InvalidInput(e.to_string()))?;
+    let summary = json!({
+        "hook": hook.to_string(),
+        "tokens": browser.scan.tokens,
+        "windows": wins.len(),
+        "page": args.out,
+        "data": browser.files.data,
+        "bytes": browser.files.bytes,
+        "features": browser.scan.features.iter().map(|f| json!({
+            "feature": f.feature, "fires": f.fires, "density": f.density,
+            "max_activation": f.max_activation,
+        })).collect::<Vec<_>>(),
+    });
+    let json =
+        serde_json::to_string(&summary).map_err(|e| PrismError::InvalidInput(e.to_string()))?;
     prism_core::atomic_write(&json_path, json.as_bytes())?;
     if args.model.json {
         println!("{json}");
     } else {
         eprintln!(
-            "{} features: {} and {}",
-            reports.len(),
+            "{} features over {} tokens: {} ({} data files, {:.1} MB) and {}",
+            browser.scan.features.len(),
+            browser.scan.tokens,
             args.out.display(),
+            browser.files.files,
+            browser.files.bytes as f64 / 1e6,
             json_path.display()
         );
     }

@@ -243,15 +243,21 @@ pub fn probe(args: &ProbeArgs) -> Result<()> {
                 .map(|&i| model.encode(texts[i]))
                 .collect::<Result<_>>()?;
             let ids: Vec<usize> = top.iter().map(|f| f.feature).collect();
-            let reports = prism_stats::top_activating(&model, sae, *hook, &windows, &ids, 8, 1)?;
             let title = format!("features classifying `{}` at {hook}", datasets[0].name);
-            prism_core::atomic_write(
+            let options = prism_stats::BrowserOptions {
+                selection: prism_stats::FeatureSelection::Only(ids),
+                ..prism_stats::BrowserOptions::default()
+            };
+            prism_stats::build_feature_browser(
+                &model,
+                sae,
+                *hook,
+                &windows,
+                &title,
                 html,
-                prism_stats::feature_browser_html(&title, &reports).as_bytes(),
+                &options,
+                |_| {},
             )?;
-            let j = serde_json::to_string(&json!({"hook": hook.to_string(), "features": reports}))
-                .map_err(|e| PrismError::InvalidInput(e.to_string()))?;
-            prism_core::atomic_write(&html.with_extension("json"), j.as_bytes())?;
             eprintln!("feature browser: {}", html.display());
         }
         features_json = json!({

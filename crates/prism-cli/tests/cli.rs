@@ -298,8 +298,21 @@ fn similarity_and_eval_on_saelens_dictionaries() {
     );
 }
 
+/// A browser data file (`prismData(name, JSON);`) as JSON.
+fn browser_data(path: &std::path::Path) -> (String, serde_json::Value) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let inner = text
+        .trim()
+        .strip_prefix("prismData(")
+        .and_then(|t| t.strip_suffix(");"))
+        .unwrap_or_else(|| panic!("{} is not a prismData call", path.display()));
+    let comma = inner.find(", ").unwrap();
+    let name: String = serde_json::from_str(&inner[..comma]).unwrap();
+    (name, serde_json::from_str(&inner[comma + 2..]).unwrap())
+}
+
 #[test]
-fn features_writes_a_parseable_browser_and_json_with_the_contexts() {
+fn features_writes_a_browser_of_every_feature_and_a_json_summary() {
     let tmp = tempfile::tempdir().unwrap();
     let corpus = tmp.path().join("c.txt");
     std::fs::write(
@@ -317,78 +330,119 @@ fn features_writes_a_parseable_browser_and_json_with_the_contexts() {
         None,
     );
     let html = tmp.path().join("report.html");
-    let out = prism(&[
-        "features",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        corpus.to_str().unwrap(),
-        "--sae",
-        dict_dir.to_str().unwrap(),
-        "--tokens",
-        "320",
-        "--ctx",
-        "32",
-        "--top",
-        "3",
-        "--sample",
-        "5",
-        "--allow-overlap",
-        "--out",
-        html.to_str().unwrap(),
-    ]);
+    let run_features = |extra: &[&str]| {
+        let mut args = vec![
+            "features",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            corpus.to_str().unwrap(),
+            "--sae",
+            dict_dir.to_str().unwrap(),
+            "--tokens",
+            "320",
+            "--ctx",
+            "32",
+            "--allow-overlap",
+            "--out",
+            html.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        prism(&args)
+    };
+    let out = run_features(&["--top", "3", "--radius", "4"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("const DATA = \"report.data\";"));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(tmp.path().join("report.json")).unwrap())
             .unwrap();
+    assert_eq!(json["tokens"], 320);
     let features = json["features"].as_array().unwrap();
-    assert!(!features.is_empty() && features.len() <= 5);
-    // Parse the page as XML (it is written well-formed): count the contexts and find their tokens.
-    let mut reader = quick_xml::Reader::from_str(page.trim_start_matches("<!DOCTYPE html>\n"));
-    let (mut sections, mut contexts, mut text) = (0, 0, String::new());
-    loop {
-        match reader.read_event().unwrap() {
-            quick_xml::events::Event::Start(e) if e.name().as_ref() == b"section" => sections += 1,
-            quick_xml::events::Event::Start(e) if e.name().as_ref() == b"div" => contexts += 1,
-            quick_xml::events::Event::Text(t) => text.push_str(&t.decode().unwrap()),
-            quick_xml::events::Event::GeneralRef(r) => {
-                text.push_str(&format!("&{};", String::from_utf8_lossy(&r)))
+    assert_eq!(features.len(), 32, "every feature by default");
+    let data = tmp.path().join("report.data");
+    let (name, summary) = browser_data(&data.join("summary.js"));
+    assert_eq!(name, "summary");
+    assert_eq!(summary["features"].as_array().unwrap().len(), 32);
+    assert_eq!(summary["radius"], 4);
+    let (name, chunk) = browser_data(&data.join("f-0.js"));
+    assert_eq!(name, "chunk:0");
+    let (_, tokens) = browser_data(&data.join("tokens.js"));
+    let (_, windows) = browser_data(&data.join("windows.js"));
+    assert_eq!(
+        windows.as_array().unwrap().len(),
+        10,
+        "320 tokens in windows of 32"
+    );
+    let chunk = chunk.as_array().unwrap();
+    assert_eq!(chunk.len(), 32);
+    let mut contexts = 0;
+    for (f, summary_row) in chunk.iter().zip(features) {
+        assert_eq!(f["id"], summary_row["feature"]);
+        assert_eq!(f["fires"], summary_row["fires"]);
+        let top = f["top"].as_array().unwrap();
+        assert!(top.len() <= 3);
+        for ex in top {
+            // [window, position, activation, span start, span length, nonzero values]
+            let [w, p, s, n] = [0, 1, 3, 4].map(|i| ex[i].as_u64().unwrap());
+            assert_eq!(p - s, p.min(4), "centred on the peak");
+            assert_eq!(s + n, (p + 5).min(32));
+            let ids = windows[w as usize].as_array().unwrap();
+            assert_eq!(ids.len(), 32);
+            for id in ids {
+                assert!(
+                    tokens.get(id.to_string()).is_some(),
+                    "token {id} has no text"
+                );
             }
-            quick_xml::events::Event::Eof => break,
-            _ => {}
+            contexts += 1;
         }
     }
-    assert_eq!(sections, features.len());
-    let n_contexts: usize = features
-        .iter()
-        .map(|f| f["top"].as_array().unwrap().len())
-        .sum();
-    assert_eq!(contexts, n_contexts);
-    assert!(n_contexts > 0);
-    // Every context's tokens appear in the page text (escaped characters come back).
-    let first = &features[0]["top"][0]["tokens"];
-    let joined: String = first
+    assert!(contexts > 0);
+    // The corpus's markup characters come back as text, not markup.
+    let texts: String = tokens
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        texts.contains('<') && texts.contains('&') && texts.contains('"'),
+        "{texts}"
+    );
+    // `--features` picks features; `--compare` lists each one's nearest in another dictionary.
+    let out = run_features(&[
+        "--features",
+        "3,30",
+        "--compare",
+        dict_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, chunk) = browser_data(&data.join("f-0.js"));
+    let ids: Vec<u64> = chunk
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| t.as_str().unwrap())
-        .collect::<String>()
-        .replace('\n', "↵");
-    let unescaped = text
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&amp;", "&")
-        .replace("&#39;", "'");
-    assert!(
-        unescaped.contains(&joined),
-        "context text missing from the page"
-    );
+        .map(|f| f["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [3, 30]);
+    // Against itself, a feature's nearest in the other dictionary is itself, cosine 1.
+    for f in chunk.as_array().unwrap() {
+        assert_eq!(f["other"][0][0], f["id"]);
+        assert!((f["other"][0][1].as_f64().unwrap() - 1.0).abs() < 1e-3);
+        assert_ne!(
+            f["near"][0][0], f["id"],
+            "itself left out of its own dictionary's list"
+        );
+    }
 }
 
 /// A deterministic SAELens-layout dictionary `64 → m` at `hook` of the tiny Llama.
@@ -594,8 +648,8 @@ fn dictionary_learning_files_work_wherever_a_dictionary_is_taken() {
     let mut features = common("features", &trainer_dir);
     features.extend(
         [
-            "--sample",
-            "3",
+            "--features",
+            "0,5,9",
             "--top",
             "2",
             "--out",

@@ -113,17 +113,31 @@ fn quick_demo_writes_a_complete_report() {
         let v = r["mmcs_a_to_b"].as_f64().unwrap();
         assert!(seeds > v, "MMCS across seeds {seeds} ≤ vs {} {v}", r["b"]);
     }
-    // The feature browser parses and holds contexts.
+    // The feature browser lists every feature of the first dictionary, with contexts.
     let html = std::fs::read_to_string(out.join("features.html")).unwrap();
-    let mut reader = quick_xml::Reader::from_str(&html);
-    loop {
-        match reader.read_event() {
-            Ok(quick_xml::events::Event::Eof) => break,
-            Ok(_) => {}
-            Err(e) => panic!("features.html does not parse: {e}"),
-        }
-    }
-    assert!(html.contains("class=\"ctx\""));
+    assert!(html.contains("const DATA = \"features.data\";"));
+    let summary = std::fs::read_to_string(out.join("features.data/summary.js")).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(
+        summary
+            .trim()
+            .strip_prefix("prismData(\"summary\", ")
+            .and_then(|t| t.strip_suffix(");"))
+            .unwrap(),
+    )
+    .unwrap();
+    let d_sae = s["dictionaries"][0]["d_sae"].as_u64().unwrap();
+    assert_eq!(summary["features"].as_array().unwrap().len() as u64, d_sae);
+    let fired = summary["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f[1].as_u64().unwrap() > 0)
+        .count();
+    assert!(
+        fired as u64 > d_sae / 2,
+        "{fired} of {d_sae} features fired"
+    );
+    assert!(out.join("plots/densities.png").exists());
     // Patching capital-city pairs: the clean prompts favour their capital, the corrupted ones
     // the other; attribution patching tracks exact patching of the residual stream; keeping
     // every node of the circuit is the whole model.

@@ -162,6 +162,64 @@ pub fn compare_directions(
     })
 }
 
+/// A feature's nearest features: `(index, cosine)`, largest cosine first.
+pub type Neighbours = Vec<(u32, f32)>;
+
+/// For each row of `a` (`[m_a, d]`), its `k` nearest rows of `b` (`[m_b, d]`) by cosine,
+/// largest first, as `(index in b, cosine)`. When `a`'s rows are features of `b` itself,
+/// `own` gives their indices in `b`, and each is left out of its own list. Chunked like
+/// [`compare_directions`].
+///
+/// ```
+/// use burn::tensor::Tensor;
+/// let device = prism_core::device("cpu").unwrap();
+/// let w = Tensor::<2>::from_floats([[1.0, 0.0], [1.0, 1.0], [0.0, 3.0]], &device);
+/// let own = [0, 1, 2];
+/// let near = prism_similarity::nearest_directions(w.clone(), w, 1, Some(&own), 1024).unwrap();
+/// assert_eq!(near[0][0].0, 1); // 45° from feature 0; feature 0 itself is left out
+/// assert_eq!(near[2][0].0, 1);
+/// ```
+pub fn nearest_directions(
+    a: Tensor<2>,
+    b: Tensor<2>,
+    k: usize,
+    own: Option<&[usize]>,
+    chunk: usize,
+) -> Result<Vec<Neighbours>> {
+    let ([m_a, d_a], [m_b, d_b]) = (a.dims(), b.dims());
+    if d_a != d_b {
+        return Err(PrismError::Shape(format!(
+            "dictionaries over different spaces: d = {d_a} vs {d_b}"
+        )));
+    }
+    if let Some(own) = own
+        && (own.len() != m_a || own.iter().any(|&i| i >= m_b))
+    {
+        return Err(PrismError::Shape(format!(
+            "{} own indices for {m_a} rows of a dictionary of {m_b}",
+            own.len()
+        )));
+    }
+    let take = (k + usize::from(own.is_some())).min(m_b);
+    let (a, bt) = (normalise(a), normalise(b).transpose());
+    let chunk = chunk.max(1);
+    let mut out: Vec<Neighbours> = Vec::with_capacity(m_a);
+    for start in (0..m_a).step_by(chunk) {
+        let rows = chunk.min(m_a - start);
+        let sims = to_vec(a.clone().narrow(0, start, rows).matmul(bt.clone()))?;
+        let scan = scan::scan_chunk(&sims, m_b, take);
+        out.extend(std::iter::repeat_with(Vec::new).take(rows));
+        for (v, r, j) in scan.top {
+            let row = start + r;
+            if own.is_some_and(|o| o[row] == j as usize) || out[row].len() >= k {
+                continue;
+            }
+            out[row].push((j, v));
+        }
+    }
+    Ok(out)
+}
+
 /// A histogram of values in `[lo, hi]` with `bins` equal bins: `(bin start, count)` pairs.
 ///
 /// ```

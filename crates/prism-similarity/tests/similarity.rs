@@ -233,3 +233,57 @@ fn hungarian_beats_greedy_where_greedy_is_fooled() {
     let h = hungarian_matching(&[0.1, 0.9, 0.95, 0.3, 0.2, 0.1], 3, 2);
     assert_eq!(h.pairs, vec![(0, 1), (1, 0)]);
 }
+
+/// Nearest features against sorting every cosine computed by hand in f64, with and without the
+/// feature itself left out, in chunks of any size.
+#[test]
+fn nearest_directions_equal_a_full_sort() {
+    let device = prism_core::device("cpu").unwrap();
+    let (d, m, k) = (16, 50, 4);
+    let w = random(m, d, 9);
+    let rows = [3usize, 17, 49];
+    let a: Vec<f32> = rows
+        .iter()
+        .flat_map(|&r| w[r * d..(r + 1) * d].to_vec())
+        .collect();
+    let norm = |v: &[f32]| v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    let cos = |i: usize, j: usize| {
+        let (x, y) = (&w[i * d..(i + 1) * d], &w[j * d..(j + 1) * d]);
+        x.iter()
+            .zip(y)
+            .map(|(&p, &q)| p as f64 * q as f64)
+            .sum::<f64>()
+            / (norm(x) * norm(y))
+    };
+    for chunk in [1, 2, 1024] {
+        for own in [None, Some(&rows[..])] {
+            let near = nearest_directions(
+                tensor(&a, 3, d, &device),
+                tensor(&w, m, d, &device),
+                k,
+                own,
+                chunk,
+            )
+            .unwrap();
+            for (list, &r) in near.iter().zip(&rows) {
+                let mut order: Vec<usize> = (0..m).filter(|&j| own.is_none() || j != r).collect();
+                order.sort_by(|&x, &y| cos(r, y).total_cmp(&cos(r, x)));
+                let got: Vec<usize> = list.iter().map(|p| p.0 as usize).collect();
+                assert_eq!(got, order[..k], "row {r}, own {own:?}, chunk {chunk}");
+                for &(j, c) in list {
+                    assert!((c as f64 - cos(r, j as usize)).abs() < 1e-5);
+                }
+            }
+        }
+    }
+    assert!(
+        nearest_directions(
+            tensor(&a, 3, d, &device),
+            tensor(&w, m, d, &device),
+            2,
+            Some(&[0]),
+            8
+        )
+        .is_err()
+    );
+}

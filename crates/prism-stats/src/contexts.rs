@@ -1,33 +1,237 @@
-//! Top-activating contexts of features, and what each feature's decoder direction does to the
-//! logits.
+//! Feature activity over a token set (a streaming pass through the model and the dictionary),
+//! and what each feature's decoder direction does to the logits.
 
 use burn::tensor::{Int, Tensor, TensorData};
 use prism_core::{Dictionary, HookPoint, Hooks, HostTensor, PrismError, Result};
 use prism_models::{Model, TokenBatch};
 
-/// One window in which a feature fired strongly.
+use crate::collect::{Bin, CollectOptions, FeatureActivity, FeatureCollector};
+
+/// Which features a scan keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FeatureSelection {
+    /// Every feature of the dictionary.
+    All,
+    /// These features, in this order.
+    Only(Vec<usize>),
+}
+
+/// The result of [`scan_features`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct FeatureScan {
+    /// Tokens scanned (real positions only, padding excluded).
+    pub tokens: u64,
+    /// One entry per selected feature.
+    pub features: Vec<FeatureActivity>,
+}
+
+/// Runs `windows` through the model up to `hook` (`windows_per_forward` at a time), encodes the
+/// activations with `dict` and streams the codes of the selected features through a
+/// [`FeatureCollector`]; memory is bounded per feature, not per token. `on_batch` is called with
+/// the number of windows done after each forward (for progress bars).
+///
+/// ```no_run
+/// # fn run(model: &prism_models::Model, sae: &prism_sae::Sae, windows: &[Vec<u32>]) -> prism_core::Result<()> {
+/// use prism_stats::{CollectOptions, FeatureSelection, scan_features};
+/// let hook = "blocks.15.hook_mlp_out".parse()?;
+/// let scan = scan_features(model, sae, hook, windows, &FeatureSelection::All,
+///                          &CollectOptions::default(), 8, |_| {})?;
+/// println!("{} tokens, feature 0 fired on {}", scan.tokens, scan.features[0].fires);
+/// # Ok(()) }
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn scan_features(
+    model: &Model,
+    dict: &dyn Dictionary,
+    hook: HookPoint,
+    windows: &[Vec<u32>],
+    selection: &FeatureSelection,
+    options: &CollectOptions,
+    windows_per_forward: usize,
+    mut on_batch: impl FnMut(usize),
+) -> Result<FeatureScan> {
+    let features: Vec<usize> = match selection {
+        FeatureSelection::All => (0..dict.d_sae()).collect(),
+        FeatureSelection::Only(list) => {
+            if let Some(&bad) = list.iter().find(|&&f| f >= dict.d_sae()) {
+                return Err(PrismError::InvalidInput(format!(
+                    "feature {bad} does not exist (d_sae = {})",
+                    dict.d_sae()
+                )));
+            }
+            list.clone()
+        }
+    };
+    let select = match selection {
+        FeatureSelection::All => None,
+        FeatureSelection::Only(list) => Some(Tensor::<1, Int>::from_data(
+            TensorData::new(
+                list.iter().map(|&f| f as i64).collect::<Vec<_>>(),
+                [list.len()],
+            ),
+            model.device(),
+        )),
+    };
+    let nf = features.len();
+    let mut collector = FeatureCollector::new(features, options.clone());
+    let per = windows_per_forward.max(1);
+    let mut done = 0;
+    for (g, group) in windows.chunks(per).enumerate() {
+        let batch = TokenBatch::from_sequences(group, model.pad_id())?;
+        let mut out = model
+            .transformer
+            .capture_only(&batch, &Hooks::new().capture(hook))?;
+        let x = out.take(hook)?.into_rank3()?;
+        let [b, s, d] = x.dims();
+        let mut codes = dict.encode(x.reshape([b * s, d]));
+        if let Some(idx) = &select {
+            codes = codes.select(1, idx.clone());
+        }
+        let codes = HostTensor::from_burn(codes)?;
+        for (w, window) in group.iter().enumerate() {
+            let rows = &codes.data[w * s * nf..(w * s + window.len()) * nf];
+            collector.observe(g * per + w, rows, window.len())?;
+        }
+        done += group.len();
+        on_batch(done);
+    }
+    Ok(FeatureScan {
+        tokens: collector.tokens(),
+        features: collector.finish(),
+    })
+}
+
+/// What one feature's decoder direction does to the logits (direction · W_U, without the final
+/// norm, as SAELens' logit weight distributions do).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LogitEffect {
+    /// Token ids whose logits it raises most, with the amount, largest first.
+    pub promoted: Vec<(u32, f32)>,
+    /// Token ids whose logits it lowers most, most negative first.
+    pub suppressed: Vec<(u32, f32)>,
+    /// The effect on every token of the vocabulary, in equal bins from its minimum to its
+    /// maximum.
+    pub histogram: Vec<Bin>,
+}
+
+/// The logit effect of each of `features` (chunks of 256 directions through the unembedding at
+/// a time, so the `[features, vocab]` matrix is never whole): `top` tokens each way and a
+/// `bins`-bar histogram.
+pub fn logit_effects(
+    model: &Model,
+    dict: &dyn Dictionary,
+    features: &[usize],
+    top: usize,
+    bins: usize,
+) -> Result<Vec<LogitEffect>> {
+    if let Some(&bad) = features.iter().find(|&&f| f >= dict.d_sae()) {
+        return Err(PrismError::InvalidInput(format!(
+            "feature {bad} does not exist (d_sae = {})",
+            dict.d_sae()
+        )));
+    }
+    let directions = dict.decoder_directions();
+    let mut out = Vec::with_capacity(features.len());
+    for chunk in features.chunks(256) {
+        let idx = Tensor::<1, Int>::from_data(
+            TensorData::new(
+                chunk.iter().map(|&f| f as i64).collect::<Vec<_>>(),
+                [chunk.len()],
+            ),
+            model.device(),
+        );
+        let effect = HostTensor::from_burn(
+            directions
+                .clone()
+                .select(0, idx)
+                .matmul(model.transformer.unembed.clone()),
+        )?;
+        let vocab = effect.shape[1];
+        for row in effect.data.chunks_exact(vocab) {
+            out.push(effect_of(row, top, bins));
+        }
+    }
+    Ok(out)
+}
+
+fn effect_of(row: &[f32], top: usize, bins: usize) -> LogitEffect {
+    let top = top.min(row.len());
+    let mut order: Vec<u32> = (0..row.len() as u32).collect();
+    let by_value = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]);
+    let take = |order: &[u32]| order.iter().map(|&i| (i, row[i as usize])).collect();
+    let promoted = if top > 0 {
+        order.select_nth_unstable_by(top - 1, by_value);
+        let mut head = order[..top].to_vec();
+        head.sort_by(by_value);
+        take(&head)
+    } else {
+        Vec::new()
+    };
+    let suppressed = if top > 0 {
+        let n = order.len();
+        order.select_nth_unstable_by(n - top, by_value);
+        let mut tail = order[n - top..].to_vec();
+        tail.sort_by(|a, b| by_value(b, a));
+        take(&tail)
+    } else {
+        Vec::new()
+    };
+    let (lo, hi) = row
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+    let bins = bins.max(1);
+    let width = ((hi - lo) / bins as f32).max(f32::MIN_POSITIVE);
+    let mut counts = vec![0u64; bins];
+    for &v in row {
+        counts[(((v - lo) / width) as usize).min(bins - 1)] += 1;
+    }
+    LogitEffect {
+        promoted,
+        suppressed,
+        histogram: counts
+            .into_iter()
+            .enumerate()
+            .map(|(i, count)| Bin {
+                lo: lo + i as f32 * width,
+                hi: lo + (i + 1) as f32 * width,
+                count,
+            })
+            .collect(),
+    }
+}
+
+/// One window in which a feature fired strongly, cut to a span centred on the peak.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Context {
     /// Index of the window in the list given.
     pub window: usize,
     /// Position of the activating token in the window.
     pub position: usize,
+    /// Index of the activating token in `tokens`.
+    pub offset: usize,
     /// The feature's activation there.
     pub activation: f32,
-    /// The window's tokens, as text.
+    /// The span's tokens, as text.
     pub tokens: Vec<String>,
-    /// The feature's activation at every token of the window.
+    /// The feature's activation at every token of the span.
     pub activations: Vec<f32>,
 }
 
-/// What one feature responds to and what it does.
+impl Context {
+    /// The activating token's text.
+    pub fn peak_token(&self) -> &str {
+        &self.tokens[self.offset]
+    }
+}
+
+/// What one feature responds to and what it does, with tokens as text.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct FeatureReport {
     /// Feature index.
     pub feature: usize,
     /// Fraction of the scanned tokens on which it fired.
     pub density: f64,
-    /// Its strongest contexts, strongest first.
+    /// Its strongest contexts, one per window, strongest first.
     pub top: Vec<Context>,
     /// Tokens whose logits its decoder direction raises most (direction · W_U), with the amount.
     pub promoted: Vec<(String, f32)>,
@@ -35,13 +239,9 @@ pub struct FeatureReport {
     pub suppressed: Vec<(String, f32)>,
 }
 
-/// A kept activation: (activation, window, position, per-token activations of that window).
-type Candidate = (f32, usize, usize, Vec<f32>);
-
-/// Scans `windows` (equal lengths), keeping for each of `features` its `n` strongest
-/// activations (ties: earlier window, then earlier position), and computes the logit effect of
-/// each feature's decoder direction through the unembedding (without the final norm, as
-/// SAELens' logit weight distributions do).
+/// Scans `windows` for `features` and keeps each one's `n` strongest activations from distinct
+/// windows (ties: earlier window), each as a span of `radius` tokens either side of the peak,
+/// with the ten tokens its decoder direction promotes and suppresses most.
 pub fn top_activating(
     model: &Model,
     dict: &dyn Dictionary,
@@ -51,93 +251,49 @@ pub fn top_activating(
     n: usize,
     windows_per_forward: usize,
 ) -> Result<Vec<FeatureReport>> {
-    if let Some(&bad) = features.iter().find(|&&f| f >= dict.d_sae()) {
-        return Err(PrismError::InvalidInput(format!(
-            "feature {bad} does not exist (d_sae = {})",
-            dict.d_sae()
-        )));
-    }
-    let device = model.device().clone();
-    let idx = Tensor::<1, Int>::from_data(
-        TensorData::new(
-            features.iter().map(|&f| f as i64).collect::<Vec<_>>(),
-            [features.len()],
-        ),
-        &device,
-    );
-    let nf = features.len();
-    let mut best: Vec<Vec<Candidate>> = vec![Vec::new(); nf];
-    let mut fires = vec![0u64; nf];
-    let mut tokens = 0u64;
-    for (g, group) in windows.chunks(windows_per_forward.max(1)).enumerate() {
-        let batch = TokenBatch::from_sequences(group, model.pad_id())?;
-        let mut out = model
-            .transformer
-            .capture_only(&batch, &Hooks::new().capture(hook))?;
-        let x = out.take(hook)?.into_rank3()?;
-        let [b, s, d] = x.dims();
-        let codes = dict.encode(x.reshape([b * s, d])).select(1, idx.clone());
-        let codes = HostTensor::from_burn(codes)?;
-        tokens += (b * s) as u64;
-        for (k, list) in best.iter_mut().enumerate() {
-            for w in 0..b {
-                let column: Vec<f32> = (0..s).map(|p| codes.data[(w * s + p) * nf + k]).collect();
-                fires[k] += column.iter().filter(|&&v| v != 0.0).count() as u64;
-                for (p, &a) in column.iter().enumerate() {
-                    if n == 0 {
-                        break;
-                    }
-                    let full = list.len() >= n;
-                    if a <= 0.0 || (full && a <= list[n - 1].0) {
-                        continue;
-                    }
-                    let window = g * windows_per_forward.max(1) + w;
-                    let at = list.partition_point(|e| e.0 >= a);
-                    list.insert(at, (a, window, p, column.clone()));
-                    list.truncate(n);
-                }
-            }
-        }
-    }
-    // Logit effect of each decoder direction.
-    let directions = dict.decoder_directions().select(0, idx);
-    let effect = HostTensor::from_burn(directions.matmul(model.transformer.unembed.clone()))?;
-    let vocab = effect.shape[1];
+    let options = CollectOptions {
+        top: n,
+        per_band: 0,
+        ..CollectOptions::default()
+    };
+    let selection = FeatureSelection::Only(features.to_vec());
+    let scan = scan_features(
+        model,
+        dict,
+        hook,
+        windows,
+        &selection,
+        &options,
+        windows_per_forward,
+        |_| {},
+    )?;
+    let effects = logit_effects(model, dict, features, 10, 1)?;
     let tok = |i: u32| model.tokenizer.token_str(i);
-    Ok(best
+    let named = |list: &[(u32, f32)]| list.iter().map(|&(t, v)| (tok(t), v)).collect();
+    Ok(scan
+        .features
         .into_iter()
-        .enumerate()
-        .map(|(k, list)| {
-            let row = &effect.data[k * vocab..(k + 1) * vocab];
-            let mut order: Vec<usize> = (0..vocab).collect();
-            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-            let show = |ids: &[usize]| {
-                ids.iter()
-                    .map(|&i| (tok(i as u32), row[i]))
-                    .collect::<Vec<_>>()
-            };
-            FeatureReport {
-                feature: features[k],
-                density: fires[k] as f64 / tokens.max(1) as f64,
-                top: list
-                    .into_iter()
-                    .map(|(activation, window, position, activations)| Context {
-                        window,
-                        position,
-                        activation,
-                        tokens: windows[window].iter().map(|&t| tok(t)).collect(),
-                        activations,
-                    })
-                    .collect(),
-                promoted: show(&order[..10.min(vocab)]),
-                suppressed: show(
-                    &order[vocab.saturating_sub(10)..]
+        .zip(effects)
+        .map(|(f, e)| FeatureReport {
+            feature: f.feature,
+            density: f.density,
+            top: f
+                .top
+                .iter()
+                .map(|x| Context {
+                    window: x.window,
+                    position: x.position,
+                    offset: x.position - x.span_start,
+                    activation: x.activation,
+                    tokens: windows[x.window][x.span_start..x.span_start + x.span_len]
                         .iter()
-                        .rev()
-                        .copied()
-                        .collect::<Vec<_>>(),
-                ),
-            }
+                        .map(|&t| tok(t))
+                        .collect(),
+                    activations: x.span_values(),
+                })
+                .collect(),
+            promoted: named(&e.promoted),
+            suppressed: named(&e.suppressed),
         })
         .collect())
 }

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod browser;
+mod collect;
 mod contexts;
 mod correlation;
 mod density;
@@ -18,16 +19,24 @@ mod downstream;
 mod plot;
 mod prune;
 mod reconstruction;
+mod site;
 
-pub use browser::{feature_browser_html, sample_across_density_bands};
-pub use contexts::{Context, FeatureReport, top_activating};
+pub use browser::{Browser, BrowserOptions, build_feature_browser};
+pub use collect::{Band, Bin, CollectOptions, Example, FeatureActivity, FeatureCollector};
+pub use contexts::{
+    Context, FeatureReport, FeatureScan, FeatureSelection, LogitEffect, logit_effects,
+    scan_features, top_activating,
+};
 pub use correlation::pearson;
-pub use density::{DensityHistogram, density_histogram};
+pub use density::{DensityHistogram, density_histogram, sample_across_density_bands};
 pub use downstream::{DownstreamMetrics, DownstreamStats, evaluate_batch};
 #[cfg(feature = "plot")]
-pub use plot::{Mark, Series, XyPlot, plot_density_histogram, plot_heatmap, plot_xy};
+pub use plot::{
+    Mark, Series, XyPlot, density_overlay_series, plot_density_histogram, plot_heatmap, plot_xy,
+};
 pub use prune::{PruneRule, features_to_keep};
 pub use reconstruction::{ReconstructionMetrics, ReconstructionStats};
+pub use site::{CHUNK, FeatureSite, SiteFiles, write_feature_site};
 
 use prism_core::{Dictionary, HookPoint, Result};
 use prism_models::{Model, TokenBatch};

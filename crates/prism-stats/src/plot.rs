@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontTransform;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use prism_core::{PrismError, Result};
 
 use crate::density::{DensityHistogram, density_histogram};
@@ -31,15 +32,35 @@ fn draw<DB: DrawingBackend>(
 ) -> std::result::Result<(), String> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(err)?;
-    let total: usize = h.bins.iter().map(|b| b.2).sum::<usize>() + h.dead;
+    let (width, _) = root.dim_in_pixel();
+    let live: usize = h.bins.iter().map(|b| b.2).sum();
     let y_max = h.bins.iter().map(|b| b.2).max().unwrap_or(0).max(1) as u32;
-    let caption = format!("{title} — {total} features, {} dead (not shown)", h.dead);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(caption, ("sans-serif", 18))
+    // The title on its own line, sized to fit; the counts on a second line.
+    let title_size = (1.9 * width as f64 / title.chars().count().max(1) as f64).clamp(11.0, 18.0);
+    let (top, body) = root.split_vertically(48);
+    top.draw(&Text::new(
+        title.to_string(),
+        (12, 6),
+        ("sans-serif", title_size).into_font(),
+    ))
+    .map_err(err)?;
+    let sub = format!(
+        "{live} live features shown, {} dead (never fired) not shown; {} above 10 % density",
+        h.dead, h.above_tenth
+    );
+    top.draw(&Text::new(
+        sub,
+        (12, 28),
+        ("sans-serif", 13).into_font().color(&RGBColor(80, 80, 80)),
+    ))
+    .map_err(err)?;
+    let x0 = h.bins.first().map_or(-6.0, |b| b.0);
+    let y_top = y_max + y_max / 10 + 1;
+    let mut chart = ChartBuilder::on(&body)
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(56)
-        .build_cartesian_2d(-6.0f64..0.0f64, 0u32..(y_max + y_max / 10 + 1))
+        .build_cartesian_2d(x0..0.0f64, 0u32..y_top)
         .map_err(err)?;
     chart
         .configure_mesh()
@@ -56,19 +77,49 @@ fn draw<DB: DrawingBackend>(
             )
         }))
         .map_err(err)?;
+    let grey = RGBColor(90, 90, 90);
+    for (x, label) in [(h.floor, "fired once (1/N)"), (-1.0, "10 %")] {
+        if x < x0 {
+            continue;
+        }
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(x, 0), (x, y_top)],
+                6,
+                4,
+                grey.stroke_width(1),
+            ))
+            .map_err(err)?;
+        let anchor = if x > -0.8 { x - 0.03 } else { x + 0.03 };
+        let pos = if x > -0.8 {
+            Pos::new(HPos::Right, VPos::Top)
+        } else {
+            Pos::new(HPos::Left, VPos::Top)
+        };
+        chart
+            .draw_series(std::iter::once(Text::new(
+                label.to_string(),
+                (anchor, y_top - y_top / 40),
+                ("sans-serif", 12).into_font().color(&grey).pos(pos),
+            )))
+            .map_err(err)?;
+    }
     root.present().map_err(err)
 }
 
-/// Draws the density histogram to a PNG (`width × height` pixels) and/or an SVG.
+/// Draws the density histogram of densities measured on `tokens` tokens to a PNG
+/// (`width × height` pixels) and/or an SVG: bars from the floor `log10(1/tokens)` to 0, dashed
+/// lines at the floor and at 10 %, dead features counted in the subtitle.
 pub fn plot_density_histogram(
     density: &[f64],
+    tokens: u64,
     title: &str,
     png: Option<&Path>,
     svg: Option<&Path>,
     size: (u32, u32),
 ) -> Result<DensityHistogram> {
     register_font()?;
-    let h = density_histogram(density);
+    let h = density_histogram(density, tokens);
     if let Some(p) = png {
         draw(BitMapBackend::new(p, size).into_drawing_area(), title, &h)
             .map_err(|e| PrismError::io(p, std::io::Error::other(e)))?;
@@ -78,6 +129,49 @@ pub fn plot_density_histogram(
             .map_err(|e| PrismError::io(p, std::io::Error::other(e)))?;
     }
     Ok(h)
+}
+
+/// The densities of several dictionaries on one plot: for each, the share of its live features
+/// in each log10-density bin (dictionaries of different sizes compare), plus vertical markers at
+/// 10 % and at the floor of the fewest tokens measured. Pass the result to [`plot_xy`].
+///
+/// ```
+/// let a = (String::from("8x"), vec![0.001, 0.01, 0.0], 1000u64);
+/// let series = prism_stats::density_overlay_series(&[a]);
+/// assert_eq!(series[0].name, "8x (2 live, 1 dead)");
+/// let share: f64 = series[0].points.iter().map(|p| p.1).sum();
+/// assert!((share - 1.0).abs() < 1e-12);
+/// ```
+pub fn density_overlay_series(dictionaries: &[(String, Vec<f64>, u64)]) -> Vec<Series> {
+    let mut out = Vec::new();
+    let mut top = 0.0f64;
+    let mut floor = f64::MIN;
+    for (name, density, tokens) in dictionaries {
+        let h = density_histogram(density, *tokens);
+        floor = floor.max(h.floor);
+        let live: usize = h.bins.iter().map(|b| b.2).sum();
+        let points: Vec<(f64, f64)> = h
+            .bins
+            .iter()
+            .map(|b| ((b.0 + b.1) / 2.0, b.2 as f64 / live.max(1) as f64))
+            .collect();
+        top = points.iter().fold(top, |t, p| t.max(p.1));
+        out.push(Series {
+            name: format!("{name} ({live} live, {} dead)", h.dead),
+            points,
+            mark: Mark::Line,
+        });
+    }
+    for (x, name) in [(-1.0, "10 % density"), (floor, "fired once (1/N)")] {
+        if !out.is_empty() && x.is_finite() && x > f64::MIN {
+            out.push(Series {
+                name: name.into(),
+                points: vec![(x, 0.0), (x, top)],
+                mark: Mark::Reference,
+            });
+        }
+    }
+    out
 }
 
 /// A heat map of `values` (`rows × cols`, row-major; NaN cells left blank) on a diverging
@@ -191,6 +285,9 @@ pub enum Mark {
     Line,
     /// Dots only (scatter plots).
     Dots,
+    /// A grey dashed line through the points, no dots, no colour of its own: a reference such
+    /// as a threshold.
+    Reference,
 }
 
 /// One named set of `(x, y)` points.
@@ -263,7 +360,7 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(44, 160, 44),
     RGBColor(255, 127, 14),
     RGBColor(148, 103, 189),
-    RGBColor(127, 127, 127),
+    RGBColor(140, 86, 75),
 ];
 
 fn draw_xy<DB: DrawingBackend>(
@@ -304,9 +401,22 @@ fn draw_xy<DB: DrawingBackend>(
                 .label_style(("sans-serif", 13))
                 .draw()
                 .map_err(err)?;
-            for (i, s) in series.iter().enumerate() {
-                let colour = PALETTE[i % PALETTE.len()];
+            let mut coloured = 0;
+            for s in series {
                 let pts = s.points.clone();
+                if s.mark == Mark::Reference {
+                    let grey = RGBColor(110, 110, 110);
+                    chart
+                        .draw_series(DashedLineSeries::new(pts, 6, 4, grey.stroke_width(1)))
+                        .map_err(err)?
+                        .label(s.name.clone())
+                        .legend(move |(x, y)| {
+                            PathElement::new([(x, y), (x + 16, y)], grey.stroke_width(1))
+                        });
+                    continue;
+                }
+                let colour = PALETTE[coloured % PALETTE.len()];
+                coloured += 1;
                 if s.mark == Mark::Line {
                     chart
                         .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))

@@ -1,18 +1,39 @@
 //! The density histogram: PNG decodes at the requested size and is not blank; SVG parses.
 
+use std::path::Path;
+
 use prism_stats::plot_density_histogram;
 
 #[test]
 fn density_histogram_png_and_svg() {
     let dir = tempfile::tempdir().unwrap();
     let (png, svg) = (dir.path().join("d.png"), dir.path().join("d.svg"));
+    let (png, svg) = match std::env::var("PRISM_KEEP_PLOTS") {
+        Ok(keep) => (
+            Path::new(&keep).join("d.png"),
+            Path::new(&keep).join("d.svg"),
+        ), // to look at
+        Err(_) => (png, svg),
+    };
     // 200 live features around 1e-3, a spike of 40 near 0.2, and 10 dead ones.
     let mut density: Vec<f64> = (0..200).map(|i| 1e-3 * (1.0 + (i % 7) as f64)).collect();
     density.extend(std::iter::repeat_n(0.2, 40));
     density.extend(std::iter::repeat_n(0.0, 10));
-    let h = plot_density_histogram(&density, "layer 15 MLP", Some(&png), Some(&svg), (640, 400))
-        .unwrap();
+    let h = plot_density_histogram(
+        &density,
+        10_000,
+        "layer 15 MLP",
+        Some(&png),
+        Some(&svg),
+        (640, 400),
+    )
+    .unwrap();
     assert_eq!(h.dead, 10);
+    // Measured on 10 000 tokens: nothing rarer than 1e-4 can be seen, so the axis starts there.
+    assert_eq!(h.floor, -4.0);
+    assert_eq!(h.bins[0].0, -4.0);
+    assert_eq!(h.bins.last().unwrap().1, 0.0);
+    assert_eq!(h.above_tenth, 40);
     assert_eq!(h.bins.iter().map(|b| b.2).sum::<usize>(), 240);
     let spike = h
         .bins
@@ -58,4 +79,9 @@ fn density_histogram_png_and_svg() {
     let live_bins = h.bins.iter().filter(|b| b.2 > 0).count();
     assert!(rects > live_bins, "{rects} rects for {live_bins} bars");
     assert!(texts.contains("10 dead"), "caption: {texts}");
+    assert!(texts.contains("40 above 10 %"), "caption: {texts}");
+    assert!(
+        texts.contains("fired once (1/N)") && texts.contains("10 %"),
+        "markers: {texts}"
+    );
 }

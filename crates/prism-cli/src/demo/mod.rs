@@ -12,7 +12,8 @@
 //! 6. Randomise the model (all weights; all but the embeddings), train the first configuration
 //!    on each, compare with the real model's dictionary: MMCS, densities, what features respond
 //!    to (single-token features, features firing on > 10% of tokens).
-//! 7. Top-activating contexts for features sampled across density bands: an HTML browser.
+//! 7. A feature browser of every feature of the first dictionary: top contexts from distinct
+//!    windows, quantile samples, activation and logit-effect histograms, nearest features.
 //! 8. Causal patching on capital-city prompt pairs (GeoNames): exact patching of the residual
 //!    stream, attribution patching against it, and a circuit of the first dictionary's features.
 //! 9. Truth probes on GeoNames city statements and number comparisons (geometry-of-truth):
@@ -94,7 +95,8 @@ pub struct Plan {
     pub epochs: u64,
     pub sizes: [usize; 2],
     pub l1: [f32; 2],
-    pub browser_features: usize,
+    /// Held-out tokens the feature browser scans.
+    pub browser_tokens: u64,
     pub context_features: usize,
     /// Statements probed per dataset (cities, neg_cities, larger_than) …
     pub probe_statements: usize,
@@ -135,7 +137,7 @@ impl DemoArgs {
             epochs: self.epochs.max(1),
             sizes: [self.expansion[0] * c.d_model, self.expansion[1] * c.d_model],
             l1: [self.l1[0], self.l1[1]],
-            browser_features: if self.quick { 8 } else { 24 },
+            browser_tokens: if self.quick { 4096 } else { 32_768 },
             context_features: if self.quick { 16 } else { 48 },
             probe_statements: if self.quick { 96 } else { 640 },
             probe_stride: if self.quick { 10 } else { 1 },
@@ -155,7 +157,8 @@ fn expected_seconds(plan: &Plan, layers: usize, hook_layer: usize) -> f64 {
         plan.epochs as f64 * (3.0 * plan.tokens as f64 + 2.0 * plan.random_tokens as f64);
     let train = train_tokens / 20_000.0 + plan.epochs as f64 * plan.tokens as f64 / 6_000.0;
     let eval = 6.0 * plan.eval_tokens as f64 * 3.5 / 380.0;
-    let contexts = 4.0 * plan.eval_tokens as f64 / 380.0;
+    let contexts =
+        4.0 * plan.eval_tokens as f64 / 380.0 + plan.browser_tokens as f64 / harvest_rate;
     // Probes: ~16 tokens a statement (padded), every block; SHIFT: about 60 % of its sample in
     // the sets, 3 + trials passes up to the hook.
     let probes = 3.0 * plan.probe_statements as f64 * 16.0 / 400.0
@@ -205,7 +208,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     // 3. Evaluate on held-out windows.
     // The randomised models' caches (below) take a shorter prefix of the same window stream,
     // so text after the real cache's training data is held out from all of them.
-    let eval_windows = stage.eval_windows(&model, &[&real_cache])?;
+    let eval_windows = stage.eval_windows(&model, &[&real_cache], plan.eval_tokens)?;
     let mut results: Vec<DictResult> = Vec::new();
     for (name, dir) in &trained {
         results.push(stage.evaluate(&model, name, dir, &eval_windows, "real model")?);
@@ -236,8 +239,11 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     // 5 and 6. Similarities.
     let sims = stage.similarities(&results, &random)?;
 
-    // 7. Feature browser for the first dictionary.
-    let browser = stage.browser(&model, &results[0], &eval_windows)?;
+    let density_overlay = stage.density_overlay(results.iter().chain(&random))?;
+
+    // 7. Feature browser for every feature of the first dictionary, on more held-out text.
+    let browser_windows = stage.eval_windows(&model, &[&real_cache], plan.browser_tokens)?;
+    let browser = stage.browser(&model, &results[0], &results[1], &browser_windows)?;
 
     // 8. Causal patching and a circuit of the first dictionary's features.
     let patching = patching::patching_step(
@@ -260,6 +266,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         random: &random,
         sims: &sims,
         browser: &browser,
+        density_overlay: &density_overlay,
         patching: &patching,
         probes: &probes,
     };

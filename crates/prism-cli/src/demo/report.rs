@@ -15,10 +15,22 @@ fn rel(out: &Path, p: &Path) -> String {
     p.strip_prefix(out).unwrap_or(p).display().to_string()
 }
 
-fn metrics_row(r: &DictResult) -> String {
-    let (m, d) = (&r.eval.reconstruction, &r.eval.downstream);
+/// A token (or any raw text) as a Markdown code span, so `*`, `_` and the like stay literal;
+/// whitespace is made visible by quoting.
+pub(crate) fn code(text: &str) -> String {
+    let quoted = format!("{text:?}");
+    if quoted.contains('`') {
+        format!("`` {quoted} ``")
+    } else {
+        format!("`{quoted}`")
+    }
+}
+
+/// The reconstruction half of the metrics (one row).
+fn reconstruction_row(r: &DictResult) -> String {
+    let m = &r.eval.reconstruction;
     format!(
-        "| {} | {} | {} | {:.2} | {:.3} | {:.4} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.4} |",
+        "| `{}` | {} | {} | {:.2} | {:.3} | {:.4} | {:.3} | {:.3} | {:.3} | {:.3} |",
         r.name,
         r.on,
         r.sae.w_dec.dims()[0],
@@ -29,6 +41,15 @@ fn metrics_row(r: &DictResult) -> String {
         m.cossim,
         m.l2_ratio,
         m.relative_reconstruction_bias,
+    )
+}
+
+/// The downstream half of the metrics (one row).
+fn downstream_row(r: &DictResult) -> String {
+    let d = &r.eval.downstream;
+    format!(
+        "| `{}` | {:.3} | {:.3} | {:.3} | {:.3} | {:.4} |",
+        r.name,
         d.loss_original,
         d.loss_reconstructed,
         d.loss_zero,
@@ -47,6 +68,8 @@ pub struct Findings<'a> {
     pub sims: &'a [SimRow],
     /// The feature browser.
     pub browser: &'a Path,
+    /// The densities of every dictionary on one plot.
+    pub density_overlay: &'a Path,
     /// The causal step.
     pub patching: &'a PatchingResult,
     /// Probes and SHIFT.
@@ -65,6 +88,7 @@ pub fn write_report(
         random,
         sims,
         browser,
+        density_overlay,
         patching,
         probes,
     } = *findings;
@@ -92,14 +116,42 @@ pub fn write_report(
         seconds / 60.0
     );
     let _ = writeln!(w, "## Metrics\n");
+    let _ = writeln!(w, "### Reconstruction and sparsity\n");
     let _ = writeln!(
         w,
-        "| dictionary | evaluated on | features | L0 | frac_alive | mse | frac_variance_explained | cossim | l2_ratio | relative_reconstruction_bias | loss_original | loss_reconstructed | loss_zero | frac_recovered | kl_div_with_sae |"
+        "| dictionary | evaluated on | features | L0 | frac_alive | mse | FVE | cossim | l2_ratio | rel. bias |"
     );
-    let _ = writeln!(w, "|{}", "---|".repeat(15));
+    let _ = writeln!(w, "|{}", "---|".repeat(10));
     for r in results.iter().chain(random) {
-        let _ = writeln!(w, "{}", metrics_row(r));
+        let _ = writeln!(w, "{}", reconstruction_row(r));
     }
+    let _ = writeln!(
+        w,
+        "\nL0: features active per token (mean). frac_alive: share of features that fired at \
+         least once on the evaluation tokens. mse: mean squared error per activation element. \
+         FVE (frac_variance_explained): 1 − residual variance / activation variance. cossim: mean \
+         cosine between an activation and its reconstruction. l2_ratio: mean ‖x̂‖ / ‖x‖ (below 1: \
+         shrinkage). rel. bias (relative_reconstruction_bias): how much a rescaling of x̂ would \
+         help (1 is unbiased). Formulas: METRICS.md.\n"
+    );
+    let _ = writeln!(w, "### Effect on the model's loss\n");
+    let _ = writeln!(
+        w,
+        "| dictionary | loss_original | loss_reconstructed | loss_zero | frac_recovered | kl_div_with_sae |"
+    );
+    let _ = writeln!(w, "|{}", "---|".repeat(6));
+    for r in results.iter().chain(random) {
+        let _ = writeln!(w, "{}", downstream_row(r));
+    }
+    let _ = writeln!(
+        w,
+        "\nLosses are next-token cross-entropy in nats on the held-out windows: the model as is \
+         (loss_original), with the hook's output replaced by the reconstruction \
+         (loss_reconstructed), and zero-ablated (loss_zero). frac_recovered = (loss_zero − \
+         loss_reconstructed) / (loss_zero − loss_original): 1 means the reconstruction loses \
+         nothing. kl_div_with_sae: KL(original ‖ spliced) of the next-token distributions, in \
+         nats per token."
+    );
     let _ = writeln!(
         w,
         "\n`{}` uses L1 = {} with {} features; `{}` L1 = {} with {} features; `{}` is the first \
@@ -121,7 +173,7 @@ pub fn write_report(
     for r in [small, pruned, large] {
         let _ = writeln!(
             w,
-            "| {} | {} | {:.2} | {:.3} | {:.3} |",
+            "| `{}` | {} | {:.2} | {:.3} | {:.3} |",
             r.name,
             r.sae.w_dec.dims()[0],
             r.eval.reconstruction.l0,
@@ -129,6 +181,11 @@ pub fn write_report(
             r.eval.reconstruction.frac_variance_explained
         );
     }
+    let _ = writeln!(
+        w,
+        "\nfeatures: dictionary size after pruning; L0, frac_recovered and FVE as in the tables \
+         above, on the same held-out tokens."
+    );
     let better = pruned.eval.downstream.frac_recovered > large.eval.downstream.frac_recovered;
     let _ = writeln!(
         w,
@@ -154,10 +211,15 @@ pub fn write_report(
     for s in sims {
         let _ = writeln!(
             w,
-            "| {} | {} | {:.3} | {:.3} |",
+            "| `{}` | `{}` | {:.3} | {:.3} |",
             s.a, s.b, s.mmcs_a_to_b, s.mmcs_b_to_a
         );
     }
+    let _ = writeln!(
+        w,
+        "\nMMCS A→B: for each decoder direction of A, the largest cosine with any direction of \
+         B, averaged over A (1: every feature of A has an exact copy in B); B→A the other way."
+    );
     let seeds = sims[0].mmcs_a_to_b;
     let vs_random = sims[1..=random.len()]
         .iter()
@@ -187,7 +249,7 @@ pub fn write_report(
         if let Some(t) = &r.traits {
             let _ = writeln!(
                 w,
-                "| {} | {:.1}% | {} | {} ({:.0}%) |",
+                "| `{}` | {:.1}% | {} | {} ({:.0}%) |",
                 r.name,
                 100.0 * t.frac_dense,
                 t.sampled,
@@ -207,25 +269,38 @@ pub fn write_report(
         if let Some(t) = &r.traits {
             let _ = writeln!(w, "- `{}`:", r.name);
             for (f, d, peaks) in t.examples.iter().take(4) {
-                let shown: Vec<String> = peaks.iter().take(5).map(|p| format!("{p:?}")).collect();
+                let shown: Vec<String> = peaks.iter().take(5).map(|p| code(p)).collect();
                 let _ = writeln!(w, "  - {f} (density {d:.4}): {}", shown.join(", "));
             }
         }
     }
 
     let _ = writeln!(w, "\n## Feature densities\n");
+    let _ = writeln!(
+        w,
+        "Share of each dictionary's live features per log10-density bin, on {} held-out tokens \
+         (the dashed markers: a feature that fired once, and the notes' 10 % threshold):\n\n\
+         ![densities]({})\n\nEach dictionary alone (dead features counted in the subtitle):\n",
+        plan.eval_tokens,
+        rel(out, density_overlay)
+    );
     for r in results.iter().chain(random) {
         let _ = writeln!(w, "![{}]({})\n", r.name, rel(out, &r.density_png));
     }
     let _ = writeln!(
         w,
-        "## Top-activating contexts\n\n[{}]({}) shows {} features of `{}` sampled across density \
-         bands: their top contexts with per-token activations and the tokens each feature's \
-         decoder direction promotes and suppresses through the unembedding.\n",
+        "## Feature browser\n\n[{}]({}) (open it in a browser; it works offline) shows every \
+         feature of `{}` scanned over {} held-out tokens: density, activation histogram, top \
+         contexts from distinct windows centred on the peak, uniform samples from activation \
+         quantile bands, the logit effect of the decoder direction (histogram over the \
+         vocabulary, most promoted and suppressed tokens), and the nearest features by decoder \
+         cosine in the same dictionary and in `{}` (the other seed). Search by feature id or \
+         token; filter by density band.\n",
         rel(out, browser),
         rel(out, browser),
-        plan.browser_features,
-        small.name
+        small.name,
+        plan.browser_tokens,
+        seed1.name
     );
     write_patching(w, out, patching);
     write_probes(w, out, probes);

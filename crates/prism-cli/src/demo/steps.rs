@@ -13,8 +13,9 @@ use prism_sae::Sae;
 use prism_sae::train::{ArchitectureConfig, EngineChoice, FitOptions, Run, TrainConfig, fit};
 use prism_similarity::{SimilarityOptions, compare};
 use prism_stats::{
-    Evaluation, PruneRule, evaluate, feature_browser_html, features_to_keep,
-    plot_density_histogram, sample_across_density_bands, top_activating,
+    BrowserOptions, Evaluation, PruneRule, XyPlot, build_feature_browser, density_overlay_series,
+    evaluate, features_to_keep, plot_density_histogram, plot_xy, sample_across_density_bands,
+    top_activating,
 };
 
 use super::{DemoArgs, Plan};
@@ -218,6 +219,7 @@ impl<'a> Stage<'a> {
         &self,
         model: &Model,
         caches: &[&ActivationStore],
+        tokens: u64,
     ) -> Result<Vec<Vec<u32>>> {
         let training = caches
             .iter()
@@ -228,7 +230,7 @@ impl<'a> Stage<'a> {
             &model.tokenizer,
             &HeldOutRequest {
                 ctx: self.plan.ctx,
-                tokens: self.plan.eval_tokens,
+                tokens,
                 start: EvalStart::AfterTraining,
                 training: &training,
                 allow_overlap: false,
@@ -261,6 +263,7 @@ impl<'a> Stage<'a> {
         let density_png = plots.join(format!("{name}_density.png"));
         plot_density_histogram(
             &eval.reconstruction.feature_density,
+            eval.reconstruction.tokens,
             &format!("{name} ({on}): log10 feature density"),
             Some(&density_png),
             None,
@@ -317,11 +320,7 @@ impl<'a> Stage<'a> {
         let mut single_token = 0;
         let mut examples = Vec::new();
         for rep in &reports {
-            let peaks: Vec<String> = rep
-                .top
-                .iter()
-                .map(|c| c.tokens.get(c.position).cloned().unwrap_or_default())
-                .collect();
+            let peaks: Vec<String> = rep.top.iter().map(|c| c.peak_token().to_string()).collect();
             if peaks.len() >= 3 && peaks.iter().all(|p| *p == peaks[0]) {
                 single_token += 1;
             }
@@ -356,22 +355,66 @@ impl<'a> Stage<'a> {
             .collect()
     }
 
-    /// The HTML feature browser (and its JSON) for features sampled across density bands.
-    pub fn browser(&self, model: &Model, r: &DictResult, windows: &[Vec<u32>]) -> Result<PathBuf> {
-        let features = sample_across_density_bands(
-            &r.eval.reconstruction.feature_density,
-            self.plan.browser_features,
+    /// Every dictionary's density histogram on one plot (`plots/densities.png` and `.svg`).
+    pub fn density_overlay<'r>(
+        &self,
+        all: impl Iterator<Item = &'r DictResult>,
+    ) -> Result<PathBuf> {
+        let series = density_overlay_series(
+            &all.map(|r| {
+                (
+                    r.name.clone(),
+                    r.eval.reconstruction.feature_density.clone(),
+                    r.eval.reconstruction.tokens,
+                )
+            })
+            .collect::<Vec<_>>(),
         );
-        let reports = top_activating(model, &r.sae, self.hook, windows, &features, 8, 8)?;
-        let html = feature_browser_html(
-            &format!("{} at {}: features across density bands", r.name, self.hook),
-            &reports,
-        );
+        let png = self.args.out.join("plots").join("densities.png");
+        plot_xy(
+            &series,
+            &XyPlot {
+                title: "Feature densities of every dictionary (share of live features per bin)",
+                x: "log10(feature density)",
+                y: "share of live features",
+                log_x: false,
+            },
+            Some(&png),
+            Some(&png.with_extension("svg")),
+            (1000, 560),
+        )?;
+        Ok(png)
+    }
+
+    /// The feature browser of every feature of `r` over `windows`, with each feature's nearest
+    /// features in `other` (the other seed's dictionary).
+    pub fn browser(
+        &self,
+        model: &Model,
+        r: &DictResult,
+        other: &DictResult,
+        windows: &[Vec<u32>],
+    ) -> Result<PathBuf> {
         let path = self.args.out.join("features.html");
-        prism_core::atomic_write(&path, html.as_bytes())?;
-        let json = serde_json::to_string_pretty(&reports)
-            .map_err(|e| PrismError::InvalidInput(e.to_string()))?;
-        prism_core::atomic_write(&self.args.out.join("features.json"), json.as_bytes())?;
+        let pb = bar(
+            windows.len() as u64,
+            &format!("feature browser of {}", r.name),
+        );
+        let options = BrowserOptions {
+            other: Some((&other.name, &other.sae)),
+            ..BrowserOptions::default()
+        };
+        build_feature_browser(
+            model,
+            &r.sae,
+            self.hook,
+            windows,
+            &format!("{} at {}", r.name, self.hook),
+            &path,
+            &options,
+            |done| pb.set_position(done as u64),
+        )?;
+        pb.finish_and_clear();
         Ok(path)
     }
 }
