@@ -6,7 +6,7 @@
 //!    wall time and the process's peak resident memory.
 //!
 //! ```text
-//! cargo run --release --example bench_stats -- [--model PATH] [--data DIR] [--only similarity]
+//! cargo run --release --example bench_stats -- [--model PATH] [--data DIR] [--only similarity|eval]
 //! ```
 
 #[path = "common/args.rs"]
@@ -44,37 +44,39 @@ fn main() -> Result<()> {
     let data = opt("--data").unwrap_or_else(|| "assets/python-docs".into());
     let device = prism::core::device("cpu")?;
 
+    let only = opt("--only");
     // 2 first, on a fresh process heap.
     let (m, d) = (32768, 512);
-    let a = Tensor::<2>::random([m, d], Distribution::Normal(0.0, 1.0), &device);
-    let b = Tensor::<2>::random([m, d], Distribution::Normal(0.0, 1.0), &device);
-    let before = peak_rss_mib();
-    let t0 = Instant::now();
-    let s = compare_directions(a.clone(), b.clone(), &SimilarityOptions::default())?;
-    let secs = t0.elapsed().as_secs_f64();
-    // The floor any implementation pays: the same chunked cosine GEMMs, read back to the host.
-    let t0 = Instant::now();
-    let bt = b.transpose();
-    for start in (0..m).step_by(1024) {
-        let sims = a.clone().narrow(0, start, 1024).matmul(bt.clone());
-        std::hint::black_box(prism::core::to_vec(sims)?);
+    if only.as_deref() != Some("eval") {
+        let a = Tensor::<2>::random([m, d], Distribution::Normal(0.0, 1.0), &device);
+        let b = Tensor::<2>::random([m, d], Distribution::Normal(0.0, 1.0), &device);
+        let before = peak_rss_mib();
+        let t0 = Instant::now();
+        let s = compare_directions(a.clone(), b.clone(), &SimilarityOptions::default())?;
+        let secs = t0.elapsed().as_secs_f64();
+        // The floor any implementation pays: the same chunked cosine GEMMs, read back to the host.
+        let t0 = Instant::now();
+        let bt = b.transpose();
+        for start in (0..m).step_by(1024) {
+            let sims = a.clone().narrow(0, start, 1024).matmul(bt.clone());
+            std::hint::black_box(prism::core::to_vec(sims)?);
+        }
+        let gemm_secs = t0.elapsed().as_secs_f64();
+        println!(
+            "the bare cosine GEMMs (32 chunks of 1024 × {m}, read back): {gemm_secs:.1}s; similarity = {:.2}× that",
+            secs / gemm_secs
+        );
+        println!(
+            "similarity {m}×{d} vs {m}×{d}: {secs:.1}s, mmcs {:.3}/{:.3}, {} matched pairs ({}), peak RSS {:.0} MiB (inputs alone {:.0} MiB)",
+            s.mmcs_a_to_b,
+            s.mmcs_b_to_a,
+            s.matching.as_ref().map_or(0, |x| x.pairs.len()),
+            s.matching.as_ref().map_or("none", |x| x.method),
+            peak_rss_mib(),
+            before
+        );
     }
-    let gemm_secs = t0.elapsed().as_secs_f64();
-    println!(
-        "the bare cosine GEMMs (32 chunks of 1024 × {m}, read back): {gemm_secs:.1}s; similarity = {:.2}× that",
-        secs / gemm_secs
-    );
-    println!(
-        "similarity {m}×{d} vs {m}×{d}: {secs:.1}s, mmcs {:.3}/{:.3}, {} matched pairs ({}), peak RSS {:.0} MiB (inputs alone {:.0} MiB)",
-        s.mmcs_a_to_b,
-        s.mmcs_b_to_a,
-        s.matching.as_ref().map_or(0, |x| x.pairs.len()),
-        s.matching.as_ref().map_or("none", |x| x.method),
-        peak_rss_mib(),
-        before
-    );
-
-    if opt("--only").as_deref() == Some("similarity") {
+    if only.as_deref() == Some("similarity") {
         return Ok(());
     }
 

@@ -167,7 +167,62 @@ impl Transformer {
         self.run(batch, hooks, true)
     }
 
-    fn run(&self, batch: &TokenBatch, hooks: &Hooks, stop_early: bool) -> Result<ForwardOutput> {
+    /// Resumes a forward pass at the input of block `layer`: `resid_pre` is the value that
+    /// entered `blocks.{layer}.hook_resid_pre` in a pass over the same `batch` (captured there),
+    /// and blocks `layer..` and the unembedding run from it under `hooks`. A pass that shares its
+    /// first `layer` blocks with another — loss recovered's spliced and zeroed runs, patching at
+    /// later layers — pays only for the rest. Hooks before `layer` cannot fire and are refused.
+    ///
+    /// ```
+    /// # let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/llama_gqa");
+    /// # let model = prism_models::Model::load(&dir, &prism_core::device("cpu").unwrap()).unwrap();
+    /// use prism_core::{HookPoint, Hooks};
+    /// let batch = prism_models::TokenBatch::from_sequences(&[vec![1, 2, 3]], 0)?;
+    /// let hook = HookPoint::ResidPre(1);
+    /// let mut clean = model.forward(&batch, &Hooks::new().capture(hook))?;
+    /// let resid = clean.take(hook)?.into_rank3()?;
+    /// let resumed = model.transformer.forward_from(&batch, 1, resid, &Hooks::new())?;
+    /// assert_eq!(resumed.logits()?.to_data(), clean.logits()?.to_data());
+    /// # Ok::<(), prism_core::PrismError>(())
+    /// ```
+    pub fn forward_from(
+        &self,
+        batch: &TokenBatch,
+        layer: usize,
+        resid_pre: Tensor<3>,
+        hooks: &Hooks,
+    ) -> Result<ForwardOutput> {
+        let cfg = &self.config;
+        if layer >= cfg.n_layers {
+            return Err(PrismError::InvalidInput(format!(
+                "cannot resume at block {layer} of a {}-block model",
+                cfg.n_layers
+            )));
+        }
+        if let Some(early) = hooks
+            .hook_points()
+            .into_iter()
+            .find(|h| h.layer().is_none_or(|l| l < layer) && *h != HookPoint::LnFinal)
+        {
+            return Err(PrismError::Hook {
+                hook: early.to_string(),
+                message: format!("comes before block {layer}, where this pass resumes"),
+            });
+        }
+        let dims = resid_pre.dims();
+        if dims != [batch.batch, batch.seq, cfg.d_model] {
+            return Err(PrismError::Shape(format!(
+                "resuming needs the residual stream [{}, {}, {}], got {dims:?}",
+                batch.batch, batch.seq, cfg.d_model
+            )));
+        }
+        self.check(batch, hooks)?;
+        let run = hooks.start_padded(&batch.lengths);
+        self.blocks_and_unembed(batch, resid_pre, layer, hooks, false, run)
+    }
+
+    /// Validates the hooks and the batch against the model.
+    fn check(&self, batch: &TokenBatch, hooks: &Hooks) -> Result<()> {
         let cfg = &self.config;
         let shape = cfg.shape();
         for h in hooks.hook_points() {
@@ -185,7 +240,12 @@ impl Transformer {
                 cfg.vocab_size
             )));
         }
-        let (b, s, d) = (batch.batch, batch.seq, cfg.d_model);
+        Ok(())
+    }
+
+    fn run(&self, batch: &TokenBatch, hooks: &Hooks, stop_early: bool) -> Result<ForwardOutput> {
+        self.check(batch, hooks)?;
+        let (b, s, d) = (batch.batch, batch.seq, self.config.d_model);
         let mut run = hooks.start_padded(&batch.lengths);
         let ids = batch.to_tensor(&self.device).reshape([b * s]);
         let tok = self.embed.clone().select(0, ids).reshape([b, s, d]);
@@ -198,6 +258,22 @@ impl Transformer {
                 .expand([b, s, d]);
             x = x + run.visit3(HookPoint::PosEmbed, pos)?;
         }
+        self.blocks_and_unembed(batch, x, 0, hooks, stop_early, run)
+    }
+
+    /// Blocks `first..` (up to the deepest hook when `stop_early`), the final norm and the
+    /// unembedding, from the residual stream `x` entering block `first`.
+    fn blocks_and_unembed(
+        &self,
+        batch: &TokenBatch,
+        mut x: Tensor<3>,
+        first: usize,
+        hooks: &Hooks,
+        stop_early: bool,
+        mut run: HookRun<'_>,
+    ) -> Result<ForwardOutput> {
+        let cfg = &self.config;
+        let (b, s, d) = (batch.batch, batch.seq, cfg.d_model);
         let rope = match cfg.positions {
             Positions::Rotary { dims, theta } if dims > 0 => {
                 Some(rotary_tables(s, dims, theta, &self.device))
@@ -213,7 +289,7 @@ impl Transformer {
         } else {
             cfg.n_layers
         };
-        for (l, block) in self.blocks.iter().enumerate().take(last) {
+        for (l, block) in self.blocks.iter().enumerate().take(last).skip(first) {
             x = self.block_forward(l, block, x, &rope, &causal, &mut run)?;
         }
         let logits = if last == cfg.n_layers {

@@ -386,3 +386,67 @@ fn mean_ablation_averages_real_positions_per_head_at_every_hook_kind() {
         }
     }
 }
+
+/// A pass resumed at block l from the residual stream captured there equals the whole pass:
+/// logits, later captures and later interventions — on every fixture architecture (padded
+/// batches included). Hooks it cannot reach and malformed inputs are refused.
+#[test]
+fn a_pass_resumed_at_a_block_equals_the_whole_pass() {
+    for name in MODELS {
+        let (model, batch) = load(name);
+        let n = model.config().n_layers;
+        for l in 0..n {
+            let later = HookPoint::MlpOut(l);
+            let zero_later = Hooks::new().intervene(Intervention::new(later, Edit::Zero));
+            for hooks in [
+                Hooks::new().capture(HookPoint::ResidPost(n - 1)),
+                zero_later,
+            ] {
+                let mut whole = model
+                    .forward(&batch, &hooks.clone().capture(HookPoint::ResidPre(l)))
+                    .unwrap();
+                let resid = whole
+                    .take(HookPoint::ResidPre(l))
+                    .unwrap()
+                    .into_rank3()
+                    .unwrap();
+                let resumed = model
+                    .transformer
+                    .forward_from(&batch, l, resid, &hooks)
+                    .unwrap();
+                assert_eq!(
+                    resumed.logits().unwrap().to_data(),
+                    whole.logits().unwrap().to_data(),
+                    "{name}: resumed at block {l}"
+                );
+                for (hp, act) in &resumed.captures {
+                    assert_eq!(
+                        host(act.clone()),
+                        host(whole.captures[hp].clone()),
+                        "{name} {hp}"
+                    );
+                }
+            }
+        }
+        let resid = || {
+            let mut out = model
+                .forward(&batch, &Hooks::new().capture(HookPoint::ResidPre(1)))
+                .unwrap();
+            out.take(HookPoint::ResidPre(1))
+                .unwrap()
+                .into_rank3()
+                .unwrap()
+        };
+        let t = &model.transformer;
+        let early = Hooks::new().capture(HookPoint::MlpOut(0));
+        assert!(
+            t.forward_from(&batch, 1, resid(), &early).is_err(),
+            "{name}"
+        );
+        let embed = Hooks::new().capture(HookPoint::Embed);
+        assert!(t.forward_from(&batch, 1, resid(), &embed).is_err());
+        assert!(t.forward_from(&batch, n, resid(), &Hooks::new()).is_err());
+        let short = resid().narrow(1, 0, batch.seq - 1);
+        assert!(t.forward_from(&batch, 1, short, &Hooks::new()).is_err());
+    }
+}

@@ -2,12 +2,10 @@
 //! the hook point, and with the activation zeroed (METRICS.md).
 
 use burn::tensor::Tensor;
-use burn::tensor::TensorData;
-use burn::tensor::activation::log_softmax;
 use prism_core::{
     Activation, Dictionary, Edit, HookPoint, Hooks, HostTensor, Intervention, PrismError, Result,
 };
-use prism_models::{Model, TokenBatch, next_token_nll};
+use prism_models::{Model, TokenBatch};
 
 use crate::reconstruction::ReconstructionStats;
 
@@ -71,23 +69,98 @@ impl DownstreamStats {
     }
 }
 
-/// Sum of the masked next-token NLL of `logits`, as f64.
-fn nll_sum(logits: Tensor<3>, batch: &TokenBatch) -> Result<f64> {
-    let (nll, mask) = next_token_nll(logits, batch)?;
-    Ok((nll * mask).sum().into_scalar::<f32>() as f64)
+/// One position's contribution, from the three runs' logit rows: the next-token NLL of each
+/// (when `target` is given) and KL(original ‖ reconstructed), KL(original ‖ zeroed). Read in
+/// one pass per row with f64 sums; `scratch` holds exp(original − max) between passes.
+fn position_sums(rows: [&[f32]; 3], target: Option<usize>, scratch: &mut Vec<f32>) -> [f64; 5] {
+    let [o, r, z] = rows;
+    let max = |row: &[f32]| row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = |row: &[f32], m: f32| {
+        m as f64
+            + row
+                .iter()
+                .map(|&x| ((x - m).exp()) as f64)
+                .sum::<f64>()
+                .ln()
+    };
+    let mo = max(o);
+    scratch.clear();
+    scratch.extend(o.iter().map(|&x| (x - mo).exp()));
+    let sum_o: f64 = scratch.iter().map(|&e| e as f64).sum();
+    let lse_o = mo as f64 + sum_o.ln();
+    let (lse_r, lse_z) = (lse(r, max(r)), lse(z, max(z)));
+    // KL(p ‖ q) = Σ p (x − y) − lse_p + lse_q, p = exp(x − lse_p).
+    let (mut dr, mut dz) = (0.0f64, 0.0f64);
+    for ((&e, &x), (&y, &w)) in scratch.iter().zip(o).zip(r.iter().zip(z)) {
+        dr += e as f64 * (x - y) as f64;
+        dz += e as f64 * (x - w) as f64;
+    }
+    let nll = |lse: f64, row: &[f32]| target.map_or(0.0, |t| lse - row[t] as f64);
+    [
+        nll(lse_o, o),
+        nll(lse_r, r),
+        nll(lse_z, z),
+        dr / sum_o - lse_o + lse_r,
+        dz / sum_o - lse_o + lse_z,
+    ]
 }
 
-/// Sum over real positions of KL(p ‖ q), the distributions given by logits `[b, s, V]`.
-fn kl_sum(p_logits: &Tensor<3>, q_logits: Tensor<3>, mask: &Tensor<2>) -> f64 {
-    let [b, s, _] = p_logits.dims();
-    let lp = log_softmax(p_logits.clone(), 2);
-    let lq = log_softmax(q_logits, 2);
-    let kl = (lp.clone().exp() * (lp - lq)).sum_dim(2).reshape([b, s]);
-    (kl * mask.clone()).sum().into_scalar::<f32>() as f64
+/// Adds the batch's losses and KLs to `down`: the three runs' logits are read back once and
+/// scored position by position on all cores (padding skipped).
+fn add_downstream(
+    down: &mut DownstreamStats,
+    batch: &TokenBatch,
+    logits: [Tensor<3>; 3],
+) -> Result<()> {
+    use rayon::prelude::*;
+    let [o, r, z] = logits.map(HostTensor::from_burn);
+    let (o, r, z) = (o?, r?, z?);
+    let (s, v) = (batch.seq, o.shape[2]);
+    if let Some(bad) = batch.ids.iter().find(|&&t| t as usize >= v) {
+        return Err(PrismError::InvalidInput(format!(
+            "token id {bad} is outside the vocabulary of {v}"
+        )));
+    }
+    let positions: Vec<(usize, usize)> = (0..batch.batch)
+        .flat_map(|i| (0..batch.lengths[i]).map(move |t| (i, t)))
+        .collect();
+    let sums = positions
+        .par_iter()
+        .fold(
+            || ([0.0f64; 5], Vec::with_capacity(v)),
+            |(mut acc, mut scratch), &(i, t)| {
+                let at = (i * s + t) * v;
+                let target = (t + 1 < batch.lengths[i]).then(|| batch.ids[i * s + t + 1] as usize);
+                let rows = [
+                    &o.data[at..at + v],
+                    &r.data[at..at + v],
+                    &z.data[at..at + v],
+                ];
+                let p = position_sums(rows, target, &mut scratch);
+                acc.iter_mut().zip(p).for_each(|(a, x)| *a += x);
+                (acc, scratch)
+            },
+        )
+        .map(|(acc, _)| acc)
+        .reduce(|| [0.0; 5], |a, b| std::array::from_fn(|k| a[k] + b[k]));
+    down.targets += batch
+        .lengths
+        .iter()
+        .map(|&l| l.saturating_sub(1) as f64)
+        .sum::<f64>();
+    down.positions += positions.len() as f64;
+    down.loss_original += sums[0];
+    down.loss_reconstructed += sums[1];
+    down.loss_zero += sums[2];
+    down.kl_sae += sums[3];
+    down.kl_ablation += sums[4];
+    Ok(())
 }
 
 /// Evaluates one batch: reconstruction metrics on the real (unpadded) positions and the three
-/// runs for loss recovered and KL. The hook must carry one vector per token.
+/// runs for loss recovered and KL — the clean run whole, the spliced and zeroed runs from the
+/// hook's block on ([`prism_models::Transformer::forward_from`]). The hook must carry one vector
+/// per token.
 pub fn evaluate_batch(
     model: &Model,
     dict: &dyn Dictionary,
@@ -96,7 +169,27 @@ pub fn evaluate_batch(
     recon: &mut ReconstructionStats,
     down: &mut DownstreamStats,
 ) -> Result<()> {
-    let mut clean = model.forward(batch, &Hooks::new().capture(hook))?;
+    // The spliced and zeroed runs share the clean run's blocks before the hook's: they resume
+    // from the residual stream entering the hook's block.
+    let resume_at = hook.layer();
+    let mut capture = Hooks::new().capture(hook);
+    if let Some(l) = resume_at {
+        capture = capture.capture(HookPoint::ResidPre(l));
+    }
+    let mut clean = model.forward(batch, &capture)?;
+    let resume = match resume_at {
+        Some(l) if hook == HookPoint::ResidPre(l) => {
+            Some((l, clean.captures[&hook].clone().into_rank3()?))
+        }
+        Some(l) => Some((l, clean.take(HookPoint::ResidPre(l))?.into_rank3()?)),
+        None => None,
+    };
+    let finish = |hooks: &Hooks| match &resume {
+        Some((l, resid)) => model
+            .transformer
+            .forward_from(batch, *l, resid.clone(), hooks),
+        None => model.forward(batch, hooks),
+    };
     let act = clean
         .take(hook)?
         .into_rank3()
@@ -139,27 +232,8 @@ pub fn evaluate_batch(
         hook,
         Edit::Replace(Activation::Rank3(x_hat.reshape([b, s, d]))),
     ));
-    let reconstructed = model.forward(batch, &spliced)?.logits()?;
-    let zeroed = model
-        .forward(
-            batch,
-            &Hooks::new().intervene(Intervention::new(hook, Edit::Zero)),
-        )?
-        .logits()?;
-    let mask: Vec<f32> = (0..b)
-        .flat_map(|i| (0..s).map(move |t| if t < batch.lengths[i] { 1.0 } else { 0.0 }))
-        .collect();
-    let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, s]), &original.device());
-    down.targets += batch
-        .lengths
-        .iter()
-        .map(|&l| l.saturating_sub(1) as f64)
-        .sum::<f64>();
-    down.positions += batch.lengths.iter().sum::<usize>() as f64;
-    down.loss_original += nll_sum(original.clone(), batch)?;
-    down.loss_reconstructed += nll_sum(reconstructed.clone(), batch)?;
-    down.loss_zero += nll_sum(zeroed.clone(), batch)?;
-    down.kl_sae += kl_sum(&original, reconstructed, &mask);
-    down.kl_ablation += kl_sum(&original, zeroed, &mask);
+    let reconstructed = finish(&spliced)?.logits()?;
+    let zeroed = finish(&Hooks::new().intervene(Intervention::new(hook, Edit::Zero)))?.logits()?;
+    add_downstream(down, batch, [original, reconstructed, zeroed])?;
     Ok(())
 }

@@ -207,3 +207,111 @@ fn loss_recovered_is_one_for_a_perfect_dictionary_and_zero_for_a_zero_one() {
     .unwrap_err();
     assert!(e.to_string().contains("hook_z"), "{e}");
 }
+
+/// Halves its input: the reconstruction is `0.5 x`.
+struct Half(usize, Device);
+impl Dictionary for Half {
+    fn d_in(&self) -> usize {
+        self.0
+    }
+    fn d_sae(&self) -> usize {
+        self.0
+    }
+    fn encode(&self, x: Tensor<2>) -> Tensor<2> {
+        x * 0.5
+    }
+    fn decode(&self, f: Tensor<2>) -> Tensor<2> {
+        f
+    }
+    fn decoder_directions(&self) -> Tensor<2> {
+        Tensor::eye(self.0, &self.1)
+    }
+}
+
+/// Every loss and KL of `evaluate` against whole forward passes with the same edits, scored in
+/// f64 on the host by hand (log-softmax from its definition), at a hook in the first and in
+/// the last block (the spliced and zeroed runs resume at the hook's block).
+#[test]
+fn losses_and_kl_equal_whole_passes_scored_by_hand() {
+    let (model, batches) = tiny();
+    let d = model.config().d_model;
+    let n = model.config().n_layers;
+    // Σ over real positions: next-token NLL of each run, and KL(clean ‖ run).
+    let by_hand = |edited: &Hooks| -> [f64; 4] {
+        let mut acc = [0.0f64; 4];
+        for b in &batches {
+            let host = |hooks: &Hooks| {
+                HostTensor::from_burn(model.forward(b, hooks).unwrap().logits().unwrap()).unwrap()
+            };
+            let (clean, run) = (host(&Hooks::new()), host(edited));
+            let v = clean.shape[2];
+            let log_softmax = |row: &[f32]| -> Vec<f64> {
+                let m = row.iter().fold(f64::MIN, |m, &x| m.max(x as f64));
+                let z = row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln() + m;
+                row.iter().map(|&x| x as f64 - z).collect()
+            };
+            for i in 0..b.batch {
+                for t in 0..b.lengths[i] {
+                    let at = (i * b.seq + t) * v;
+                    let lp = log_softmax(&clean.data[at..at + v]);
+                    let lq = log_softmax(&run.data[at..at + v]);
+                    if t + 1 < b.lengths[i] {
+                        let next = b.ids[i * b.seq + t + 1] as usize;
+                        acc[0] -= lp[next];
+                        acc[1] -= lq[next];
+                        acc[2] += 1.0;
+                    }
+                    acc[3] += lp
+                        .iter()
+                        .zip(&lq)
+                        .map(|(p, q)| p.exp() * (p - q))
+                        .sum::<f64>();
+                }
+            }
+        }
+        acc
+    };
+    let positions: usize = batches.iter().flat_map(|b| b.lengths.iter()).sum();
+    for hook in [
+        HookPoint::MlpOut(0),
+        HookPoint::ResidPre(n - 1),
+        HookPoint::ResidPost(n - 1),
+    ] {
+        let device = model.device().clone();
+        let e = evaluate(
+            &model,
+            &Half(d, device),
+            hook,
+            batches.iter().cloned().map(Ok),
+            |_| {},
+        )
+        .unwrap()
+        .downstream;
+        let half = by_hand(&Hooks::new().intervene(Intervention::new(hook, Edit::Scale(0.5))));
+        let zero = by_hand(&Hooks::new().intervene(Intervention::new(hook, Edit::Zero)));
+        let close = |a: f64, b: f64, what: &str| {
+            assert!(
+                (a - b).abs() < 1e-5 * b.abs().max(1.0),
+                "{hook} {what}: {a} vs {b}"
+            )
+        };
+        close(e.loss_original, half[0] / half[2], "loss_original");
+        close(
+            e.loss_reconstructed,
+            half[1] / half[2],
+            "loss_reconstructed",
+        );
+        close(e.loss_zero, zero[1] / zero[2], "loss_zero");
+        close(
+            e.kl_div_with_sae,
+            half[3] / positions as f64,
+            "kl_div_with_sae",
+        );
+        close(
+            e.kl_div_with_ablation,
+            zero[3] / positions as f64,
+            "kl_div_with_ablation",
+        );
+        assert!(e.kl_div_with_sae > 0.0 && e.kl_div_with_ablation > e.kl_div_with_sae);
+    }
+}
