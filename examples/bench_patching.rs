@@ -16,7 +16,7 @@
 //! AtP-vs-exact scatter plot.
 //!
 //! ```text
-//! cargo run --release --example bench_patching -- [--model PATH] [--pairs N] [--plot DIR] [--json]
+//! cargo run --release --example bench_patching -- [--model PATH] [--pairs N] [--sweeps resid_pre,z] [--plot DIR] [--json]
 //! ```
 
 #[path = "common/args.rs"]
@@ -76,7 +76,11 @@ fn main() -> Result<()> {
     forward.sort_by(f64::total_cmp);
     let forward = forward[1];
 
-    let sweeps = ["resid_pre", "attn_out", "mlp_out", "resid_post", "z"];
+    let chosen = opt("--sweeps");
+    let sweeps: Vec<&str> = match &chosen {
+        Some(list) => list.split(',').collect(),
+        None => vec!["resid_pre", "attn_out", "mlp_out", "resid_post", "z"],
+    };
     let options = PatchOptions {
         rows_per_forward: 64,
         ..Default::default()
@@ -88,7 +92,7 @@ fn main() -> Result<()> {
     let mut rows = Vec::new();
     let mut all: Vec<(f64, f64)> = Vec::new();
     let mut per_sweep = Vec::new();
-    for item in sweeps {
+    for &item in &sweeps {
         let ns = nodes(&shape, item, seq)?;
         let t = Instant::now();
         let exact = patch(&model, &batch, &ns, &options, |_, _| {})?;
@@ -117,7 +121,7 @@ fn main() -> Result<()> {
     }
     // Every node of the five sweeps in one attribution call.
     let mut every = Vec::new();
-    for item in sweeps {
+    for &item in &sweeps {
         every.extend(nodes(&shape, item, seq)?);
     }
     let t = Instant::now();

@@ -51,7 +51,7 @@ fn quick_demo_writes_a_complete_report() {
         "## Mean max cosine similarity",
         "## Randomised models",
         "## Feature densities",
-        "## Top-activating contexts",
+        "## Feature browser",
         "## Causal patching",
         "## Truth probes and SHIFT",
     ] {

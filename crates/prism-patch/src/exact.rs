@@ -126,9 +126,11 @@ pub fn patch(
     };
     let b = pairs.len();
     let per_pass = (options.rows_per_forward / b).max(1);
+    let groups: Vec<&[Node]> = nodes.chunks(per_pass).collect();
+    let resume = ResumePoints::new(model, target, &groups)?;
     let mut results = Vec::with_capacity(nodes.len());
     let mut done = 0;
-    for group in nodes.chunks(per_pass) {
+    for group in groups {
         let copies = group.len();
         let batch = tile(target, copies, model.pad_id())?;
         let mut edits = Hooks::new();
@@ -152,7 +154,7 @@ pub fn patch(
             });
             edits = edits.intervene(Intervention::new(hook, Edit::Custom(edit)));
         }
-        let logits = model.forward(&batch, &edits)?.logits()?;
+        let logits = resume.run(model, &batch, group, copies, &edits)?.logits()?;
         let values = options
             .metric
             .per_row(last_logits(logits, &runs.last, copies)?, pairs)?;
@@ -168,6 +170,58 @@ pub fn patch(
         progress(done, nodes.len());
     }
     Ok(runs.sweep(options, results))
+}
+
+/// The target run's residual stream entering the first block each pass touches: a pass whose
+/// nodes all sit in blocks ≥ l runs only blocks l.. ([`Transformer::forward_from`]), the target
+/// being the same in every copy until its first patched hook.
+///
+/// [`Transformer::forward_from`]: prism_models::Transformer::forward_from
+struct ResumePoints(BTreeMap<usize, Tensor<3>>);
+
+impl ResumePoints {
+    /// The block each group can resume at (none for a group with a node before block 0's
+    /// input, or at the final norm: those run whole).
+    fn first_block(group: &[Node]) -> Option<usize> {
+        group.iter().map(|n| n.hook.layer()).min().flatten()
+    }
+
+    /// Captures the target run once at every block some group resumes at.
+    fn new(model: &Model, target: &TokenBatch, groups: &[&[Node]]) -> Result<Self> {
+        let blocks: BTreeSet<usize> = groups
+            .iter()
+            .filter_map(|g| Self::first_block(g))
+            .filter(|&l| l > 0)
+            .collect();
+        if blocks.is_empty() {
+            return Ok(Self(BTreeMap::new()));
+        }
+        let capture = Hooks::new().capture_all(blocks.iter().map(|&l| HookPoint::ResidPre(l)));
+        let mut out = model.transformer.capture_only(target, &capture)?;
+        let states = blocks
+            .into_iter()
+            .map(|l| Ok((l, out.take(HookPoint::ResidPre(l))?.into_rank3()?)))
+            .collect::<Result<_>>()?;
+        Ok(Self(states))
+    }
+
+    /// The patched pass over `copies` copies of the target (`batch`), resumed where it can be.
+    fn run(
+        &self,
+        model: &Model,
+        batch: &TokenBatch,
+        group: &[Node],
+        copies: usize,
+        edits: &Hooks,
+    ) -> Result<prism_models::ForwardOutput> {
+        match Self::first_block(group).and_then(|l| self.0.get(&l).map(|x| (l, x))) {
+            Some((l, resid)) => {
+                let tiled = Tensor::cat(vec![resid.clone(); copies], 0);
+                model.transformer.forward_from(batch, l, tiled, edits)
+            }
+            None => model.forward(batch, edits),
+        }
+    }
 }
 
 pub(crate) fn mean(v: &[f64]) -> f64 {

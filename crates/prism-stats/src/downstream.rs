@@ -124,11 +124,12 @@ fn add_downstream(
     let positions: Vec<(usize, usize)> = (0..batch.batch)
         .flat_map(|i| (0..batch.lengths[i]).map(move |t| (i, t)))
         .collect();
-    let sums = positions
+    // Per-position sums in order, then added in order: the same result whatever the threads.
+    let per_position: Vec<[f64; 5]> = positions
         .par_iter()
-        .fold(
-            || ([0.0f64; 5], Vec::with_capacity(v)),
-            |(mut acc, mut scratch), &(i, t)| {
+        .map_init(
+            || Vec::with_capacity(v),
+            |scratch, &(i, t)| {
                 let at = (i * s + t) * v;
                 let target = (t + 1 < batch.lengths[i]).then(|| batch.ids[i * s + t + 1] as usize);
                 let rows = [
@@ -136,13 +137,13 @@ fn add_downstream(
                     &r.data[at..at + v],
                     &z.data[at..at + v],
                 ];
-                let p = position_sums(rows, target, &mut scratch);
-                acc.iter_mut().zip(p).for_each(|(a, x)| *a += x);
-                (acc, scratch)
+                position_sums(rows, target, scratch)
             },
         )
-        .map(|(acc, _)| acc)
-        .reduce(|| [0.0; 5], |a, b| std::array::from_fn(|k| a[k] + b[k]));
+        .collect();
+    let sums = per_position
+        .iter()
+        .fold([0.0f64; 5], |a, p| std::array::from_fn(|k| a[k] + p[k]));
     down.targets += batch
         .lengths
         .iter()

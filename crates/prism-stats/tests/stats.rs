@@ -314,4 +314,17 @@ fn losses_and_kl_equal_whole_passes_scored_by_hand() {
         );
         assert!(e.kl_div_with_sae > 0.0 && e.kl_div_with_ablation > e.kl_div_with_sae);
     }
+    // The same numbers, to the bit, whatever the number of threads.
+    let on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let half = Half(d, model.device().clone());
+            let batches = batches.iter().cloned().map(Ok);
+            evaluate(&model, &half, HookPoint::MlpOut(0), batches, |_| {}).unwrap()
+        })
+    };
+    assert_eq!(on(1), on(3));
 }
