@@ -1,4 +1,4 @@
-//! # Evaluation and similarity throughput
+//! # Evaluation, similarity and feature-browser throughput
 //!
 //! 1. Evaluating a dictionary (all METRICS.md metrics: three model runs per batch plus
 //!    encode/decode) against a plain forward pass on the same 8 × 128 windows.
@@ -7,10 +7,16 @@
 //!
 //! ```text
 //! cargo run --release --example bench_stats -- [--model PATH] [--data DIR] [--only similarity|eval]
+//! cargo run --release --example bench_stats -- --only browser --sae DIR [--tokens 32768]
 //! ```
+//!
+//! 3. With `--only browser`: the feature browser's scan against the forwards and encodings it
+//!    must pay, its size, and its open time in headless Chromium (`common/browser_bench.rs`).
 
 #[path = "common/args.rs"]
 mod args;
+#[path = "common/browser_bench.rs"]
+mod browser_bench;
 
 use std::time::Instant;
 
@@ -45,6 +51,9 @@ fn main() -> Result<()> {
     let device = prism::core::device("cpu")?;
 
     let only = opt("--only");
+    if only.as_deref() == Some("browser") {
+        return browser_bench::run(&args);
+    }
     // 2 first, on a fresh process heap.
     let (m, d) = (32768, 512);
     if only.as_deref() != Some("eval") {

@@ -7,13 +7,13 @@
 //! Chromium comes from Debian's `chromium` package (CI installs it); without it the test is
 //! skipped unless `PRISM_REQUIRE_BROWSER=1`.
 
-#[path = "../../../examples/common/chromium.rs"]
+#[path = "../../../../examples/common/chromium.rs"]
 mod chromium;
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common;
 use prism_core::HookPoint;
 use prism_stats::{
     BrowserOptions, CollectOptions, FeatureSite, build_feature_browser, logit_effects,

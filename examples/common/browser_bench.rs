@@ -1,4 +1,4 @@
-//! # The feature browser: scan cost, page size, open time
+//! The feature browser: scan cost, page size, open time (`bench_stats --only browser`).
 //!
 //! 1. Scanning every feature of a dictionary over held-out tokens (`scan_features`: forward to
 //!    the hook, encode, stream the codes through the collector) against the part any scan must
@@ -9,14 +9,13 @@
 //!    navigation to the first feature's panel, measured by the page itself.
 //!
 //! ```text
-//! cargo run --release --example bench_browser -- --sae DIR [--tokens 32768] [--model PATH] [--data DIR] [--out DIR]
+//! cargo run --release --example bench_stats -- --only browser --sae DIR [--tokens 32768] [--model PATH] [--data DIR] [--out DIR]
 //! ```
 //! Without `--sae`, a random TopK dictionary of 32 × d_model features (k = 32) at the middle
 //! block's `hook_mlp_out` stands in.
 
-#[path = "common/args.rs"]
-mod args;
-#[path = "common/chromium.rs"]
+use super::args;
+#[path = "chromium.rs"]
 mod chromium;
 
 use std::time::Instant;
@@ -28,8 +27,8 @@ use prism_cache::{Corpus, WindowConfig, windows};
 use prism_sae::{Architecture, Sae};
 use prism_stats::{BrowserOptions, build_feature_browser};
 
-fn main() -> Result<()> {
-    let args = args::Args::from_env();
+/// Runs the three measurements and prints them.
+pub fn run(args: &args::Args) -> Result<()> {
     let device = prism::core::device("cpu")?;
     let model = Model::load(args.model().as_ref(), &device)?;
     let data = args
