@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use half::{bf16, f16};
 use ndarray::{ArrayD, IxDyn};
 use safetensors::{Dtype, SafeTensors};
@@ -156,6 +156,19 @@ pub fn from_ndarray<const D: usize>(a: &ArrayD<f32>, device: &Device) -> Result<
 /// ```
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     Ok(HostTensor::from_burn(t)?.data)
+}
+
+/// Indices (rows to select, features to keep) as an `Int` tensor on `device`.
+///
+/// ```
+/// let device = prism_core::device("cpu").unwrap();
+/// let t = burn::tensor::Tensor::<2>::from_floats([[1.0], [2.0], [3.0]], &device);
+/// let picked = t.select(0, prism_core::index_tensor(&[2, 0], &device));
+/// assert_eq!(prism_core::to_vec(picked).unwrap(), vec![3.0, 1.0]);
+/// ```
+pub fn index_tensor(indices: &[usize], device: &Device) -> Tensor<1, Int> {
+    let ids: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(ids, [indices.len()]), device)
 }
 
 /// Storage precision of a float tensor in a file.

@@ -16,8 +16,8 @@ mod hooks;
 
 pub use convert::{
     FloatDtype, HostTensor, RawTensor, atomic_write, decode_floats, encode_floats, from_ndarray,
-    parse_safetensors, read_safetensors, remove_interrupted_writes, serialize_safetensors,
-    to_ndarray, to_vec, view_to_host, write_safetensors,
+    index_tensor, parse_safetensors, read_safetensors, remove_interrupted_writes,
+    serialize_safetensors, to_ndarray, to_vec, view_to_host, write_safetensors,
 };
 pub use device::{Backend, device};
 pub use dictionary::Dictionary;

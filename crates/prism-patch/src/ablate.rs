@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use prism_core::{Activation, Edit, HookPoint, Hooks, Intervention, PrismError, Result};
 use prism_models::{Model, TokenBatch};
 use rand::{Rng, SeedableRng};
@@ -292,13 +292,7 @@ fn resample_states(
     let capture = Hooks::new().capture_all(hooks.iter().copied());
     let mut out = model.forward(source, &capture)?;
     let device = model.device().clone();
-    let idx = Tensor::<1, Int>::from_data(
-        TensorData::new(
-            rows.iter().map(|&r| r as i64).collect::<Vec<_>>(),
-            [rows.len()],
-        ),
-        &device,
-    );
+    let idx = prism_core::index_tensor(&rows, &device);
     hooks
         .iter()
         .map(|&h| {

@@ -397,13 +397,7 @@ impl Sae {
             )));
         }
         let device = self.w_enc.device();
-        let idx = Tensor::<1, burn::tensor::Int>::from_data(
-            burn::tensor::TensorData::new(
-                keep.iter().map(|&i| i as i64).collect::<Vec<_>>(),
-                [keep.len()],
-            ),
-            &device,
-        );
+        let idx = prism_core::index_tensor(keep, &device);
         Ok(Sae {
             architecture: self.architecture.map_tensors(|t| t.select(1, idx.clone())),
             w_enc: self.w_enc.clone().select(1, idx.clone()),

@@ -71,14 +71,9 @@ pub fn build_feature_browser(
     let ids: Vec<usize> = scan.features.iter().map(|f| f.feature).collect();
     let logits = logit_effects(model, dict, &ids, 10, 40)?;
     let device = model.device();
-    let index = burn::tensor::Tensor::<1, burn::tensor::Int>::from_data(
-        burn::tensor::TensorData::new(
-            ids.iter().map(|&f| f as i64).collect::<Vec<_>>(),
-            [ids.len()],
-        ),
-        device,
-    );
-    let chosen = dict.decoder_directions().select(0, index);
+    let chosen = dict
+        .decoder_directions()
+        .select(0, prism_core::index_tensor(&ids, device));
     let nearest = if options.nearest > 0 && dict.d_sae() > 1 {
         prism_similarity::nearest_directions(
             chosen.clone(),

@@ -1,8 +1,7 @@
 //! Feature activity over a token set (a streaming pass through the model and the dictionary),
 //! and what each feature's decoder direction does to the logits.
 
-use burn::tensor::{Int, Tensor, TensorData};
-use prism_core::{Dictionary, HookPoint, Hooks, HostTensor, PrismError, Result};
+use prism_core::{Dictionary, HookPoint, Hooks, HostTensor, PrismError, Result, index_tensor};
 use prism_models::{Model, TokenBatch};
 
 use crate::collect::{Bin, CollectOptions, FeatureActivity, FeatureCollector};
@@ -50,27 +49,12 @@ pub fn scan_features(
     windows_per_forward: usize,
     mut on_batch: impl FnMut(usize),
 ) -> Result<FeatureScan> {
-    let features: Vec<usize> = match selection {
-        FeatureSelection::All => (0..dict.d_sae()).collect(),
+    let (features, select) = match selection {
+        FeatureSelection::All => ((0..dict.d_sae()).collect(), None),
         FeatureSelection::Only(list) => {
-            if let Some(&bad) = list.iter().find(|&&f| f >= dict.d_sae()) {
-                return Err(PrismError::InvalidInput(format!(
-                    "feature {bad} does not exist (d_sae = {})",
-                    dict.d_sae()
-                )));
-            }
-            list.clone()
+            check_features(list, dict)?;
+            (list.clone(), Some(index_tensor(list, model.device())))
         }
-    };
-    let select = match selection {
-        FeatureSelection::All => None,
-        FeatureSelection::Only(list) => Some(Tensor::<1, Int>::from_data(
-            TensorData::new(
-                list.iter().map(|&f| f as i64).collect::<Vec<_>>(),
-                [list.len()],
-            ),
-            model.device(),
-        )),
     };
     let nf = features.len();
     let mut collector = FeatureCollector::new(features, options.clone());
@@ -101,6 +85,17 @@ pub fn scan_features(
     })
 }
 
+/// A typed error for a feature index the dictionary does not have.
+fn check_features(features: &[usize], dict: &dyn Dictionary) -> Result<()> {
+    match features.iter().find(|&&f| f >= dict.d_sae()) {
+        Some(&bad) => Err(PrismError::InvalidInput(format!(
+            "feature {bad} does not exist (d_sae = {})",
+            dict.d_sae()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// What one feature's decoder direction does to the logits (direction · W_U, without the final
 /// norm, as SAELens' logit weight distributions do).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -124,22 +119,11 @@ pub fn logit_effects(
     top: usize,
     bins: usize,
 ) -> Result<Vec<LogitEffect>> {
-    if let Some(&bad) = features.iter().find(|&&f| f >= dict.d_sae()) {
-        return Err(PrismError::InvalidInput(format!(
-            "feature {bad} does not exist (d_sae = {})",
-            dict.d_sae()
-        )));
-    }
+    check_features(features, dict)?;
     let directions = dict.decoder_directions();
     let mut out = Vec::with_capacity(features.len());
     for chunk in features.chunks(256) {
-        let idx = Tensor::<1, Int>::from_data(
-            TensorData::new(
-                chunk.iter().map(|&f| f as i64).collect::<Vec<_>>(),
-                [chunk.len()],
-            ),
-            model.device(),
-        );
+        let idx = index_tensor(chunk, model.device());
         let effect = HostTensor::from_burn(
             directions
                 .clone()

@@ -77,8 +77,9 @@ fn variance_explained_is_not_the_mse_over_total_variance_shortcut() {
     assert!(s.add(&x, &t([2, 3], &[0.0; 6]), &f).is_err());
 }
 
-struct Identity(usize, Device);
-impl Dictionary for Identity {
+/// Reconstructs `factor · x` (1: a perfect dictionary; `x · 1.0` is `x` to the bit).
+struct Scaled(usize, Device, f32);
+impl Dictionary for Scaled {
     fn d_in(&self) -> usize {
         self.0
     }
@@ -86,7 +87,7 @@ impl Dictionary for Identity {
         self.0
     }
     fn encode(&self, x: Tensor<2>) -> Tensor<2> {
-        x
+        x * self.2
     }
     fn decode(&self, f: Tensor<2>) -> Tensor<2> {
         f
@@ -140,7 +141,7 @@ fn loss_recovered_is_one_for_a_perfect_dictionary_and_zero_for_a_zero_one() {
     let device = model.device().clone();
     let perfect = evaluate(
         &model,
-        &Identity(d, device.clone()),
+        &Scaled(d, device.clone(), 1.0),
         hook,
         batches.iter().cloned().map(Ok),
         |_| {},
@@ -199,33 +200,13 @@ fn loss_recovered_is_one_for_a_perfect_dictionary_and_zero_for_a_zero_one() {
     // Hooks without one vector per token are refused.
     let e = evaluate(
         &model,
-        &Identity(d, model.device().clone()),
+        &Scaled(d, model.device().clone(), 1.0),
         HookPoint::AttnZ(0),
         batches.iter().cloned().map(Ok),
         |_| {},
     )
     .unwrap_err();
     assert!(e.to_string().contains("hook_z"), "{e}");
-}
-
-/// Halves its input: the reconstruction is `0.5 x`.
-struct Half(usize, Device);
-impl Dictionary for Half {
-    fn d_in(&self) -> usize {
-        self.0
-    }
-    fn d_sae(&self) -> usize {
-        self.0
-    }
-    fn encode(&self, x: Tensor<2>) -> Tensor<2> {
-        x * 0.5
-    }
-    fn decode(&self, f: Tensor<2>) -> Tensor<2> {
-        f
-    }
-    fn decoder_directions(&self) -> Tensor<2> {
-        Tensor::eye(self.0, &self.1)
-    }
 }
 
 /// Every loss and KL of `evaluate` against whole forward passes with the same edits, scored in
@@ -280,7 +261,7 @@ fn losses_and_kl_equal_whole_passes_scored_by_hand() {
         let device = model.device().clone();
         let e = evaluate(
             &model,
-            &Half(d, device),
+            &Scaled(d, device, 0.5),
             hook,
             batches.iter().cloned().map(Ok),
             |_| {},
@@ -321,7 +302,7 @@ fn losses_and_kl_equal_whole_passes_scored_by_hand() {
             .build()
             .unwrap();
         pool.install(|| {
-            let half = Half(d, model.device().clone());
+            let half = Scaled(d, model.device().clone(), 0.5);
             let batches = batches.iter().cloned().map(Ok);
             evaluate(&model, &half, HookPoint::MlpOut(0), batches, |_| {}).unwrap()
         })
