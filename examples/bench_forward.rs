@@ -6,10 +6,20 @@
 //!
 //! ```text
 //! cargo run --release --example bench_forward -- [--model PATH] [--device cpu|wgpu] [--iters N] [--json]
+//! cargo run --release --example bench_forward -- --stop-at blocks.15.hook_mlp_out [--json]
+//! cargo run --release --example bench_forward -- --peak
 //! ```
+//!
+//! `--stop-at HOOK` times a harvest of that hook instead (`prism_cache::Harvester`: the pass stops
+//! after the hook's block and reads the activations back), as the cache's harvest runs it.
+//!
+//! `--peak` prints this machine's f32 FMA peak and the rate of burn's matmul at the pipeline's
+//! shapes instead (`common/peak.rs`): the ceiling any speed goal has to fit under.
 
 #[path = "common/args.rs"]
 mod args;
+#[path = "common/peak.rs"]
+mod peak;
 #[path = "common/text.rs"]
 mod text;
 #[path = "common/timing.rs"]
@@ -26,13 +36,23 @@ fn main() -> Result<()> {
     let (batch_size, seq) = (8, 128);
 
     let device = prism::core::device(&device_name)?;
+    if args.flag("--peak") {
+        peak::report(&device);
+        return Ok(());
+    }
     let model = Model::load(model_path.as_ref(), &device)?;
     let ids = model.encode(&text::TEXT.repeat(40))?;
     let seqs: Vec<Vec<u32>> = (0..batch_size)
         .map(|i| ids[i * 97..i * 97 + seq].to_vec())
         .collect();
     let batch = TokenBatch::from_sequences(&seqs, model.pad_id())?;
-    let median = timing::forward_seconds(&model, &batch, iters)?;
+    let median = match opt("--stop-at") {
+        Some(hook) => {
+            let harvester = prism::cache::Harvester::new(&model, vec![hook.parse()?], false)?;
+            timing::median_seconds(iters, || harvester.harvest(&seqs).map(drop))?
+        }
+        None => timing::forward_seconds(&model, &batch, iters)?,
+    };
     let tps = (batch_size * seq) as f64 / median;
     if args.flag("--json") {
         println!(

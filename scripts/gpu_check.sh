@@ -6,7 +6,7 @@
 # Everything the run needs travels with it, and what travels is limited (64 MiB per call with the
 # working tree), so the check is built and packed here and unpacked there:
 #
-#   scripts/gpu_check.sh bundle          # here: build examples/gpu_check with --features cuda
+#   scripts/gpu_check.sh bundle          # here: build examples/gpu_check with --features wgpu,cuda
 #                                        # (a separate burn build: ~40 min on 2 cores; needs
 #                                        # network access to GitHub, where cubecl-cuda's build
 #                                        # script fetches a prebuilt LLVM), strip and
@@ -25,7 +25,7 @@ MODEL=assets/SmolLM2-135M-Instruct.Q4_1.gguf
 
 case "${1:-}" in
 bundle)
-    cargo build --release --features cuda --example gpu_check
+    cargo build --release --features wgpu,cuda --example gpu_check
     target="${CARGO_TARGET_DIR:-target}"
     rm -rf gpu-bundle && mkdir -p gpu-bundle/part1 gpu-bundle/part2
     strip -o gpu-bundle/gpu_check "$target/release/examples/gpu_check"

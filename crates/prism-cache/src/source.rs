@@ -140,7 +140,7 @@ const MAX_LINE: usize = 16 << 20;
 
 struct OpenFile {
     format: Format,
-    lines: Box<dyn BufRead>,
+    lines: Box<dyn BufRead + Send>,
     path: PathBuf,
     any_content: bool,
     first_piece: bool,
@@ -199,7 +199,7 @@ impl Pieces<'_> {
     fn open(&self, path: &Path) -> Result<OpenFile> {
         let format = format_of(path).unwrap_or(Format::Text);
         let f = File::open(path).map_err(|e| PrismError::io(path, e))?;
-        let raw: Box<dyn Read> = if format == Format::JsonlZst {
+        let raw: Box<dyn Read + Send> = if format == Format::JsonlZst {
             Box::new(
                 ruzstd::decoding::StreamingDecoder::new(BufReader::new(f)).map_err(|e| {
                     PrismError::InvalidInput(format!("{}: not a zstd stream: {e}", path.display()))

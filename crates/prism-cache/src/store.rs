@@ -267,84 +267,188 @@ pub fn build_cache(
             break;
         }
     }
-    let mut written = 0;
-    loop {
-        // Harvest no more windows than the target still needs (each window gives up to
-        // `rows_per_window` rows; a short shard is topped up by the next one).
-        let remaining = manifest.target_tokens - manifest.token_count;
-        let rows_per_window = (options.window.ctx
-            - usize::from(options.drop_bos && options.window.prepend_bos))
-        .max(1);
-        let wanted =
-            (remaining.div_ceil(rows_per_window as u64) as usize).min(manifest.windows_per_shard);
-        let mut shard_windows: Vec<Vec<u32>> = Vec::with_capacity(wanted);
-        for w in stream.by_ref() {
-            shard_windows.push(w?);
-            if shard_windows.len() == wanted {
+    let rows_per_window =
+        (options.window.ctx - usize::from(options.drop_bos && options.window.prepend_bos)).max(1);
+    // Three stages overlap: tokenisation runs ahead on its own thread (a bounded queue), the
+    // model runs here, and each shard is serialised, hashed and written on a writer thread while
+    // the model computes the next one. A shard enters the manifest only once its file is
+    // complete, so a killed harvest still resumes exactly.
+    std::thread::scope(|scope| {
+        let (window_tx, window_rx) = std::sync::mpsc::sync_channel(manifest.windows_per_shard);
+        scope.spawn(move || {
+            while let Some(w) = stream.next() {
+                let failed = w.is_err();
+                if window_tx
+                    .send(w.map(|w| (w, stream.skipped().clone())))
+                    .is_err()
+                    || failed
+                {
+                    break;
+                }
+            }
+        });
+        let mut in_flight: Option<InFlight<'_>> = None;
+        let mut submitted = 0;
+        let mut corpus_ended = false;
+        loop {
+            let planned = manifest.token_count + in_flight.as_ref().map_or(0, |f| f.rows as u64);
+            let stop = options.stop_after_shards.is_some_and(|k| submitted >= k);
+            if planned >= manifest.target_tokens || stop {
                 break;
             }
-        }
-        if shard_windows.is_empty() {
-            manifest.complete = true; // the corpus ended before the target
-            break;
-        }
-        let ctx = options.window.ctx;
-        let mut acts: Vec<Vec<f32>> = vec![Vec::new(); manifest.hooks.len()];
-        let mut origin: Vec<u32> = Vec::new();
-        for (g, group) in shard_windows
-            .chunks(manifest.windows_per_forward)
-            .enumerate()
-        {
-            let h = harvester.harvest(group)?;
-            for (a, t) in acts.iter_mut().zip(&h.acts) {
-                a.extend_from_slice(&t.data);
+            // No more windows than the target still needs (each gives up to `rows_per_window`
+            // rows; a short shard is topped up by the next one).
+            let wanted = ((manifest.target_tokens - planned).div_ceil(rows_per_window as u64)
+                as usize)
+                .min(manifest.windows_per_shard);
+            let mut shard_windows: Vec<Vec<u32>> = Vec::with_capacity(wanted);
+            let mut skipped = None;
+            for w in window_rx.iter().take(wanted) {
+                let (w, s) = w?;
+                shard_windows.push(w);
+                skipped = Some(s);
             }
-            let base = (g * manifest.windows_per_forward * ctx) as u32;
-            origin.extend(h.origin.iter().map(|o| base + o));
+            let Some(skipped) = skipped else {
+                corpus_ended = true;
+                break;
+            };
+            let shard = harvest_shard(&harvester, &manifest, shard_windows, planned, options)?;
+            if let Some(previous) = in_flight.take() {
+                previous.finish(&mut manifest, out, progress)?;
+            }
+            // The previous shard is listed, so this one's number is the manifest's length.
+            let file = format!("shard-{:05}.safetensors", manifest.shards.len());
+            in_flight = Some(InFlight::spawn(scope, out, file, shard, skipped));
+            submitted += 1;
         }
-        let remaining = (manifest.target_tokens - manifest.token_count) as usize;
-        let rows = origin.len().min(remaining);
-        origin.truncate(rows);
-        let mut tensors = Vec::with_capacity(manifest.hooks.len() + 2);
-        for (info, a) in manifest.hooks.iter().zip(acts.iter_mut()) {
-            a.truncate(rows * info.d);
-            let t = HostTensor::new(vec![rows, info.d], std::mem::take(a))?;
-            tensors.push(RawTensor::floats(info.name.clone(), &t, options.dtype));
+        if let Some(last) = in_flight.take() {
+            last.finish(&mut manifest, out, progress)?;
         }
-        let flat: Vec<u32> = shard_windows.iter().flatten().copied().collect();
-        tensors.push(RawTensor::u32s(
-            "windows",
-            vec![shard_windows.len(), ctx],
-            &flat,
-        ));
-        tensors.push(RawTensor::u32s("origin", vec![rows], &origin));
-        let file = format!("shard-{:05}.safetensors", manifest.shards.len());
-        let path = out.join(&file);
-        let bytes = serialize_safetensors(&path, &tensors, None)?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
-        atomic_write(&path, &bytes)?;
-        manifest.shards.push(ShardInfo {
+        // Complete when the target is met, or when the corpus ended before it.
+        manifest.complete |= corpus_ended;
+        Ok::<_, PrismError>(())
+    })?;
+    manifest.save(out)?;
+    Ok(manifest)
+}
+
+/// One shard's rows, harvested and ready to be written.
+struct HarvestedShard {
+    tensors: Vec<RawTensor>,
+    rows: usize,
+    windows: usize,
+}
+
+/// Runs the model over `shard_windows` (`windows_per_forward` at a time) and lays the captured
+/// rows out as a shard's tensors, keeping no more rows than the target still needs after
+/// `planned` tokens.
+fn harvest_shard(
+    harvester: &Harvester<'_>,
+    manifest: &Manifest,
+    shard_windows: Vec<Vec<u32>>,
+    planned: u64,
+    options: &CacheOptions,
+) -> Result<HarvestedShard> {
+    let ctx = options.window.ctx;
+    let mut acts: Vec<Vec<f32>> = vec![Vec::new(); manifest.hooks.len()];
+    let mut origin: Vec<u32> = Vec::new();
+    for (g, group) in shard_windows
+        .chunks(manifest.windows_per_forward)
+        .enumerate()
+    {
+        let h = harvester.harvest(group)?;
+        for (a, t) in acts.iter_mut().zip(&h.acts) {
+            a.extend_from_slice(&t.data);
+        }
+        let base = (g * manifest.windows_per_forward * ctx) as u32;
+        origin.extend(h.origin.iter().map(|o| base + o));
+    }
+    let rows = origin
+        .len()
+        .min((manifest.target_tokens - planned) as usize);
+    origin.truncate(rows);
+    let mut tensors = Vec::with_capacity(manifest.hooks.len() + 2);
+    for (info, a) in manifest.hooks.iter().zip(acts.iter_mut()) {
+        a.truncate(rows * info.d);
+        let t = HostTensor::new(vec![rows, info.d], std::mem::take(a))?;
+        tensors.push(RawTensor::floats(info.name.clone(), &t, options.dtype));
+    }
+    let flat: Vec<u32> = shard_windows.iter().flatten().copied().collect();
+    tensors.push(RawTensor::u32s(
+        "windows",
+        vec![shard_windows.len(), ctx],
+        &flat,
+    ));
+    tensors.push(RawTensor::u32s("origin", vec![rows], &origin));
+    Ok(HarvestedShard {
+        tensors,
+        rows,
+        windows: shard_windows.len(),
+    })
+}
+
+/// A shard being serialised, hashed and written on a writer thread.
+struct InFlight<'scope> {
+    writer: std::thread::ScopedJoinHandle<'scope, Result<String>>,
+    file: String,
+    rows: usize,
+    windows: usize,
+    skipped: SkipCounts,
+}
+
+impl<'scope> InFlight<'scope> {
+    fn spawn<'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        dir: &'env Path,
+        file: String,
+        shard: HarvestedShard,
+        skipped: SkipCounts,
+    ) -> Self {
+        let path = dir.join(&file);
+        let tensors = shard.tensors;
+        let writer = scope.spawn(move || {
+            let bytes = serialize_safetensors(&path, &tensors, None)?;
+            let sha256 = hex::encode(Sha256::digest(&bytes));
+            atomic_write(&path, &bytes)?;
+            Ok(sha256)
+        });
+        InFlight {
+            writer,
             file,
-            rows,
-            windows: shard_windows.len(),
+            rows: shard.rows,
+            windows: shard.windows,
+            skipped,
+        }
+    }
+
+    /// Waits for the file, then lists the shard in the manifest and saves it.
+    fn finish(
+        self,
+        manifest: &mut Manifest,
+        out: &Path,
+        progress: &mut dyn FnMut(CacheProgress),
+    ) -> Result<()> {
+        let sha256 = self.writer.join().map_err(|_| PrismError::Cache {
+            path: out.join(&self.file),
+            message: "the shard writer panicked".into(),
+        })??;
+        manifest.shards.push(ShardInfo {
+            file: self.file,
+            rows: self.rows,
+            windows: self.windows,
             sha256,
         });
-        manifest.windows_done += shard_windows.len() as u64;
-        manifest.token_count += rows as u64;
-        manifest.corpus["skipped"] = serde_json::to_value(stream.skipped()).unwrap_or_default();
+        manifest.windows_done += self.windows as u64;
+        manifest.token_count += self.rows as u64;
+        manifest.corpus["skipped"] = serde_json::to_value(&self.skipped).unwrap_or_default();
         manifest.complete = manifest.token_count >= manifest.target_tokens;
         manifest.save(out)?;
         progress(CacheProgress {
             tokens: manifest.token_count,
             target: manifest.target_tokens,
         });
-        written += 1;
-        if manifest.complete || options.stop_after_shards.is_some_and(|k| written >= k) {
-            break;
-        }
+        Ok(())
     }
-    manifest.save(out)?;
-    Ok(manifest)
 }
 
 struct Shard {

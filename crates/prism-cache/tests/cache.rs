@@ -364,6 +364,42 @@ fn an_interrupted_harvest_resumes_to_the_same_rows() {
     ));
 }
 
+/// A corpus shorter than the target ends the harvest with every window cached and the cache
+/// complete — also when it is interrupted and resumed — and the manifest (skip counts included)
+/// is the same either way: the tokeniser thread runs ahead of the model but never changes what a
+/// shard holds.
+#[test]
+fn a_corpus_shorter_than_the_target_is_cached_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = Corpus::open(&write_corpus(dir.path()), "text").unwrap();
+    let m = model();
+    let opts = options(vec![HookPoint::MlpOut(0)], 1_000_000);
+    let all_windows: Vec<Vec<u32>> = windows(&corpus, &m.tokenizer, opts.window.clone())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let whole = build_cache(&m, &corpus, &opts, &dir.path().join("whole"), &mut |_| {}).unwrap();
+    assert!(whole.complete);
+    assert_eq!(whole.windows_done, all_windows.len() as u64);
+    assert_eq!(whole.token_count, (all_windows.len() * 32) as u64);
+    assert_eq!(whole.shards.len(), all_windows.len().div_ceil(4));
+    let part = dir.path().join("part");
+    let stopped = CacheOptions {
+        stop_after_shards: Some(1),
+        ..opts.clone()
+    };
+    let first = build_cache(&m, &corpus, &stopped, &part, &mut |_| {}).unwrap();
+    assert!(!first.complete);
+    assert_eq!(first.shards.len(), 1);
+    let resumed = build_cache(&m, &corpus, &opts, &part, &mut |_| {}).unwrap();
+    assert_eq!(resumed.shards, whole.shards);
+    assert_eq!(
+        (resumed.complete, resumed.windows_done, resumed.token_count),
+        (true, whole.windows_done, whole.token_count)
+    );
+    assert_eq!(resumed.corpus["skipped"], whole.corpus["skipped"]);
+}
+
 #[test]
 fn corrupt_truncated_or_missing_shards_are_typed_errors_naming_the_shard() {
     let dir = tempfile::tempdir().unwrap();

@@ -254,7 +254,7 @@ pub struct SimilarityArgs {
     /// Dictionary B.
     #[arg(long)]
     b: PathBuf,
-    /// cpu, ndarray or wgpu.
+    /// cpu, or wgpu / ndarray / cuda in a build with that cargo feature.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Print one JSON object on stdout.

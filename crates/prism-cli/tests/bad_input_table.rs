@@ -1,9 +1,10 @@
 //! The bad-input table of docs/reliability.md, produced by running each bad input through the
 //! `prism` binary: every case must fail with exit code 1 and an `error:` line (no panic, no
 //! abort), files already saved must be unchanged, and the table in the doc must be exactly what
-//! the runs print. `PRISM_WRITE_DOCS=1 cargo test --workspace --test bad_input_table` rewrites it.
+//! the runs print. `PRISM_WRITE_DOCS=1 cargo test --workspace --features wgpu --test cli
+//! bad_input_table::` rewrites it.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

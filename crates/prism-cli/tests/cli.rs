@@ -1,8 +1,8 @@
 //! The `prism` binary's contract (DESIGN.md): `forward --json` / `--dump-logits`, `hooks`, errors.
 
-mod common;
+use crate::common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{fixtures, prism, prism_json};
 
@@ -673,4 +673,38 @@ fn dictionary_learning_files_work_wherever_a_dictionary_is_taken() {
         (s["mmcs_a_to_b"].as_f64().unwrap() - 1.0).abs() < 1e-5,
         "{s}"
     );
+}
+
+/// `prism fetch` takes several assets and fetches them in order, skipping what is present (so
+/// this needs no network once CI's fetch has run): one path per asset on stdout, in order.
+#[test]
+fn fetch_takes_several_assets_in_order() {
+    let assets = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets");
+    let (model, docs) = (
+        assets.join("SmolLM2-135M-Instruct.Q4_1.gguf"),
+        assets.join("python-docs"),
+    );
+    if !model.exists() || !docs.exists() {
+        assert!(
+            std::env::var_os("PRISM_REQUIRE_ASSETS").is_none(),
+            "PRISM_REQUIRE_ASSETS is set but the assets are missing"
+        );
+        eprintln!("skipping: default assets not fetched");
+        return;
+    }
+    let dir = assets.to_str().unwrap();
+    let out = prism(&["fetch", "python-docs", "smollm2", "--dir", dir]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Vec<PathBuf> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(printed, [docs, model]);
+    // No asset at all is a usage error, not a silent success.
+    assert_eq!(prism(&["fetch"]).status.code(), Some(2));
 }

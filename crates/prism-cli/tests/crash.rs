@@ -5,7 +5,7 @@
 //! `ulimit -f`, a real `EFBIG` from the kernel) is a clear error that leaves the last good state
 //! readable and resumable.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -18,7 +18,7 @@ fn quick_demo_writes_a_complete_report() {
     if !model.exists() || !data.exists() || !countries.exists() || !datasets.exists() {
         assert!(
             std::env::var_os("PRISM_REQUIRE_ASSETS").is_none(),
-            "PRISM_REQUIRE_ASSETS is set but the assets are missing (run `cargo run -- fetch smollm2`, `fetch python-docs`, `fetch geonames` and `fetch cities`)"
+            "PRISM_REQUIRE_ASSETS is set but the assets are missing (run `cargo run -- fetch smollm2 python-docs geonames cities`)"
         );
         eprintln!("skipping: default assets not fetched");
         return;

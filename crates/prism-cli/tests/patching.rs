@@ -2,7 +2,7 @@
 //! contract of DESIGN.md, plots, the identities that tie the three commands together, and
 //! typed errors.
 
-mod common;
+use crate::common;
 
 use common::{fixtures, prism, prism_json};
 use serde_json::Value;

@@ -1,7 +1,7 @@
 //! `prism probe` and `prism shift` on a tiny fixture model (llama_tied, d = 32) with a
 //! dictionary sae-lens made for it: the JSON contract, plots, and typed errors for bad CSVs.
 
-mod common;
+use crate::common;
 
 use common::{fixtures, prism, prism_json};
 

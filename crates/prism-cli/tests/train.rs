@@ -1,7 +1,7 @@
 //! `prism train`: several dictionaries from one cache, logs and checkpoints, exact resume,
 //! training from a model stream, and errors.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

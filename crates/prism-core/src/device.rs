@@ -1,10 +1,9 @@
-//! Choosing where tensors live: burn's `flex` (or `ndarray`) CPU backend, or `wgpu`.
+//! Choosing where tensors live: burn's `flex` CPU backend (always built), or `wgpu`, `cuda` and
+//! `ndarray` when their cargo features are on.
 
+use burn::tensor::Device;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::OnceLock;
-
-use burn::tensor::{Device, DeviceKind};
 
 use crate::error::{PrismError, Result};
 
@@ -23,9 +22,11 @@ pub enum Backend {
     /// burn's `flex` CPU backend (the default).
     #[default]
     Cpu,
-    /// burn's older `ndarray` CPU backend (deprecated upstream, kept selectable).
+    /// burn's older `ndarray` CPU backend (deprecated upstream, kept selectable); needs the
+    /// `ndarray-backend` cargo feature.
     Ndarray,
-    /// burn's `wgpu` backend: Vulkan, Metal or DX12 GPUs, or Mesa's software Vulkan (lavapipe).
+    /// burn's `wgpu` backend: Vulkan, Metal or DX12 GPUs, or Mesa's software Vulkan (lavapipe);
+    /// needs the `wgpu` cargo feature.
     Wgpu,
     /// burn's CUDA backend (NVIDIA GPUs); needs the `cuda` cargo feature.
     Cuda,
@@ -73,8 +74,7 @@ impl Backend {
     pub fn device(self) -> Result<Device> {
         match self {
             Backend::Cpu => Ok(Device::flex()),
-            #[allow(deprecated)]
-            Backend::Ndarray => Ok(Device::ndarray()),
+            Backend::Ndarray => ndarray_device(),
             Backend::Wgpu => wgpu_device(),
             Backend::Cuda => cuda_device(),
         }
@@ -95,7 +95,8 @@ pub fn device(name: &str) -> Result<Device> {
 fn cuda_device() -> Result<Device> {
     // cubecl loads the CUDA driver when the first kernel runs and panics when it is missing:
     // try a small computation once and report a missing driver as an error.
-    static CUDA: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
+    static CUDA: std::sync::OnceLock<std::result::Result<Device, String>> =
+        std::sync::OnceLock::new();
     CUDA.get_or_init(|| {
         std::panic::catch_unwind(|| {
             let device = Device::cuda(0usize);
@@ -118,17 +119,43 @@ fn cuda_device() -> Result<Device> {
 
 #[cfg(not(feature = "cuda"))]
 fn cuda_device() -> Result<Device> {
-    Err(PrismError::Device {
-        device: "cuda".into(),
-        message: "this build has no CUDA backend; rebuild with `cargo build --release \
-                  --features cuda` (or use --device wgpu)"
-            .into(),
-    })
+    Err(not_built("cuda", "cuda"))
 }
 
+/// The error for a backend this build left out: which cargo feature brings it in.
+#[allow(dead_code)] // every backend may be compiled in
+fn not_built(device: &str, feature: &str) -> PrismError {
+    PrismError::Device {
+        device: device.into(),
+        message: format!(
+            "this build has no {device} backend; rebuild with `cargo build --release --features \
+             {feature}` (or use --device cpu)"
+        ),
+    }
+}
+
+#[cfg(feature = "ndarray-backend")]
+fn ndarray_device() -> Result<Device> {
+    #[allow(deprecated)]
+    Ok(Device::ndarray())
+}
+
+#[cfg(not(feature = "ndarray-backend"))]
+fn ndarray_device() -> Result<Device> {
+    Err(not_built("ndarray", "ndarray-backend"))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_device() -> Result<Device> {
+    Err(not_built("wgpu", "wgpu"))
+}
+
+#[cfg(feature = "wgpu")]
 fn wgpu_device() -> Result<Device> {
     // burn registers a wgpu runtime once per process; keep the outcome of the first attempt.
-    static WGPU: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
+    use burn::tensor::DeviceKind;
+    static WGPU: std::sync::OnceLock<std::result::Result<Device, String>> =
+        std::sync::OnceLock::new();
     WGPU.get_or_init(|| {
         let mut errors = Vec::new();
         for kind in [DeviceKind::DefaultDevice, DeviceKind::Cpu] {

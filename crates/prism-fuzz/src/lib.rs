@@ -9,8 +9,9 @@
 //! allocation beyond the bounds of [`guard`] (a header claiming 2^60 elements must not
 //! allocate them), is a finding, saved to a file and then committed under `regressions/`.
 //!
-//! The short runs are a test (`cargo test --workspace --test fuzz`); the long run is
-//! `PRISM_FUZZ_INPUTS=1000000 cargo test --workspace --test fuzz long_run -- --ignored --nocapture`
+//! The short runs are a test (`cargo test --workspace --features wgpu --test fuzz`);
+//! the long run is `PRISM_FUZZ_INPUTS=1000000 cargo test --workspace --features wgpu
+//! --test fuzz long_run -- --ignored --nocapture`
 //! (docs/reliability.md).
 //!
 //! ```no_run

@@ -96,7 +96,7 @@ fn every_reader_survives_a_short_fuzz_run() {
 /// The long run: `PRISM_FUZZ_INPUTS` mutated inputs per target (default 1 000 000), targets
 /// named in `PRISM_FUZZ_TARGETS` (comma-separated; default all), seed `PRISM_FUZZ_SEED`.
 #[test]
-#[ignore = "long: PRISM_FUZZ_INPUTS=1000000 cargo test --workspace --test fuzz long_run -- --ignored --nocapture"]
+#[ignore = "long: PRISM_FUZZ_INPUTS=1000000 cargo test --workspace --features wgpu --test fuzz long_run -- --ignored --nocapture"]
 fn long_run() {
     let inputs = std::env::var("PRISM_FUZZ_INPUTS")
         .ok()

@@ -1,6 +1,6 @@
 //! Bad input must be a typed error naming the file and the problem, never a panic.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
 //! GGUF reading: every supported tensor type against gguf-py's dequantisation, and bad files.
 
-mod common;
+use crate::common;
 
 use common::*;
 use prism_core::PrismError;

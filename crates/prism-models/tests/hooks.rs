@@ -1,6 +1,6 @@
 //! The hooked forward pass: captures agree with each other, interventions do what they say.
 
-mod common;
+use crate::common;
 
 use common::*;
 use prism_core::{Edit, HookPoint, Hooks, HostTensor, Intervention};

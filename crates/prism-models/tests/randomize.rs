@@ -1,6 +1,6 @@
 //! Weight randomisation for control experiments.
 
-mod common;
+use crate::common;
 
 use common::*;
 use prism_core::{Hooks, HostTensor};

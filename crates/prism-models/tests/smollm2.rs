@@ -2,7 +2,7 @@
 //! loading the same file (which dequantises to f32). Needs `prism fetch smollm2` first; skipped
 //! with a message where the asset is absent (CI fetches it).
 
-mod common;
+use crate::common;
 
 use common::*;
 use prism_core::{Hooks, HostTensor};

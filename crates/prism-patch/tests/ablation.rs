@@ -2,7 +2,7 @@
 //! arithmetic on captured activations, then `Edit::Replace` / `Edit::MeanOf` from prism-core),
 //! and faithfulness against its definition.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! models (`scripts/make_fixtures.py --only patching`), and the identities that tie them to
 //! exact patching.
 
-mod common;
+use crate::common;
 
 use prism_core::{Dictionary, HookPoint};
 use prism_patch::{

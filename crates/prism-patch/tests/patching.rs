@@ -2,7 +2,7 @@
 //! (`scripts/make_fixtures.py --only patching`) on every tiny fixture architecture, for every
 //! sweep kind; and the identities any patching must satisfy.
 
-mod common;
+use crate::common;
 
 use prism_patch::{PatchOptions, PromptPair, nodes, patch};
 

@@ -4,7 +4,7 @@
 //! Both engines (the host kernels, and burn — here on `flex`; `training.rs` checks that burn on
 //! `wgpu` trains like the host) are checked the same way.
 
-mod common;
+use crate::common;
 
 use prism_sae::kernel::KernelMode;
 use prism_sae::train::{

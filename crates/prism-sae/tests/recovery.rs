@@ -225,7 +225,7 @@ fn gated(engine: &EngineChoice) {
 /// The burn engine (on burn's CPU backend) recovers the directions like the host kernels, with the
 /// same bounds. TopK runs in the tests; the others take minutes each on 2 cores (ReLU, JumpReLU
 /// and Gated together: 571 s, MMCS 0.954 / 0.974 / 0.903, L0 excess as on the host):
-/// `cargo test --workspace --test recovery burn_engine -- --ignored`.
+/// `cargo test --workspace --features wgpu --test sae recovery::burn_engine -- --ignored`.
 #[test]
 fn burn_engine_topk_recovers_the_directions() {
     topk(&EngineChoice::burn_on("cpu").unwrap());

@@ -1,7 +1,7 @@
 //! Training behaviour: resampling, checkpoint resume, bad input, export and round trips, and
 //! the burn engine (on `flex` and `wgpu`) against the host engine.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

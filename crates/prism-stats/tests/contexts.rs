@@ -1,8 +1,7 @@
 //! Top-activating contexts against a brute-force scan of every code, and the feature browser
 //! in a real browser (`browser/`; one test binary for both, as each binary links burn).
 
-mod browser;
-mod common;
+use crate::common;
 
 use prism_core::{Dictionary, HookPoint, Hooks, HostTensor};
 use prism_models::TokenBatch;

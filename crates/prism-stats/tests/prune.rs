@@ -1,6 +1,6 @@
 //! Pruning high-frequency features (the research notes' experiment) on a real tiny model.
 
-mod common;
+use crate::common;
 
 use burn::tensor::{Tensor, TensorData};
 use prism_core::{Dictionary, HookPoint};

@@ -74,7 +74,7 @@ pub struct DemoArgs {
     /// L1 coefficients of the two dictionaries (low, high).
     #[arg(long, value_delimiter = ',', default_value = "1,4")]
     pub l1: Vec<f32>,
-    /// cpu, wgpu or cuda (with the `cuda` cargo feature): where the model runs (harvest,
+    /// cpu, or wgpu / cuda in a build with that cargo feature: where the model runs (harvest,
     /// evaluation) and where dictionaries train (the host kernels on `cpu`, burn elsewhere).
     #[arg(long, default_value = "cpu")]
     pub device: String,

@@ -69,11 +69,19 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 /// The wgpu device, or `None` (with the reason printed) where no adapter exists. When
 /// `PRISM_REQUIRE_WGPU` is set (CI installs lavapipe and sets it) a missing adapter fails the test.
 pub fn wgpu_device() -> Option<prism_core::Device> {
-    match prism_core::device("wgpu") {
+    optional_device("wgpu")
+}
+
+/// The device of a backend that a build or a machine may lack (`wgpu`, `ndarray`: cargo features;
+/// `wgpu` also needs an adapter), or `None` with the reason printed. When `PRISM_REQUIRE_<NAME>`
+/// is set (CI sets `PRISM_REQUIRE_WGPU` and `PRISM_REQUIRE_NDARRAY`) its absence fails the test.
+pub fn optional_device(name: &str) -> Option<prism_core::Device> {
+    let required = format!("PRISM_REQUIRE_{}", name.to_ascii_uppercase());
+    match prism_core::device(name) {
         Ok(d) => Some(d),
-        Err(e) if std::env::var_os("PRISM_REQUIRE_WGPU").is_some() => panic!("wgpu required: {e}"),
+        Err(e) if std::env::var_os(&required).is_some() => panic!("{name} required: {e}"),
         Err(e) => {
-            eprintln!("skipping the wgpu part: {e}");
+            eprintln!("skipping the {name} part: {e}");
             None
         }
     }

@@ -1,0 +1,89 @@
+//! This machine's arithmetic ceiling: the f32 FMA peak (registers only, no memory traffic) on one
+//! core and on every core, and the GEMM rate burn's `flex` backend reaches at the shapes the
+//! pipeline spends its time in. A speed goal above the peak cannot be met by any kernel.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use burn::tensor::{Device, Distribution, Tensor};
+
+/// FMAs per call of [`fma_block`]: 12 independent 8-lane accumulators × `ROUNDS`.
+const ROUNDS: usize = 1 << 25;
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_block(seed: f32) -> f32 {
+    use std::arch::x86_64::*;
+    // Twelve independent chains hide the FMA latency on every x86 core of the last decade.
+    let (x, y) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+    let mut acc = [_mm256_set1_ps(seed); 12];
+    for _ in 0..ROUNDS {
+        for a in acc.iter_mut() {
+            *a = _mm256_fmadd_ps(*a, x, y);
+        }
+    }
+    let mut sum = _mm256_setzero_ps();
+    for a in acc {
+        sum = _mm256_add_ps(sum, a);
+    }
+    let mut lanes = [0f32; 8];
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+    lanes.iter().sum()
+}
+
+/// GFLOP/s of AVX2 FMAs on `threads` threads at once, or `None` without AVX2/FMA.
+fn fma_peak(threads: usize) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                // SAFETY: AVX2 and FMA were detected above.
+                s.spawn(move || black_box(unsafe { fma_block(t as f32) }));
+            }
+        });
+        let flops = (threads * ROUNDS * 12 * 8 * 2) as f64;
+        return Some(flops / start.elapsed().as_secs_f64() / 1e9);
+    }
+    None
+}
+
+/// GFLOP/s of burn's matmul `[m, k] · [k, n]` (best of three after a warm-up).
+fn matmul_rate(m: usize, k: usize, n: usize, device: &Device) -> f64 {
+    let a = Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), device);
+    let b = Tensor::<2>::random([k, n], Distribution::Normal(0.0, 1.0), device);
+    let mut best = f64::INFINITY;
+    for i in 0..4 {
+        let start = Instant::now();
+        let c = a.clone().matmul(b.clone());
+        black_box(c.slice([0..1, 0..1]).into_scalar::<f32>());
+        if i > 0 {
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+    }
+    2.0 * (m * k * n) as f64 / best / 1e9
+}
+
+/// Prints the FMA peak and burn's GEMM rates, each as a share of the all-core peak.
+pub fn report(device: &Device) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let Some(one) = fma_peak(1) else {
+        println!("no AVX2/FMA on this CPU: no peak measured");
+        return;
+    };
+    let all = (0..3).filter_map(|_| fma_peak(threads)).fold(0.0, f64::max);
+    println!("f32 FMA peak: {one:.1} GFLOP/s on one core, {all:.1} on {threads} threads");
+    for (what, m, k, n) in [
+        ("projection 1024×576 · 576×1536", 1024, 576, 1536),
+        ("down projection 1024×1536 · 1536×576", 1024, 1536, 576),
+        ("unembedding 1024×576 · 576×49152", 1024, 576, 49152),
+        ("similarity chunk 1024×512 · 512×32768", 1024, 512, 32768),
+        ("encoder 4096×512 · 512×8192", 4096, 512, 8192),
+    ] {
+        let rate = matmul_rate(m, k, n, device);
+        println!(
+            "burn matmul {what}: {rate:.1} GFLOP/s = {:.2} of the peak",
+            rate / all
+        );
+    }
+}
