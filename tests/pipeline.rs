@@ -129,6 +129,7 @@ fn cache_train_evaluate_prune_compare() {
     let options = FitOptions {
         steps,
         checkpoint_every: 0,
+        convergence: None,
     };
     let mut losses = Vec::new();
     fit(&mut runs, &[d], stream, &options, &device, |_, logs| {

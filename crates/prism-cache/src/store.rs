@@ -701,13 +701,56 @@ impl ActivationStore {
         batch: usize,
         seed: u64,
     ) -> ShuffledBatches<'_> {
+        self.shuffled_prefix_batches(hooks, batch, seed, self.len())
+    }
+
+    /// [`ActivationStore::shuffled_batches`] over the first `rows` rows only (the rest held
+    /// out: shards are in window order, so the last rows are the last text).
+    pub fn shuffled_prefix_batches(
+        &self,
+        hooks: &[usize],
+        batch: usize,
+        seed: u64,
+        rows: u64,
+    ) -> ShuffledBatches<'_> {
         ShuffledBatches {
             store: self,
             hooks: hooks.to_vec(),
             batch: batch.max(1) as u64,
-            order: Permutation::new(self.len(), seed),
+            order: Permutation::new(rows.min(self.len()), seed),
             next: 0,
         }
+    }
+
+    /// Full batches over the first `rows` rows, epoch after epoch without end: epoch `e` is
+    /// [`ActivationStore::shuffled_prefix_batches`] with seed `seed + e`, its last partial
+    /// batch dropped (so every step sees `batch` rows). The first `skip` batches are skipped
+    /// without being read: a run resumed at step `skip` continues exactly.
+    pub fn epoch_batches(
+        &self,
+        hooks: &[usize],
+        batch: usize,
+        seed: u64,
+        rows: u64,
+        skip: u64,
+    ) -> impl Iterator<Item = Result<Vec<HostTensor>>> + '_ {
+        let hooks = hooks.to_vec();
+        let per_epoch = (rows.min(self.len()) / batch.max(1) as u64).max(1);
+        let (first, within) = (skip / per_epoch, skip % per_epoch);
+        (first..).flat_map(move |e| {
+            let mut it = self.shuffled_prefix_batches(&hooks, batch, seed.wrapping_add(e), rows);
+            let skipped = if e == first { within } else { 0 };
+            it.skip_batches(skipped);
+            it.take((per_epoch - skipped) as usize)
+        })
+    }
+
+    /// The last `rows` rows of each of `hooks`, one `[rows, d]` tensor per hook (held-out rows
+    /// for [`ActivationStore::shuffled_prefix_batches`]).
+    pub fn tail(&self, hooks: &[usize], rows: u64) -> Result<Vec<HostTensor>> {
+        let rows = rows.min(self.len());
+        let index: Vec<u64> = (self.len() - rows..self.len()).collect();
+        hooks.iter().map(|&h| self.gather(h, &index)).collect()
     }
 
     /// The path of shard `i`.

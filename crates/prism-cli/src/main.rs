@@ -47,6 +47,9 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Train dictionaries (ReLU+L1, TopK, BatchTopK, JumpReLU, Gated) from a cache or a model stream.
     Train(train::TrainArgs),
+    /// Plot training logs' convergence series (held-out variance explained, L0, dead and dense
+    /// features, MMCS across seeds) against tokens, as PNG and SVG.
+    Curves(train::CurvesArgs),
     /// Evaluate a dictionary at its hook point: every METRICS.md metric, loss recovered, KL.
     Eval(dictionaries::EvalArgs),
     /// Remove high-frequency features from a dictionary and re-evaluate it.
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         Cmd::Cache(args) => cache::cache(&args),
         Cmd::Demo(args) => demo::demo(&args),
         Cmd::Train(args) => train::train(&args),
+        Cmd::Curves(args) => train::curves(&args),
         Cmd::Eval(args) => dictionaries::eval(&args),
         Cmd::Similarity(args) => dictionaries::similarity(&args),
         Cmd::Prune(args) => dictionaries::prune(&args),

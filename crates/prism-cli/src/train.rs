@@ -13,8 +13,10 @@ use prism_core::{HookPoint, PrismError, Result};
 use prism_models::Model;
 use prism_sae::Sae;
 use prism_sae::train::{
-    ArchitectureConfig, EngineChoice, FitOptions, ResampleConfig, Run, TrainConfig, fit,
+    ArchitectureConfig, ConvergenceOptions, EngineChoice, FitOptions, LOG_FILE, ResampleConfig,
+    Run, TrainConfig, fit, read_log,
 };
+use prism_stats::{RunLog, plot_convergence};
 use serde_json::json;
 
 /// `prism train` arguments.
@@ -47,7 +49,7 @@ pub struct TrainArgs {
     /// Peak learning rate (default: dictionary_learning's for the architecture).
     #[arg(long)]
     lr: Option<f32>,
-    /// Training tokens per dictionary.
+    /// Training tokens per dictionary (with --cache, epochs over the cache as needed).
     #[arg(long, default_value_t = 10_000_000)]
     tokens: u64,
     /// Seed(s), comma-separated.
@@ -64,12 +66,23 @@ pub struct TrainArgs {
     /// (default: steps / 5; 0 disables).
     #[arg(long)]
     resample_every: Option<u64>,
+    /// ReLU: the L0 the dictionary starts from (each feature's encoder bias set on the first
+    /// batch; default 64; 0 starts from the tied initialisation's dense codes).
+    #[arg(long)]
+    initial_l0: Option<f32>,
     /// Scale activations so that E‖x‖ = √d (folded back into the saved weights).
     #[arg(long)]
     normalize: bool,
     /// Write checkpoints every this many steps (always at the end).
     #[arg(long, default_value_t = 0)]
     checkpoint_every: u64,
+    /// With --cache: keep the cache's last N rows (its last text) out of training and measure
+    /// every dictionary on them from the 4th step on, at token counts spaced ×√2 apart, and
+    /// after the last step (held-out variance explained,
+    /// L0, alive and dense features, and the MMCS between runs that differ only in --seed),
+    /// written into each log.jsonl; plot them with `prism curves`.
+    #[arg(long, default_value_t = 0)]
+    held_out_tokens: u64,
     /// Continue from the checkpoints in --out (exact with --cache).
     #[arg(long)]
     resume: bool,
@@ -148,6 +161,9 @@ impl TrainArgs {
                             }),
                             (r, None) => r,
                         };
+                        if let Some(l0) = self.initial_l0 {
+                            c.initial_l0 = (l0 > 0.0 && c.fit_initial_scale).then_some(l0);
+                        }
                         c.seed = seed;
                         c.normalize_activations = self.normalize;
                         c.hook_name = Some(hook.clone());
@@ -199,6 +215,11 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             ));
         }
     };
+    if args.held_out_tokens > 0 && matches!(source, Source::Model(..)) {
+        return Err(PrismError::InvalidInput(
+            "--held-out-tokens needs --cache (held-out rows are the cache's last ones)".into(),
+        ));
+    }
     if args.resume && matches!(source, Source::Model(..)) {
         eprintln!(
             "note: resuming from a model stream re-harvests and skips the batches already \
@@ -277,9 +298,10 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         ));
         bar.set_position(l.step);
     };
-    let options = FitOptions {
+    let mut options = FitOptions {
         steps,
         checkpoint_every: args.checkpoint_every,
+        convergence: None,
     };
     let training_data = match &source {
         Source::Cache(store) => {
@@ -288,16 +310,26 @@ pub fn train(args: &TrainArgs) -> Result<()> {
                 .map(|h| store.hook_index(&h.to_string()))
                 .collect::<Result<_>>()?;
             let seed = runs[0].trainer.config.seed;
-            let mut stream = store.shuffled_batches(&idx, batch, seed);
-            let needed = steps as u128 * batch as u128;
-            if (store.len() as u128) < needed {
-                eprintln!(
-                    "warning: the cache holds {} rows; {steps} steps of {batch} need {needed}: \
-                     training stops when it runs out",
+            let held_out = args.held_out_tokens;
+            if held_out >= store.len() {
+                return Err(PrismError::InvalidInput(format!(
+                    "--held-out-tokens {held_out} leaves nothing of the cache's {} rows to train on",
                     store.len()
+                )));
+            }
+            if held_out > 0 {
+                let mut convergence = ConvergenceOptions::new(store.tail(&idx, held_out)?);
+                convergence.first_tokens = 4 * batch as u64;
+                options.convergence = Some(convergence);
+            }
+            let rows = store.len() - held_out;
+            let epochs = (steps as f64 * batch as f64) / rows as f64;
+            if epochs > 1.0 {
+                eprintln!(
+                    "{rows} rows to train on: {epochs:.1} epochs, each in a new shuffled order"
                 );
             }
-            stream.skip_batches(start);
+            let stream = store.epoch_batches(&idx, batch, seed, rows, start);
             fit(&mut runs, &widths, stream, &options, &device, on_step)?;
             // Shuffled batches may draw any row of the cache.
             TrainingData::cache(store)?
@@ -363,6 +395,79 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             out["tokens_per_s"].as_f64().unwrap_or(0.0),
             secs
         );
+    }
+    Ok(())
+}
+
+/// `prism curves` arguments.
+#[derive(clap::Args)]
+pub struct CurvesArgs {
+    /// Run directories (each with a log.jsonl), or a `prism train --out` directory holding
+    /// several runs.
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// Where the plots go.
+    #[arg(long, default_value = "curves")]
+    out: PathBuf,
+    /// Print the last measurement of each run as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The run directories under `path`: itself when it holds a log, else its subdirectories
+/// that do, in name order.
+fn run_dirs(path: &std::path::Path) -> Result<Vec<PathBuf>> {
+    if path.join(LOG_FILE).exists() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| PrismError::io(path, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(LOG_FILE).exists())
+        .collect();
+    dirs.sort();
+    if dirs.is_empty() {
+        return Err(PrismError::InvalidInput(format!(
+            "{}: no {LOG_FILE} in it or in its subdirectories",
+            path.display()
+        )));
+    }
+    Ok(dirs)
+}
+
+pub fn curves(args: &CurvesArgs) -> Result<()> {
+    let mut runs = Vec::new();
+    for path in &args.runs {
+        for dir in run_dirs(path)? {
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| dir.display().to_string());
+            runs.push(RunLog {
+                name,
+                entries: read_log(&dir)?,
+            });
+        }
+    }
+    let written = plot_convergence(&runs, &args.out, "")?;
+    let last: Vec<_> = runs
+        .iter()
+        .map(|r| {
+            let point = r.entries.iter().rev().find(|e| e.held_out.is_some());
+            json!({
+                "name": r.name,
+                "tokens": point.map(|e| e.tokens),
+                "held_out": point.and_then(|e| e.held_out.clone()),
+            })
+        })
+        .collect();
+    if args.json {
+        println!("{}", json!({ "runs": last, "plots": written }));
+    } else {
+        for (r, l) in runs.iter().zip(&last) {
+            eprintln!("{}: last measured {}", r.name, l["held_out"]);
+        }
+        eprintln!("wrote {} plots to {}", written.len(), args.out.display());
     }
     Ok(())
 }

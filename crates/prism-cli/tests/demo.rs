@@ -46,6 +46,9 @@ fn quick_demo_writes_a_complete_report() {
     );
     let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
     for heading in [
+        "## The notes' findings, measured here",
+        "## Convergence",
+        "## Where the time went",
         "## Metrics",
         "## Pruning high-frequency features",
         "## Mean max cosine similarity",
@@ -60,7 +63,9 @@ fn quick_demo_writes_a_complete_report() {
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     let dicts = s["dictionaries"].as_array().unwrap();
-    assert_eq!(dicts.len(), 6);
+    // Two seeds of the small dictionary (--quick; three otherwise), one large, each small seed
+    // pruned, two seeds on each randomised model.
+    assert_eq!(dicts.len(), 9);
     for d in dicts {
         let m = &d["metrics"];
         let name = d["name"].as_str().unwrap();
@@ -95,23 +100,53 @@ fn quick_demo_writes_a_complete_report() {
     let first = &dicts[0]["metrics"];
     assert!(first["frac_recovered"].as_f64().unwrap() > 0.0);
     assert!(first["frac_variance_explained"].as_f64().unwrap() > 0.0);
-    // Pruning reached the target L0 (measured on the same held-out tokens).
+    // Pruning reached the target L0 (measured on the same held-out tokens), for every seed.
     let p = &s["pruning"];
-    let (target, got) = (
-        p["target_l0"].as_f64().unwrap(),
-        p["pruned_l0"].as_f64().unwrap(),
-    );
-    assert!(
-        got <= target + 1e-6 && got > 0.5 * target,
-        "pruned L0 {got} vs target {target}"
-    );
-    assert!(p["removed_features"].as_u64().unwrap() > 0);
+    let target = p["target_l0"].as_f64().unwrap();
+    for got in p["pruned_l0"].as_array().unwrap() {
+        let got = got.as_f64().unwrap();
+        assert!(
+            got <= target + 1e-6 && got > 0.5 * target,
+            "pruned L0 {got} vs target {target}"
+        );
+    }
+    assert!(p["removed_features"][0].as_u64().unwrap() > 0);
     // Dictionaries from two seeds agree more than with those of randomised models.
-    let sims = s["similarity"].as_array().unwrap();
-    let seeds = sims[0]["mmcs_a_to_b"].as_f64().unwrap();
-    for r in &sims[1..3] {
-        let v = r["mmcs_a_to_b"].as_f64().unwrap();
-        assert!(seeds > v, "MMCS across seeds {seeds} ≤ vs {} {v}", r["b"]);
+    let f = &s["findings"];
+    let seeds = f["seeds_mmcs_alive"]["mean"].as_f64().unwrap();
+    assert_eq!(
+        f["seeds_mmcs_alive"]["n"], 2,
+        "one pair of seeds, both ways"
+    );
+    for r in f["vs_random_mmcs_alive"].as_array().unwrap() {
+        let v = r["spread"]["mean"].as_f64().unwrap();
+        assert!(
+            seeds > v,
+            "MMCS across seeds {seeds} ≤ vs {} {v}",
+            r["model"]
+        );
+    }
+    // Convergence was measured during training: every run has several held-out points, the
+    // real model's seeds an MMCS, and the curves are drawn.
+    for run in s["convergence"].as_array().unwrap() {
+        let points = run["points"].as_array().unwrap();
+        assert!(points.len() >= 3, "{run}");
+        let last = &points.last().unwrap()["held_out"];
+        assert!(last["fve"].as_f64().unwrap().is_finite(), "{run}");
+        assert!(
+            last["mmcs_seeds"].as_f64().is_some()
+                || run["name"].as_str().unwrap().starts_with("large"),
+            "{run}"
+        );
+    }
+    for png in [
+        "real_fve.png",
+        "real_mmcs_seeds_alive.png",
+        "random_all_l0.png",
+    ] {
+        let path = out.join("plots/curves").join(png);
+        assert!(std::fs::metadata(&path).unwrap().len() > 1000, "{png}");
+        assert!(path.with_extension("svg").exists(), "{png}");
     }
     // The feature browser lists every feature of the first dictionary, with contexts.
     let html = std::fs::read_to_string(out.join("features.html")).unwrap();

@@ -388,3 +388,143 @@ fn evaluation_never_reuses_the_text_a_dictionary_was_trained_on() {
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("--allow-overlap"));
 }
+
+#[test]
+fn trains_epochs_measures_convergence_on_held_out_rows_and_plots_curves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixtures().join("models/llama_gqa");
+    let data = corpus(tmp.path());
+    let cache = tmp.path().join("cache");
+    self::cache(&model, &data, &cache, "1200", &[]);
+    // 944 rows to train on (256 held out): 14 full batches of 64 an epoch, so 48 steps run
+    // into a fourth epoch. TopK: its schedule does not depend on the planned length, so a run
+    // stopped at step 20 (inside the second epoch) can resume to 48.
+    let train = |dir: &Path, tokens: &str, resume: bool| {
+        let mut args = vec![
+            "train",
+            "--cache",
+            cache.to_str().unwrap(),
+            "--hook",
+            "blocks.1.hook_mlp_out",
+            "--arch",
+            "topk",
+            "--k",
+            "8",
+            "--dict-size",
+            "96",
+            "--seed",
+            "1,2",
+            "--tokens",
+            tokens,
+            "--batch",
+            "64",
+            "--warmup",
+            "2",
+            "--held-out-tokens",
+            "256",
+            "--out",
+            dir.to_str().unwrap(),
+            "--json",
+        ];
+        if resume {
+            args.push("--resume");
+        }
+        prism_json(&args)
+    };
+    let straight = tmp.path().join("straight");
+    let json = train(&straight, "3072", false);
+    let dirs: Vec<PathBuf> = json["dictionaries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| PathBuf::from(d["dir"].as_str().unwrap()))
+        .collect();
+    assert_eq!(dirs.len(), 2);
+    let log = |dir: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("log.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let entries = log(&dirs[0]);
+    assert_eq!(entries.len(), 48, "48 steps over four epochs");
+    // Measured from the 4th step at 256 · √2^k tokens (a step is 64), and after the last step.
+    let measured: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|e| !e["held_out"].is_null())
+        .collect();
+    let steps: Vec<u64> = measured
+        .iter()
+        .map(|e| e["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [4, 6, 8, 12, 16, 23, 32, 46, 48]);
+    let measured = vec![*measured.last().unwrap()];
+    let h = &measured[0]["held_out"];
+    assert_eq!(measured[0]["step"], 48);
+    assert_eq!(h["rows"], 256);
+    let mmcs = h["mmcs_seeds"].as_f64().unwrap();
+    assert!(mmcs > 0.0 && mmcs <= 1.0 + 1e-6, "{h}");
+    assert!(h["l0"].as_f64().unwrap() <= 8.0 + 1e-9, "TopK keeps 8: {h}");
+
+    // Stopped inside the second epoch and resumed: the same batches, the same dictionaries.
+    let resumed = tmp.path().join("resumed");
+    train(&resumed, "1280", false);
+    train(&resumed, "3072", true);
+    for dir in &dirs {
+        let name = dir.file_name().unwrap();
+        let a = std::fs::read(dir.join("sae_weights.safetensors")).unwrap();
+        let b = std::fs::read(resumed.join(name).join("sae_weights.safetensors")).unwrap();
+        assert!(a == b, "{name:?}: resumed across epochs differs");
+    }
+    // The same steps; the resumed log also holds the measurement taken where the first run
+    // stopped.
+    let again = resumed.join(dirs[0].file_name().unwrap());
+    assert_eq!(log_losses(&again), log_losses(&dirs[0]));
+    let at = |e: &Vec<serde_json::Value>, step: u64| e[step as usize - 1]["held_out"].clone();
+    assert_eq!(at(&log(&again), 46), at(&entries, 46));
+    assert!(!at(&log(&again), 20).is_null());
+
+    // `prism curves` plots every measurement the logs hold, PNG and SVG.
+    let curves = tmp.path().join("curves");
+    let out = prism_json(&[
+        "curves",
+        straight.to_str().unwrap(),
+        "--out",
+        curves.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(out["runs"][0]["held_out"], *h);
+    for stem in [
+        "fve",
+        "l0",
+        "dead",
+        "dense",
+        "mmcs_seeds",
+        "mmcs_seeds_alive",
+        "train_loss",
+    ] {
+        let png = curves.join(format!("{stem}.png"));
+        assert!(std::fs::metadata(&png).unwrap().len() > 1000, "{stem}");
+        assert!(png.with_extension("svg").exists(), "{stem}");
+    }
+    // Held-out rows are the cache's: a model stream has none.
+    let bad = prism(&[
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--hook",
+        "blocks.1.hook_mlp_out",
+        "--dict-size",
+        "96",
+        "--held-out-tokens",
+        "64",
+        "--out",
+        tmp.path().join("stream").to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--held-out-tokens needs --cache"));
+}

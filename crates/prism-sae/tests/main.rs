@@ -3,6 +3,7 @@
 //! `cargo test --workspace --features wgpu --test sae <file>::`.
 
 mod common;
+mod convergence;
 mod gradients;
 mod recovery;
 mod saelens;

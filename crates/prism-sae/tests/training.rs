@@ -423,6 +423,7 @@ fn fit_keeps_the_last_good_checkpoint_and_checks_widths_first() {
     let options = FitOptions {
         steps: 10,
         checkpoint_every: 2,
+        convergence: None,
     };
     let err = fit(&mut runs, &[12], batches, &options, &dev, |_, _| {}).unwrap_err();
     assert!(matches!(err, PrismError::Shape(_)), "{err}");

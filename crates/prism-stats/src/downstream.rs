@@ -1,7 +1,6 @@
 //! "Percent loss recovered" and KL: the model run clean, with the reconstruction spliced in at
 //! the hook point, and with the activation zeroed (METRICS.md).
 
-use burn::tensor::Tensor;
 use prism_core::{
     Activation, Dictionary, Edit, HookPoint, Hooks, HostTensor, Intervention, PrismError, Result,
 };
@@ -110,11 +109,9 @@ fn position_sums(rows: [&[f32]; 3], target: Option<usize>, scratch: &mut Vec<f32
 fn add_downstream(
     down: &mut DownstreamStats,
     batch: &TokenBatch,
-    logits: [Tensor<3>; 3],
+    [o, r, z]: [&HostTensor; 3],
 ) -> Result<()> {
     use rayon::prelude::*;
-    let [o, r, z] = logits.map(HostTensor::from_burn);
-    let (o, r, z) = (o?, r?, z?);
     let (s, v) = (batch.seq, o.shape[2]);
     if let Some(bad) = batch.ids.iter().find(|&&t| t as usize >= v) {
         return Err(PrismError::InvalidInput(format!(
@@ -158,18 +155,25 @@ fn add_downstream(
     Ok(())
 }
 
-/// Evaluates one batch: reconstruction metrics on the real (unpadded) positions and the three
-/// runs for loss recovered and KL — the clean run whole, the spliced and zeroed runs from the
-/// hook's block on ([`prism_models::Transformer::forward_from`]). The hook must carry one vector
-/// per token.
+/// Evaluates one batch for every dictionary of `dicts` (one `(recon, down)` pair of sums
+/// each): reconstruction metrics on the real (unpadded) positions and the runs for loss
+/// recovered and KL — the clean run whole, then the zeroed run and one spliced run per
+/// dictionary from the hook's block on ([`prism_models::Transformer::forward_from`]); the clean
+/// and zeroed runs are shared by all the dictionaries. The hook must carry one vector per token.
 pub fn evaluate_batch(
     model: &Model,
-    dict: &dyn Dictionary,
+    dicts: &[&dyn Dictionary],
     hook: HookPoint,
     batch: &TokenBatch,
-    recon: &mut ReconstructionStats,
-    down: &mut DownstreamStats,
+    stats: &mut [(ReconstructionStats, DownstreamStats)],
 ) -> Result<()> {
+    if dicts.len() != stats.len() {
+        return Err(PrismError::InvalidInput(format!(
+            "{} dictionaries but {} sets of sums",
+            dicts.len(),
+            stats.len()
+        )));
+    }
     // The spliced and zeroed runs share the clean run's blocks before the hook's: they resume
     // from the residual stream entering the hook's block.
     let resume_at = hook.layer();
@@ -199,16 +203,13 @@ pub fn evaluate_batch(
             message: "dictionaries are evaluated on hooks with one vector per token".into(),
         })?;
     let [b, s, d] = act.dims();
-    if d != dict.d_in() {
+    if let Some(dict) = dicts.iter().find(|dict| dict.d_in() != d) {
         return Err(PrismError::Shape(format!(
             "the dictionary reads d_in = {}, {hook} has d = {d}",
             dict.d_in()
         )));
     }
     let x = act.reshape([b * s, d]);
-    let codes = dict.encode(x.clone());
-    let x_hat = dict.decode(codes.clone());
-
     // Reconstruction metrics on real positions only.
     let real: Vec<usize> = (0..b)
         .flat_map(|i| (0..batch.lengths[i]).map(move |t| i * s + t))
@@ -221,20 +222,25 @@ pub fn evaluate_batch(
         }
         HostTensor::new(vec![real.len(), w], data)
     };
-    recon.add(
-        &keep(HostTensor::from_burn(x)?)?,
-        &keep(HostTensor::from_burn(x_hat.clone())?)?,
-        &keep(HostTensor::from_burn(codes)?)?,
+    let x_real = keep(HostTensor::from_burn(x.clone())?)?;
+    let original = HostTensor::from_burn(clean.logits()?)?;
+    let zeroed = HostTensor::from_burn(
+        finish(&Hooks::new().intervene(Intervention::new(hook, Edit::Zero)))?.logits()?,
     )?;
-
-    // The three runs.
-    let original = clean.logits()?;
-    let spliced = Hooks::new().intervene(Intervention::new(
-        hook,
-        Edit::Replace(Activation::Rank3(x_hat.reshape([b, s, d]))),
-    ));
-    let reconstructed = finish(&spliced)?.logits()?;
-    let zeroed = finish(&Hooks::new().intervene(Intervention::new(hook, Edit::Zero)))?.logits()?;
-    add_downstream(down, batch, [original, reconstructed, zeroed])?;
+    for (dict, (recon, down)) in dicts.iter().zip(stats.iter_mut()) {
+        let codes = dict.encode(x.clone());
+        let x_hat = dict.decode(codes.clone());
+        recon.add(
+            &x_real,
+            &keep(HostTensor::from_burn(x_hat.clone())?)?,
+            &keep(HostTensor::from_burn(codes)?)?,
+        )?;
+        let spliced = Hooks::new().intervene(Intervention::new(
+            hook,
+            Edit::Replace(Activation::Rank3(x_hat.reshape([b, s, d]))),
+        ));
+        let reconstructed = HostTensor::from_burn(finish(&spliced)?.logits()?)?;
+        add_downstream(down, batch, [&original, &reconstructed, &zeroed])?;
+    }
     Ok(())
 }

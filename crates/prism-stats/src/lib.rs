@@ -13,6 +13,8 @@ mod browser;
 mod collect;
 mod contexts;
 mod correlation;
+#[cfg(feature = "plot")]
+mod curves;
 mod density;
 mod downstream;
 #[cfg(feature = "plot")]
@@ -28,6 +30,8 @@ pub use contexts::{
     scan_features, top_activating,
 };
 pub use correlation::pearson;
+#[cfg(feature = "plot")]
+pub use curves::{RunLog, last_doubling_change, plot_convergence};
 pub use density::{DensityHistogram, density_histogram, sample_across_density_bands};
 pub use downstream::{DownstreamMetrics, DownstreamStats, evaluate_batch};
 #[cfg(feature = "plot")]
@@ -70,16 +74,35 @@ pub fn evaluate(
     dict: &dyn Dictionary,
     hook: HookPoint,
     batches: impl IntoIterator<Item = Result<TokenBatch>>,
-    mut on_batch: impl FnMut(&TokenBatch),
+    on_batch: impl FnMut(&TokenBatch),
 ) -> Result<Evaluation> {
-    let (mut recon, mut down) = (ReconstructionStats::default(), DownstreamStats::default());
+    let mut all = evaluate_many(model, &[dict], hook, batches, on_batch)?;
+    Ok(all.remove(0))
+}
+
+/// [`evaluate`] for several dictionaries at the same hook on the same batches, in one pass
+/// over the text: the clean and zero-ablated runs are shared, so `k` dictionaries cost one
+/// clean run, one zeroed and `k` spliced runs from the hook's block on (instead of `k` of each).
+pub fn evaluate_many(
+    model: &Model,
+    dicts: &[&dyn Dictionary],
+    hook: HookPoint,
+    batches: impl IntoIterator<Item = Result<TokenBatch>>,
+    mut on_batch: impl FnMut(&TokenBatch),
+) -> Result<Vec<Evaluation>> {
+    let mut stats = vec![(ReconstructionStats::default(), DownstreamStats::default()); dicts.len()];
     for batch in batches {
         let batch = batch?;
-        evaluate_batch(model, dict, hook, &batch, &mut recon, &mut down)?;
+        evaluate_batch(model, dicts, hook, &batch, &mut stats)?;
         on_batch(&batch);
     }
-    Ok(Evaluation {
-        reconstruction: recon.finish()?,
-        downstream: down.finish()?,
-    })
+    stats
+        .iter()
+        .map(|(recon, down)| {
+            Ok(Evaluation {
+                reconstruction: recon.finish()?,
+                downstream: down.finish()?,
+            })
+        })
+        .collect()
 }

@@ -20,6 +20,7 @@
 //!    accuracy per layer, the generalisation matrix, the first dictionary's features as truth
 //!    classifiers, and SHIFT with the city's continent as the confound.
 
+mod estimate;
 mod patching;
 mod probes;
 mod report;
@@ -31,14 +32,42 @@ use std::time::Instant;
 use prism_core::{HookPoint, PrismError, Result};
 use prism_models::{Model, Randomization};
 
+use estimate::Timings;
 pub use report::write_report;
 use steps::{DictResult, Stage};
+
+/// How big a run: `default` fits in 30 minutes on a 2-core CPU, `long` is sized for a GPU or an
+/// overnight CPU run, `quick` exercises every step in a few minutes (CI, a first look).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// Every step at small sizes.
+    Quick,
+    /// ≤ 30 minutes on a 2-core CPU.
+    Default,
+    /// Long enough for the curves to flatten.
+    Long,
+}
+
+impl Preset {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Quick => "quick",
+            Preset::Default => "default",
+            Preset::Long => "long",
+        }
+    }
+}
 
 /// `prism demo` arguments.
 #[derive(clap::Args, Clone, Debug)]
 pub struct DemoArgs {
-    /// Small sizes that exercise every step in a few minutes (for CI and a first look).
-    #[arg(long)]
+    /// The run's size (see docs/experiments.md for what each trains and how long it takes).
+    #[arg(long, value_enum, default_value = "default")]
+    pub preset: Preset,
+    /// The same as `--preset quick`.
+    #[arg(long, conflicts_with = "preset")]
     pub quick: bool,
     /// Where the report goes.
     #[arg(long, default_value = "report")]
@@ -59,15 +88,15 @@ pub struct DemoArgs {
     /// Hook point (default: the MLP output of the middle block).
     #[arg(long)]
     pub hook: Option<String>,
-    /// Activation vectors harvested from the real model (default 196608; --quick 16384).
+    /// Distinct activation vectors harvested from the real model (default: the preset's).
     #[arg(long)]
     pub tokens: Option<u64>,
-    /// Held-out tokens for evaluation (default 4096; --quick 1024).
+    /// Held-out tokens for evaluation (default: the preset's).
     #[arg(long)]
     pub eval_tokens: Option<u64>,
-    /// Passes over the harvested activations when training.
-    #[arg(long, default_value_t = 3)]
-    pub epochs: u64,
+    /// Passes over the harvested activations when training (default: the preset's).
+    #[arg(long)]
+    pub epochs: Option<u64>,
     /// Expansion factors of the two dictionaries.
     #[arg(long, value_delimiter = ',', default_value = "8,32")]
     pub expansion: Vec<usize>,
@@ -86,13 +115,23 @@ pub struct DemoArgs {
 /// Sizes for one run.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Plan {
+    pub preset: Preset,
     pub hook: String,
     pub ctx: usize,
+    /// Distinct real-model tokens trained on (the cache holds `held_out` more).
     pub tokens: u64,
+    /// … and from each randomised model.
     pub random_tokens: u64,
+    /// The cache's last rows, never trained on: convergence is measured on them.
+    pub held_out: u64,
     pub eval_tokens: u64,
     pub batch: usize,
     pub epochs: u64,
+    pub lr: f32,
+    /// Seeds of every configuration (the findings' spread is over them).
+    pub seeds: u64,
+    /// Seeds of the large dictionary (the most expensive to train).
+    pub large_seeds: u64,
     pub sizes: [usize; 2],
     pub l1: [f32; 2],
     /// Held-out tokens the feature browser scans.
@@ -110,6 +149,14 @@ pub struct Plan {
 }
 
 impl DemoArgs {
+    fn preset(&self) -> Preset {
+        if self.quick {
+            Preset::Quick
+        } else {
+            self.preset
+        }
+    }
+
     fn plan(&self, model: &Model) -> Result<Plan> {
         let c = model.config();
         let hook = self
@@ -122,48 +169,72 @@ impl DemoArgs {
                 "--expansion and --l1 take two values each (first and second dictionary)".into(),
             ));
         }
+        let preset = self.preset();
+        let pick = |quick: u64, default: u64, long: u64| match preset {
+            Preset::Quick => quick,
+            Preset::Default => default,
+            Preset::Long => long,
+        };
         let tokens = self
             .tokens
-            .unwrap_or(if self.quick { 16_384 } else { 196_608 });
+            .unwrap_or_else(|| pick(16_384, 65_536, 1_048_576));
+        let small = preset == Preset::Quick;
+        let batch = pick(256, 1024, 1024) as usize;
         Ok(Plan {
+            preset,
             hook,
             ctx: 128,
             tokens,
             random_tokens: tokens / 2,
-            eval_tokens: self
-                .eval_tokens
-                .unwrap_or(if self.quick { 1024 } else { 4096 }),
-            batch: if self.quick { 256 } else { 1024 },
-            epochs: self.epochs.max(1),
+            held_out: pick(1024, 2048, 4096),
+            eval_tokens: self.eval_tokens.unwrap_or_else(|| pick(1024, 2048, 8192)),
+            batch,
+            epochs: self.epochs.unwrap_or_else(|| pick(3, 4, 8)).max(1),
+            lr: learning_rate(batch),
+            seeds: pick(2, 3, 3),
+            large_seeds: pick(1, 1, 3),
             sizes: [self.expansion[0] * c.d_model, self.expansion[1] * c.d_model],
             l1: [self.l1[0], self.l1[1]],
-            browser_tokens: if self.quick { 4096 } else { 32_768 },
-            context_features: if self.quick { 16 } else { 48 },
-            probe_statements: if self.quick { 96 } else { 640 },
-            probe_stride: if self.quick { 10 } else { 1 },
-            shift_statements: if self.quick { 400 } else { 2200 },
-            shift_heads: if self.quick { 2 } else { 6 },
-            shift_trials: if self.quick { 1 } else { 3 },
+            browser_tokens: pick(4096, 16_384, 65_536),
+            context_features: if small { 16 } else { 48 },
+            probe_statements: pick(96, 320, 640) as usize,
+            probe_stride: if small { 10 } else { 1 },
+            shift_statements: pick(400, 1100, 2200) as usize,
+            shift_heads: if small { 2 } else { 6 },
+            shift_trials: if small { 1 } else { 3 },
         })
     }
 }
 
-/// Rough durations on a 2-core CPU, to print before starting.
-fn expected_seconds(plan: &Plan, layers: usize, hook_layer: usize) -> f64 {
-    let depth = (hook_layer + 1) as f64 / layers as f64;
-    let harvest_rate = 400.0 / depth; // tokens/s for a pass that stops at the hook
-    let harvest = (plan.tokens + 2 * plan.random_tokens) as f64 / harvest_rate;
-    let train_tokens =
-        plan.epochs as f64 * (3.0 * plan.tokens as f64 + 2.0 * plan.random_tokens as f64);
-    let train = train_tokens / 20_000.0 + plan.epochs as f64 * plan.tokens as f64 / 6_000.0;
-    let eval = 6.0 * plan.eval_tokens as f64 * 3.5 / 380.0;
-    let contexts =
-        4.0 * plan.eval_tokens as f64 / 380.0 + plan.browser_tokens as f64 / harvest_rate;
-    // Probes: ~16 tokens a statement (padded), every block; SHIFT: about 60 % of its sample in
-    // the sets, 3 + trials passes up to the hook.
-    let probes = 3.0 * plan.probe_statements as f64 * 16.0 / 400.0
-        + (3 + plan.shift_trials) as f64 * 0.6 * plan.shift_statements as f64 * 16.0 / harvest_rate;
-    harvest + train + eval + contexts + probes + 20.0
+/// The demo's learning rate for a batch size: 4e-3 at 1024, scaled with √batch. Chosen by the
+/// sweep in docs/experiments.md (8×, L1 = 1, two seeds, 524 288 tokens): at batches of 1024,
+/// 1e-3 reached seeds' MMCS 0.39 and 4e-3 0.52 at the same held-out variance explained; at
+/// batches of 256, 2e-3 reached 0.53 and 8e-3 killed features (L0 17, a third dead).
+fn learning_rate(batch: usize) -> f32 {
+    4e-3 * (batch as f32 / 1024.0).sqrt()
+}
+
+/// The dictionaries trained on one model: `(name, features, L1, seed)` for each seed of the
+/// small configuration (and, on the real model, of the large one).
+fn specs(plan: &Plan, base: &str, first_seed: u64, large: bool) -> Vec<steps::DictSpec> {
+    let mut out: Vec<steps::DictSpec> = (0..plan.seeds)
+        .map(|i| {
+            let seed = first_seed + i;
+            (format!("{base}_s{seed}"), plan.sizes[0], plan.l1[0], seed)
+        })
+        .collect();
+    if large {
+        out.extend((0..plan.large_seeds).map(|i| {
+            let seed = first_seed + 4 + i;
+            (
+                format!("large_high_l1_s{seed}"),
+                plan.sizes[1],
+                plan.l1[1],
+                seed,
+            )
+        }));
+    }
+    out
 }
 
 pub fn demo(args: &DemoArgs) -> Result<()> {
@@ -173,108 +244,172 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     let model = Model::load(&args.model, &device)?;
     let plan = args.plan(&model)?;
     let hook: HookPoint = plan.hook.parse()?;
-    let hook_layer = plan
-        .hook
-        .split('.')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let eta = expected_seconds(&plan, model.config().n_layers, hook_layer);
+    let corpus = prism_cache::Corpus::open(&args.data, "text")?;
+    let stage = Stage::new(args, &plan, &corpus, &device, hook)?;
+    let rates = estimate::measure(&model, &corpus, &plan, hook, stage.engine())?;
+    let expected = estimate::expected_seconds(&plan, &rates);
+    let total: f64 = expected.iter().map(|(_, s)| s).sum();
     eprintln!(
-        "prism demo{}: {} at {} — {} harvested tokens, dictionaries of {} and {} features; \
-         expected ≈ {:.0} min on a 2-core CPU",
-        if args.quick { " --quick" } else { "" },
+        "prism demo --preset {}: {} at {} — {} distinct tokens × {} epochs, {} seeds of {} \
+         features (L1 {}) and {} of {} (L1 {}), the first configuration also on two randomised \
+         models",
+        plan.preset.name(),
         args.model.display(),
         plan.hook,
         plan.tokens,
+        plan.epochs,
+        plan.seeds,
         plan.sizes[0],
+        plan.l1[0],
+        plan.large_seeds,
         plan.sizes[1],
-        (eta / 60.0).ceil()
+        plan.l1[1],
+    );
+    eprintln!(
+        "measured here: {:.0} tok/s to the hook, {:.0} tok/s whole model, training {:.0} and \
+         {:.0} tok/s per dictionary; expected ≈ {:.0} min ({})",
+        rates.to_hook,
+        rates.full,
+        rates.train[0],
+        rates.train[1],
+        (total / 60.0).ceil(),
+        expected
+            .iter()
+            .map(|(p, s)| format!("{p} {:.1}", s / 60.0))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     std::fs::create_dir_all(&args.out).map_err(|e| PrismError::io(&args.out, e))?;
-    let corpus = prism_cache::Corpus::open(&args.data, "text")?;
-    let stage = Stage::new(args, &plan, &corpus, &device, hook)?;
+    let mut time = Timings::default();
 
-    // 1–2. Harvest the real model and train three dictionaries from one stream.
-    let real_cache = stage.harvest(&model, "real", plan.tokens)?;
-    let names = ["small_low_l1", "small_low_l1_seed1", "large_high_l1"];
-    let configs = [
-        (names[0], plan.sizes[0], plan.l1[0], 0),
-        (names[1], plan.sizes[0], plan.l1[0], 1),
-        (names[2], plan.sizes[1], plan.l1[1], 4),
-    ];
-    let trained = stage.train(&real_cache, &configs)?;
+    // 1–2. Harvest the real model; train every seed of both configurations from one stream.
+    let held = plan.held_out;
+    let real_cache = time.time("harvest", || {
+        stage.harvest(&model, "real", plan.tokens + held)
+    })?;
+    let real_group = time.time("train", || {
+        stage.train(&real_cache, &specs(&plan, "small_low_l1", 0, true), "real")
+    })?;
 
-    // 3. Evaluate on held-out windows.
-    // The randomised models' caches (below) take a shorter prefix of the same window stream,
-    // so text after the real cache's training data is held out from all of them.
+    // 3. Evaluate on held-out windows (after every cache's training data: the randomised
+    // models' caches take a shorter prefix of the same window stream).
     let eval_windows = stage.eval_windows(&model, &[&real_cache], plan.eval_tokens)?;
-    let mut results: Vec<DictResult> = Vec::new();
-    for (name, dir) in &trained {
-        results.push(stage.evaluate(&model, name, dir, &eval_windows, "real model")?);
-    }
+    let results = time.time("evaluate", || {
+        stage.evaluate_all(&model, &real_group.dicts, &eval_windows, "real model")
+    })?;
+    let seeds = plan.seeds as usize;
+    let (small, large) = results.split_at(seeds);
 
-    // 4. Prune the first dictionary to the second's L0.
-    let target_l0 = results[2].eval.reconstruction.l0;
-    results.push(stage.prune_to(&model, &results[0], target_l0, &eval_windows)?);
+    // 4. Prune each seed of the small dictionary to the first large one's L0.
+    let target_l0 = large[0].eval.reconstruction.l0;
+    let pruned = time.time("evaluate", || {
+        stage.prune_all(&model, small, target_l0, &eval_windows)
+    })?;
 
-    // 6. Randomised models: same configuration as the first dictionary.
-    let mut random = Vec::new();
-    // Their own seeds: a dictionary that barely moved from a shared initialisation would
-    // otherwise look similar for the wrong reason.
-    for (mode, label, seed) in [
-        (Randomization::All, "random_all", 2),
-        (Randomization::AllButEmbeddings, "random_but_embeddings", 3),
+    // 6. Randomised models: the small configuration, every seed (their own seeds: a dictionary
+    // that barely moved from a shared initialisation would look similar for the wrong reason).
+    let mut random: Vec<Vec<DictResult>> = Vec::new();
+    let mut groups = vec![("real".to_string(), real_group)];
+    for (mode, label, first_seed) in [
+        (Randomization::All, "random_all", 10),
+        (Randomization::AllButEmbeddings, "random_but_embeddings", 20),
     ] {
         let rmodel = model.randomized(mode, 1234)?;
-        let cache = stage.harvest(&rmodel, label, plan.random_tokens)?;
-        let trained = stage.train(&cache, &[(label, plan.sizes[0], plan.l1[0], seed)])?;
-        let (name, dir) = &trained[0];
-        let mut r = stage.evaluate(&rmodel, name, dir, &eval_windows, &format!("{label} model"))?;
-        r.traits = Some(stage.feature_traits(&rmodel, &r, &eval_windows)?);
-        random.push(r);
+        let cache = time.time("harvest", || {
+            stage.harvest(&rmodel, label, plan.random_tokens + held)
+        })?;
+        let group = time.time("train", || {
+            stage.train(&cache, &specs(&plan, label, first_seed, false), label)
+        })?;
+        let mut rs = time.time("evaluate", || {
+            stage.evaluate_all(
+                &rmodel,
+                &group.dicts,
+                &eval_windows,
+                &format!("{label} model"),
+            )
+        })?;
+        for r in &mut rs {
+            r.traits = Some(time.time("evaluate", || {
+                stage.feature_traits(&rmodel, r, &eval_windows)
+            })?);
+        }
+        random.push(rs);
+        groups.push((label.to_string(), group));
     }
-    results[0].traits = Some(stage.feature_traits(&model, &results[0], &eval_windows)?);
+    let mut results = results;
+    for r in &mut results[..seeds] {
+        r.traits = Some(time.time("evaluate", || {
+            stage.feature_traits(&model, r, &eval_windows)
+        })?);
+    }
+    let (small, large) = results.split_at(seeds);
 
-    // 5 and 6. Similarities.
-    let sims = stage.similarities(&results, &random)?;
+    // 5 and 6. Similarities: every pair of seeds, each seed against the randomised models'
+    // dictionary of the same rank, and the two sizes.
+    let mut sims = Vec::new();
+    for i in 0..seeds {
+        for j in i + 1..seeds {
+            sims.push(stage.similarity("seeds", &small[i], &small[j])?);
+        }
+    }
+    for rs in &random {
+        for (a, b) in small.iter().zip(rs) {
+            let kind = b.on.trim_end_matches(" model");
+            sims.push(stage.similarity(kind, a, b)?);
+        }
+    }
+    sims.push(stage.similarity("sizes", &small[0], &large[0])?);
 
-    let density_overlay = stage.density_overlay(results.iter().chain(&random))?;
+    let all_random = random.iter().flatten();
+    let density_overlay = stage.density_overlay(results.iter().chain(&pruned).chain(all_random))?;
 
     // 7. Feature browser for every feature of the first dictionary, on more held-out text.
     let browser_windows = stage.eval_windows(&model, &[&real_cache], plan.browser_tokens)?;
-    let browser = stage.browser(&model, &results[0], &results[1], &browser_windows)?;
+    let browser = time.time("feature browser", || {
+        stage.browser(&model, &small[0], &small[1], &browser_windows)
+    })?;
 
     // 8. Causal patching and a circuit of the first dictionary's features.
-    let patching = patching::patching_step(
-        &model,
-        &args.countries,
-        &results[0],
-        hook,
-        args.quick,
-        &args.out,
-    )?;
+    let patching = time.time("patching", || {
+        patching::patching_step(
+            &model,
+            &args.countries,
+            &small[0],
+            hook,
+            plan.preset == Preset::Quick,
+            &args.out,
+        )
+    })?;
 
     // 9. Truth probes and SHIFT.
-    let probes = probes::probes_step(&model, &args.datasets, &results[0], hook, &plan, &args.out)?;
+    let probes = time.time("probes and SHIFT", || {
+        probes::probes_step(&model, &args.datasets, &small[0], hook, &plan, &args.out)
+    })?;
 
     if !args.keep_cache {
         let _ = std::fs::remove_dir_all(args.out.join("cache"));
     }
     let findings = report::Findings {
         results: &results,
+        pruned: &pruned,
         random: &random,
+        groups: &groups,
         sims: &sims,
         browser: &browser,
         density_overlay: &density_overlay,
         patching: &patching,
         probes: &probes,
+        rates: &rates,
+        expected: &expected,
+        timings: &time,
     };
     let report = write_report(&args.out, &plan, &findings, t0.elapsed().as_secs_f64())?;
     eprintln!(
-        "report written to {} in {:.1} min",
+        "report written to {} in {:.1} min (expected {:.0})",
         report.display(),
-        t0.elapsed().as_secs_f64() / 60.0
+        t0.elapsed().as_secs_f64() / 60.0,
+        (total / 60.0).ceil()
     );
     Ok(())
 }

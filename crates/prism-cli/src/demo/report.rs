@@ -7,9 +7,11 @@ use prism_core::{PrismError, Result, atomic_write};
 use serde_json::json;
 
 use super::Plan;
+use super::estimate::{Throughput, Timings};
 use super::patching::PatchingResult;
 use super::probes::ProbesResult;
-use super::steps::{DictResult, SimRow};
+use super::steps::{DictResult, SimRow, TrainedGroup, Traits};
+use prism_stats::last_doubling_change;
 
 fn rel(out: &Path, p: &Path) -> String {
     p.strip_prefix(out).unwrap_or(p).display().to_string()
@@ -60,10 +62,14 @@ fn downstream_row(r: &DictResult) -> String {
 
 /// Everything the demo found, for the report.
 pub struct Findings<'a> {
-    /// The real model's dictionaries (and the pruned one).
+    /// The real model's dictionaries: every seed of the small configuration, then of the large.
     pub results: &'a [DictResult],
-    /// The randomised models' dictionaries.
-    pub random: &'a [DictResult],
+    /// Each small seed pruned to the first large dictionary's L0.
+    pub pruned: &'a [DictResult],
+    /// Per randomised model, its dictionaries (one per seed).
+    pub random: &'a [Vec<DictResult>],
+    /// The training groups (real model, each randomised model) with their curves.
+    pub groups: &'a [(String, TrainedGroup)],
     /// Similarities.
     pub sims: &'a [SimRow],
     /// The feature browser.
@@ -74,6 +80,78 @@ pub struct Findings<'a> {
     pub patching: &'a PatchingResult,
     /// Probes and SHIFT.
     pub probes: &'a ProbesResult,
+    /// Rates measured at the start, and the estimate made from them.
+    pub rates: &'a Throughput,
+    pub expected: &'a [(&'static str, f64)],
+    /// Where the time went.
+    pub timings: &'a Timings,
+}
+
+/// Mean, sample standard deviation, min and max of a finding over seeds.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Spread {
+    pub mean: f64,
+    pub sd: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+impl Spread {
+    fn of(values: impl IntoIterator<Item = f64>) -> Spread {
+        let v: Vec<f64> = values.into_iter().collect();
+        let n = v.len();
+        let mean = v.iter().sum::<f64>() / n.max(1) as f64;
+        let sd = if n > 1 {
+            (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+        } else {
+            0.0
+        };
+        Spread {
+            mean,
+            sd,
+            min: v.iter().copied().fold(f64::INFINITY, f64::min),
+            max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            n,
+        }
+    }
+
+    /// `0.812 ± 0.004 (0.807–0.816, n = 3)`.
+    fn show(&self, digits: usize) -> String {
+        format!(
+            "{:.d$} ± {:.d$} ({:.d$}–{:.d$}, n = {})",
+            self.mean,
+            self.sd,
+            self.min,
+            self.max,
+            self.n,
+            d = digits
+        )
+    }
+}
+
+/// Whether a finding reached the notes' level, and if not, whether training had converged.
+fn verdict(reached: bool, still_moving: Option<bool>) -> &'static str {
+    match (reached, still_moving) {
+        (true, _) => "reproduced",
+        (false, Some(true)) => "not yet converged (the curve still moves)",
+        (false, Some(false)) => "not reproduced (the curve is flat)",
+        (false, None) => "not reproduced",
+    }
+}
+
+/// The largest change over the last doubling of training among the group's runs.
+fn still_moving(
+    group: &TrainedGroup,
+    value: impl Fn(&prism_sae::train::HeldOut) -> Option<f64> + Copy,
+    tolerance: f64,
+) -> Option<bool> {
+    let changes: Vec<f64> = group
+        .logs
+        .iter()
+        .filter_map(|l| last_doubling_change(&l.entries, value))
+        .collect();
+    (!changes.is_empty()).then(|| changes.iter().any(|c| c.abs() > tolerance))
 }
 
 /// Writes `out/README.md` and `out/summary.json`; returns the README's path.
@@ -85,14 +163,21 @@ pub fn write_report(
 ) -> Result<PathBuf> {
     let Findings {
         results,
+        pruned,
         random,
+        groups,
         sims,
         browser,
         density_overlay,
         patching,
         probes,
+        rates,
+        expected,
+        timings,
     } = *findings;
-    let (small, seed1, large, pruned) = (&results[0], &results[1], &results[2], &results[3]);
+    let seeds = plan.seeds as usize;
+    let (small, large) = results.split_at(seeds);
+    let all = || results.iter().chain(pruned).chain(random.iter().flatten());
     let mut md = String::new();
     let w = &mut md;
     let _ = writeln!(
@@ -102,19 +187,171 @@ pub fn write_report(
     );
     let _ = writeln!(
         w,
-        "Activations: {} tokens of the corpus at `{}` (randomised models: {} tokens each), \
-         windows of {} tokens; held-out evaluation on the next {} tokens. Training: ReLU + L1 \
-         (dictionary_learning's standard trainer with resampling), {} epochs, batches of {}, \
-         inputs normalised to E‖x‖ = √d and folded back. Run time {:.1} min.\n",
+        "Preset `{}`. Activations: {} distinct tokens of the corpus at `{}` (randomised \
+         models: {} each), windows of {} tokens, each cache's last {} rows held out for the \
+         convergence curves; evaluation on the {} tokens after the training text. Training: \
+         ReLU + L1 (dictionary_learning's standard trainer with resampling, the initial encoder \
+         scaled to the first batch), {} epochs over the cache ({} training tokens per \
+         dictionary), batches of {}, learning rate {}, inputs normalised to E‖x‖ = √d and folded \
+         back; {} seeds of every configuration. Run time {:.1} min (expected {:.1}).\n",
+        plan.preset.name(),
         plan.tokens,
         plan.hook,
         plan.random_tokens,
         plan.ctx,
+        plan.held_out,
         plan.eval_tokens,
         plan.epochs,
+        plan.epochs * plan.tokens,
         plan.batch,
-        seconds / 60.0
+        plan.lr,
+        plan.seeds,
+        seconds / 60.0,
+        expected.iter().map(|(_, s)| s).sum::<f64>() / 60.0
     );
+
+    // Findings first, next to the notes' claims.
+    let real_group = &groups[0].1;
+    let seed_sims: Vec<&SimRow> = sims.iter().filter(|s| s.kind == "seeds").collect();
+    let seeds_alive = Spread::of(
+        seed_sims
+            .iter()
+            .flat_map(|s| [s.alive_a_to_b, s.alive_b_to_a]),
+    );
+    let seeds_all = Spread::of(
+        seed_sims
+            .iter()
+            .flat_map(|s| [s.mmcs_a_to_b, s.mmcs_b_to_a]),
+    );
+    let vs_random: Vec<(&str, Spread)> = ["random_all", "random_but_embeddings"]
+        .iter()
+        .map(|k| {
+            (
+                *k,
+                Spread::of(sims.iter().filter(|s| s.kind == *k).map(|s| s.alive_a_to_b)),
+            )
+        })
+        .collect();
+    let seeds_moving = still_moving(real_group, |h| h.mmcs_seeds_alive, 0.01);
+    let pruned_rec = Spread::of(pruned.iter().map(|r| r.eval.downstream.frac_recovered));
+    let large_rec = Spread::of(large.iter().map(|r| r.eval.downstream.frac_recovered));
+    let pruned_mse = Spread::of(pruned.iter().map(|r| r.eval.reconstruction.mse));
+    let large_mse = Spread::of(large.iter().map(|r| r.eval.reconstruction.mse));
+    let fve_moving = still_moving(real_group, |h| Some(h.fve), 0.01);
+    let traits = |rs: &[DictResult], f: &dyn Fn(&Traits) -> f64| {
+        Spread::of(rs.iter().filter_map(|r| r.traits.as_ref().map(f)))
+    };
+    let dense_share = |t: &Traits| t.frac_dense;
+    let single_share = |t: &Traits| t.single_token as f64 / t.sampled.max(1) as f64;
+    let real_dense = traits(small, &dense_share);
+    let real_single = traits(small, &single_share);
+    let rand_dense = traits(&random[0], &dense_share);
+    let rand_single = traits(&random[0], &single_share);
+    let _ = writeln!(w, "## The notes' findings, measured here\n");
+    let _ = writeln!(
+        w,
+        "| claim in the notes | notes | here (mean ± sd over seeds) | verdict |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|");
+    let _ = writeln!(
+        w,
+        "| dictionaries from two seeds are alike (MMCS, alive features) | > 0.95 | {} | {} |",
+        seeds_alive.show(3),
+        verdict(seeds_alive.mean > 0.95, seeds_moving)
+    );
+    for (kind, s) in &vs_random {
+        let _ = writeln!(
+            w,
+            "| a dictionary of the real model vs one of the `{kind}` model (MMCS, alive) | < 0.3 | {} | {} |",
+            s.show(3),
+            verdict(s.mean < 0.3, seeds_moving)
+        );
+    }
+    let _ = writeln!(
+        w,
+        "| pruning the low-L1 dictionary's densest features to the sparse one's L0 keeps at \
+         least its loss recovered | 77.9 % vs a bit less | pruned {} vs trained sparse {} | {} |",
+        pruned_rec.show(3),
+        large_rec.show(3),
+        verdict(pruned_rec.mean >= large_rec.mean, fve_moving)
+    );
+    let _ = writeln!(
+        w,
+        "| … at a worse MSE | 0.27, worse | pruned {} vs {} | {} |",
+        pruned_mse.show(4),
+        large_mse.show(4),
+        verdict(pruned_mse.mean > large_mse.mean, fve_moving)
+    );
+    let _ = writeln!(
+        w,
+        "| features of a randomised model fire on > 10 % of tokens more often | most | `random_all` {} vs real {} | {} |",
+        rand_dense.show(3),
+        real_dense.show(3),
+        verdict(rand_dense.mean > real_dense.mean, None)
+    );
+    let _ = writeln!(
+        w,
+        "| … and its interesting features are single-token | the most interesting | `random_all` {} vs real {} | {} |",
+        rand_single.show(3),
+        real_single.show(3),
+        verdict(rand_single.mean > real_single.mean, None)
+    );
+    let _ = writeln!(
+        w,
+        "\nMMCS over every feature across seeds: {}. A single-token feature is detected by a \
+         rule, not by eye: among {} features sampled evenly across log-density bands, its top 8 \
+         contexts (from distinct windows of the evaluation text) number at least 3 and all peak \
+         on the same token. \"Not yet converged\" means a seed's held-out measurement still \
+         moved by more than 0.01 over the last doubling of training tokens (see the curves \
+         below); \"flat\" means it did not.\n",
+        seeds_all.show(3),
+        plan.context_features
+    );
+
+    let _ = writeln!(w, "## Convergence\n");
+    let _ = writeln!(
+        w,
+        "Measured during training at token counts ×√2 apart on each cache's held-out rows: \
+         variance explained, L0, dead and dense features, and the MMCS between the seeds of a \
+         configuration (each seed against the others, averaged; over every feature and over \
+         features alive in both). The change over the last doubling of tokens tells whether a \
+         curve has flattened.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| run | tokens | held-out FVE | L0 | alive | dense | seeds' MMCS (alive) | Δ FVE, last doubling | Δ MMCS, last doubling |"
+    );
+    let _ = writeln!(w, "|{}", "---|".repeat(9));
+    for (_, g) in groups {
+        for l in &g.logs {
+            let Some(last) = l.entries.iter().rev().find(|e| e.held_out.is_some()) else {
+                continue;
+            };
+            let h = last.held_out.as_ref().expect("found with a measurement");
+            let opt = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:+.3}"));
+            let _ = writeln!(
+                w,
+                "| `{}` | {} | {:.3} | {:.1} | {} | {} | {} | {} | {} |",
+                l.name,
+                last.tokens,
+                h.fve,
+                h.l0,
+                h.alive,
+                h.dense,
+                h.mmcs_seeds_alive.map_or("–".into(), |v| format!("{v:.3}")),
+                opt(last_doubling_change(&l.entries, |h| Some(h.fve))),
+                opt(last_doubling_change(&l.entries, |h| h.mmcs_seeds_alive)),
+            );
+        }
+    }
+    let _ = writeln!(w);
+    for (label, g) in groups {
+        let _ = writeln!(w, "### {label}\n");
+        for png in &g.curves {
+            let _ = writeln!(w, "![{}]({})\n", rel(out, png), rel(out, png));
+        }
+    }
+
     let _ = writeln!(w, "## Metrics\n");
     let _ = writeln!(w, "### Reconstruction and sparsity\n");
     let _ = writeln!(
@@ -122,7 +359,7 @@ pub fn write_report(
         "| dictionary | evaluated on | features | L0 | frac_alive | mse | FVE | cossim | l2_ratio | rel. bias |"
     );
     let _ = writeln!(w, "|{}", "---|".repeat(10));
-    for r in results.iter().chain(random) {
+    for r in all() {
         let _ = writeln!(w, "{}", reconstruction_row(r));
     }
     let _ = writeln!(
@@ -140,7 +377,7 @@ pub fn write_report(
         "| dictionary | loss_original | loss_reconstructed | loss_zero | frac_recovered | kl_div_with_sae |"
     );
     let _ = writeln!(w, "|{}", "---|".repeat(6));
-    for r in results.iter().chain(random) {
+    for r in all() {
         let _ = writeln!(w, "{}", downstream_row(r));
     }
     let _ = writeln!(
@@ -150,93 +387,69 @@ pub fn write_report(
          (loss_reconstructed), and zero-ablated (loss_zero). frac_recovered = (loss_zero − \
          loss_reconstructed) / (loss_zero − loss_original): 1 means the reconstruction loses \
          nothing. kl_div_with_sae: KL(original ‖ spliced) of the next-token distributions, in \
-         nats per token."
+         nats per token. On a randomised model the zero-ablation loss is close to the clean \
+         loss, so its frac_recovered is ill-conditioned and shown only for completeness."
     );
     let _ = writeln!(
         w,
-        "\n`{}` uses L1 = {} with {} features; `{}` L1 = {} with {} features; `{}` is the first \
-         configuration with another seed.\n",
-        small.name, plan.l1[0], plan.sizes[0], large.name, plan.l1[1], plan.sizes[1], seed1.name
+        "\n`small_low_l1_s*` use L1 = {} with {} features (the notes' \"0_8192\"); \
+         `large_high_l1_s*` L1 = {} with {} features (\"1_32768\"); the suffix is the seed.\n",
+        plan.l1[0], plan.sizes[0], plan.l1[1], plan.sizes[1]
     );
 
     let _ = writeln!(
         w,
         "## Pruning high-frequency features to the sparser dictionary's L0\n"
     );
-    let (pl0, tl0) = (pruned.eval.reconstruction.l0, large.eval.reconstruction.l0);
-    let removed = small.sae.w_dec.dims()[0] - pruned.sae.w_dec.dims()[0];
+    let tl0 = large[0].eval.reconstruction.l0;
     let _ = writeln!(
         w,
-        "| dictionary | features | L0 | frac_recovered | frac_variance_explained |"
+        "| dictionary | features | L0 | frac_recovered | mse | frac_variance_explained |"
     );
-    let _ = writeln!(w, "|---|---|---|---|---|");
-    for r in [small, pruned, large] {
+    let _ = writeln!(w, "|---|---|---|---|---|---|");
+    for r in small.iter().chain(pruned).chain(large) {
         let _ = writeln!(
             w,
-            "| `{}` | {} | {:.2} | {:.3} | {:.3} |",
+            "| `{}` | {} | {:.2} | {:.3} | {:.4} | {:.3} |",
             r.name,
             r.sae.w_dec.dims()[0],
             r.eval.reconstruction.l0,
             r.eval.downstream.frac_recovered,
+            r.eval.reconstruction.mse,
             r.eval.reconstruction.frac_variance_explained
         );
     }
     let _ = writeln!(
         w,
-        "\nfeatures: dictionary size after pruning; L0, frac_recovered and FVE as in the tables \
-         above, on the same held-out tokens."
-    );
-    let better = pruned.eval.downstream.frac_recovered > large.eval.downstream.frac_recovered;
-    let _ = writeln!(
-        w,
-        "\nRemoving the {removed} densest features of `{}` brings its L0 to {pl0:.2} (target \
-         {tl0:.2}, the L0 of `{}`). At that L0 the pruned dictionary recovers {:.3} of the loss \
-         against {:.3} for the dictionary trained sparse: {}.\n",
-        small.name,
-        large.name,
-        pruned.eval.downstream.frac_recovered,
-        large.eval.downstream.frac_recovered,
-        if better {
-            "pruning keeps more of the loss recovered — the notes' observation that \
-             high-frequency features can be dropped cheaply"
-        } else {
-            "training sparse is better here — the high-frequency features carried loss that \
-             the remaining ones do not make up"
-        }
+        "\nEach seed of the low-L1 dictionary loses its densest features until its L0 on the \
+         evaluation tokens is at most {tl0:.2}, the L0 of `{}`. Loss recovered at that L0: \
+         pruned {}, trained sparse {}; MSE pruned {}, trained sparse {}.\n",
+        large[0].name,
+        pruned_rec.show(3),
+        large_rec.show(3),
+        pruned_mse.show(4),
+        large_mse.show(4),
     );
 
     let _ = writeln!(w, "## Mean max cosine similarity\n");
-    let _ = writeln!(w, "| A | B | MMCS A→B | MMCS B→A |");
-    let _ = writeln!(w, "|---|---|---|---|");
+    let _ = writeln!(
+        w,
+        "| comparison | A | B | MMCS A→B | MMCS B→A | alive A→B | alive B→A |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|");
     for s in sims {
         let _ = writeln!(
             w,
-            "| `{}` | `{}` | {:.3} | {:.3} |",
-            s.a, s.b, s.mmcs_a_to_b, s.mmcs_b_to_a
+            "| {} | `{}` | `{}` | {:.3} | {:.3} | {:.3} | {:.3} |",
+            s.kind, s.a, s.b, s.mmcs_a_to_b, s.mmcs_b_to_a, s.alive_a_to_b, s.alive_b_to_a
         );
     }
     let _ = writeln!(
         w,
         "\nMMCS A→B: for each decoder direction of A, the largest cosine with any direction of \
-         B, averaged over A (1: every feature of A has an exact copy in B); B→A the other way."
-    );
-    let seeds = sims[0].mmcs_a_to_b;
-    let vs_random = sims[1..=random.len()]
-        .iter()
-        .map(|s| s.mmcs_a_to_b)
-        .fold(f64::MIN, f64::max);
-    let _ = writeln!(
-        w,
-        "\nAcross seeds the dictionaries share directions (MMCS {seeds:.3}); against dictionaries \
-         trained on randomised models the best match is {vs_random:.3}. The notes report > 0.95 \
-         across seeds and < 0.3 against a random model for fully trained dictionaries; this run \
-         trains on {} tokens, so its numbers are lower but ordered the same way{}.\n",
-        plan.tokens,
-        if seeds > vs_random {
-            ""
-        } else {
-            " — here they are not, which says training was too short"
-        }
+         B, averaged over A (1: every feature of A has an exact copy in B); B→A the other way; \
+         \"alive\": over the features that fired on the evaluation tokens in both. Each seed of \
+         the real model is compared with the randomised model's dictionary of the same rank.\n"
     );
 
     let _ = writeln!(w, "## Randomised models: what the features respond to\n");
@@ -245,7 +458,7 @@ pub fn write_report(
         "| dictionary | features firing on > 10% of tokens | sampled features | single-token features |"
     );
     let _ = writeln!(w, "|---|---|---|---|");
-    for r in std::iter::once(small).chain(random) {
+    for r in small.iter().chain(random.iter().flatten()) {
         if let Some(t) = &r.traits {
             let _ = writeln!(
                 w,
@@ -260,12 +473,11 @@ pub fn write_report(
     }
     let _ = writeln!(
         w,
-        "\nA single-token feature peaks on the same token in every one of its top contexts. The \
-         notes found dictionaries on randomised models full of such token detectors (the \
+        "\nThe notes found dictionaries on randomised models full of token detectors (the \
          embedding still carries token identity) and of features that fire on a large fraction \
          of tokens. Examples (feature, density, peak tokens of its top contexts):\n"
     );
-    for r in std::iter::once(small).chain(random) {
+    for r in std::iter::once(&small[0]).chain(random.iter().map(|rs| &rs[0])) {
         if let Some(t) = &r.traits {
             let _ = writeln!(w, "- `{}`:", r.name);
             for (f, d, peaks) in t.examples.iter().take(4) {
@@ -284,7 +496,7 @@ pub fn write_report(
         plan.eval_tokens,
         rel(out, density_overlay)
     );
-    for r in results.iter().chain(random) {
+    for r in all() {
         let _ = writeln!(w, "![{}]({})\n", r.name, rel(out, &r.density_png));
     }
     let _ = writeln!(
@@ -294,16 +506,38 @@ pub fn write_report(
          contexts from distinct windows centred on the peak, uniform samples from activation \
          quantile bands, the logit effect of the decoder direction (histogram over the \
          vocabulary, most promoted and suppressed tokens), and the nearest features by decoder \
-         cosine in the same dictionary and in `{}` (the other seed). Search by feature id or \
+         cosine in the same dictionary and in `{}` (another seed). Search by feature id or \
          token; filter by density band.\n",
         rel(out, browser),
         rel(out, browser),
-        small.name,
+        small[0].name,
         plan.browser_tokens,
-        seed1.name
+        small[1].name
     );
     write_patching(w, out, patching);
     write_probes(w, out, probes);
+    let _ = writeln!(w, "## Where the time went\n");
+    let _ = writeln!(
+        w,
+        "Measured at the start: {:.0} tokens/s through the model to the hook, {:.0} tokens/s \
+         through the whole model, {:.0} and {:.0} training tokens/s for one dictionary of each \
+         size.\n",
+        rates.to_hook, rates.full, rates.train[0], rates.train[1]
+    );
+    let _ = writeln!(w, "| phase | seconds |\n|---|---|");
+    for (phase, s) in &timings.phases {
+        let _ = writeln!(w, "| {phase} | {s:.0} |");
+    }
+    let _ = writeln!(w, "| total | {seconds:.0} |\n");
+    let _ = writeln!(
+        w,
+        "Expected from the rates: {}.\n",
+        expected
+            .iter()
+            .map(|(p, s)| format!("{p} {s:.0} s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let readme = out.join("README.md");
     atomic_write(&readme, md.as_bytes())?;
 
@@ -328,14 +562,44 @@ pub fn write_report(
             "traits": r.traits,
         })
     };
+    let convergence: Vec<_> = groups
+        .iter()
+        .flat_map(|(_, g)| &g.logs)
+        .map(|l| {
+            let points: Vec<_> = l
+                .entries
+                .iter()
+                .filter_map(|e| Some(json!({"tokens": e.tokens, "held_out": e.held_out.as_ref()?})))
+                .collect();
+            json!({"name": l.name, "points": points})
+        })
+        .collect();
     let summary = json!({
         "plan": plan,
         "seconds": seconds,
-        "dictionaries": results.iter().chain(random).map(dict).collect::<Vec<_>>(),
-        "pruning": {"target_l0": tl0, "pruned_l0": pl0, "removed_features": removed,
-                    "pruned_frac_recovered": pruned.eval.downstream.frac_recovered,
-                    "sparse_frac_recovered": large.eval.downstream.frac_recovered},
+        "rates": rates,
+        "expected_seconds": expected,
+        "timings": timings,
+        "dictionaries": all().map(dict).collect::<Vec<_>>(),
+        "findings": {
+            "seeds_mmcs_alive": seeds_alive,
+            "seeds_mmcs": seeds_all,
+            "seeds_still_moving": seeds_moving,
+            "vs_random_mmcs_alive": vs_random.iter().map(|(k, s)| json!({"model": k, "spread": s})).collect::<Vec<_>>(),
+            "pruned_frac_recovered": pruned_rec,
+            "sparse_frac_recovered": large_rec,
+            "pruned_mse": pruned_mse,
+            "sparse_mse": large_mse,
+            "real_frac_dense": real_dense,
+            "random_all_frac_dense": rand_dense,
+            "real_single_token": real_single,
+            "random_all_single_token": rand_single,
+        },
+        "pruning": {"target_l0": tl0,
+                    "pruned_l0": pruned.iter().map(|r| r.eval.reconstruction.l0).collect::<Vec<_>>(),
+                    "removed_features": pruned.iter().zip(small).map(|(p, s)| s.sae.w_dec.dims()[0] - p.sae.w_dec.dims()[0]).collect::<Vec<_>>()},
         "similarity": sims,
+        "convergence": convergence,
         "patching": patching,
         "probes": probes,
     });

@@ -10,12 +10,15 @@ use prism_cache::{
 use prism_core::{FloatDtype, HookPoint, PrismError, Result};
 use prism_models::{Model, TokenBatch};
 use prism_sae::Sae;
-use prism_sae::train::{ArchitectureConfig, EngineChoice, FitOptions, Run, TrainConfig, fit};
-use prism_similarity::{SimilarityOptions, compare};
+use prism_sae::train::{
+    ArchitectureConfig, ConvergenceOptions, EngineChoice, FitOptions, Run, TrainConfig, fit,
+    read_log,
+};
+use prism_similarity::{MatchingMethod, SimilarityOptions, compare, compare_directions};
 use prism_stats::{
-    BrowserOptions, Evaluation, PruneRule, XyPlot, build_feature_browser, density_overlay_series,
-    evaluate, features_to_keep, plot_density_histogram, plot_xy, sample_across_density_bands,
-    top_activating,
+    BrowserOptions, Evaluation, PruneRule, RunLog, XyPlot, build_feature_browser,
+    density_overlay_series, evaluate_many, features_to_keep, plot_convergence,
+    plot_density_histogram, plot_xy, sample_across_density_bands, top_activating,
 };
 
 use super::{DemoArgs, Plan};
@@ -23,6 +26,7 @@ use super::{DemoArgs, Plan};
 /// Downloads the default assets when they are the ones asked for and missing.
 pub fn ensure_assets(args: &DemoArgs) -> Result<()> {
     let defaults = DemoArgs {
+        preset: super::Preset::Default,
         quick: false,
         out: PathBuf::new(),
         model: "assets/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
@@ -32,7 +36,7 @@ pub fn ensure_assets(args: &DemoArgs) -> Result<()> {
         hook: None,
         tokens: None,
         eval_tokens: None,
-        epochs: 0,
+        epochs: None,
         expansion: Vec::new(),
         l1: Vec::new(),
         device: String::new(),
@@ -89,10 +93,46 @@ pub struct Traits {
 /// One similarity comparison.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SimRow {
+    /// What is compared: `seeds`, `random_all`, `random_but_embeddings` or `sizes`.
+    pub kind: String,
     pub a: String,
     pub b: String,
     pub mmcs_a_to_b: f64,
     pub mmcs_b_to_a: f64,
+    /// The same over features that fired on the evaluation tokens in both dictionaries.
+    pub alive_a_to_b: f64,
+    pub alive_b_to_a: f64,
+}
+
+/// Dictionaries trained from one stream, with their logs and convergence plots.
+pub struct TrainedGroup {
+    /// `(name, directory)` in the order asked for.
+    pub dicts: Vec<(String, PathBuf)>,
+    /// Each run's log.
+    pub logs: Vec<RunLog>,
+    /// The convergence plots (PNG; an SVG beside each).
+    pub curves: Vec<PathBuf>,
+}
+
+/// One dictionary to train: name, features, L1, seed.
+pub type DictSpec = (String, usize, f32, u64);
+
+/// The demo's training configuration for one dictionary: ReLU + L1 with
+/// [`TrainConfig::for_steps`]' schedule, inputs normalised, the plan's learning rate.
+pub fn dictionary_config(
+    plan: &Plan,
+    d: usize,
+    m: usize,
+    l1: f32,
+    seed: u64,
+    steps: u64,
+) -> TrainConfig {
+    let mut c = TrainConfig::for_steps(ArchitectureConfig::Relu { l1 }, d, m, steps);
+    c.seed = seed;
+    c.lr = plan.lr;
+    c.normalize_activations = true;
+    c.hook_name = Some(plan.hook.clone());
+    c
 }
 
 /// Shared settings of the steps.
@@ -123,7 +163,13 @@ impl<'a> Stage<'a> {
         })
     }
 
-    /// Harvests `tokens` activation vectors at the hook into `out/cache/<label>`.
+    /// The training engine.
+    pub fn engine(&self) -> &EngineChoice {
+        &self.engine
+    }
+
+    /// Harvests `tokens` activation vectors at the hook into `out/cache/<label>` (the last
+    /// `plan.held_out` of them are kept out of training).
     pub fn harvest(&self, model: &Model, label: &str, tokens: u64) -> Result<ActivationStore> {
         let dir = self.args.out.join("cache").join(label);
         let options = CacheOptions {
@@ -154,41 +200,37 @@ impl<'a> Stage<'a> {
         Ok(store)
     }
 
-    /// Trains ReLU+L1 dictionaries `(name, size, l1, seed)` from one pass of shuffled batches
-    /// per epoch over `store`; returns their directories.
+    /// Trains ReLU+L1 dictionaries from shuffled batches over all but the last
+    /// `plan.held_out` rows of `store` (`plan.epochs` passes), measuring convergence on those
+    /// last rows; plots the curves as `plots/curves/{label}_*.png`.
     pub fn train(
         &self,
         store: &ActivationStore,
-        configs: &[(&str, usize, f32, u64)],
-    ) -> Result<Vec<(String, PathBuf)>> {
+        specs: &[DictSpec],
+        label: &str,
+    ) -> Result<TrainedGroup> {
         let d = store.manifest.hooks[0].d;
         let batch = self.plan.batch;
-        let per_epoch = store.len() / batch as u64;
-        let steps = (per_epoch * self.plan.epochs).max(1);
-        let mut runs = configs
+        let rows = store.len().saturating_sub(self.plan.held_out);
+        let steps = (rows / batch as u64 * self.plan.epochs).max(1);
+        let mut runs = specs
             .iter()
-            .map(|&(name, m, l1, seed)| {
-                let mut c = TrainConfig::for_steps(ArchitectureConfig::Relu { l1 }, d, m, steps);
-                c.seed = seed;
-                c.normalize_activations = true;
-                c.hook_name = Some(self.hook.to_string());
+            .map(|(name, m, l1, seed)| {
                 Run::open(
-                    name,
+                    name.clone(),
                     self.args.out.join("dictionaries").join(name),
                     0,
-                    c,
+                    dictionary_config(self.plan, d, *m, *l1, *seed, steps),
                     false,
                     &self.engine,
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        let stream = (0..self.plan.epochs).flat_map(|epoch| {
-            store
-                .shuffled_batches(&[0], batch, 1000 + epoch)
-                .take(per_epoch as usize)
-        });
-        let label = configs.iter().map(|c| c.0).collect::<Vec<_>>().join(", ");
-        let pb = bar(steps, &format!("training {label}"));
+        let mut convergence = ConvergenceOptions::new(store.tail(&[0], self.plan.held_out)?);
+        convergence.first_tokens = (4 * batch as u64).max(8192);
+        let stream = store.epoch_batches(&[0], batch, 1000, rows, 0);
+        let names = specs.iter().map(|c| c.0.as_str()).collect::<Vec<_>>();
+        let pb = bar(steps, &format!("training {}", names.join(", ")));
         let t0 = std::time::Instant::now();
         fit(
             &mut runs,
@@ -197,21 +239,45 @@ impl<'a> Stage<'a> {
             &FitOptions {
                 steps,
                 checkpoint_every: 0,
+                convergence: Some(convergence),
             },
             self.device,
             |_, logs| {
                 let l = &logs[0];
                 let rate = l.step as f64 * batch as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-                pb.set_message(format!("L0 {:.1} dead {} {:.0} tok/s", l.l0, l.dead, rate));
+                let seeds = logs[0]
+                    .held_out
+                    .as_ref()
+                    .and_then(|h| h.mmcs_seeds)
+                    .map(|m| format!(" seeds' MMCS {m:.3}"))
+                    .unwrap_or_default();
+                pb.set_message(format!(
+                    "L0 {:.1} dead {}{seeds} {:.0} tok/s",
+                    l.l0, l.dead, rate
+                ));
                 pb.set_position(l.step);
             },
         )?;
         pb.finish_and_clear();
         let provenance = TrainingData::cache(store)?.to_json();
+        let mut logs = Vec::new();
         for r in &runs {
             Sae::record_in_cfg(&r.dir, TRAINING_DATA_KEY, provenance.clone())?;
+            logs.push(RunLog {
+                name: r.name.clone(),
+                entries: read_log(&r.dir)?,
+            });
         }
-        Ok(runs.into_iter().map(|r| (r.name, r.dir)).collect())
+        let curves = plot_convergence(
+            &logs,
+            &self.args.out.join("plots").join("curves"),
+            &format!("{label}_"),
+        )?;
+        Ok(TrainedGroup {
+            dicts: runs.into_iter().map(|r| (r.name, r.dir)).collect(),
+            logs,
+            curves,
+        })
     }
 
     /// Held-out evaluation windows: after the training data of every cache in `caches`.
@@ -239,20 +305,31 @@ impl<'a> Stage<'a> {
         .windows)
     }
 
-    /// Every metric on `windows`, and the density histogram as a PNG.
-    pub fn evaluate(
+    /// Every metric of each dictionary on `windows` (one pass over the text for all of
+    /// them), and each one's density histogram as a PNG.
+    pub fn evaluate_all(
         &self,
         model: &Model,
-        name: &str,
-        dir: &Path,
+        dicts: &[(String, PathBuf)],
         windows: &[Vec<u32>],
         on: &str,
-    ) -> Result<DictResult> {
-        let sae = Sae::load(dir, self.device)?;
-        let pb = bar(windows.len() as u64, &format!("evaluating {name}"));
-        let eval = evaluate(
+    ) -> Result<Vec<DictResult>> {
+        let saes = dicts
+            .iter()
+            .map(|(_, dir)| Sae::load(dir, self.device))
+            .collect::<Result<Vec<_>>>()?;
+        let names: Vec<&str> = dicts.iter().map(|(n, _)| n.as_str()).collect();
+        let pb = bar(
+            windows.len() as u64,
+            &format!("evaluating {}", names.join(", ")),
+        );
+        let refs: Vec<&dyn prism_core::Dictionary> = saes
+            .iter()
+            .map(|s| s as &dyn prism_core::Dictionary)
+            .collect();
+        let evals = evaluate_many(
             model,
-            &sae,
+            &refs,
             self.hook,
             TokenBatch::batches(windows, 8, model.pad_id()),
             |b| pb.inc(b.batch as u64),
@@ -260,49 +337,58 @@ impl<'a> Stage<'a> {
         pb.finish_and_clear();
         let plots = self.args.out.join("plots");
         std::fs::create_dir_all(&plots).map_err(|e| PrismError::io(&plots, e))?;
-        let density_png = plots.join(format!("{name}_density.png"));
-        plot_density_histogram(
-            &eval.reconstruction.feature_density,
-            eval.reconstruction.tokens,
-            &format!("{name} ({on}): log10 feature density"),
-            Some(&density_png),
-            None,
-            (900, 500),
-        )?;
-        Ok(DictResult {
-            name: name.into(),
-            dir: dir.into(),
-            sae,
-            eval,
-            on: on.into(),
-            density_png,
-            traits: None,
-        })
+        let mut out = Vec::new();
+        for (((name, dir), sae), eval) in dicts.iter().zip(saes).zip(evals) {
+            let density_png = plots.join(format!("{name}_density.png"));
+            plot_density_histogram(
+                &eval.reconstruction.feature_density,
+                eval.reconstruction.tokens,
+                &format!("{name} ({on}): log10 feature density"),
+                Some(&density_png),
+                None,
+                (900, 500),
+            )?;
+            out.push(DictResult {
+                name: name.clone(),
+                dir: dir.clone(),
+                sae,
+                eval,
+                on: on.into(),
+                density_png,
+                traits: None,
+            });
+        }
+        Ok(out)
     }
 
-    /// Removes `base`'s densest features until its L0 is at most `target_l0`, re-evaluates.
-    pub fn prune_to(
+    /// Removes each base dictionary's densest features until its L0 is at most `target_l0`,
+    /// and evaluates the pruned dictionaries.
+    pub fn prune_all(
         &self,
         model: &Model,
-        base: &DictResult,
+        bases: &[DictResult],
         target_l0: f64,
         windows: &[Vec<u32>],
-    ) -> Result<DictResult> {
-        let keep = features_to_keep(
-            &base.eval.reconstruction.feature_density,
-            PruneRule::TargetL0(target_l0),
-        )?;
-        let mut pruned = base.sae.keep_features(&keep)?;
-        pruned
-            .extra_cfg
-            .insert("pruned_from".into(), serde_json::json!(base.name));
-        pruned
-            .extra_cfg
-            .insert("pruned_target_l0".into(), serde_json::json!(target_l0));
-        let name = format!("{}_pruned", base.name);
-        let dir = self.args.out.join("dictionaries").join(&name);
-        pruned.save(&dir)?;
-        self.evaluate(model, &name, &dir, windows, "real model")
+    ) -> Result<Vec<DictResult>> {
+        let mut pruned_dicts = Vec::new();
+        for base in bases {
+            let keep = features_to_keep(
+                &base.eval.reconstruction.feature_density,
+                PruneRule::TargetL0(target_l0),
+            )?;
+            let mut pruned = base.sae.keep_features(&keep)?;
+            pruned
+                .extra_cfg
+                .insert("pruned_from".into(), serde_json::json!(base.name));
+            pruned
+                .extra_cfg
+                .insert("pruned_target_l0".into(), serde_json::json!(target_l0));
+            let name = format!("{}_pruned", base.name);
+            let dir = self.args.out.join("dictionaries").join(&name);
+            pruned.save(&dir)?;
+            pruned_dicts.push((name, dir));
+        }
+        self.evaluate_all(model, &pruned_dicts, windows, "real model")
     }
 
     /// Density statistics and, on features sampled across density bands, whether each one's
@@ -336,23 +422,33 @@ impl<'a> Stage<'a> {
         })
     }
 
-    /// MMCS across seeds, against the randomised models' dictionaries, and between the two sizes.
-    pub fn similarities(&self, real: &[DictResult], random: &[DictResult]) -> Result<Vec<SimRow>> {
-        let mut pairs: Vec<(&DictResult, &DictResult)> = vec![(&real[0], &real[1])];
-        pairs.extend(random.iter().map(|r| (&real[0], r)));
-        pairs.push((&real[0], &real[2]));
-        pairs
-            .into_iter()
-            .map(|(a, b)| {
-                let s = compare(&a.sae, &b.sae, &SimilarityOptions::default())?;
-                Ok(SimRow {
-                    a: a.name.clone(),
-                    b: b.name.clone(),
-                    mmcs_a_to_b: s.mmcs_a_to_b,
-                    mmcs_b_to_a: s.mmcs_b_to_a,
-                })
-            })
-            .collect()
+    /// MMCS between `a` and `b` over every feature and over features alive (fired on the
+    /// evaluation tokens) in both.
+    pub fn similarity(&self, kind: &str, a: &DictResult, b: &DictResult) -> Result<SimRow> {
+        let options = SimilarityOptions {
+            matching: MatchingMethod::None,
+            ..SimilarityOptions::default()
+        };
+        let all = compare(&a.sae, &b.sae, &options)?;
+        let alive = |r: &DictResult| {
+            let keep: Vec<usize> = (0..r.eval.reconstruction.feature_density.len())
+                .filter(|&j| r.eval.reconstruction.feature_density[j] > 0.0)
+                .collect();
+            r.sae
+                .w_dec
+                .clone()
+                .select(0, prism_core::index_tensor(&keep, self.device))
+        };
+        let live = compare_directions(alive(a), alive(b), &options)?;
+        Ok(SimRow {
+            kind: kind.into(),
+            a: a.name.clone(),
+            b: b.name.clone(),
+            mmcs_a_to_b: all.mmcs_a_to_b,
+            mmcs_b_to_a: all.mmcs_b_to_a,
+            alive_a_to_b: live.mmcs_a_to_b,
+            alive_b_to_a: live.mmcs_b_to_a,
+        })
     }
 
     /// Every dictionary's density histogram on one plot (`plots/densities.png` and `.svg`).

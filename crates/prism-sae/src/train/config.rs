@@ -234,7 +234,19 @@ pub struct TrainConfig {
     pub kernel: KernelMode,
     /// Adam's hyper-parameters.
     pub adam: AdamConfig,
+    /// ReLU: before the first step, scale the tied encoder by the factor that minimises the
+    /// first batch's reconstruction error (see [`super::Trainer::step`]).
+    #[serde(default)]
+    pub fit_initial_scale: bool,
+    /// ReLU, with `fit_initial_scale`: also set each feature's encoder bias so that it fires on
+    /// `initial_l0 / d_sae` of the first batch's tokens (the codes start this sparse instead of
+    /// with half the features active on every token).
+    #[serde(default)]
+    pub initial_l0: Option<f32>,
 }
+
+/// The L0 a ReLU dictionary starts from in [`TrainConfig::for_steps`]' schedule.
+pub const INITIAL_L0: f32 = 64.0;
 
 impl TrainConfig {
     /// dictionary_learning's defaults for `architecture` at `d_in → d_sae`: Adam, lr 1e-3
@@ -280,6 +292,8 @@ impl TrainConfig {
             hook_name: None,
             kernel: KernelMode::Auto,
             adam: AdamConfig::default(),
+            fit_initial_scale: false,
+            initial_l0: None,
         }
     }
 
@@ -289,7 +303,8 @@ impl TrainConfig {
     /// exactly; set `decay_start` for dictionary_learning's optional linear decay), BatchTopK's
     /// threshold tracked from min(1000, steps/2), and —
     /// for the architectures that resample (ReLU) — resampling every steps/5 steps of features
-    /// dead for steps/10.
+    /// dead for steps/10 and the initial encoder scaled to the first batch
+    /// ([`TrainConfig::fit_initial_scale`]).
     ///
     /// ```
     /// use prism_sae::{ArchitectureConfig, TrainConfig};
@@ -319,6 +334,8 @@ impl TrainConfig {
         {
             *threshold_start_step = (*threshold_start_step).min(steps / 2);
         }
+        c.fit_initial_scale = matches!(c.architecture, ArchitectureConfig::Relu { .. });
+        c.initial_l0 = c.fit_initial_scale.then_some(INITIAL_L0);
         c.resample = c.resample.map(|_| ResampleConfig {
             every: (steps / 5).max(1),
             window: (steps / 10).max(1),

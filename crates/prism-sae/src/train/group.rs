@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use prism_core::{HostTensor, PrismError, Result};
 
+use super::convergence::{ConvergenceOptions, measure};
 use super::engine::EngineChoice;
 use super::trainer::{StepLog, Trainer};
 
@@ -75,6 +76,9 @@ pub struct FitOptions {
     pub steps: u64,
     /// Write checkpoints every this many steps (0: only at the end).
     pub checkpoint_every: u64,
+    /// Measure convergence on held-out rows at geometrically spaced token counts and after the
+    /// last planned step (written into the log's [`StepLog::held_out`]).
+    pub convergence: Option<ConvergenceOptions>,
 }
 
 /// Trains every run on the same stream of batches (one tensor per input), appending each
@@ -120,8 +124,9 @@ pub fn fit(
     let mut step = start;
     for batch in batches.take(options.steps.saturating_sub(start) as usize) {
         let batch = batch?;
+        let before = runs[0].trainer.tokens;
         let mut step_logs = Vec::with_capacity(runs.len());
-        for (r, log) in runs.iter_mut().zip(&mut logs) {
+        for r in runs.iter_mut() {
             let x = &batch[r.input];
             let entry = r.trainer.step(x).map_err(|e| match e {
                 PrismError::NonFinite(m) => PrismError::NonFinite(format!(
@@ -131,9 +136,18 @@ pub fn fit(
                 )),
                 other => other,
             })?;
-            let line = serde_json::to_string(&entry).expect("logs serialise");
-            writeln!(log, "{line}").map_err(|e| PrismError::io(r.dir.join(LOG_FILE), e))?;
             step_logs.push(entry);
+        }
+        if let Some(c) = &options.convergence
+            && (c.due(before, runs[0].trainer.tokens) || step + 1 == options.steps)
+        {
+            for (entry, point) in step_logs.iter_mut().zip(measure(runs, c, device)?) {
+                entry.held_out = point;
+            }
+        }
+        for ((r, log), entry) in runs.iter().zip(&mut logs).zip(&step_logs) {
+            let line = serde_json::to_string(entry).expect("logs serialise");
+            writeln!(log, "{line}").map_err(|e| PrismError::io(r.dir.join(LOG_FILE), e))?;
         }
         step += 1;
         on_step(runs, &step_logs);
@@ -155,6 +169,21 @@ fn checkpoint(runs: &[Run], logs: &mut [std::io::BufWriter<std::fs::File>]) -> R
         r.trainer.save_checkpoint(&r.dir.join(CHECKPOINT_FILE))?;
     }
     Ok(())
+}
+
+/// Reads a run's `dir/log.jsonl` (what [`fit`] wrote), one [`StepLog`] per line.
+pub fn read_log(dir: &Path) -> Result<Vec<StepLog>> {
+    let path = dir.join(LOG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| PrismError::io(&path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| {
+                PrismError::InvalidInput(format!("{} line {}: {e}", path.display(), i + 1))
+            })
+        })
+        .collect()
 }
 
 /// Opens `dir/log.jsonl` for appending, first dropping entries after `step` (written after

@@ -5,6 +5,7 @@
 mod adam;
 mod burn_engine;
 mod config;
+mod convergence;
 mod engine;
 mod export;
 mod group;
@@ -15,9 +16,10 @@ mod trainer;
 
 pub use adam::{Adam, AdamConfig};
 pub use burn_engine::BurnEngine;
-pub use config::{ArchitectureConfig, ResampleConfig, TrainConfig};
+pub use config::{ArchitectureConfig, INITIAL_L0, ResampleConfig, TrainConfig};
+pub use convergence::{ConvergenceOptions, HeldOut, measure};
 pub use engine::{Engine, EngineChoice, Reinit, StepStats, TrainingEngine};
-pub use group::{CHECKPOINT_FILE, FitOptions, LOG_FILE, Run, fit};
+pub use group::{CHECKPOINT_FILE, FitOptions, LOG_FILE, Run, fit, read_log};
 pub use host_engine::HostEngine;
 pub use objective::{Pass, StepInputs, loss_and_grads};
 pub use params::{PARAM_NAMES, Params, remove_parallel_component};

@@ -34,6 +34,10 @@ pub struct StepLog {
     pub lr: f32,
     /// Features resampled after this step.
     pub resampled: usize,
+    /// Held-out measurements, at the steps where convergence is measured (see
+    /// [`super::ConvergenceOptions`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out: Option<super::HeldOut>,
 }
 
 /// A dictionary being trained: the backend-free training state (schedules, counters,
@@ -276,6 +280,12 @@ impl Trainer {
             b_dec_before_init = Some(self.engine.b_dec()?);
             self.engine.set_b_dec(&geometric_median(&x, n, d, 100))?;
         }
+        if first
+            && self.config.fit_initial_scale
+            && matches!(self.config.architecture, ArchitectureConfig::Relu { .. })
+        {
+            self.fit_initial_scale(&x, n)?;
+        }
         let dead = self.dead_mask();
         let objective = self.objective();
         let pass = self.engine.forward_backward(
@@ -352,7 +362,80 @@ impl Trainer {
             dead: self.dead_mask().iter().filter(|&&v| v).count(),
             lr,
             resampled,
+            held_out: None,
         })
+    }
+
+    /// Fits the tied initialisation to the batch `x` (normalised space). With
+    /// [`TrainConfig::initial_l0`], each feature's encoder bias first becomes minus its
+    /// pre-activation quantile that lets it fire on `initial_l0 / d_sae` of the batch. Then the
+    /// encoder (weights and bias) is scaled by `c* = Σ⟨x, x̂⟩ / Σ‖x̂‖²`, `x̂` the reconstruction
+    /// before scaling: ReLU codes are homogeneous in that scale, so `c*` minimises the batch's
+    /// squared error. Untouched, a tied initialisation fires about half the features on every
+    /// input and reconstructs tens of times the input's norm; its first gradients fill Adam's
+    /// second moment and stall training for about a thousand steps (β₂ = 0.999), and its dense
+    /// codes make every step slow — both measured (the synthetic convergence test, and
+    /// docs/experiments.md).
+    fn fit_initial_scale(&mut self, x: &[f32], n: usize) -> Result<()> {
+        use crate::kernel::{View, matmul};
+        let mut p = self.engine.params()?;
+        let (d, m) = (p.d, p.m);
+        if p.b_enc.iter().any(|&b| b != 0.0) {
+            return Ok(());
+        }
+        let x_in: Vec<f32> = if self.config.apply_b_dec_to_input {
+            x.chunks(d)
+                .flat_map(|r| r.iter().zip(&p.b_dec).map(|(a, b)| a - b))
+                .collect()
+        } else {
+            x.to_vec()
+        };
+        let mut codes = vec![0f32; n * m];
+        matmul(
+            View::new(&x_in, n, d),
+            View::new(&p.w_enc, m, d).t(),
+            &mut codes,
+            false,
+        );
+        let mut bias = vec![0f32; m];
+        if let Some(l0) = self.config.initial_l0 {
+            // The k-th largest pre-activation of each feature, k = n · l0 / m (at least 1).
+            let k = ((n as f64 * l0 as f64 / m as f64).round() as usize).clamp(1, n);
+            let mut column = vec![0f32; n];
+            for (j, b) in bias.iter_mut().enumerate() {
+                for (i, c) in column.iter_mut().enumerate() {
+                    *c = codes[i * m + j];
+                }
+                let (_, kth, _) = column.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+                *b = -kth.max(0.0);
+            }
+            for row in codes.chunks_mut(m) {
+                row.iter_mut().zip(&bias).for_each(|(c, b)| *c += b);
+            }
+        }
+        codes.iter_mut().for_each(|c| *c = c.max(0.0));
+        let mut x_hat = vec![0f32; n * d];
+        matmul(
+            View::new(&codes, n, m),
+            View::new(&p.w_dec, m, d),
+            &mut x_hat,
+            false,
+        );
+        let target = x
+            .chunks(d)
+            .flat_map(|r| r.iter().zip(&p.b_dec).map(|(a, b)| a - b));
+        let (mut dot, mut sq) = (0f64, 0f64);
+        for (t, h) in target.zip(&x_hat) {
+            dot += t as f64 * *h as f64;
+            sq += *h as f64 * *h as f64;
+        }
+        if dot > 0.0 && sq > 0.0 {
+            let c = (dot / sq) as f32;
+            p.w_enc.iter_mut().for_each(|w| *w *= c);
+            p.b_enc = bias.iter().map(|b| b * c).collect();
+            self.set_params(p)?;
+        }
+        Ok(())
     }
 
     /// Re-initialises features that have not fired within the resampling window toward inputs

@@ -2,6 +2,8 @@
 
 use prism_sae::train::EngineChoice;
 
+pub mod synthetic;
+
 /// The wgpu device, or `None` (with the reason printed) where no adapter exists. When
 /// `PRISM_REQUIRE_WGPU` is set (CI installs lavapipe and sets it) a missing adapter fails the test.
 #[allow(dead_code)] // used by some of the test binaries
