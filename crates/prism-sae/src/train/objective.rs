@@ -37,6 +37,20 @@ pub struct StepInputs<'a> {
     pub mode: KernelMode,
 }
 
+/// What the encoder reads: the rows of `x` less `b_dec` when the bias applies to the input,
+/// else `x` itself.
+pub(crate) fn encoder_input<'a>(x: &'a [f32], b_dec: &[f32], apply_b_dec: bool) -> Cow<'a, [f32]> {
+    if apply_b_dec {
+        Cow::Owned(
+            x.par_chunks(b_dec.len())
+                .flat_map_iter(|r| r.iter().zip(b_dec).map(|(x, b)| x - b))
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(x)
+    }
+}
+
 /// Loss at `x` (`[n, d]`, row-major) and its gradient, written into `grads` (overwritten).
 pub fn loss_and_grads(
     objective: &ArchitectureConfig,
@@ -49,15 +63,7 @@ pub fn loss_and_grads(
     let (d, m) = (p.d, p.m);
     assert_eq!(x.len(), n * d, "batch does not match d_in");
     grads.fill_zero();
-    let x_in: Cow<[f32]> = if inputs.apply_b_dec_to_input {
-        Cow::Owned(
-            x.par_chunks(d)
-                .flat_map_iter(|r| r.iter().zip(&p.b_dec).map(|(x, b)| x - b))
-                .collect(),
-        )
-    } else {
-        Cow::Borrowed(x)
-    };
+    let x_in = encoder_input(x, &p.b_dec, inputs.apply_b_dec_to_input);
     let mut a = vec![0f32; n * m];
     matmul(
         View::new(&x_in, n, d),

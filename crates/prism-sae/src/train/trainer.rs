@@ -383,13 +383,7 @@ impl Trainer {
         if p.b_enc.iter().any(|&b| b != 0.0) {
             return Ok(());
         }
-        let x_in: Vec<f32> = if self.config.apply_b_dec_to_input {
-            x.chunks(d)
-                .flat_map(|r| r.iter().zip(&p.b_dec).map(|(a, b)| a - b))
-                .collect()
-        } else {
-            x.to_vec()
-        };
+        let x_in = super::objective::encoder_input(x, &p.b_dec, self.config.apply_b_dec_to_input);
         let mut codes = vec![0f32; n * m];
         matmul(
             View::new(&x_in, n, d),
