@@ -137,6 +137,17 @@ proptest! {
         prop_assume!(!keep.is_empty());
         let pruned = sae.keep_features(&keep).unwrap();
         let x = Tensor::<2>::from_data(TensorData::new(values.iter().cycle().skip(3).take(5 * d).copied().collect::<Vec<_>>(), [5, d]), &device());
+        // JumpReLU and Gated codes jump where the pre-activation crosses the cut-off; a
+        // pre-activation within rounding of it may land on either side in a narrower product.
+        let pre = host(sae.pre_activations(x.clone()));
+        let cut: Option<Vec<f32>> = match &sae.architecture {
+            Architecture::JumpRelu { threshold } => Some(host(threshold.clone()).data),
+            Architecture::Gated { .. } => Some(vec![0.0; m]),
+            _ => None,
+        };
+        if let Some(cut) = cut {
+            prop_assume!(pre.data.iter().enumerate().all(|(i, p)| (p - cut[i % m]).abs() > 1e-4));
+        }
         let full = host(sae.encode(x.clone()));
         let part = host(pruned.encode(x.clone()));
         // The kept features' codes are unchanged (to rounding: a narrower product sums in

@@ -111,35 +111,9 @@ fn trains_several_dictionaries_from_one_cache_and_resumes_exactly() {
 
     // Interrupted and resumed (TopK: no resampling schedule tied to the plan) equals straight.
     let train = |dir: &Path, tokens: &str, resume: bool, extra: &[&str]| {
-        let mut args = vec![
-            "train",
-            "--cache",
-            cache.to_str().unwrap(),
-            "--hook",
-            "blocks.1.hook_mlp_out",
-            "--arch",
-            "topk",
-            "--k",
-            "8",
-            "--dict-size",
-            "96",
-            "--tokens",
-            tokens,
-            "--batch",
-            "64",
-            "--warmup",
-            "2",
-            "--seed",
-            "5",
-            "--out",
-            dir.to_str().unwrap(),
-            "--json",
-        ];
-        if resume {
-            args.push("--resume");
-        }
+        let mut args = vec!["--seed", "5"];
         args.extend_from_slice(extra);
-        prism_json(&args)
+        train_topk(&cache, dir, tokens, resume, &args)
     };
     let straight = tmp.path().join("straight");
     train(&straight, "1024", false, &[]);
@@ -400,36 +374,8 @@ fn trains_epochs_measures_convergence_on_held_out_rows_and_plots_curves() {
     // into a fourth epoch. TopK: its schedule does not depend on the planned length, so a run
     // stopped at step 20 (inside the second epoch) can resume to 48.
     let train = |dir: &Path, tokens: &str, resume: bool| {
-        let mut args = vec![
-            "train",
-            "--cache",
-            cache.to_str().unwrap(),
-            "--hook",
-            "blocks.1.hook_mlp_out",
-            "--arch",
-            "topk",
-            "--k",
-            "8",
-            "--dict-size",
-            "96",
-            "--seed",
-            "1,2",
-            "--tokens",
-            tokens,
-            "--batch",
-            "64",
-            "--warmup",
-            "2",
-            "--held-out-tokens",
-            "256",
-            "--out",
-            dir.to_str().unwrap(),
-            "--json",
-        ];
-        if resume {
-            args.push("--resume");
-        }
-        prism_json(&args)
+        let args = ["--seed", "1,2", "--held-out-tokens", "256"];
+        train_topk(&cache, dir, tokens, resume, &args)
     };
     let straight = tmp.path().join("straight");
     let json = train(&straight, "3072", false);
@@ -527,4 +473,42 @@ fn trains_epochs_measures_convergence_on_held_out_rows_and_plots_curves() {
     ]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--held-out-tokens needs --cache"));
+}
+
+/// `prism train` of a small TopK dictionary (k 8, 96 features, batches of 64) on `cache`'s
+/// `blocks.1.hook_mlp_out` into `dir`, with `extra` arguments; its JSON summary.
+fn train_topk(
+    cache: &Path,
+    dir: &Path,
+    tokens: &str,
+    resume: bool,
+    extra: &[&str],
+) -> serde_json::Value {
+    let mut args = vec![
+        "train",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--hook",
+        "blocks.1.hook_mlp_out",
+        "--arch",
+        "topk",
+        "--k",
+        "8",
+        "--dict-size",
+        "96",
+        "--tokens",
+        tokens,
+        "--batch",
+        "64",
+        "--warmup",
+        "2",
+        "--out",
+        dir.to_str().unwrap(),
+        "--json",
+    ];
+    if resume {
+        args.push("--resume");
+    }
+    args.extend_from_slice(extra);
+    prism_json(&args)
 }

@@ -625,3 +625,52 @@ fn bad_input_is_the_same_error_on_the_burn_engine() {
         assert!(matches!(e, PrismError::Device { .. }), "{e}");
     }
 }
+
+/// The sparse ReLU start (`fit_initial_scale` with `initial_l0`), recomputed here in f64 from the
+/// parameters after the first step (its update made negligible): each feature fires on exactly
+/// `round(n · l0 / m)` rows of the first batch, and the encoder's scale is the least-squares one
+/// (the residual is orthogonal to the reconstruction without its bias). Catches an off-by-one in
+/// the quantile, a bias of the wrong sign and a scale that is not the minimiser.
+#[test]
+fn relu_starts_sparse_at_the_least_squares_scale() {
+    let (n, d, m, l0) = (300, 16, 48, 4.0f32);
+    let mut c = TrainConfig::new(ArchitectureConfig::Relu { l1: 0.05 }, d, m);
+    c.lr = 1e-9;
+    c.fit_initial_scale = true;
+    c.initial_l0 = Some(l0);
+    let x = batch(11, n, d);
+    let mut trainer = Trainer::new(c.clone()).unwrap();
+    let before = trainer.params().unwrap();
+    trainer.step(&x).unwrap();
+    let p = trainer.params().unwrap();
+    assert_ne!(p.b_enc, before.b_enc, "the start was not fitted");
+    let pre: Vec<f64> = (0..n * m)
+        .map(|i| {
+            let (r, j) = (i / m, i % m);
+            let row = &x.data[r * d..][..d];
+            (0..d)
+                .map(|t| (row[t] - p.b_dec[t]) as f64 * p.w_enc[j * d + t] as f64)
+                .sum::<f64>()
+                + p.b_enc[j] as f64
+        })
+        .collect();
+    let k = (n as f64 * l0 as f64 / m as f64).round() as usize;
+    for j in 0..m {
+        let fired = (0..n).filter(|&r| pre[r * m + j] > 0.0).count();
+        assert_eq!(fired, k, "feature {j}");
+    }
+    let (mut along, mut norm) = (0f64, 0f64);
+    for r in 0..n {
+        for t in 0..d {
+            let x_hat: f64 = (0..m)
+                .map(|j| pre[r * m + j].max(0.0) * p.w_dec[j * d + t] as f64)
+                .sum();
+            along += (x.data[r * d + t] as f64 - p.b_dec[t] as f64 - x_hat) * x_hat;
+            norm += x_hat * x_hat;
+        }
+    }
+    assert!(
+        along.abs() < 1e-4 * norm,
+        "residual·x̂ {along} vs ‖x̂‖² {norm}"
+    );
+}

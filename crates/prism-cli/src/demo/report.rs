@@ -130,6 +130,11 @@ impl Spread {
     }
 }
 
+/// One row of the findings table: the notes' claim, their figure, ours, the verdict.
+fn finding(w: &mut String, claim: &str, notes: &str, here: &str, verdict: &str) {
+    let _ = writeln!(w, "| {claim} | {notes} | {here} | {verdict} |");
+}
+
 /// Whether a finding reached the notes' level, and if not, whether training had converged.
 fn verdict(reached: bool, still_moving: Option<bool>) -> &'static str {
     match (reached, still_moving) {
@@ -253,48 +258,62 @@ pub fn write_report(
         "| claim in the notes | notes | here (mean ± sd over seeds) | verdict |"
     );
     let _ = writeln!(w, "|---|---|---|---|");
-    let _ = writeln!(
+    finding(
         w,
-        "| dictionaries from two seeds are alike (MMCS, alive features) | > 0.95 | {} | {} |",
-        seeds_alive.show(3),
-        verdict(seeds_alive.mean > 0.95, seeds_moving)
+        "dictionaries from two seeds are alike (MMCS, alive features)",
+        "> 0.95",
+        &seeds_alive.show(3),
+        verdict(seeds_alive.mean > 0.95, seeds_moving),
     );
     for (kind, s) in &vs_random {
-        let _ = writeln!(
+        finding(
             w,
-            "| a dictionary of the real model vs one of the `{kind}` model (MMCS, alive) | < 0.3 | {} | {} |",
-            s.show(3),
-            verdict(s.mean < 0.3, seeds_moving)
+            &format!("a dictionary of the real model vs one of the `{kind}` model (MMCS, alive)"),
+            "< 0.3",
+            &s.show(3),
+            verdict(s.mean < 0.3, seeds_moving),
         );
     }
-    let _ = writeln!(
+    finding(
         w,
-        "| pruning the low-L1 dictionary's densest features to the sparse one's L0 keeps at \
-         least its loss recovered | 77.9 % vs a bit less | pruned {} vs trained sparse {} | {} |",
-        pruned_rec.show(3),
-        large_rec.show(3),
-        verdict(pruned_rec.mean >= large_rec.mean, fve_moving)
+        "pruning the low-L1 dictionary's densest features to the sparse one's L0 keeps at least \
+         its loss recovered",
+        "77.9 % vs a bit less",
+        &format!(
+            "pruned {} vs trained sparse {}",
+            pruned_rec.show(3),
+            large_rec.show(3)
+        ),
+        verdict(pruned_rec.mean >= large_rec.mean, fve_moving),
     );
-    let _ = writeln!(
+    finding(
         w,
-        "| … at a worse MSE | 0.27, worse | pruned {} vs {} | {} |",
-        pruned_mse.show(4),
-        large_mse.show(4),
-        verdict(pruned_mse.mean > large_mse.mean, fve_moving)
+        "… at a worse MSE",
+        "0.27, worse",
+        &format!("pruned {} vs {}", pruned_mse.show(4), large_mse.show(4)),
+        verdict(pruned_mse.mean > large_mse.mean, fve_moving),
     );
-    let _ = writeln!(
+    finding(
         w,
-        "| features of a randomised model fire on > 10 % of tokens more often | most | `random_all` {} vs real {} | {} |",
-        rand_dense.show(3),
-        real_dense.show(3),
-        verdict(rand_dense.mean > real_dense.mean, None)
+        "features of a randomised model fire on > 10 % of tokens more often",
+        "most",
+        &format!(
+            "`random_all` {} vs real {}",
+            rand_dense.show(3),
+            real_dense.show(3)
+        ),
+        verdict(rand_dense.mean > real_dense.mean, None),
     );
-    let _ = writeln!(
+    finding(
         w,
-        "| … and its interesting features are single-token | the most interesting | `random_all` {} vs real {} | {} |",
-        rand_single.show(3),
-        real_single.show(3),
-        verdict(rand_single.mean > real_single.mean, None)
+        "… and its interesting features are single-token",
+        "the most interesting",
+        &format!(
+            "`random_all` {} vs real {}",
+            rand_single.show(3),
+            real_single.show(3)
+        ),
+        verdict(rand_single.mean > real_single.mean, None),
     );
     let _ = writeln!(
         w,
@@ -315,13 +334,16 @@ pub fn write_report(
          variance explained, L0, dead and dense features, and the MMCS between the seeds of a \
          configuration (each seed against the others, averaged; over every feature and over \
          features alive in both). The change over the last doubling of tokens tells whether a \
-         curve has flattened.\n"
+         curve has flattened. The training text is {} distinct tokens seen {} times; a \
+         dictionary that overfits them loses held-out variance explained in the later epochs, \
+         which the column \"FVE below its best\" shows (0 when the last point is the best).\n",
+        plan.tokens, plan.epochs
     );
     let _ = writeln!(
         w,
-        "| run | tokens | held-out FVE | L0 | alive | dense | seeds' MMCS (alive) | Δ FVE, last doubling | Δ MMCS, last doubling |"
+        "| run | tokens | held-out FVE | FVE below its best | L0 | alive | dense | seeds' MMCS (alive) | Δ FVE, last doubling | Δ MMCS, last doubling |"
     );
-    let _ = writeln!(w, "|{}", "---|".repeat(9));
+    let _ = writeln!(w, "|{}", "---|".repeat(10));
     for (_, g) in groups {
         for l in &g.logs {
             let Some(last) = l.entries.iter().rev().find(|e| e.held_out.is_some()) else {
@@ -329,12 +351,18 @@ pub fn write_report(
             };
             let h = last.held_out.as_ref().expect("found with a measurement");
             let opt = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:+.3}"));
+            let best = l
+                .entries
+                .iter()
+                .filter_map(|e| e.held_out.as_ref().map(|h| h.fve))
+                .fold(h.fve, f64::max);
             let _ = writeln!(
                 w,
-                "| `{}` | {} | {:.3} | {:.1} | {} | {} | {} | {} | {} |",
+                "| `{}` | {} | {:.3} | {:.3} | {:.1} | {} | {} | {} | {} | {} |",
                 l.name,
                 last.tokens,
                 h.fve,
+                best - h.fve,
                 h.l0,
                 h.alive,
                 h.dense,

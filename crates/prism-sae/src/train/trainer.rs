@@ -368,10 +368,10 @@ impl Trainer {
 
     /// Fits the tied initialisation to the batch `x` (normalised space). With
     /// [`TrainConfig::initial_l0`], each feature's encoder bias first becomes minus its
-    /// pre-activation quantile that lets it fire on `initial_l0 / d_sae` of the batch. Then the
-    /// encoder (weights and bias) is scaled by `c* = Σ⟨x, x̂⟩ / Σ‖x̂‖²`, `x̂` the reconstruction
-    /// before scaling: ReLU codes are homogeneous in that scale, so `c*` minimises the batch's
-    /// squared error. Untouched, a tied initialisation fires about half the features on every
+    /// pre-activation quantile that lets it fire on `initial_l0 / d_sae` of the batch (midway between two rows). Then the
+    /// encoder (weights and bias) is scaled by `c* = Σ⟨x − b_dec, x̂⟩ / Σ‖x̂‖²`, `x̂ = codes ·
+    /// W_dec` before scaling: ReLU codes are homogeneous in that scale, so `c*` minimises the
+    /// batch's squared error. Untouched, a tied initialisation fires about half the features on every
     /// input and reconstructs tens of times the input's norm; its first gradients fill Adam's
     /// second moment and stall training for about a thousand steps (β₂ = 0.999), and its dense
     /// codes make every step slow — both measured (the synthetic convergence test, and
@@ -392,16 +392,19 @@ impl Trainer {
             false,
         );
         let mut bias = vec![0f32; m];
-        if let Some(l0) = self.config.initial_l0 {
-            // The k-th largest pre-activation of each feature, k = n · l0 / m (at least 1).
-            let k = ((n as f64 * l0 as f64 / m as f64).round() as usize).clamp(1, n);
+        if let (Some(l0), true) = (self.config.initial_l0, n >= 2) {
+            // Minus the midpoint of each feature's k-th and (k+1)-th largest pre-activations,
+            // k = n · l0 / m (at least 1): exactly its k largest stay positive, with a margin
+            // against rounding (barring ties). Never positive.
+            let k = ((n as f64 * l0 as f64 / m as f64).round() as usize).clamp(1, n - 1);
             let mut column = vec![0f32; n];
             for (j, b) in bias.iter_mut().enumerate() {
                 for (i, c) in column.iter_mut().enumerate() {
                     *c = codes[i * m + j];
                 }
-                let (_, kth, _) = column.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-                *b = -kth.max(0.0);
+                let (top, next, _) = column.select_nth_unstable_by(k, |a, b| b.total_cmp(a));
+                let kth = top.iter().copied().fold(f32::INFINITY, f32::min);
+                *b = -(0.5 * (kth + *next)).max(0.0);
             }
             for row in codes.chunks_mut(m) {
                 row.iter_mut().zip(&bias).for_each(|(c, b)| *c += b);
