@@ -31,20 +31,61 @@ unsafe fn fma_block(seed: f32) -> f32 {
     lanes.iter().sum()
 }
 
-/// GFLOP/s of AVX2 FMAs on `threads` threads at once, or `None` without AVX2/FMA.
-fn fma_peak(threads: usize) -> Option<f64> {
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_block_512(seed: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let (x, y) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+    let mut acc = [_mm512_set1_ps(seed); 12];
+    for _ in 0..ROUNDS {
+        for a in acc.iter_mut() {
+            *a = _mm512_fmadd_ps(*a, x, y);
+        }
+    }
+    let mut sum = _mm512_setzero_ps();
+    for a in acc {
+        sum = _mm512_add_ps(sum, a);
+    }
+    _mm512_reduce_add_ps(sum)
+}
+
+/// The vector width of an FMA peak measurement.
+#[derive(Clone, Copy, Debug)]
+enum Width {
+    /// 256-bit AVX2 FMAs, 8 lanes.
+    Avx2,
+    /// 512-bit AVX-512 FMAs, 16 lanes.
+    Avx512,
+}
+
+/// GFLOP/s of FMAs of `width` on `threads` threads at once, or `None` when the CPU lacks them.
+fn fma_peak(threads: usize, width: Width) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+    {
+        let (supported, lanes) = match width {
+            Width::Avx2 => (
+                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+                8,
+            ),
+            Width::Avx512 => (is_x86_feature_detected!("avx512f"), 16),
+        };
+        if !supported {
+            return None;
+        }
         let start = Instant::now();
         std::thread::scope(|s| {
             for t in 0..threads {
-                // SAFETY: AVX2 and FMA were detected above.
-                s.spawn(move || black_box(unsafe { fma_block(t as f32) }));
+                // SAFETY: the instructions were detected above.
+                s.spawn(move || match width {
+                    Width::Avx2 => black_box(unsafe { fma_block(t as f32) }),
+                    Width::Avx512 => black_box(unsafe { fma_block_512(t as f32) }),
+                });
             }
         });
-        let flops = (threads * ROUNDS * 12 * 8 * 2) as f64;
-        return Some(flops / start.elapsed().as_secs_f64() / 1e9);
+        let flops = (threads * ROUNDS * 12 * lanes * 2) as f64;
+        Some(flops / start.elapsed().as_secs_f64() / 1e9)
     }
+    #[cfg(not(target_arch = "x86_64"))]
     None
 }
 
@@ -67,12 +108,23 @@ fn matmul_rate(m: usize, k: usize, n: usize, device: &Device) -> f64 {
 /// Prints the FMA peak and burn's GEMM rates, each as a share of the all-core peak.
 pub fn report(device: &Device) {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let Some(one) = fma_peak(1) else {
-        println!("no AVX2/FMA on this CPU: no peak measured");
+    let mut all = 0.0f64;
+    for width in [Width::Avx2, Width::Avx512] {
+        let Some(one) = fma_peak(1, width) else {
+            println!("no {width:?} FMAs on this CPU");
+            continue;
+        };
+        let peak = (0..3)
+            .filter_map(|_| fma_peak(threads, width))
+            .fold(0.0, f64::max);
+        println!(
+            "f32 FMA peak ({width:?}): {one:.1} GFLOP/s on one core, {peak:.1} on {threads} threads"
+        );
+        all = all.max(peak);
+    }
+    if all == 0.0 {
         return;
-    };
-    let all = (0..3).filter_map(|_| fma_peak(threads)).fold(0.0, f64::max);
-    println!("f32 FMA peak: {one:.1} GFLOP/s on one core, {all:.1} on {threads} threads");
+    }
     for (what, m, k, n) in [
         ("projection 1024×576 · 576×1536", 1024, 576, 1536),
         ("down projection 1024×1536 · 1536×576", 1024, 1536, 576),

@@ -297,25 +297,7 @@ fn cases(root: &Path) -> Vec<Case> {
     );
     let shard = cache.join("shard-00000.safetensors");
     let train = |out_dir: &Path, extra: &[&str]| {
-        let mut a = s(&[
-            "train",
-            "--cache",
-            cache.to_str().unwrap(),
-            "--hook",
-            "blocks.1.hook_mlp_out",
-            "--arch",
-            "topk",
-            "--k",
-            "4",
-            "--dict-size",
-            "128",
-            "--tokens",
-            "128",
-            "--batch",
-            "32",
-            "--out",
-            out_dir.to_str().unwrap(),
-        ]);
+        let mut a = common::topk_train_args(&cache, out_dir, 4, 128, "128", 32);
         a.extend(extra.iter().map(|x| x.to_string()));
         a
     };

@@ -63,34 +63,20 @@ fn cache_args(data: &Path, out: &Path, tokens: &str) -> Vec<String> {
 }
 
 fn train_args(cache: &Path, out: &Path, tokens: &str) -> Vec<String> {
-    [
-        "train",
-        "--cache",
-        cache.to_str().unwrap(),
-        "--hook",
-        "blocks.1.hook_mlp_out",
-        "--arch",
-        "topk",
-        "--k",
-        "8",
-        "--dict-size",
-        "256",
-        "--tokens",
-        tokens,
-        "--batch",
-        "32",
-        "--warmup",
-        "2",
-        "--seed",
-        "3",
-        "--checkpoint-every",
-        "2",
-        "--resume",
-        "--out",
-        out.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec()
+    let mut args = common::topk_train_args(cache, out, 8, 256, tokens, 32);
+    args.extend(
+        [
+            "--warmup",
+            "2",
+            "--seed",
+            "3",
+            "--checkpoint-every",
+            "2",
+            "--resume",
+        ]
+        .map(String::from),
+    );
+    args
 }
 
 fn command(args: &[String]) -> Command {

@@ -5,7 +5,7 @@ use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fixtures, ok, prism, prism_json};
+use common::{fixtures, ok, prism, prism_json, topk_train_args};
 
 fn corpus(dir: &Path) -> PathBuf {
     let path = dir.join("corpus.txt");
@@ -161,30 +161,9 @@ fn trains_several_dictionaries_from_one_cache_and_resumes_exactly() {
     }
 
     // A checkpoint for another width is refused before training starts.
-    let bad = prism(&[
-        "train",
-        "--cache",
-        cache.to_str().unwrap(),
-        "--hook",
-        "blocks.1.hook_mlp_out",
-        "--arch",
-        "topk",
-        "--k",
-        "8",
-        "--dict-size",
-        "96",
-        "--tokens",
-        "1024",
-        "--batch",
-        "64",
-        "--warmup",
-        "2",
-        "--seed",
-        "6",
-        "--out",
-        resumed.to_str().unwrap(),
-        "--resume",
-    ]);
+    let mut args = topk_train_args(&cache, &resumed, 8, 96, "1024", 64);
+    args.extend(["--warmup", "2", "--seed", "6", "--resume"].map(String::from));
+    let bad = prism(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("another configuration"));
 }
@@ -405,9 +384,9 @@ fn trains_epochs_measures_convergence_on_held_out_rows_and_plots_curves() {
         .map(|e| e["step"].as_u64().unwrap())
         .collect();
     assert_eq!(steps, [4, 6, 8, 12, 16, 23, 32, 46, 48]);
-    let measured = vec![*measured.last().unwrap()];
-    let h = &measured[0]["held_out"];
-    assert_eq!(measured[0]["step"], 48);
+    let last = measured.last().unwrap();
+    let h = &last["held_out"];
+    assert_eq!(last["step"], 48);
     assert_eq!(h["rows"], 256);
     let mmcs = h["mmcs_seeds"].as_f64().unwrap();
     assert!(mmcs > 0.0 && mmcs <= 1.0 + 1e-6, "{h}");
@@ -484,31 +463,11 @@ fn train_topk(
     resume: bool,
     extra: &[&str],
 ) -> serde_json::Value {
-    let mut args = vec![
-        "train",
-        "--cache",
-        cache.to_str().unwrap(),
-        "--hook",
-        "blocks.1.hook_mlp_out",
-        "--arch",
-        "topk",
-        "--k",
-        "8",
-        "--dict-size",
-        "96",
-        "--tokens",
-        tokens,
-        "--batch",
-        "64",
-        "--warmup",
-        "2",
-        "--out",
-        dir.to_str().unwrap(),
-        "--json",
-    ];
+    let mut args = topk_train_args(cache, dir, 8, 96, tokens, 64);
+    args.extend(["--warmup", "2", "--json"].map(String::from));
     if resume {
-        args.push("--resume");
+        args.push("--resume".into());
     }
-    args.extend_from_slice(extra);
+    args.extend(extra.iter().map(|a| a.to_string()));
     prism_json(&args)
 }
