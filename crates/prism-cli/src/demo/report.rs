@@ -336,7 +336,10 @@ pub fn write_report(
          features alive in both). The change over the last doubling of tokens tells whether a \
          curve has flattened. The training text is {} distinct tokens seen {} times; a \
          dictionary that overfits them loses held-out variance explained in the later epochs, \
-         which the column \"FVE below its best\" shows (0 when the last point is the best).\n",
+         which the column \"FVE below its best\" shows (0 when the last point is the best; \
+         with the token count of the best point). A fall that starts within the first epoch, \
+         on text not seen before, is not overfitting but the sparsity penalty trading \
+         reconstruction for a lower L0.\n",
         plan.tokens, plan.epochs
     );
     let _ = writeln!(
@@ -351,18 +354,23 @@ pub fn write_report(
             };
             let h = last.held_out.as_ref().expect("found with a measurement");
             let opt = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:+.3}"));
-            let best = l
+            let (best, best_at) = l
                 .entries
                 .iter()
-                .filter_map(|e| e.held_out.as_ref().map(|h| h.fve))
-                .fold(h.fve, f64::max);
+                .filter_map(|e| Some((e.held_out.as_ref()?.fve, e.tokens)))
+                .fold((h.fve, last.tokens), |a, b| if b.0 > a.0 { b } else { a });
+            let below = if best > h.fve {
+                format!("{:.3} (best at {best_at})", best - h.fve)
+            } else {
+                "0".into()
+            };
             let _ = writeln!(
                 w,
-                "| `{}` | {} | {:.3} | {:.3} | {:.1} | {} | {} | {} | {} | {} |",
+                "| `{}` | {} | {:.3} | {} | {:.1} | {} | {} | {} | {} | {} |",
                 l.name,
                 last.tokens,
                 h.fve,
-                best - h.fve,
+                below,
                 h.l0,
                 h.alive,
                 h.dense,
