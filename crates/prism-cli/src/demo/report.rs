@@ -349,10 +349,14 @@ pub fn write_report(
     let _ = writeln!(w, "|{}", "---|".repeat(10));
     for (_, g) in groups {
         for l in &g.logs {
-            let Some(last) = l.entries.iter().rev().find(|e| e.held_out.is_some()) else {
+            let Some((last, h)) = l
+                .entries
+                .iter()
+                .rev()
+                .find_map(|e| Some((e, e.held_out.as_ref()?)))
+            else {
                 continue;
             };
-            let h = last.held_out.as_ref().expect("found with a measurement");
             let opt = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:+.3}"));
             let (best, best_at) = l
                 .entries
