@@ -12,6 +12,8 @@
 //! cargo run --release --example bench_cache -- [--model PATH] [--data DIR] [--tokens N] [--device cpu|wgpu|cuda]
 //! ```
 
+#[path = "common/allocator.rs"]
+mod allocator;
 #[path = "common/args.rs"]
 mod args;
 #[allow(dead_code)] // this benchmark times its own passes
@@ -28,6 +30,7 @@ use prism_cache::{
 use timing::median;
 
 fn main() -> Result<()> {
+    allocator::system_if_asked();
     let args = args::Args::from_env();
     let opt = |name: &str| args.opt(name);
     let model_path = args.model();

@@ -16,8 +16,12 @@
 //! `--peak` prints this machine's f32 FMA peak and the rate of burn's matmul at the pipeline's
 //! shapes instead (`common/peak.rs`): the ceiling any speed goal has to fit under.
 
+#[path = "common/allocator.rs"]
+mod allocator;
 #[path = "common/args.rs"]
 mod args;
+#[path = "common/ops.rs"]
+mod ops;
 #[path = "common/peak.rs"]
 mod peak;
 #[path = "common/text.rs"]
@@ -25,6 +29,8 @@ mod text;
 #[path = "common/timing.rs"]
 mod timing;
 
+use prism::core::alloc::ReusingAllocator;
+use prism::models::CpuPath;
 use prism::{Model, Result, TokenBatch};
 
 fn main() -> Result<()> {
@@ -40,12 +46,39 @@ fn main() -> Result<()> {
         peak::report(&device);
         return Ok(());
     }
-    let model = Model::load(model_path.as_ref(), &device)?;
+    let mut model = Model::load(model_path.as_ref(), &device)?;
     let ids = model.encode(&text::TEXT.repeat(40))?;
     let seqs: Vec<Vec<u32>> = (0..batch_size)
         .map(|i| ids[i * 97..i * 97 + seq].to_vec())
         .collect();
     let batch = TokenBatch::from_sequences(&seqs, model.pad_id())?;
+    if args.flag("--compare") {
+        // burn's ops and the system allocator, then each change on its own, then both.
+        let mut base = 0.0;
+        for (path, reuse, what) in [
+            (
+                CpuPath::BurnOps,
+                false,
+                "burn ops, system allocator (baseline)",
+            ),
+            (CpuPath::Fused, false, "fused CPU kernels, system allocator"),
+            (CpuPath::BurnOps, true, "burn ops, reusing allocator"),
+            (CpuPath::Fused, true, "fused CPU kernels, reusing allocator"),
+        ] {
+            model.transformer.cpu_path = path;
+            ReusingAllocator::set_enabled(reuse);
+            let secs = timing::forward_seconds(&model, &batch, iters)?;
+            let tps = (batch_size * seq) as f64 / secs;
+            if base == 0.0 {
+                base = tps;
+            }
+            println!("{what:<42} {tps:>6.0} tokens/s  {:.2}×", tps / base);
+        }
+        return Ok(());
+    }
+    if args.flag("--ops") {
+        return ops::report(&model, &batch, iters);
+    }
     let median = match opt("--stop-at") {
         Some(hook) => {
             let harvester = prism::cache::Harvester::new(&model, vec![hook.parse()?], false)?;

@@ -19,6 +19,8 @@
 //! cargo run --release --example bench_patching -- [--model PATH] [--pairs N] [--sweeps resid_pre,z] [--plot DIR] [--json]
 //! ```
 
+#[path = "common/allocator.rs"]
+mod allocator;
 #[path = "common/args.rs"]
 mod args;
 

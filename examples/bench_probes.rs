@@ -16,6 +16,8 @@
 //! cargo run --release --example bench_probes -- [--model PATH] [--datasets DIR] [--dump FILE]
 //! ```
 
+#[path = "common/allocator.rs"]
+mod allocator;
 #[path = "common/args.rs"]
 mod args;
 

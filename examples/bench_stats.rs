@@ -13,6 +13,8 @@
 //! 3. With `--only browser`: the feature browser's scan against the forwards and encodings it
 //!    must pay, its size, and its open time in headless Chromium (`common/browser_bench.rs`).
 
+#[path = "common/allocator.rs"]
+mod allocator;
 #[path = "common/args.rs"]
 mod args;
 #[path = "common/browser_bench.rs"]
@@ -44,6 +46,7 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn main() -> Result<()> {
+    allocator::system_if_asked();
     let args = args::Args::from_env();
     let opt = |name: &str| args.opt(name);
     let model_path = args.model();

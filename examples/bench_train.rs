@@ -24,6 +24,8 @@
 //!     [--k 32] [--only relu|topk]
 //! ```
 
+#[path = "common/allocator.rs"]
+mod allocator;
 #[path = "common/args.rs"]
 mod args;
 #[path = "common/synthetic.rs"]
@@ -86,6 +88,7 @@ fn baseline_error(message: String) -> prism::PrismError {
 }
 
 fn main() -> Result<()> {
+    allocator::system_if_asked();
     let args = args::Args::from_env();
     let opt = |name: &str| args.opt(name);
     let num =

@@ -7,7 +7,9 @@
 
 #![warn(missing_docs)]
 
+pub mod alloc;
 mod convert;
+pub mod dense;
 mod device;
 mod dictionary;
 mod error;

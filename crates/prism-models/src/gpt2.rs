@@ -4,6 +4,7 @@ use burn::tensor::Device;
 use prism_core::{PrismError, Result};
 
 use crate::config::{Architecture, HfConfig, ModelConfig, NormKind, Positions};
+use crate::cpu::CpuPath;
 use crate::layers::{Linear, load_layer_norm};
 use crate::transformer::{Attention, Block, Mlp, Transformer};
 use crate::weights::WeightSource;
@@ -83,6 +84,7 @@ pub(crate) fn load(
         config: cfg.clone(),
         device: device.clone(),
         unembed: embed.transpose2()?.to_burn(device)?,
+        cpu_path: CpuPath::default(),
         embed: embed.to_burn(device)?,
         pos_embed: Some(pos.to_burn(device)?),
         blocks,

@@ -5,6 +5,7 @@ use burn::tensor::Device;
 use prism_core::Result;
 
 use crate::config::{Architecture, HfConfig, MlpActivation, ModelConfig, NormKind, Positions};
+use crate::cpu::CpuPath;
 use crate::layers::{Linear, load_layer_norm};
 use crate::rows::swap_row_groups;
 use crate::transformer::{Attention, Block, Mlp, Transformer};
@@ -117,5 +118,6 @@ pub(crate) fn load(
         blocks,
         ln_final: norm(&format!("{p}.final_layer_norm"))?,
         unembed: unembed.to_burn(device)?,
+        cpu_path: CpuPath::default(),
     })
 }

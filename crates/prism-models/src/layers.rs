@@ -8,6 +8,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use prism_core::{HostTensor, Result};
 
 use crate::config::{MlpActivation, NormKind};
+use crate::cpu::Rotary;
 
 /// `y = x W + b` with `W` stored `[in, out]`.
 #[derive(Clone, Debug)]
@@ -122,24 +123,10 @@ pub fn rotary_tables(
     theta: f64,
     device: &Device,
 ) -> (Tensor<2>, Tensor<2>) {
-    let half = dims / 2;
-    let inv: Vec<f32> = (0..half)
-        .map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / dims as f32))
-        .collect();
-    let mut cos = Vec::with_capacity(seq * dims);
-    let mut sin = Vec::with_capacity(seq * dims);
-    for p in 0..seq {
-        for _half in 0..2 {
-            for f in &inv {
-                let a = p as f32 * f;
-                cos.push(a.cos());
-                sin.push(a.sin());
-            }
-        }
-    }
+    let r = Rotary::new(seq, dims, theta);
     (
-        Tensor::from_data(TensorData::new(cos, [seq, dims]), device),
-        Tensor::from_data(TensorData::new(sin, [seq, dims]), device),
+        Tensor::from_data(TensorData::new(r.cos, [seq, dims]), device),
+        Tensor::from_data(TensorData::new(r.sin, [seq, dims]), device),
     )
 }
 

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod config;
+pub mod cpu;
 mod gguf;
 mod gpt2;
 mod gpt_neox;
@@ -26,8 +27,9 @@ mod transformer;
 mod weights;
 
 pub use config::{Architecture, MlpActivation, ModelConfig, NormKind, Positions};
+pub use cpu::CpuPath;
 pub use gguf::{GgufFile, GgufTensorInfo, GgufValue};
-pub use layers::{Linear, Norm};
+pub use layers::{Linear, Norm, apply_rotary, rotary_tables};
 pub use loss::{next_token_loss, next_token_nll};
 pub use model::Model;
 pub use quant::{GgmlType, dequantize};

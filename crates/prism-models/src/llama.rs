@@ -5,6 +5,7 @@ use burn::tensor::Device;
 use prism_core::{HostTensor, Result};
 
 use crate::config::{Architecture, HfConfig, MlpActivation, ModelConfig, NormKind, Positions};
+use crate::cpu::CpuPath;
 use crate::gguf::GgufFile;
 use crate::layers::{Linear, Norm, row};
 use crate::rows::{concat_rows, swap_row_groups};
@@ -232,5 +233,6 @@ fn load(
         blocks,
         ln_final: norm(names.final_norm)?,
         unembed: unembed.to_burn(device)?,
+        cpu_path: CpuPath::default(),
     })
 }

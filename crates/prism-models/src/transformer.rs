@@ -6,8 +6,37 @@ use burn::tensor::activation;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use prism_core::{Activation, HookPoint, HookRun, Hooks, PrismError, Result};
 
-use crate::config::{ModelConfig, Positions};
-use crate::layers::{Linear, Norm, activate, apply_rotary, rotary_tables};
+use crate::config::{MlpActivation, ModelConfig, Positions};
+use crate::cpu::{self, AttentionShape, CpuPath, Rotary};
+use crate::layers::{Linear, Norm, activate, apply_rotary};
+
+/// What every block of one pass shares: rotary tables, the causal mask, the real lengths.
+struct PassShape<'a> {
+    rope: Option<Rope>,
+    /// `[1, 1, seq, seq]`, true above the diagonal (burn's ops).
+    causal: Tensor<4, Bool>,
+    /// Each sequence's unpadded length (the fused attention keeps padding out of real rows).
+    lengths: &'a [usize],
+}
+
+/// Rotary tables for one pass's length, on the host (fused kernels) and the device (burn ops).
+struct Rope {
+    host: Rotary,
+    cos: Tensor<2>,
+    sin: Tensor<2>,
+}
+
+impl Rope {
+    fn new(seq: usize, dims: usize, theta: f64, device: &Device) -> Self {
+        let host = Rotary::new(seq, dims, theta);
+        let table = |v: &[f32]| Tensor::from_data(TensorData::new(v.to_vec(), [seq, dims]), device);
+        Self {
+            cos: table(&host.cos),
+            sin: table(&host.sin),
+            host,
+        }
+    }
+}
 
 /// Self-attention with one fused q|k|v projection.
 #[derive(Clone, Debug)]
@@ -57,6 +86,8 @@ pub struct Transformer {
     pub ln_final: Norm,
     /// Unembedding `[d_model, vocab]` (the embedding transposed when tied).
     pub unembed: Tensor<2>,
+    /// Fused CPU kernels or burn's ops for the element-wise and attention work on the CPU.
+    pub cpu_path: CpuPath,
 }
 
 /// A batch of token sequences, right-padded to a common length.
@@ -276,11 +307,16 @@ impl Transformer {
         let (b, s, d) = (batch.batch, batch.seq, cfg.d_model);
         let rope = match cfg.positions {
             Positions::Rotary { dims, theta } if dims > 0 => {
-                Some(rotary_tables(s, dims, theta, &self.device))
+                Some(Rope::new(s, dims, theta, &self.device))
             }
             _ => None,
         };
         let causal = Tensor::<2, Bool>::tril_mask([s, s], 0, &self.device).reshape([1, 1, s, s]);
+        let pass = PassShape {
+            rope,
+            causal,
+            lengths: &batch.lengths,
+        };
         let last = if stop_early && !hooks.touches(HookPoint::LnFinal) {
             match hooks.last_layer() {
                 Some(l) => l + 1,
@@ -290,7 +326,7 @@ impl Transformer {
             cfg.n_layers
         };
         for (l, block) in self.blocks.iter().enumerate().take(last).skip(first) {
-            x = self.block_forward(l, block, x, &rope, &causal, &mut run)?;
+            x = self.block_forward(l, block, x, &pass, &mut run)?;
         }
         let logits = if last == cfg.n_layers {
             let normed = self
@@ -323,23 +359,14 @@ impl Transformer {
         l: usize,
         block: &Block,
         x: Tensor<3>,
-        rope: &Option<(Tensor<2>, Tensor<2>)>,
-        causal: &Tensor<4, Bool>,
+        pass: &PassShape<'_>,
         run: &mut HookRun<'_>,
     ) -> Result<Tensor<3>> {
         let [b, s, d] = x.dims();
         let resid_pre = run.visit3(HookPoint::ResidPre(l), x)?;
         let flat = resid_pre.clone().reshape([b * s, d]);
-        let attn_out = self.attention(
-            l,
-            block,
-            block.ln1.forward(flat.clone()),
-            b,
-            s,
-            rope,
-            causal,
-            run,
-        )?;
+        let attn_out =
+            self.attention(l, block, block.ln1.forward(flat.clone()), b, s, pass, run)?;
         let attn_out = run.visit3(HookPoint::AttnOut(l), attn_out)?;
         let resid_post = if self.config.parallel_residual {
             let mlp_out = self.mlp(l, block, block.ln2.forward(flat), b, s, run)?;
@@ -363,20 +390,36 @@ impl Transformer {
         x: Tensor<2>,
         b: usize,
         s: usize,
-        rope: &Option<(Tensor<2>, Tensor<2>)>,
-        causal: &Tensor<4, Bool>,
+        pass: &PassShape<'_>,
         run: &mut HookRun<'_>,
     ) -> Result<Tensor<3>> {
         let cfg = &self.config;
         let (h, kv, dh) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
         let qkv = block.attn.qkv.forward(x);
+        if self.cpu_path.applies(&qkv) && !run.touches(HookPoint::AttnPattern(l)) {
+            let shape = AttentionShape {
+                batch: b,
+                seq: s,
+                heads: h,
+                kv_heads: kv,
+                d_head: dh,
+            };
+            let rotary = pass.rope.as_ref().map(|r| &r.host);
+            let z = cpu::on_host(qkv, |qkv| {
+                cpu::causal_attention(qkv, &shape, rotary, pass.lengths)
+            })?;
+            let z = cpu::device_tensor(z, [b, s, h, dh], &self.device);
+            let z = run.visit4(HookPoint::AttnZ(l), z)?;
+            let out = block.attn.out.forward(z.reshape([b * s, h * dh]));
+            return Ok(out.reshape([b, s, cfg.d_model]));
+        }
         let heads = |t: Tensor<2>, n: usize| t.reshape([b, s, n, dh]).swap_dims(1, 2);
         let mut q = heads(qkv.clone().narrow(1, 0, h * dh), h);
         let mut k = heads(qkv.clone().narrow(1, h * dh, kv * dh), kv);
         let mut v = heads(qkv.narrow(1, (h + kv) * dh, kv * dh), kv);
-        if let Some((cos, sin)) = rope {
-            q = apply_rotary(q, cos, sin);
-            k = apply_rotary(k, cos, sin);
+        if let Some(r) = &pass.rope {
+            q = apply_rotary(q, &r.cos, &r.sin);
+            k = apply_rotary(k, &r.cos, &r.sin);
         }
         if kv < h {
             let rep = h / kv;
@@ -391,7 +434,7 @@ impl Transformer {
         let scores = q
             .matmul(k.swap_dims(2, 3))
             .mul_scalar((dh as f64).powf(-0.5));
-        let scores = scores.mask_fill(causal.clone().expand([b, h, s, s]), f32::NEG_INFINITY);
+        let scores = scores.mask_fill(pass.causal.clone().expand([b, h, s, s]), f32::NEG_INFINITY);
         let pattern = activation::softmax(scores, 3);
         let pattern = run.visit4(HookPoint::AttnPattern(l), pattern)?;
         let z = pattern.matmul(v).swap_dims(1, 2); // [b, s, h, dh]
@@ -412,7 +455,11 @@ impl Transformer {
         let cfg = &self.config;
         let m = cfg.d_mlp;
         let up = block.mlp.up.forward(x);
-        let post = if cfg.gated_mlp {
+        let fused = cfg.gated_mlp && cfg.activation == MlpActivation::Silu;
+        let post = if fused && self.cpu_path.applies(&up) {
+            let post = cpu::on_host(up, |up| cpu::silu_times_up(up, m))?;
+            cpu::device_tensor(post, [b * s, m], &self.device)
+        } else if cfg.gated_mlp {
             activate(cfg.activation, up.clone().narrow(1, 0, m)) * up.narrow(1, m, m)
         } else {
             activate(cfg.activation, up)

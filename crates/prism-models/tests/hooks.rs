@@ -450,3 +450,69 @@ fn a_pass_resumed_at_a_block_equals_the_whole_pass() {
         assert!(t.forward_from(&batch, 1, short, &Hooks::new()).is_err());
     }
 }
+
+/// The fused CPU kernels (attention without a stored pattern, SiLU·up in one pass) against
+/// burn's ops: every hook's capture, an intervention on `hook_z`, and a pass that asks for the
+/// pattern (which the fused path must leave to burn's ops) agree on every fixture model.
+#[test]
+fn the_fused_cpu_path_gives_burn_ops_captures_edits_and_patterns() {
+    use prism_models::CpuPath;
+    for name in MODELS {
+        let (mut model, batch) = load(name);
+        let shape = model.config().shape();
+        let layer = 1;
+        let hooks_at: Vec<HookPoint> = HookPoint::all(&shape)
+            .into_iter()
+            .filter(|h| h.validate(&shape).is_ok() && *h != HookPoint::AttnPattern(layer))
+            .collect();
+        let zero_head = Intervention::new(HookPoint::AttnZ(layer), Edit::Zero).at_heads([1]);
+        let runs = |model: &Model| {
+            let all = model
+                .forward(&batch, &Hooks::new().capture_all(hooks_at.clone()))
+                .unwrap();
+            let edited = model
+                .forward(&batch, &Hooks::new().intervene(zero_head.clone()))
+                .unwrap()
+                .logits()
+                .unwrap();
+            let mut with_pattern = model
+                .forward(&batch, &Hooks::new().capture(HookPoint::AttnPattern(layer)))
+                .unwrap();
+            let pattern = host(with_pattern.take(HookPoint::AttnPattern(layer)).unwrap());
+            let mut values: Vec<(String, HostTensor)> = all
+                .captures
+                .into_iter()
+                .map(|(h, a)| (h.to_string(), host(a)))
+                .collect();
+            values.push((
+                "logits".into(),
+                HostTensor::from_burn(all.logits.unwrap()).unwrap(),
+            ));
+            values.push((
+                "logits, head zeroed".into(),
+                HostTensor::from_burn(edited).unwrap(),
+            ));
+            let logits = with_pattern.logits().unwrap();
+            values.push((
+                "logits with the pattern hooked".into(),
+                HostTensor::from_burn(logits).unwrap(),
+            ));
+            values.push(("pattern".into(), pattern));
+            values
+        };
+        model.transformer.cpu_path = CpuPath::BurnOps;
+        let want = runs(&model);
+        model.transformer.cpu_path = CpuPath::Fused;
+        let got = runs(&model);
+        assert_eq!(got.len(), want.len());
+        assert!(got.len() > 10, "{name}: too few hooks compared");
+        for ((what, g), (_, w)) in got.iter().zip(&want) {
+            assert_eq!(g.shape, w.shape, "{name} {what}");
+            let diff = max_abs_diff(&g.data, &w.data);
+            assert!(
+                diff < 1e-5,
+                "{name} {what}: fused vs burn ops differ by {diff}"
+            );
+        }
+    }
+}

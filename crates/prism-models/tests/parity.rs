@@ -5,7 +5,7 @@ use crate::common;
 
 use common::*;
 use prism_core::{Device, Hooks, HostTensor};
-use prism_models::{Model, TokenBatch, next_token_loss};
+use prism_models::{CpuPath, Model, TokenBatch, next_token_loss};
 
 /// CPU tolerance required by the issue: 1e-4 max abs on logits.
 const CPU_TOL: f32 = 1e-4;
@@ -14,7 +14,12 @@ const CPU_TOL: f32 = 1e-4;
 const WGPU_TOL: f32 = 1e-3;
 
 fn check_model(name: &str, device: &Device, tol: f32) {
-    let model = Model::load(&fixtures().join("models").join(name), device).unwrap();
+    check_model_on(name, device, tol, CpuPath::default());
+}
+
+fn check_model_on(name: &str, device: &Device, tol: f32, path: CpuPath) {
+    let mut model = Model::load(&fixtures().join("models").join(name), device).unwrap();
+    model.transformer.cpu_path = path;
     let r = reference(name);
     for (i, text) in r.texts.iter().enumerate() {
         let ids = model.encode(text).unwrap();
@@ -33,7 +38,10 @@ fn check_model(name: &str, device: &Device, tol: f32) {
         .unwrap();
         assert_eq!(got.shape, r.logits[i].shape);
         let diff = max_abs_diff(&got.data, &r.logits[i].data);
-        assert!(diff < tol, "{name} text {i}: max |Δlogit| = {diff} ≥ {tol}");
+        assert!(
+            diff < tol,
+            "{name} text {i} ({path:?}): max |Δlogit| = {diff} ≥ {tol}"
+        );
         let loss = next_token_loss(logits, &batch).unwrap();
         assert!(
             (loss - r.losses[i]).abs() < 10.0 * tol as f64,
@@ -47,7 +55,10 @@ fn check_model(name: &str, device: &Device, tol: f32) {
 fn tiny_models_match_transformers_on_cpu() {
     let device = prism_core::device("cpu").unwrap();
     for name in MODELS {
-        check_model(name, &device, CPU_TOL);
+        // The fused CPU kernels (the default) and burn's ops, each against transformers.
+        for path in [CpuPath::Fused, CpuPath::BurnOps] {
+            check_model_on(name, &device, CPU_TOL, path);
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::dense::{View, matmul};
+use prism_core::dense::{View, matmul};
 
 /// Which implementation the code products use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

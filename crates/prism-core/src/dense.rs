@@ -1,5 +1,6 @@
 //! Dense matrix products on the `gemm` crate (the same GEMM burn's flex backend builds on),
-//! called directly so that transposes are strides, not copies.
+//! called directly on host slices so that transposes and column blocks are strides, not copies.
+//! Dictionary training's host kernels and the forward pass's fused attention use it.
 
 use gemm::{Parallelism, gemm};
 
@@ -14,6 +15,32 @@ pub struct View<'a> {
 }
 
 impl<'a> View<'a> {
+    /// A matrix whose row `i` starts at `data[i · row_stride]` with unit column stride: a
+    /// row-major block of columns inside a wider row-major matrix (one head's slice of a fused
+    /// q|k|v projection).
+    ///
+    /// ```
+    /// use prism_core::dense::{View, matmul};
+    /// let wide = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // [[1, 2, 3], [4, 5, 6]]
+    /// let right = View::strided_rows(&wide[1..], 2, 2, 3); // [[2, 3], [5, 6]]
+    /// let mut out = [0.0; 4];
+    /// matmul(right, View::new(&[1.0, 0.0, 0.0, 1.0], 2, 2), &mut out, false);
+    /// assert_eq!(out, [2.0, 3.0, 5.0, 6.0]);
+    /// ```
+    pub fn strided_rows(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
+        assert!(
+            rows == 0 || (cols <= row_stride && (rows - 1) * row_stride + cols <= data.len()),
+            "strided rows run past their data"
+        );
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: row_stride as isize,
+            col_stride: 1,
+        }
+    }
+
     /// A row-major `[rows, cols]` matrix.
     pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
         assert_eq!(
@@ -45,13 +72,37 @@ impl<'a> View<'a> {
 /// `out = a · b` (or `out += a · b` when `accumulate`), `out` row-major `[a.rows, b.cols]`.
 ///
 /// ```
-/// use prism_sae::kernel::{View, matmul};
+/// use prism_core::dense::{View, matmul};
 /// let a = [1.0, 2.0, 3.0, 4.0]; // [[1, 2], [3, 4]]
 /// let mut out = [0.0; 4];
 /// matmul(View::new(&a, 2, 2), View::new(&a, 2, 2).t(), &mut out, false); // a · aᵀ
 /// assert_eq!(out, [5.0, 11.0, 11.0, 25.0]);
 /// ```
 pub fn matmul(a: View<'_>, b: View<'_>, out: &mut [f32], accumulate: bool) {
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    product(a, b, out, accumulate, parallelism);
+}
+
+/// [`matmul`] on the calling thread only: for products inside work already split over the
+/// cores (one attention head per task).
+///
+/// ```
+/// use prism_core::dense::{View, matmul_serial};
+/// let a = [1.0, 2.0]; // [[1, 2]]
+/// let mut out = [0.0; 1];
+/// matmul_serial(View::new(&a, 1, 2), View::new(&a, 1, 2).t(), &mut out, false);
+/// assert_eq!(out, [5.0]);
+/// ```
+pub fn matmul_serial(a: View<'_>, b: View<'_>, out: &mut [f32], accumulate: bool) {
+    product(a, b, out, accumulate, Parallelism::None);
+}
+
+fn product(a: View<'_>, b: View<'_>, out: &mut [f32], accumulate: bool, parallelism: Parallelism) {
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
     assert_eq!(
         out.len(),
@@ -67,7 +118,6 @@ pub fn matmul(a: View<'_>, b: View<'_>, out: &mut [f32], accumulate: bool) {
         }
         return;
     }
-    let threads = rayon::current_num_threads();
     // SAFETY: the views' shapes and strides were checked against their slices at construction
     // (a transpose only swaps them), `out` holds exactly `a.rows × b.cols` elements laid out
     // row-major, and the three buffers do not overlap (`out` is borrowed mutably).
@@ -91,11 +141,7 @@ pub fn matmul(a: View<'_>, b: View<'_>, out: &mut [f32], accumulate: bool) {
             false,
             false,
             false,
-            if threads > 1 {
-                Parallelism::Rayon(threads)
-            } else {
-                Parallelism::None
-            },
+            parallelism,
         );
     }
 }

@@ -1,0 +1,616 @@
+//! Dedicated CPU kernels for the forward pass on burn's `flex` backend.
+//!
+//! burn runs each element-wise op as its own pass over memory, and SiLU's `exp` one scalar call
+//! at a time; attention materialises `[batch, heads, seq, seq]` scores, a mask, a softmax and a
+//! GQA copy of the keys and values. On a CPU those passes cost as much as the block's GEMMs
+//! (`bench_forward --ops`). The kernels here do the same arithmetic in one pass over each row:
+//!
+//! - [`silu_times_up`]: `SiLU(gate) · up` from the fused gate|up projection's output;
+//! - [`causal_attention`]: rotary embedding, grouped-query attention, the causal softmax and the
+//!   weighted sum of values, per (sequence, key-value head), without storing any pattern.
+//!
+//! They run only on plain (non-autodiff) `flex` tensors ([`CpuPath::applies`]) and only where
+//! no hook asks for what they skip (the attention pattern); everything else stays burn's.
+//! Loops are written so LLVM vectorises them, compiled three times (baseline, AVX2+FMA,
+//! AVX-512) and chosen at run time.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use prism_core::Result;
+use prism_core::dense::{View, matmul_serial};
+use rayon::prelude::*;
+
+/// Which implementation a CPU forward pass uses for the element-wise and attention work.
+///
+/// ```
+/// use prism_models::CpuPath;
+/// assert_eq!(CpuPath::default(), CpuPath::Fused);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CpuPath {
+    /// This module's fused kernels where they apply (the default).
+    #[default]
+    Fused,
+    /// burn's tensor ops throughout: the reference the fused path is tested and timed against.
+    BurnOps,
+}
+
+impl CpuPath {
+    /// Whether the fused kernels run on `t`: this path is [`CpuPath::Fused`] and `t` is a plain
+    /// `flex` CPU tensor (autodiff tensors keep burn's ops, so gradients flow).
+    pub fn applies<const D: usize>(self, t: &Tensor<D>) -> bool {
+        let device = t.device();
+        self == CpuPath::Fused && !device.is_autodiff() && device == Device::flex()
+    }
+}
+
+/// Runs `kernel` on a CPU tensor's values, read in place (no copy when the tensor owns a
+/// contiguous buffer; a tensor shared with a clone is copied out first).
+///
+/// ```
+/// let device = prism_core::device("cpu").unwrap();
+/// let t = burn::tensor::Tensor::<1>::from_floats([1.0, 2.0], &device);
+/// let sum = prism_models::cpu::on_host(t, |v| v.iter().sum::<f32>()).unwrap();
+/// assert_eq!(sum, 3.0);
+/// ```
+pub fn on_host<const D: usize, R>(t: Tensor<D>, kernel: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let data = t
+        .try_into_data()
+        .map_err(|e| prism_core::PrismError::Readback(e.to_string()))?;
+    let values = data
+        .as_slice::<f32>()
+        .map_err(|e| prism_core::PrismError::Readback(format!("{e:?}")))?;
+    Ok(kernel(values))
+}
+
+/// Puts values back on the CPU device as a tensor of `shape` (no copy).
+pub fn device_tensor<const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &Device,
+) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// Compiles a slice kernel for the baseline target, AVX2+FMA and AVX-512, and runs the widest
+/// one this CPU has. The body is an `#[inline(always)]` function, so each copy is vectorised
+/// for its own instruction set.
+macro_rules! simd_dispatch {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
+        $(#[$doc])*
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                fn wide($($arg: $ty),*) { $body($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) { $body($($arg),*) }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the features `wide` was compiled for.
+                    return unsafe { wide($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features `avx2` was compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+/// `e^x` in f32 to within 2 ulp over the range where it is a normal number (inputs are clamped
+/// to it), branch-free so loops over it vectorise: `x = n·ln2 + r`, a degree-6 polynomial for
+/// `e^r` on `|r| ≤ ln2/2` (Cephes' coefficients), and `2^n` built from its exponent bits.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split so that n·LN2_HI is exact for the n that occur.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5·2²³ rounds to the nearest integer without a rounding instruction.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.33, 88.37);
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    p = p * r * r + r + 1.0;
+    // `shifted`'s low mantissa bits hold n (an integer in −126..=127): 2ⁿ's exponent bits
+    // without a float-to-int conversion (whose saturating form would not vectorise).
+    let two_n = (shifted
+        .to_bits()
+        .wrapping_sub(ROUND.to_bits())
+        .wrapping_add(127))
+        << 23;
+    p * f32::from_bits(two_n)
+}
+
+/// `out[i] = SiLU(gate[i]) · up[i]` for one row.
+#[inline(always)]
+fn silu_times_up_row(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + exp(-g)) * u;
+    }
+}
+
+simd_dispatch! {
+    /// [`silu_times_up_row`] over a block of rows of `[gate | up]`, `m` wide each.
+    fn silu_times_up_rows(gate_up: &[f32], out: &mut [f32], m: usize) => silu_times_up_rows_body
+}
+
+#[inline(always)]
+fn silu_times_up_rows_body(gate_up: &[f32], out: &mut [f32], m: usize) {
+    for (row, o) in gate_up.chunks_exact(2 * m).zip(out.chunks_exact_mut(m)) {
+        let (gate, up) = row.split_at(m);
+        silu_times_up_row(gate, up, o);
+    }
+}
+
+/// `SiLU(gate) · up` for every row of `gate_up: [rows, 2m]` (columns gate | up), the gated MLP's
+/// hidden activation `[rows, m]`, in one pass, rows split over the cores.
+///
+/// ```
+/// # use prism_models::cpu::silu_times_up;
+/// let (gate, up) = (0.5f32, 3.0f32);
+/// let out = silu_times_up(&[gate, up], 1);
+/// let silu = gate / (1.0 + (-gate).exp());
+/// assert!((out[0] - silu * up).abs() < 1e-6);
+/// ```
+pub fn silu_times_up(gate_up: &[f32], m: usize) -> Vec<f32> {
+    let rows = gate_up.len() / (2 * m).max(1);
+    let mut out = vec![0.0f32; rows * m];
+    const ROWS_PER_TASK: usize = 16;
+    out.par_chunks_mut(ROWS_PER_TASK * m)
+        .zip(gate_up.par_chunks(ROWS_PER_TASK * 2 * m))
+        .for_each(|(o, g)| silu_times_up_rows(g, o, m));
+    out
+}
+
+/// The shape of one attention call: `batch` sequences of `seq` positions, `heads` query heads
+/// sharing `kv_heads` key/value heads, `d_head` wide, and the rotary tables if the model has
+/// rotary positions.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    /// Sequences.
+    pub batch: usize,
+    /// Positions per sequence.
+    pub seq: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (divides `heads`).
+    pub kv_heads: usize,
+    /// Width of a head.
+    pub d_head: usize,
+}
+
+/// Rotary tables `[seq, dims]` on the host (rotate-half layout, as [`crate::rotary_tables`]).
+#[derive(Clone, Debug)]
+pub struct Rotary {
+    /// Rotated features per head (from the first; ≤ `d_head`, even).
+    pub dims: usize,
+    /// `cos(p·θᵢ)` row-major `[seq, dims]`.
+    pub cos: Vec<f32>,
+    /// `sin(p·θᵢ)` row-major `[seq, dims]`.
+    pub sin: Vec<f32>,
+}
+
+impl Rotary {
+    /// The tables for positions `0..seq`, computed in f32 the way `transformers` computes them
+    /// (inverse frequencies `θ^(−2i/dims)`, halves duplicated).
+    ///
+    /// ```
+    /// let r = prism_models::cpu::Rotary::new(3, 4, 10000.0);
+    /// assert_eq!((r.cos.len(), r.cos[0], r.sin[0]), (12, 1.0, 0.0));
+    /// assert_eq!(r.cos[4], 1.0f32.cos()); // position 1, frequency θ⁰
+    /// ```
+    pub fn new(seq: usize, dims: usize, theta: f64) -> Self {
+        let half = dims / 2;
+        let inv: Vec<f32> = (0..half)
+            .map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / dims as f32))
+            .collect();
+        let mut cos = Vec::with_capacity(seq * dims);
+        let mut sin = Vec::with_capacity(seq * dims);
+        for p in 0..seq {
+            for _half in 0..2 {
+                for f in &inv {
+                    let a = p as f32 * f;
+                    cos.push(a.cos());
+                    sin.push(a.sin());
+                }
+            }
+        }
+        Self { dims, cos, sin }
+    }
+}
+
+/// Writes `x` rotated to position `p` into `out` (rotate-half: `x·cos + rot(x)·sin`, with
+/// `rot(x) = [−x₂, x₁]` over the first `dims` features; the rest unchanged), times `scale`.
+#[inline(always)]
+fn rotate(x: &[f32], p: usize, rotary: Option<&Rotary>, scale: f32, out: &mut [f32]) {
+    match rotary {
+        Some(r) => {
+            let (dims, half) = (r.dims, r.dims / 2);
+            let (cos, sin) = (&r.cos[p * dims..][..dims], &r.sin[p * dims..][..dims]);
+            for d in 0..half {
+                out[d] = (x[d] * cos[d] - x[d + half] * sin[d]) * scale;
+                out[d + half] = (x[d + half] * cos[d + half] + x[d] * sin[d + half]) * scale;
+            }
+            for d in dims..x.len() {
+                out[d] = x[d] * scale;
+            }
+        }
+        None => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = v * scale;
+            }
+        }
+    }
+}
+
+/// The causal softmax of one row of scores, in place: entries `0..=i` become probabilities,
+/// the rest 0. Max and sum run over 16 lanes so that they vectorise.
+#[inline(always)]
+fn causal_softmax_row(row: &mut [f32], i: usize) {
+    const LANES: usize = 16;
+    let (live, masked) = row.split_at_mut(i + 1);
+    masked.fill(0.0);
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = live.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l = l.max(v);
+        }
+    }
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    for v in live.iter_mut() {
+        *v = exp(*v - max);
+    }
+    let mut sums = [0.0f32; LANES];
+    let mut chunks = live.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (l, &v) in sums.iter_mut().zip(c) {
+            *l += v;
+        }
+    }
+    let sum: f32 = sums.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
+    let inv = 1.0 / sum;
+    for v in live.iter_mut() {
+        *v *= inv;
+    }
+}
+
+simd_dispatch! {
+    /// [`causal_softmax_row`] over stacked blocks of `rows` score rows, `keys` wide, whose first
+    /// row is query position `first`.
+    fn causal_softmax(scores: &mut [f32], keys: usize, rows: usize, first: usize) => causal_softmax_body
+}
+
+#[inline(always)]
+fn causal_softmax_body(scores: &mut [f32], keys: usize, rows: usize, first: usize) {
+    for (r, row) in scores.chunks_exact_mut(keys).enumerate() {
+        causal_softmax_row(row, first + r % rows);
+    }
+}
+
+/// One work item: sequence `bi`, key/value head `g` and its `rep` query heads, query positions
+/// `first..end` against keys `0..end`. `qkv` is the fused projection's output `[batch·seq,
+/// (heads + 2·kv_heads)·d_head]`; returns `z` for the query heads `g·rep .. (g+1)·rep`,
+/// `[rep, end − first, d_head]`. The query heads are stacked so that scores and values are one
+/// GEMM each (`[rep·rows, d_head] · [d_head, end]` and `[rep·rows, end] · [end, d_head]`); the
+/// masked part costs GEMM time but no branches.
+fn attention_block(
+    qkv: &[f32],
+    shape: &AttentionShape,
+    rotary: Option<&Rotary>,
+    (bi, g): (usize, usize),
+    (first, end): (usize, usize),
+) -> Vec<f32> {
+    let AttentionShape {
+        seq: s,
+        heads: h,
+        kv_heads: kv,
+        d_head: dh,
+        ..
+    } = *shape;
+    let width = (h + 2 * kv) * dh;
+    let rep = h / kv;
+    let n = end - first;
+    let rows = &qkv[bi * s * width..][..s * width];
+    let scale = (dh as f32).powf(-0.5);
+    let mut q = vec![0.0f32; rep * n * dh];
+    for r in 0..rep {
+        let head = g * rep + r;
+        for p in first..end {
+            let x = &rows[p * width + head * dh..][..dh];
+            rotate(
+                x,
+                p,
+                rotary,
+                scale,
+                &mut q[(r * n + p - first) * dh..][..dh],
+            );
+        }
+    }
+    let mut k = vec![0.0f32; end * dh];
+    for p in 0..end {
+        let x = &rows[p * width + (h + g) * dh..][..dh];
+        rotate(x, p, rotary, 1.0, &mut k[p * dh..][..dh]);
+    }
+    let mut scores = vec![0.0f32; rep * n * end];
+    matmul_serial(
+        View::new(&q, rep * n, dh),
+        View::new(&k, end, dh).t(),
+        &mut scores,
+        false,
+    );
+    causal_softmax(&mut scores, end, n, first);
+    let v = View::strided_rows(&rows[(h + kv + g) * dh..], end, dh, width);
+    let mut z = vec![0.0f32; rep * n * dh];
+    matmul_serial(View::new(&scores, rep * n, end), v, &mut z, false);
+    z
+}
+
+/// Causal self-attention from the fused q|k|v projection `qkv: [batch·seq, (heads +
+/// 2·kv_heads)·d_head]` (head-major columns): rotary embedding on q and k, each query head
+/// attending to its key/value head (grouped-query), scores scaled by `d_head^-½`, softmax over
+/// positions `≤` its own, weighted sum of values. Returns `z` as `[batch·seq, heads·d_head]`
+/// (TransformerLens' `hook_z` layout `[batch, seq, heads, d_head]`, flattened). Work items are
+/// (sequence, key/value head) pairs, split over the cores; no `[seq, seq]` pattern is stored.
+///
+/// `lengths` are the sequences' real lengths in a right-padded batch: a sequence's real
+/// positions are computed over exactly its real keys, so they come out bit-identical to the
+/// same sequence run alone, whatever it was batched with (the padding positions, computed
+/// separately, see the real keys and each other as burn's causal attention does).
+pub fn causal_attention(
+    qkv: &[f32],
+    shape: &AttentionShape,
+    rotary: Option<&Rotary>,
+    lengths: &[usize],
+) -> Vec<f32> {
+    let AttentionShape {
+        batch: b,
+        seq: s,
+        heads: h,
+        kv_heads: kv,
+        d_head: dh,
+    } = *shape;
+    let rep = h / kv.max(1);
+    // (sequence, kv head, first query, end) for the real positions, then the padding's.
+    let items: Vec<(usize, usize, usize, usize)> = (0..b * kv)
+        .flat_map(|item| {
+            let (bi, g) = (item / kv, item % kv);
+            let len = lengths.get(bi).copied().unwrap_or(s).min(s);
+            [(bi, g, 0, len), (bi, g, len, s)]
+        })
+        .filter(|&(_, _, first, end)| end > first)
+        .collect();
+    let blocks: Vec<Vec<f32>> = items
+        .par_iter()
+        .map(|&(bi, g, first, end)| attention_block(qkv, shape, rotary, (bi, g), (first, end)))
+        .collect();
+    let mut out = vec![0.0f32; b * s * h * dh];
+    for (&(bi, g, first, end), z) in items.iter().zip(&blocks) {
+        let n = end - first;
+        for r in 0..rep {
+            let head = g * rep + r;
+            for i in first..end {
+                out[((bi * s + i) * h + head) * dh..][..dh]
+                    .copy_from_slice(&z[(r * n + i - first) * dh..][..dh]);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Distance in units in the last place between two finite positive f32s.
+    fn ulps(a: f32, b: f32) -> u32 {
+        a.to_bits().abs_diff(b.to_bits())
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_of_the_correctly_rounded_value() {
+        // Every 97th f32 pattern across the normal-result range, both signs.
+        let mut worst = 0;
+        for bits in (0u32..0x42b0_0000).step_by(97) {
+            for x in [f32::from_bits(bits), -f32::from_bits(bits)] {
+                if !(-87.3..=88.3).contains(&x) {
+                    continue;
+                }
+                let want = (x as f64).exp() as f32;
+                worst = worst.max(ulps(exp(x), want));
+            }
+        }
+        assert!(worst <= 2, "worst error {worst} ulp");
+        // Clamped ends: tiny but normal below, finite above.
+        assert!(exp(-1000.0) > 0.0 && exp(-1000.0) < 1e-37);
+        assert!(exp(1000.0).is_finite());
+    }
+
+    /// A deterministic spread of values in (−scale, scale).
+    fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    #[test]
+    fn silu_times_up_matches_f64() {
+        let (rows, m) = (37, 53);
+        let gate_up = values(rows * 2 * m, 1, 12.0);
+        let got = silu_times_up(&gate_up, m);
+        for r in 0..rows {
+            for i in 0..m {
+                let (g, u) = (
+                    gate_up[r * 2 * m + i] as f64,
+                    gate_up[r * 2 * m + m + i] as f64,
+                );
+                let want = g / (1.0 + (-g).exp()) * u;
+                let diff = (got[r * m + i] as f64 - want).abs();
+                assert!(
+                    diff <= 1e-6 * want.abs().max(1.0),
+                    "row {r} col {i}: {diff}"
+                );
+            }
+        }
+    }
+
+    /// Attention by the definition, in f64: rotate, score every earlier position, softmax,
+    /// weight the values; query head `i` reads key/value head `i / (heads / kv_heads)`.
+    fn attention_f64(qkv: &[f32], sh: &AttentionShape, rotary: Option<&Rotary>) -> Vec<f64> {
+        let AttentionShape {
+            batch: b,
+            seq: s,
+            heads: h,
+            kv_heads: kv,
+            d_head: dh,
+        } = *sh;
+        let width = (h + 2 * kv) * dh;
+        let at = |bi: usize, p: usize, col: usize| qkv[(bi * s + p) * width + col] as f64;
+        let rotated = |bi: usize, p: usize, head_col: usize| -> Vec<f64> {
+            let x: Vec<f64> = (0..dh).map(|d| at(bi, p, head_col + d)).collect();
+            match rotary {
+                None => x,
+                Some(r) => {
+                    let half = r.dims / 2;
+                    (0..dh)
+                        .map(|d| {
+                            if d >= r.dims {
+                                return x[d];
+                            }
+                            let rot = if d < half { -x[d + half] } else { x[d - half] };
+                            x[d] * r.cos[p * r.dims + d] as f64 + rot * r.sin[p * r.dims + d] as f64
+                        })
+                        .collect()
+                }
+            }
+        };
+        let mut out = vec![0.0; b * s * h * dh];
+        for bi in 0..b {
+            for head in 0..h {
+                let g = head / (h / kv);
+                for i in 0..s {
+                    let q = rotated(bi, i, head * dh);
+                    let scores: Vec<f64> = (0..=i)
+                        .map(|j| {
+                            let k = rotated(bi, j, (h + g) * dh);
+                            q.iter().zip(&k).map(|(a, b)| a * b).sum::<f64>() / (dh as f64).sqrt()
+                        })
+                        .collect();
+                    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = scores.iter().map(|x| (x - max).exp()).collect();
+                    let sum: f64 = e.iter().sum();
+                    for d in 0..dh {
+                        out[((bi * s + i) * h + head) * dh + d] = (0..=i)
+                            .map(|j| e[j] / sum * at(bi, j, (h + kv + g) * dh + d))
+                            .sum();
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn causal_attention_matches_the_definition_in_f64() {
+        // Grouped-query with full rotary; multi-head with partial rotary (NeoX); no rotary (GPT-2).
+        let cases = [
+            (
+                AttentionShape {
+                    batch: 2,
+                    seq: 19,
+                    heads: 6,
+                    kv_heads: 2,
+                    d_head: 8,
+                },
+                Some(8),
+                vec![19, 11],
+            ),
+            (
+                AttentionShape {
+                    batch: 3,
+                    seq: 7,
+                    heads: 3,
+                    kv_heads: 3,
+                    d_head: 12,
+                },
+                Some(4),
+                vec![7, 0, 3],
+            ),
+            (
+                AttentionShape {
+                    batch: 1,
+                    seq: 33,
+                    heads: 2,
+                    kv_heads: 2,
+                    d_head: 5,
+                },
+                None,
+                vec![33],
+            ),
+        ];
+        // Padded sequences (real lengths below `seq`, one empty) are computed as burn does
+        // (causally over every position), in two parts; the definition sees no lengths.
+        for (i, (shape, dims, lengths)) in cases.into_iter().enumerate() {
+            let width = (shape.heads + 2 * shape.kv_heads) * shape.d_head;
+            let qkv = values(shape.batch * shape.seq * width, 7 + i as u64, 3.0);
+            let rotary = dims.map(|d| Rotary::new(shape.seq, d, 10000.0));
+            let got = causal_attention(&qkv, &shape, rotary.as_ref(), &lengths);
+            let want = attention_f64(&qkv, &shape, rotary.as_ref());
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(&g, &w)| (g as f64 - w).abs())
+                .fold(0.0, f64::max);
+            assert!(worst < 1e-5, "case {i}: max |Δ| = {worst}");
+        }
+    }
+
+    #[test]
+    fn a_padded_sequence_gets_the_bits_it_gets_alone() {
+        let alone = AttentionShape {
+            batch: 1,
+            seq: 11,
+            heads: 4,
+            kv_heads: 2,
+            d_head: 16,
+        };
+        let padded = AttentionShape {
+            batch: 2,
+            seq: 16,
+            ..alone
+        };
+        let width = (alone.heads + 2 * alone.kv_heads) * alone.d_head;
+        // Sequence 1 of the padded batch is the lone sequence plus 5 padding rows.
+        let mut batch = values(padded.batch * padded.seq * width, 3, 2.0);
+        let lone = values(alone.seq * width, 4, 2.0);
+        batch[padded.seq * width..][..alone.seq * width].copy_from_slice(&lone);
+        let rotary = Rotary::new(padded.seq, alone.d_head, 10000.0);
+        let z_batch = causal_attention(&batch, &padded, Some(&rotary), &[16, 11]);
+        let rotary = Rotary::new(alone.seq, alone.d_head, 10000.0);
+        let z_alone = causal_attention(&lone, &alone, Some(&rotary), &[11]);
+        let zw = alone.heads * alone.d_head;
+        assert_eq!(&z_batch[padded.seq * zw..][..alone.seq * zw], &z_alone[..]);
+    }
+}
