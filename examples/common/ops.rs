@@ -1,15 +1,15 @@
 //! Where a forward pass spends its time: each stage of one block, timed alone on the real batch's
-//! hidden state (median of several runs), then multiplied by the block count; plus the final
-//! norm and the unembedding. burn's ops stage by stage (`CpuPath::BurnOps`), and the fused CPU
-//! kernels (`CpuPath::Fused`) timed with the projection that feeds them (they read its output in
-//! place). Every stage ends by reading one value back, so a lazy backend finishes it inside the
-//! timing.
+//! hidden state (median of several runs) and multiplied by the block count, plus the final norm
+//! and the unembedding; once with burn's ops (`CpuPath::BurnOps`) and once with the fused CPU
+//! path (`CpuPath::Fused`: host GEMMs, fused attention, fused SiLU·up), whose kernels read their
+//! input in place, so each is timed together with the projection that produces it. Every stage
+//! ends by reading one value back, so a lazy backend finishes it inside the timing.
 
 use std::time::Instant;
 
 use burn::tensor::{Bool, Tensor, activation};
 use prism::core::Hooks;
-use prism::models::cpu;
+use prism::models::{CpuPath, Positions, cpu};
 use prism::{Model, Result, TokenBatch};
 
 fn finish<const D: usize>(t: &Tensor<D>) {
@@ -26,7 +26,14 @@ fn time<const D: usize>(reps: usize, mut f: impl FnMut() -> Tensor<D>) -> f64 {
     super::timing::median(v.split_off(1))
 }
 
-/// Prints each stage's time in ms per pass and its share of the sum.
+/// One row of the table: seconds per pass on each path (`None`: not a stage of that path).
+struct Stage {
+    name: &'static str,
+    burn: Option<f64>,
+    fused: Option<f64>,
+}
+
+/// Prints each stage's time in ms per pass and its share of each path's sum.
 pub fn report(model: &Model, batch: &TokenBatch, reps: usize) -> Result<()> {
     let t = &model.transformer;
     let cfg = &t.config;
@@ -36,78 +43,82 @@ pub fn report(model: &Model, batch: &TokenBatch, reps: usize) -> Result<()> {
     let x = model
         .forward(batch, &Hooks::new().capture(hook))?
         .take(hook)?
-        .into_rank3()?;
-    let x = x.reshape([b * s, d]);
+        .into_rank3()?
+        .reshape([b * s, d]);
     let blk = &t.blocks[0];
     let n = cfg.n_layers as f64;
-    // (stage, seconds per pass, on burn's path, on the fused path)
-    let mut rows: Vec<(String, f64, bool, bool)> = Vec::new();
-    let mut add = |name: &str, secs: f64, times: f64| {
-        let fused_only = name.contains("fused");
-        let burn_only = [
-            "rotary",
-            "GQA",
-            "scores",
-            "softmax",
-            "pattern·v",
-            "SiLU(gate)",
-        ]
-        .iter()
-        .any(|k| name.starts_with(k))
-            || name == "qkv projection"
-            || name == "gate|up projection";
-        rows.push((name.to_string(), secs * times, !fused_only, !burn_only));
+    let fused = CpuPath::Fused;
+    let normed = blk.ln1.forward(x.clone());
+    let mut stages = Vec::new();
+    let mut both = |name, burn: f64, fused: f64, times: f64| {
+        stages.push(Stage {
+            name,
+            burn: Some(burn * times),
+            fused: Some(fused * times),
+        })
     };
 
-    add(
-        "norm (×2 per block)",
-        time(reps, || blk.ln1.forward(x.clone())),
-        2.0 * n,
+    let norm = time(reps, || blk.ln1.forward(x.clone()));
+    both("norm (×2 per block)", norm, norm, 2.0 * n);
+    let add = time(reps, || x.clone() + normed.clone());
+    both("residual add (×2 per block)", add, add, 2.0 * n);
+    both(
+        "out projection",
+        time(reps, || blk.attn.out.forward(normed.clone())),
+        time(reps, || {
+            blk.attn.out.forward_on(normed.clone(), fused).unwrap()
+        }),
+        n,
     );
-    let normed = blk.ln1.forward(x.clone());
-    add(
+    let up = blk.mlp.up.forward(normed.clone());
+    let post = activation::silu(up.clone().narrow(1, 0, m)) * up.clone().narrow(1, m, m);
+    both(
+        "down projection",
+        time(reps, || blk.mlp.down.forward(post.clone())),
+        time(reps, || {
+            blk.mlp.down.forward_on(post.clone(), fused).unwrap()
+        }),
+        n,
+    );
+    both(
+        "final norm + unembedding",
+        time(reps, || {
+            t.ln_final.forward(x.clone()).matmul(t.unembed.clone())
+        }),
+        time(reps, || {
+            prism::models::matmul_on(t.ln_final.forward(x.clone()), &t.unembed, fused).unwrap()
+        }),
+        1.0,
+    );
+
+    // Attention: burn's stages one by one, the fused path as one.
+    let (dims, theta) = match cfg.positions {
+        Positions::Rotary { dims, theta } => (dims, theta),
+        _ => (dh, 10000.0),
+    };
+    let mut burn_only = |name, secs: f64| {
+        stages.push(Stage {
+            name,
+            burn: Some(secs * n),
+            fused: None,
+        })
+    };
+    burn_only(
         "qkv projection",
         time(reps, || blk.attn.qkv.forward(normed.clone())),
-        n,
     );
     let qkv = blk.attn.qkv.forward(normed.clone());
     let heads = |t: Tensor<2>, n: usize| t.reshape([b, s, n, dh]).swap_dims(1, 2);
     let q = heads(qkv.clone().narrow(1, 0, h * dh), h);
     let k = heads(qkv.clone().narrow(1, h * dh, kv * dh), kv);
     let v = heads(qkv.narrow(1, (h + kv) * dh, kv * dh), kv);
-    // The model's rotary tables (full-width ones if it has none, as a cost estimate).
-    let (dims, theta) = match cfg.positions {
-        prism::models::Positions::Rotary { dims, theta } => (dims, theta),
-        _ => (dh, 10000.0),
-    };
     let (cos, sin) = prism::models::rotary_tables(s, dims, theta, &t.device);
-    add(
+    burn_only(
         "rotary (q and k)",
         time(reps, || {
             prism::models::apply_rotary(q.clone(), &cos, &sin)
                 + prism::models::apply_rotary(k.clone(), &cos, &sin).narrow(1, 0, 1)
         }),
-        n,
-    );
-    let rotary = cpu::Rotary::new(s, dims, theta);
-    let shape = cpu::AttentionShape {
-        batch: b,
-        seq: s,
-        heads: h,
-        kv_heads: kv,
-        d_head: dh,
-    };
-    add(
-        "qkv projection + fused attention",
-        time(reps, || {
-            let qkv = blk.attn.qkv.forward(normed.clone());
-            let z = cpu::on_host(qkv, |qkv| {
-                cpu::causal_attention(qkv, &shape, Some(&rotary), &batch.lengths)
-            })
-            .unwrap();
-            cpu::device_tensor(z, [b * s, h * dh], &t.device)
-        }),
-        n,
     );
     let rep = h / kv;
     let expand = |t: Tensor<4>| {
@@ -115,37 +126,32 @@ pub fn report(model: &Model, batch: &TokenBatch, reps: usize) -> Result<()> {
             .expand([b, kv, rep, s, dh])
             .reshape([b, h, s, dh])
     };
-    add(
+    burn_only(
         "GQA expansion (k and v)",
         time(reps, || expand(k.clone()) + expand(v.clone())),
-        n,
     );
     let (ke, ve) = (expand(k.clone()), expand(v.clone()));
-    add(
+    burn_only(
         "scores q·kᵀ",
         time(reps, || {
             q.clone()
                 .matmul(ke.clone().swap_dims(2, 3))
                 .mul_scalar((dh as f64).powf(-0.5))
         }),
-        n,
     );
     let scores = q.clone().matmul(ke.clone().swap_dims(2, 3));
     let causal = Tensor::<2, Bool>::tril_mask([s, s], 0, &t.device).reshape([1, 1, s, s]);
-    add(
+    burn_only(
         "causal mask + softmax",
         time(reps, || {
-            activation::softmax(
-                scores
-                    .clone()
-                    .mask_fill(causal.clone().expand([b, h, s, s]), f32::NEG_INFINITY),
-                3,
-            )
+            let masked = scores
+                .clone()
+                .mask_fill(causal.clone().expand([b, h, s, s]), f32::NEG_INFINITY);
+            activation::softmax(masked, 3)
         }),
-        n,
     );
     let pattern = activation::softmax(scores, 3);
-    add(
+    burn_only(
         "pattern·v, to [rows, h·dh]",
         time(reps, || {
             pattern
@@ -154,81 +160,69 @@ pub fn report(model: &Model, batch: &TokenBatch, reps: usize) -> Result<()> {
                 .swap_dims(1, 2)
                 .reshape([b * s, h * dh])
         }),
-        n,
     );
-    let z = pattern.matmul(ve).swap_dims(1, 2).reshape([b * s, h * dh]);
-    add(
-        "out projection",
-        time(reps, || blk.attn.out.forward(z.clone())),
-        n,
-    );
-    add(
-        "residual add (×2 per block)",
-        time(reps, || x.clone() + normed.clone()),
-        2.0 * n,
-    );
-    add(
+    burn_only(
         "gate|up projection",
         time(reps, || blk.mlp.up.forward(normed.clone())),
-        n,
     );
-    let up = blk.mlp.up.forward(normed.clone());
-    add(
+    burn_only(
         "SiLU(gate)·up",
         time(reps, || {
             activation::silu(up.clone().narrow(1, 0, m)) * up.clone().narrow(1, m, m)
         }),
-        n,
     );
-    add(
+
+    let rotary = cpu::Rotary::new(s, dims, theta);
+    let shape = cpu::AttentionShape {
+        batch: b,
+        seq: s,
+        heads: h,
+        kv_heads: kv,
+        d_head: dh,
+    };
+    let mut fused_only = |name, secs: f64| {
+        stages.push(Stage {
+            name,
+            burn: None,
+            fused: Some(secs * n),
+        })
+    };
+    fused_only(
+        "qkv projection + fused attention",
+        time(reps, || {
+            let qkv = blk.attn.qkv.forward_on(normed.clone(), fused).unwrap();
+            let z = cpu::on_host(qkv, |qkv| {
+                cpu::causal_attention(qkv, &shape, Some(&rotary), &batch.lengths)
+            })
+            .unwrap();
+            cpu::device_tensor(z, [b * s, h * dh], &t.device)
+        }),
+    );
+    fused_only(
         "gate|up projection + fused SiLU·up",
         time(reps, || {
-            let up = blk.mlp.up.forward(normed.clone());
+            let up = blk.mlp.up.forward_on(normed.clone(), fused).unwrap();
             let post = cpu::on_host(up, |up| cpu::silu_times_up(up, m)).unwrap();
             cpu::device_tensor(post, [b * s, m], &t.device)
         }),
-        n,
-    );
-    let post = activation::silu(up.clone().narrow(1, 0, m)) * up.narrow(1, m, m);
-    add(
-        "down projection",
-        time(reps, || blk.mlp.down.forward(post.clone())),
-        n,
-    );
-    add(
-        "final norm",
-        time(reps, || t.ln_final.forward(x.clone())),
-        1.0,
-    );
-    add(
-        "unembedding",
-        time(reps, || normed.clone().matmul(t.unembed.clone())),
-        1.0,
     );
 
-    let total = |fused: bool| -> f64 {
-        rows.iter()
-            .filter(|r| if fused { r.3 } else { r.2 })
-            .map(|r| r.1)
-            .sum()
+    let total = |pick: fn(&Stage) -> Option<f64>| stages.iter().filter_map(pick).sum::<f64>();
+    let (burn_total, fused_total) = (total(|s| s.burn), total(|s| s.fused));
+    let cell = |secs: Option<f64>, of: f64| match secs {
+        Some(secs) => format!("{:>7.1} {:>5.1}%", secs * 1e3, 100.0 * secs / of),
+        None => String::new(),
     };
-    let (burn_total, fused_total) = (total(false), total(true));
     println!(
         "{:<36} {:>14} {:>14}",
-        "stage (whole pass, ms)", "burn ops", "fused kernels"
+        "stage (whole pass, ms)", "burn ops", "fused path"
     );
-    let cell = |on: bool, secs: f64, of: f64| {
-        if on {
-            format!("{:>7.1} {:>5.1}%", secs * 1e3, 100.0 * secs / of)
-        } else {
-            String::new()
-        }
-    };
-    for (name, secs, burn, fused) in &rows {
+    for st in &stages {
         println!(
-            "{name:<36} {:>14} {:>14}",
-            cell(*burn, *secs, burn_total),
-            cell(*fused, *secs, fused_total)
+            "{:<36} {:>14} {:>14}",
+            st.name,
+            cell(st.burn, burn_total),
+            cell(st.fused, fused_total)
         );
     }
     println!(

@@ -62,6 +62,26 @@ pub fn on_host<const D: usize, R>(t: Tensor<D>, kernel: impl FnOnce(&[f32]) -> R
     Ok(kernel(values))
 }
 
+/// `x · w` on the host GEMM (`prism_core::dense::matmul`, the `gemm` crate burn's `flex`
+/// matmul also calls, without the copies around it), reading the weight in place through its
+/// `flex` primitive; burn's matmul when `w` is not a contiguous f32 `flex` tensor.
+pub fn matmul(x: Tensor<2>, w: &Tensor<2>) -> Result<Tensor<2>> {
+    let ([n, k], m) = (x.dims(), w.dims()[1]);
+    let device = x.device();
+    let weight = w.clone().try_into_primitive::<burn::backend::Flex>().ok();
+    let Some(weight) = weight
+        .as_ref()
+        .and_then(|w| w.as_slice::<f32>())
+        .filter(|w| w.len() == k * m)
+    else {
+        return Ok(x.matmul(w.clone()));
+    };
+    let out = on_host(x, |x| {
+        prism_core::dense::matmul_new(View::new(x, n, k), View::new(weight, k, m))
+    })?;
+    Ok(device_tensor(out, [n, m], &device))
+}
+
 /// Puts values back on the CPU device as a tensor of `shape` (no copy).
 pub fn device_tensor<const D: usize>(
     values: Vec<f32>,

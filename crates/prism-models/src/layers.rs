@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use prism_core::{HostTensor, Result};
 
 use crate::config::{MlpActivation, NormKind};
-use crate::cpu::Rotary;
+use crate::cpu::{CpuPath, Rotary};
 
 /// `y = x W + b` with `W` stored `[in, out]`.
 #[derive(Clone, Debug)]
@@ -40,13 +40,32 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
-    /// Applies the map to `[rows, d_in]`.
+    /// Applies the map to `[rows, d_in]` with burn's ops.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let y = x.matmul(self.weight.clone());
+        self.add_bias(x.matmul(self.weight.clone()))
+    }
+
+    /// Applies the map on `path`: the host GEMM where [`CpuPath::applies`], burn's matmul
+    /// elsewhere.
+    pub fn forward_on(&self, x: Tensor<2>, path: CpuPath) -> Result<Tensor<2>> {
+        Ok(self.add_bias(matmul_on(x, &self.weight, path)?))
+    }
+
+    fn add_bias(&self, y: Tensor<2>) -> Tensor<2> {
         match &self.bias {
             Some(b) => y + b.clone(),
             None => y,
         }
+    }
+}
+
+/// `x · w` on `path`: the host GEMM where [`CpuPath::applies`] (and `w` is a plain `flex`
+/// tensor), burn's matmul elsewhere.
+pub fn matmul_on(x: Tensor<2>, w: &Tensor<2>, path: CpuPath) -> Result<Tensor<2>> {
+    if path.applies(&x) && path.applies(w) {
+        crate::cpu::matmul(x, w)
+    } else {
+        Ok(x.matmul(w.clone()))
     }
 }
 

@@ -8,7 +8,7 @@ use prism_core::{Activation, HookPoint, HookRun, Hooks, PrismError, Result};
 
 use crate::config::{MlpActivation, ModelConfig, Positions};
 use crate::cpu::{self, AttentionShape, CpuPath, Rotary};
-use crate::layers::{Linear, Norm, activate, apply_rotary};
+use crate::layers::{Linear, Norm, activate, apply_rotary, matmul_on};
 
 /// What every block of one pass shares: rotary tables, the causal mask, the real lengths.
 struct PassShape<'a> {
@@ -338,12 +338,8 @@ impl Transformer {
                 None
             } else {
                 let v = cfg.vocab_size;
-                Some(
-                    normed
-                        .reshape([b * s, d])
-                        .matmul(self.unembed.clone())
-                        .reshape([b, s, v]),
-                )
+                let logits = matmul_on(normed.reshape([b * s, d]), &self.unembed, self.cpu_path)?;
+                Some(logits.reshape([b, s, v]))
             }
         } else {
             None
@@ -395,7 +391,7 @@ impl Transformer {
     ) -> Result<Tensor<3>> {
         let cfg = &self.config;
         let (h, kv, dh) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
-        let qkv = block.attn.qkv.forward(x);
+        let qkv = block.attn.qkv.forward_on(x, self.cpu_path)?;
         if self.cpu_path.applies(&qkv) && !run.touches(HookPoint::AttnPattern(l)) {
             let shape = AttentionShape {
                 batch: b,
@@ -410,7 +406,10 @@ impl Transformer {
             })?;
             let z = cpu::device_tensor(z, [b, s, h, dh], &self.device);
             let z = run.visit4(HookPoint::AttnZ(l), z)?;
-            let out = block.attn.out.forward(z.reshape([b * s, h * dh]));
+            let out = block
+                .attn
+                .out
+                .forward_on(z.reshape([b * s, h * dh]), self.cpu_path)?;
             return Ok(out.reshape([b, s, cfg.d_model]));
         }
         let heads = |t: Tensor<2>, n: usize| t.reshape([b, s, n, dh]).swap_dims(1, 2);
@@ -439,7 +438,10 @@ impl Transformer {
         let pattern = run.visit4(HookPoint::AttnPattern(l), pattern)?;
         let z = pattern.matmul(v).swap_dims(1, 2); // [b, s, h, dh]
         let z = run.visit4(HookPoint::AttnZ(l), z)?;
-        let out = block.attn.out.forward(z.reshape([b * s, h * dh]));
+        let out = block
+            .attn
+            .out
+            .forward_on(z.reshape([b * s, h * dh]), self.cpu_path)?;
         Ok(out.reshape([b, s, cfg.d_model]))
     }
 
@@ -454,7 +456,7 @@ impl Transformer {
     ) -> Result<Tensor<3>> {
         let cfg = &self.config;
         let m = cfg.d_mlp;
-        let up = block.mlp.up.forward(x);
+        let up = block.mlp.up.forward_on(x, self.cpu_path)?;
         let fused = cfg.gated_mlp && cfg.activation == MlpActivation::Silu;
         let post = if fused && self.cpu_path.applies(&up) {
             let post = cpu::on_host(up, |up| cpu::silu_times_up(up, m))?;
@@ -465,7 +467,10 @@ impl Transformer {
             activate(cfg.activation, up)
         };
         let post = run.visit3(HookPoint::MlpPost(l), post.reshape([b, s, m]))?;
-        let out = block.mlp.down.forward(post.reshape([b * s, m]));
+        let out = block
+            .mlp
+            .down
+            .forward_on(post.reshape([b * s, m]), self.cpu_path)?;
         Ok(out.reshape([b, s, cfg.d_model]))
     }
 }
