@@ -210,6 +210,13 @@ pub struct AttentionShape {
     pub d_head: usize,
 }
 
+impl AttentionShape {
+    /// Columns of the fused q|k|v projection: `(heads + 2·kv_heads)·d_head`.
+    pub fn qkv_width(&self) -> usize {
+        (self.heads + 2 * self.kv_heads) * self.d_head
+    }
+}
+
 /// Rotary tables `[seq, dims]` on the host (rotate-half layout, as [`crate::rotary_tables`]).
 #[derive(Clone, Debug)]
 pub struct Rotary {
@@ -337,6 +344,7 @@ fn attention_block(
     (bi, g): (usize, usize),
     (first, end): (usize, usize),
 ) -> Vec<f32> {
+    let width = shape.qkv_width();
     let AttentionShape {
         seq: s,
         heads: h,
@@ -344,7 +352,6 @@ fn attention_block(
         d_head: dh,
         ..
     } = *shape;
-    let width = (h + 2 * kv) * dh;
     let rep = h / kv;
     let n = end - first;
     let rows = &qkv[bi * s * width..][..s * width];
@@ -506,7 +513,7 @@ mod tests {
             kv_heads: kv,
             d_head: dh,
         } = *sh;
-        let width = (h + 2 * kv) * dh;
+        let width = sh.qkv_width();
         let at = |bi: usize, p: usize, col: usize| qkv[(bi * s + p) * width + col] as f64;
         let rotated = |bi: usize, p: usize, head_col: usize| -> Vec<f64> {
             let x: Vec<f64> = (0..dh).map(|d| at(bi, p, head_col + d)).collect();
@@ -593,7 +600,7 @@ mod tests {
         // Padded sequences (real lengths below `seq`, one empty) are computed as burn does
         // (causally over every position), in two parts; the definition sees no lengths.
         for (i, (shape, dims, lengths)) in cases.into_iter().enumerate() {
-            let width = (shape.heads + 2 * shape.kv_heads) * shape.d_head;
+            let width = shape.qkv_width();
             let qkv = values(shape.batch * shape.seq * width, 7 + i as u64, 3.0);
             let rotary = dims.map(|d| Rotary::new(shape.seq, d, 10000.0));
             let got = causal_attention(&qkv, &shape, rotary.as_ref(), &lengths);
@@ -621,7 +628,7 @@ mod tests {
             seq: 16,
             ..alone
         };
-        let width = (alone.heads + 2 * alone.kv_heads) * alone.d_head;
+        let width = alone.qkv_width();
         // Sequence 1 of the padded batch is the lone sequence plus 5 padding rows.
         let mut batch = values(padded.batch * padded.seq * width, 3, 2.0);
         let lone = values(alone.seq * width, 4, 2.0);
