@@ -54,6 +54,15 @@ static CACHE: Mutex<Cache> = Mutex::new(Cache {
     bytes: 0,
 });
 
+/// Whether a block the system allocated with alignment `had` can serve a request for `wants`:
+/// the same alignment, or both at most `malloc`'s (two words, 16 bytes on 64-bit targets), which
+/// the system allocator serves and frees alike. Byte buffers (burn's tensor storage) and `f32`
+/// vectors then share blocks.
+fn interchangeable(had: usize, wants: usize) -> bool {
+    const MALLOC_ALIGN: usize = 2 * std::mem::size_of::<usize>();
+    had == wants || (had <= MALLOC_ALIGN && wants <= MALLOC_ALIGN)
+}
+
 /// The system allocator, with large freed blocks kept for reuse (module docs).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReusingAllocator;
@@ -97,7 +106,7 @@ impl ReusingAllocator {
     fn take(layout: Layout) -> Option<*mut u8> {
         let mut cache = CACHE.lock().ok()?;
         let slot = cache.blocks.iter().position(|b| {
-            b.is_some_and(|b| b.size == layout.size() && b.align == layout.align())
+            b.is_some_and(|b| b.size == layout.size() && interchangeable(b.align, layout.align()))
         })?;
         let block = cache.blocks[slot].take()?;
         cache.bytes -= block.size;
@@ -244,7 +253,14 @@ mod tests {
                     .iter()
                     .all(|&b| b == 0)
             );
-            // Another alignment is not served from it.
+            // A byte buffer's block serves an f32 vector of the same size.
+            let bytes = layout(big.size(), 1);
+            let b1 = a.alloc(bytes);
+            a.dealloc(b1, bytes);
+            let f = a.alloc(layout(big.size(), 4));
+            assert_eq!(f, b1);
+            a.dealloc(f, layout(big.size(), 4));
+            // An over-aligned request is not served from a plain block.
             let other = layout(big.size(), 4096);
             let o = a.alloc(other);
             assert_ne!(o, z);
