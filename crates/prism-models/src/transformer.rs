@@ -392,7 +392,7 @@ impl Transformer {
         let cfg = &self.config;
         let (h, kv, dh) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
         let qkv = block.attn.qkv.forward_on(x, self.cpu_path)?;
-        if self.cpu_path.applies(&qkv) && !run.touches(HookPoint::AttnPattern(l)) {
+        let z = if self.cpu_path.applies(&qkv) && !run.touches(HookPoint::AttnPattern(l)) {
             let shape = AttentionShape {
                 batch: b,
                 seq: s,
@@ -404,14 +404,32 @@ impl Transformer {
             let z = cpu::on_host(qkv, |qkv| {
                 cpu::causal_attention(qkv, &shape, rotary, pass.lengths)
             })?;
-            let z = cpu::device_tensor(z, [b, s, h, dh], &self.device);
-            let z = run.visit4(HookPoint::AttnZ(l), z)?;
-            let out = block
-                .attn
-                .out
-                .forward_on(z.reshape([b * s, h * dh]), self.cpu_path)?;
-            return Ok(out.reshape([b, s, cfg.d_model]));
-        }
+            cpu::device_tensor(z, [b, s, h, dh], &self.device)
+        } else {
+            self.attention_with_burn_ops(l, qkv, b, s, pass, run)?
+        };
+        let z = run.visit4(HookPoint::AttnZ(l), z)?;
+        let out = block
+            .attn
+            .out
+            .forward_on(z.reshape([b * s, h * dh]), self.cpu_path)?;
+        Ok(out.reshape([b, s, cfg.d_model]))
+    }
+
+    /// Attention with burn's ops: `[batch, heads, seq, seq]` scores, the causal mask, the
+    /// softmax (`hook_pattern`) and the weighted values; returns `z` as `[batch, seq, heads,
+    /// d_head]` before its hook.
+    fn attention_with_burn_ops(
+        &self,
+        l: usize,
+        qkv: Tensor<2>,
+        b: usize,
+        s: usize,
+        pass: &PassShape<'_>,
+        run: &mut HookRun<'_>,
+    ) -> Result<Tensor<4>> {
+        let cfg = &self.config;
+        let (h, kv, dh) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
         let heads = |t: Tensor<2>, n: usize| t.reshape([b, s, n, dh]).swap_dims(1, 2);
         let mut q = heads(qkv.clone().narrow(1, 0, h * dh), h);
         let mut k = heads(qkv.clone().narrow(1, h * dh, kv * dh), kv);
@@ -436,13 +454,7 @@ impl Transformer {
         let scores = scores.mask_fill(pass.causal.clone().expand([b, h, s, s]), f32::NEG_INFINITY);
         let pattern = activation::softmax(scores, 3);
         let pattern = run.visit4(HookPoint::AttnPattern(l), pattern)?;
-        let z = pattern.matmul(v).swap_dims(1, 2); // [b, s, h, dh]
-        let z = run.visit4(HookPoint::AttnZ(l), z)?;
-        let out = block
-            .attn
-            .out
-            .forward_on(z.reshape([b * s, h * dh]), self.cpu_path)?;
-        Ok(out.reshape([b, s, cfg.d_model]))
+        Ok(pattern.matmul(v).swap_dims(1, 2))
     }
 
     fn mlp(
