@@ -8,6 +8,8 @@
 //! cargo run --release --example bench_forward -- [--model PATH] [--device cpu|wgpu] [--iters N] [--json]
 //! cargo run --release --example bench_forward -- --stop-at blocks.15.hook_mlp_out [--json]
 //! cargo run --release --example bench_forward -- --peak
+//! cargo run --release --example bench_forward -- --ops       # time per stage, both CPU paths
+//! cargo run --release --example bench_forward -- --compare   # fused path × allocator, one process
 //! ```
 //!
 //! `--stop-at HOOK` times a harvest of that hook instead (`prism_cache::Harvester`: the pass stops

@@ -112,7 +112,8 @@ pub fn report(model: &Model, batch: &TokenBatch, reps: usize) -> Result<()> {
     let q = heads(qkv.clone().narrow(1, 0, h * dh), h);
     let k = heads(qkv.clone().narrow(1, h * dh, kv * dh), kv);
     let v = heads(qkv.narrow(1, (h + kv) * dh, kv * dh), kv);
-    let (cos, sin) = prism::models::rotary_tables(s, dims, theta, &t.device);
+    let rotary = cpu::Rotary::new(s, dims, theta);
+    let (cos, sin) = prism::models::rotary_on_device(&rotary, &t.device);
     burn_only(
         "rotary (q and k)",
         time(reps, || {
@@ -172,7 +173,6 @@ pub fn report(model: &Model, batch: &TokenBatch, reps: usize) -> Result<()> {
         }),
     );
 
-    let rotary = cpu::Rotary::new(s, dims, theta);
     let shape = cpu::AttentionShape {
         batch: b,
         seq: s,

@@ -5,6 +5,7 @@
 //! GQA copy of the keys and values. On a CPU those passes cost as much as the block's GEMMs
 //! (`bench_forward --ops`). The kernels here do the same arithmetic in one pass over each row:
 //!
+//! - [`matmul`]: projections and the unembedding on the `gemm` crate, weights read in place;
 //! - [`silu_times_up`]: `SiLU(gate) · up` from the fused gate|up projection's output;
 //! - [`causal_attention`]: rotary embedding, grouped-query attention, the causal softmax and the
 //!   weighted sum of values, per (sequence, key-value head), without storing any pattern.
@@ -19,7 +20,7 @@ use prism_core::Result;
 use prism_core::dense::{View, matmul_serial};
 use rayon::prelude::*;
 
-/// Which implementation a CPU forward pass uses for the element-wise and attention work.
+/// Which implementation a CPU forward pass uses for its GEMMs, attention and SiLU·up.
 ///
 /// ```
 /// use prism_models::CpuPath;
@@ -194,8 +195,7 @@ pub fn silu_times_up(gate_up: &[f32], m: usize) -> Vec<f32> {
 }
 
 /// The shape of one attention call: `batch` sequences of `seq` positions, `heads` query heads
-/// sharing `kv_heads` key/value heads, `d_head` wide, and the rotary tables if the model has
-/// rotary positions.
+/// sharing `kv_heads` key/value heads, `d_head` wide.
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionShape {
     /// Sequences.
@@ -217,7 +217,8 @@ impl AttentionShape {
     }
 }
 
-/// Rotary tables `[seq, dims]` on the host (rotate-half layout, as [`crate::rotary_tables`]).
+/// Rotary tables `[seq, dims]` on the host (rotate-half layout; [`crate::rotary_on_device`]
+/// puts them on a device for burn's ops).
 #[derive(Clone, Debug)]
 pub struct Rotary {
     /// Rotated features per head (from the first; ≤ `d_head`, even).

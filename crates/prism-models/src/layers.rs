@@ -134,19 +134,18 @@ pub fn activate(kind: MlpActivation, x: Tensor<2>) -> Tensor<2> {
     }
 }
 
-/// cos/sin tables `[seq, dims]` for HF-style rotate-half rotary embedding, computed in f32 the
-/// way `transformers` computes them (inverse frequencies `θ^(−2i/dims)`, duplicated halves).
-pub fn rotary_tables(
-    seq: usize,
-    dims: usize,
-    theta: f64,
-    device: &Device,
-) -> (Tensor<2>, Tensor<2>) {
-    let r = Rotary::new(seq, dims, theta);
-    (
-        Tensor::from_data(TensorData::new(r.cos, [seq, dims]), device),
-        Tensor::from_data(TensorData::new(r.sin, [seq, dims]), device),
-    )
+/// A [`Rotary`]'s cos/sin tables as `[seq, dims]` device tensors, for [`apply_rotary`].
+///
+/// ```
+/// let device = prism_core::device("cpu").unwrap();
+/// let r = prism_models::cpu::Rotary::new(3, 4, 10000.0);
+/// let (cos, sin) = prism_models::rotary_on_device(&r, &device);
+/// assert_eq!((cos.dims(), sin.dims()), ([3, 4], [3, 4]));
+/// ```
+pub fn rotary_on_device(r: &Rotary, device: &Device) -> (Tensor<2>, Tensor<2>) {
+    let shape = [r.cos.len() / r.dims.max(1), r.dims];
+    let table = |v: &[f32]| Tensor::from_data(TensorData::new(v.to_vec(), shape), device);
+    (table(&r.cos), table(&r.sin))
 }
 
 /// Rotates the first `dims` features of each head of `x: [batch, heads, seq, d_head]`.

@@ -29,7 +29,7 @@ mod weights;
 pub use config::{Architecture, MlpActivation, ModelConfig, NormKind, Positions};
 pub use cpu::CpuPath;
 pub use gguf::{GgufFile, GgufTensorInfo, GgufValue};
-pub use layers::{Linear, Norm, apply_rotary, matmul_on, rotary_tables};
+pub use layers::{Linear, Norm, apply_rotary, matmul_on, rotary_on_device};
 pub use loss::{next_token_loss, next_token_nll};
 pub use model::Model;
 pub use quant::{GgmlType, dequantize};

@@ -8,7 +8,7 @@ use prism_core::{Activation, HookPoint, HookRun, Hooks, PrismError, Result};
 
 use crate::config::{MlpActivation, ModelConfig, Positions};
 use crate::cpu::{self, AttentionShape, CpuPath, Rotary};
-use crate::layers::{Linear, Norm, activate, apply_rotary, matmul_on};
+use crate::layers::{Linear, Norm, activate, apply_rotary, matmul_on, rotary_on_device};
 
 /// What every block of one pass shares: rotary tables, the causal mask, the real lengths.
 struct PassShape<'a> {
@@ -29,12 +29,8 @@ struct Rope {
 impl Rope {
     fn new(seq: usize, dims: usize, theta: f64, device: &Device) -> Self {
         let host = Rotary::new(seq, dims, theta);
-        let table = |v: &[f32]| Tensor::from_data(TensorData::new(v.to_vec(), [seq, dims]), device);
-        Self {
-            cos: table(&host.cos),
-            sin: table(&host.sin),
-            host,
-        }
+        let (cos, sin) = rotary_on_device(&host, device);
+        Self { host, cos, sin }
     }
 }
 
@@ -86,7 +82,7 @@ pub struct Transformer {
     pub ln_final: Norm,
     /// Unembedding `[d_model, vocab]` (the embedding transposed when tied).
     pub unembed: Tensor<2>,
-    /// Fused CPU kernels or burn's ops for the element-wise and attention work on the CPU.
+    /// Fused CPU kernels (host GEMMs, attention, SiLU·up) or burn's ops, on the CPU.
     pub cpu_path: CpuPath,
 }
 
