@@ -96,15 +96,15 @@ pub fn device_tensor<const D: usize>(
 /// one this CPU has. The body is an `#[inline(always)]` function, so each copy is vectorised
 /// for its own instruction set.
 macro_rules! simd_dispatch {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $body:ident) => {
         $(#[$doc])*
-        fn $name($($arg: $ty),*) {
+        fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx2,fma")]
-                fn wide($($arg: $ty),*) { $body($($arg),*) }
+                fn wide($($arg: $ty),*) $(-> $ret)? { $body($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
-                fn avx2($($arg: $ty),*) { $body($($arg),*) }
+                fn avx2($($arg: $ty),*) $(-> $ret)? { $body($($arg),*) }
                 if std::arch::is_x86_feature_detected!("avx512f") {
                     // SAFETY: the CPU has the features `wide` was compiled for.
                     return unsafe { wide($($arg),*) };
@@ -120,6 +120,7 @@ macro_rules! simd_dispatch {
         }
     };
 }
+pub(crate) use simd_dispatch;
 
 /// `e^x` in f32 to within 2 ulp over the range where it is a normal number (inputs are clamped
 /// to it), branch-free so loops over it vectorise: `x = n·ln2 + r`, a degree-6 polynomial for

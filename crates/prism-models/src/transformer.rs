@@ -219,6 +219,30 @@ impl Transformer {
         resid_pre: Tensor<3>,
         hooks: &Hooks,
     ) -> Result<ForwardOutput> {
+        self.resume(batch, layer, resid_pre, hooks, false)
+    }
+
+    /// [`forward_from`](Self::forward_from) as far as the deepest hook, without the unembedding
+    /// (as [`capture_only`](Self::capture_only)): captures only. Hooking `ln_final.hook_normalized`
+    /// runs every block and the final norm, the states [`score_runs`](Self::score_runs) reads.
+    pub fn capture_only_from(
+        &self,
+        batch: &TokenBatch,
+        layer: usize,
+        resid_pre: Tensor<3>,
+        hooks: &Hooks,
+    ) -> Result<ForwardOutput> {
+        self.resume(batch, layer, resid_pre, hooks, true)
+    }
+
+    fn resume(
+        &self,
+        batch: &TokenBatch,
+        layer: usize,
+        resid_pre: Tensor<3>,
+        hooks: &Hooks,
+        stop_early: bool,
+    ) -> Result<ForwardOutput> {
         let cfg = &self.config;
         if layer >= cfg.n_layers {
             return Err(PrismError::InvalidInput(format!(
@@ -245,7 +269,7 @@ impl Transformer {
         }
         self.check(batch, hooks)?;
         let run = hooks.start_padded(&batch.lengths);
-        self.blocks_and_unembed(batch, resid_pre, layer, hooks, false, run)
+        self.blocks_and_unembed(batch, resid_pre, layer, hooks, stop_early, run)
     }
 
     /// Validates the hooks and the batch against the model.

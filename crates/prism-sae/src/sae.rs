@@ -440,12 +440,7 @@ impl Dictionary for Sae {
         let pre = self.pre_activations(x);
         match &self.architecture {
             Architecture::Standard => relu(pre),
-            Architecture::TopK { k } => {
-                // The k-th largest pre-activation of each row is the cut-off.
-                let kth = pre.clone().topk(*k, 1).narrow(1, k - 1, 1);
-                let keep = pre.clone().greater_equal(kth.expand(pre.dims()));
-                relu(pre.clone()).mask_fill(keep.bool_not(), 0.0)
-            }
+            Architecture::TopK { k } => top_k_activation(pre, *k),
             Architecture::JumpRelu { threshold } => {
                 let open = pre.clone().greater(threshold.clone().expand(pre.dims()));
                 relu(pre).mask_fill(open.bool_not(), 0.0)
@@ -459,4 +454,35 @@ impl Dictionary for Sae {
     fn decoder_directions(&self) -> Tensor<2> {
         self.w_dec.clone()
     }
+}
+
+/// ReLU of each row's `k` largest pre-activations (values tied with the k-th kept), zeros
+/// elsewhere. On a plain CPU tensor, one partial selection per row on the host; elsewhere (a
+/// GPU, autodiff) burn's `topk` finds the cut-off.
+fn top_k_activation(pre: Tensor<2>, k: usize) -> Tensor<2> {
+    use rayon::prelude::*;
+    let device = pre.device();
+    let [n, m] = pre.dims();
+    if device == Device::flex()
+        && !device.is_autodiff()
+        && (1..=m).contains(&k)
+        && let Ok(mut values) = pre.clone().into_data().try_into_vec::<f32>()
+    {
+        values
+            .par_chunks_mut(m)
+            .for_each_init(Vec::new, |scratch, row| {
+                scratch.clear();
+                scratch.extend_from_slice(row);
+                let (_, &mut kth, _) = scratch.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+                for v in row.iter_mut() {
+                    if !(*v >= kth && *v > 0.0) {
+                        *v = 0.0;
+                    }
+                }
+            });
+        return Tensor::from_data(burn::tensor::TensorData::new(values, [n, m]), &device);
+    }
+    let kth = pre.clone().topk(k, 1).narrow(1, k - 1, 1);
+    let keep = pre.clone().greater_equal(kth.expand(pre.dims()));
+    relu(pre).mask_fill(keep.bool_not(), 0.0)
 }

@@ -1,10 +1,11 @@
 //! "Percent loss recovered" and KL: the model run clean, with the reconstruction spliced in at
 //! the hook point, and with the activation zeroed (METRICS.md).
 
+use burn::tensor::Tensor;
 use prism_core::{
     Activation, Dictionary, Edit, HookPoint, Hooks, HostTensor, Intervention, PrismError, Result,
 };
-use prism_models::{Model, TokenBatch};
+use prism_models::{Model, PositionScores, TokenBatch};
 
 use crate::reconstruction::ReconstructionStats;
 
@@ -68,91 +69,21 @@ impl DownstreamStats {
     }
 }
 
-/// One position's contribution, from the three runs' logit rows: the next-token NLL of each
-/// (when `target` is given) and KL(original ‖ reconstructed), KL(original ‖ zeroed). Read in
-/// one pass per row with f64 sums; `scratch` holds exp(original − max) between passes.
-fn position_sums(rows: [&[f32]; 3], target: Option<usize>, scratch: &mut Vec<f32>) -> [f64; 5] {
-    let [o, r, z] = rows;
-    let max = |row: &[f32]| row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let lse = |row: &[f32], m: f32| {
-        m as f64
-            + row
-                .iter()
-                .map(|&x| ((x - m).exp()) as f64)
-                .sum::<f64>()
-                .ln()
-    };
-    let mo = max(o);
-    scratch.clear();
-    scratch.extend(o.iter().map(|&x| (x - mo).exp()));
-    let sum_o: f64 = scratch.iter().map(|&e| e as f64).sum();
-    let lse_o = mo as f64 + sum_o.ln();
-    let (lse_r, lse_z) = (lse(r, max(r)), lse(z, max(z)));
-    // KL(p ‖ q) = Σ p (x − y) − lse_p + lse_q, p = exp(x − lse_p).
-    let (mut dr, mut dz) = (0.0f64, 0.0f64);
-    for ((&e, &x), (&y, &w)) in scratch.iter().zip(o).zip(r.iter().zip(z)) {
-        dr += e as f64 * (x - y) as f64;
-        dz += e as f64 * (x - w) as f64;
+/// Adds one dictionary's losses and KLs over the batch to `down`: `run` is its spliced run among
+/// the scored runs (0 the clean run, 1 the zeroed one), positions added in order (the same
+/// result whatever the threads that scored them).
+fn add_downstream(down: &mut DownstreamStats, scores: &[PositionScores], run: usize) {
+    for p in scores {
+        down.positions += 1.0;
+        if let Some(nll) = &p.nll {
+            down.targets += 1.0;
+            down.loss_original += nll[0];
+            down.loss_zero += nll[1];
+            down.loss_reconstructed += nll[run];
+        }
+        down.kl_ablation += p.kl[0];
+        down.kl_sae += p.kl[run - 1];
     }
-    let nll = |lse: f64, row: &[f32]| target.map_or(0.0, |t| lse - row[t] as f64);
-    [
-        nll(lse_o, o),
-        nll(lse_r, r),
-        nll(lse_z, z),
-        dr / sum_o - lse_o + lse_r,
-        dz / sum_o - lse_o + lse_z,
-    ]
-}
-
-/// Adds the batch's losses and KLs to `down`: the three runs' logits are read back once and
-/// scored position by position on all cores (padding skipped).
-fn add_downstream(
-    down: &mut DownstreamStats,
-    batch: &TokenBatch,
-    [o, r, z]: [&HostTensor; 3],
-) -> Result<()> {
-    use rayon::prelude::*;
-    let (s, v) = (batch.seq, o.shape[2]);
-    if let Some(bad) = batch.ids.iter().find(|&&t| t as usize >= v) {
-        return Err(PrismError::InvalidInput(format!(
-            "token id {bad} is outside the vocabulary of {v}"
-        )));
-    }
-    let positions: Vec<(usize, usize)> = (0..batch.batch)
-        .flat_map(|i| (0..batch.lengths[i]).map(move |t| (i, t)))
-        .collect();
-    // Per-position sums in order, then added in order: the same result whatever the threads.
-    let per_position: Vec<[f64; 5]> = positions
-        .par_iter()
-        .map_init(
-            || Vec::with_capacity(v),
-            |scratch, &(i, t)| {
-                let at = (i * s + t) * v;
-                let target = (t + 1 < batch.lengths[i]).then(|| batch.ids[i * s + t + 1] as usize);
-                let rows = [
-                    &o.data[at..at + v],
-                    &r.data[at..at + v],
-                    &z.data[at..at + v],
-                ];
-                position_sums(rows, target, scratch)
-            },
-        )
-        .collect();
-    let sums = per_position
-        .iter()
-        .fold([0.0f64; 5], |a, p| std::array::from_fn(|k| a[k] + p[k]));
-    down.targets += batch
-        .lengths
-        .iter()
-        .map(|&l| l.saturating_sub(1) as f64)
-        .sum::<f64>();
-    down.positions += positions.len() as f64;
-    down.loss_original += sums[0];
-    down.loss_reconstructed += sums[1];
-    down.loss_zero += sums[2];
-    down.kl_sae += sums[3];
-    down.kl_ablation += sums[4];
-    Ok(())
 }
 
 /// Evaluates one batch for every dictionary of `dicts` (one `(recon, down)` pair of sums
@@ -175,13 +106,15 @@ pub fn evaluate_batch(
         )));
     }
     // The spliced and zeroed runs share the clean run's blocks before the hook's: they resume
-    // from the residual stream entering the hook's block.
+    // from the residual stream entering the hook's block. Every run stops at the final norm;
+    // `score_runs` unembeds them a vocabulary block at a time.
+    let transformer = &model.transformer;
     let resume_at = hook.layer();
-    let mut capture = Hooks::new().capture(hook);
+    let mut capture = Hooks::new().capture(hook).capture(HookPoint::LnFinal);
     if let Some(l) = resume_at {
         capture = capture.capture(HookPoint::ResidPre(l));
     }
-    let mut clean = model.forward(batch, &capture)?;
+    let mut clean = transformer.capture_only(batch, &capture)?;
     let resume = match resume_at {
         Some(l) if hook == HookPoint::ResidPre(l) => {
             Some((l, clean.captures[&hook].clone().into_rank3()?))
@@ -189,12 +122,15 @@ pub fn evaluate_batch(
         Some(l) => Some((l, clean.take(HookPoint::ResidPre(l))?.into_rank3()?)),
         None => None,
     };
-    let finish = |hooks: &Hooks| match &resume {
-        Some((l, resid)) => model
-            .transformer
-            .forward_from(batch, *l, resid.clone(), hooks),
-        None => model.forward(batch, hooks),
+    let finish = |hooks: Hooks| -> Result<Tensor<3>> {
+        let hooks = hooks.capture(HookPoint::LnFinal);
+        let mut out = match &resume {
+            Some((l, resid)) => transformer.capture_only_from(batch, *l, resid.clone(), &hooks)?,
+            None => transformer.capture_only(batch, &hooks)?,
+        };
+        out.take(HookPoint::LnFinal)?.into_rank3()
     };
+    let original = clean.captures[&HookPoint::LnFinal].clone().into_rank3()?;
     let act = clean
         .take(hook)?
         .into_rank3()
@@ -223,11 +159,9 @@ pub fn evaluate_batch(
         HostTensor::new(vec![real.len(), w], data)
     };
     let x_real = keep(HostTensor::from_burn(x.clone())?)?;
-    let original = HostTensor::from_burn(clean.logits()?)?;
-    let zeroed = HostTensor::from_burn(
-        finish(&Hooks::new().intervene(Intervention::new(hook, Edit::Zero)))?.logits()?,
-    )?;
-    for (dict, (recon, down)) in dicts.iter().zip(stats.iter_mut()) {
+    let zeroed = finish(Hooks::new().intervene(Intervention::new(hook, Edit::Zero)))?;
+    let mut finals = vec![original, zeroed];
+    for (dict, (recon, _)) in dicts.iter().zip(stats.iter_mut()) {
         let codes = dict.encode(x.clone());
         let x_hat = dict.decode(codes.clone());
         recon.add(
@@ -235,12 +169,14 @@ pub fn evaluate_batch(
             &keep(HostTensor::from_burn(x_hat.clone())?)?,
             &keep(HostTensor::from_burn(codes)?)?,
         )?;
-        let spliced = Hooks::new().intervene(Intervention::new(
+        finals.push(finish(Hooks::new().intervene(Intervention::new(
             hook,
             Edit::Replace(Activation::Rank3(x_hat.reshape([b, s, d]))),
-        ));
-        let reconstructed = HostTensor::from_burn(finish(&spliced)?.logits()?)?;
-        add_downstream(down, batch, [&original, &reconstructed, &zeroed])?;
+        )))?);
+    }
+    let scores = transformer.score_runs(batch, &finals)?;
+    for (run, (_, down)) in (2..).zip(stats.iter_mut()) {
+        add_downstream(down, &scores, run);
     }
     Ok(())
 }
