@@ -15,6 +15,7 @@ mod dictionary;
 mod error;
 mod hook_point;
 mod hooks;
+pub mod simd;
 
 pub use convert::{
     FloatDtype, HostTensor, RawTensor, atomic_write, decode_floats, encode_floats, from_ndarray,

@@ -18,6 +18,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use prism_core::Result;
 use prism_core::dense::{View, matmul_serial};
+use prism_core::simd_dispatch;
 use rayon::prelude::*;
 
 /// Which implementation a CPU forward pass uses for its GEMMs, attention and SiLU·up.
@@ -91,36 +92,6 @@ pub fn device_tensor<const D: usize>(
 ) -> Tensor<D> {
     Tensor::from_data(TensorData::new(values, shape), device)
 }
-
-/// Compiles a slice kernel for the baseline target, AVX2+FMA and AVX-512, and runs the widest
-/// one this CPU has. The body is an `#[inline(always)]` function, so each copy is vectorised
-/// for its own instruction set.
-macro_rules! simd_dispatch {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $body:ident) => {
-        $(#[$doc])*
-        fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx2,fma")]
-                fn wide($($arg: $ty),*) $(-> $ret)? { $body($($arg),*) }
-                #[target_feature(enable = "avx2,fma")]
-                fn avx2($($arg: $ty),*) $(-> $ret)? { $body($($arg),*) }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has the features `wide` was compiled for.
-                    return unsafe { wide($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU has the features `avx2` was compiled for.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $body($($arg),*)
-        }
-    };
-}
-pub(crate) use simd_dispatch;
 
 /// `e^x` in f32 to within 2 ulp over the range where it is a normal number (inputs are clamped
 /// to it), branch-free so loops over it vectorise: `x = n·ln2 + r`, a degree-6 polynomial for

@@ -14,8 +14,9 @@ use prism_core::dense::{View, matmul_serial};
 use prism_core::{PrismError, Result};
 use rayon::prelude::*;
 
-use crate::cpu::{exp, simd_dispatch};
+use crate::cpu::exp;
 use crate::transformer::{TokenBatch, Transformer};
+use prism_core::simd_dispatch;
 
 /// What the runs' output distributions say at one real (unpadded) position of the batch.
 #[derive(Clone, Debug, PartialEq)]

@@ -191,18 +191,35 @@ pub fn entry_dots(codes: &Csr, g: &[f32], w: &[f32], d: usize, mode: KernelMode)
         rest = tail;
         r = end;
     }
-    pieces.into_par_iter().for_each(|(first, piece)| {
-        let mut at = 0;
-        for r in first..(first + ROWS_PER_TASK).min(codes.rows) {
-            let gr = &g[r * d..][..d];
-            let (idx, _) = codes.row(r);
-            for &j in idx {
-                piece[at] = dot(gr, &w[j as usize * d..][..d]);
-                at += 1;
-            }
-        }
-    });
+    pieces
+        .into_par_iter()
+        .for_each(|(first, piece)| entry_dots_rows(codes, g, w, d, first, piece));
     out
+}
+
+prism_core::simd_dispatch! {
+    /// [`entry_dots`] for the rows `first..` whose entries `piece` holds.
+    fn entry_dots_rows(codes: &Csr, g: &[f32], w: &[f32], d: usize, first: usize, piece: &mut [f32]) => entry_dots_rows_body
+}
+
+#[inline(always)]
+fn entry_dots_rows_body(
+    codes: &Csr,
+    g: &[f32],
+    w: &[f32],
+    d: usize,
+    first: usize,
+    piece: &mut [f32],
+) {
+    let mut at = 0;
+    for r in first..(first + ROWS_PER_TASK).min(codes.rows) {
+        let gr = &g[r * d..][..d];
+        let (idx, _) = codes.row(r);
+        for &j in idx {
+            piece[at] = dot(gr, &w[j as usize * d..][..d]);
+            at += 1;
+        }
+    }
 }
 
 /// `out[j, :] += Σ_r codes[r, j] · rows[r, :]` — `codesᵀ · rows`, `out` `[cols, d]`: the
@@ -234,18 +251,26 @@ pub fn transpose_times_into(
 fn sparse_times_into(a: &Csr, right: &[f32], d: usize, out: &mut [f32]) {
     out.par_chunks_mut(d * ROWS_PER_TASK)
         .enumerate()
-        .for_each(|(task, chunk)| {
-            for (i, o) in chunk.chunks_mut(d).enumerate() {
-                let (idx, val) = a.row(task * ROWS_PER_TASK + i);
-                for (&j, &v) in idx.iter().zip(val) {
-                    axpy(v, &right[j as usize * d..][..d], o);
-                }
-            }
-        });
+        .for_each(|(task, chunk)| sparse_rows(a, right, d, chunk, task * ROWS_PER_TASK));
+}
+
+prism_core::simd_dispatch! {
+    /// [`sparse_times_into`] for the output rows `first..` that `chunk` holds.
+    fn sparse_rows(a: &Csr, right: &[f32], d: usize, chunk: &mut [f32], first: usize) => sparse_rows_body
+}
+
+#[inline(always)]
+fn sparse_rows_body(a: &Csr, right: &[f32], d: usize, chunk: &mut [f32], first: usize) {
+    for (i, o) in chunk.chunks_mut(d).enumerate() {
+        let (idx, val) = a.row(first + i);
+        for (&j, &v) in idx.iter().zip(val) {
+            axpy(v, &right[j as usize * d..][..d], o);
+        }
+    }
 }
 
 /// `y += a · x`.
-#[inline]
+#[inline(always)]
 pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     for (y, x) in y.iter_mut().zip(x) {
         *y += a * x;
@@ -253,7 +278,7 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
 }
 
 /// `x · y`, summed in 8 lanes so the compiler vectorises it.
-#[inline]
+#[inline(always)]
 pub fn dot(x: &[f32], y: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (xc, xr) = x.split_at(x.len() / 8 * 8);

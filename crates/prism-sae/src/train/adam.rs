@@ -1,5 +1,7 @@
 //! Adam with per-element state that can be reset for resampled features.
 
+use prism_core::simd_dispatch;
+
 use super::params::Params;
 
 /// Adam's hyper-parameters (PyTorch's defaults).
@@ -67,11 +69,7 @@ impl Adam {
                 .zip(m.par_chunks_mut(CHUNK))
                 .zip(v.par_chunks_mut(CHUNK))
                 .for_each(|(((p, g), m), v)| {
-                    for i in 0..p.len() {
-                        m[i] = beta1 * m[i] + (1.0 - beta1) * g[i];
-                        v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i];
-                        p[i] -= step * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
-                    }
+                    adam_update(p, g, m, v, [beta1, beta2, eps, step, bc2_sqrt])
                 });
         }
     }
@@ -94,5 +92,23 @@ impl Adam {
                 }
             }
         }
+    }
+}
+
+simd_dispatch! {
+    /// One Adam update of a stretch of parameters `p` with gradients `g` and moments `m`, `v`;
+    /// `[β₁, β₂, ε, lr / (1 − β₁ᵗ), √(1 − β₂ᵗ)]`.
+    fn adam_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: [f32; 5]) => adam_update_body
+}
+
+#[inline(always)]
+fn adam_update_body(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: [f32; 5]) {
+    let [beta1, beta2, eps, step, bc2_sqrt] = c;
+    let n = p.len();
+    let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+    for i in 0..n {
+        m[i] = beta1 * m[i] + (1.0 - beta1) * g[i];
+        v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i];
+        p[i] -= step * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
     }
 }

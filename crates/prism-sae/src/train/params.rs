@@ -95,10 +95,11 @@ impl Params {
 
     /// Euclidean norm over all values (for gradient clipping).
     pub fn norm(&self) -> f64 {
+        use rayon::prelude::*;
+        const CHUNK: usize = 1 << 14;
         self.tensors()
             .iter()
-            .flat_map(|t| t.iter())
-            .map(|&v| (v as f64) * (v as f64))
+            .map(|t| t.par_chunks(CHUNK).map(sum_of_squares).sum::<f64>())
             .sum::<f64>()
             .sqrt()
     }
@@ -122,9 +123,41 @@ impl Params {
     }
 }
 
+prism_core::simd_dispatch! {
+    /// `Σ x²`, in f32 lanes over stretches of 1024 values, the stretches added in f64.
+    fn sum_of_squares(x: &[f32]) -> f64 => sum_of_squares_body
+}
+
+#[inline(always)]
+fn sum_of_squares_body(x: &[f32]) -> f64 {
+    x.chunks(1024)
+        .map(|stretch| {
+            let mut lanes = [0.0f32; 16];
+            let mut chunks = stretch.chunks_exact(16);
+            for c in &mut chunks {
+                for (l, &v) in lanes.iter_mut().zip(c) {
+                    *l += v * v;
+                }
+            }
+            let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+            lanes.iter().map(|&l| l as f64).sum::<f64>() + tail as f64
+        })
+        .sum()
+}
+
 /// Removes from each decoder-row gradient its component along that (unit) row, so a step
 /// moves along the sphere — dictionary_learning's `remove_gradient_parallel_to_decoder_directions`.
 pub fn remove_parallel_component(w_dec: &[f32], grad: &mut [f32], d: usize) {
+    remove_parallel_rows(w_dec, grad, d);
+}
+
+prism_core::simd_dispatch! {
+    /// [`remove_parallel_component`]'s loop.
+    fn remove_parallel_rows(w_dec: &[f32], grad: &mut [f32], d: usize) => remove_parallel_rows_body
+}
+
+#[inline(always)]
+fn remove_parallel_rows_body(w_dec: &[f32], grad: &mut [f32], d: usize) {
     for (w, g) in w_dec.chunks(d).zip(grad.chunks_mut(d)) {
         let along = crate::kernel::dot(w, g);
         crate::kernel::axpy(-along, w, g);
