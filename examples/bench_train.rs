@@ -12,7 +12,10 @@
 //! constraint, Adam. Reported: tokens/s, the codes' density, the dense-equivalent GFLOP/s
 //! (the 5 products of size n·d·m a dense step computes, per second) and the GFLOP/s actually
 //! executed. With `--python PATH` (an interpreter with torch) the same steps run in PyTorch
-//! (`scripts/bench_train_torch.py`) and the ratio is printed.
+//! (`scripts/bench_train_torch.py`) and the ratio is printed; with `--peers` as well, the real
+//! peer packages' steps (dictionary_learning's `TopKTrainer.update` / `StandardTrainer.update`,
+//! sparsify's `SparseCoder` step: `scripts/bench_train_peers.py`, which says how to install them)
+//! and the ratio to the faster of them.
 //!
 //! Both training engines can be timed: `host` (the dedicated CPU kernels) and `burn` (burn
 //! tensors on `--device`: `cpu` is burn's flex backend, or `wgpu`, or `cuda` in a build with
@@ -21,7 +24,7 @@
 //! ```text
 //! cargo run --release --example bench_train -- [--steps 10] [--python /path/to/python]
 //!     [--engines host,burn] [--device cpu|wgpu|cuda] [--d 512] [--m 8192] [--batch 4096]
-//!     [--k 32] [--only relu|topk]
+//!     [--k 32] [--only relu|topk] [--peers]
 //! ```
 
 #[path = "common/allocator.rs"]
@@ -80,10 +83,51 @@ fn time_steps(
     })
 }
 
-fn baseline_error(message: String) -> prism::PrismError {
-    prism::PrismError::Command {
-        command: "scripts/bench_train_torch.py".into(),
-        message,
+/// One run of a baseline script in `scripts/` with the benchmark's sizes.
+struct ScriptRun<'a> {
+    python: &'a str,
+    sizes: Sizes,
+    steps: usize,
+    k: usize,
+    l1: f32,
+    only: Option<&'a str>,
+}
+
+impl ScriptRun<'_> {
+    /// Runs `scripts/{script}` with the sizes and `extra`; its JSON output.
+    fn json(&self, script: &str, extra: &[&str]) -> Result<serde_json::Value> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../scripts")
+            .join(script);
+        let failed = |message: String| prism::PrismError::Command {
+            command: format!("scripts/{script}"),
+            message,
+        };
+        let s = &self.sizes;
+        let mut command = std::process::Command::new(self.python);
+        command.arg(path).args([
+            "--steps",
+            &self.steps.to_string(),
+            "--l1",
+            &self.l1.to_string(),
+            "--d",
+            &s.d.to_string(),
+            "--m",
+            &s.m.to_string(),
+            "--batch",
+            &s.batch.to_string(),
+            "--k",
+            &self.k.to_string(),
+        ]);
+        command.args(extra);
+        if let Some(o) = self.only {
+            command.args(["--only", o]);
+        }
+        let out = command.output().map_err(|e| failed(e.to_string()))?;
+        if !out.status.success() {
+            return Err(failed(String::from_utf8_lossy(&out.stderr).into_owned()));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| failed(format!("unreadable output: {e}")))
     }
 }
 
@@ -162,40 +206,46 @@ fn main() -> Result<()> {
             results.push((engine_name.clone(), name.clone(), r));
         }
     }
+    if let (Some(python), true) = (opt("--python"), args.flag("--peers")) {
+        let run = ScriptRun {
+            python: &python,
+            sizes: s,
+            steps,
+            k,
+            l1,
+            only: only.as_deref(),
+        };
+        let peers = run.json("bench_train_peers.py", &[])?;
+        println!("| step | Prism (host) tokens/s | dictionary_learning {} | sparsify {} ({}) | Prism / the faster peer |", peers["dictionary_learning"], peers["sparsify"], peers["sparsify_optimizer"]);
+        println!("|---|---|---|---|---|");
+        for (_, name, r) in results.iter().filter(|(engine, ..)| engine == "host") {
+            let peer = |p: &str| peers[name.as_str()][p].as_f64();
+            let faster = [peer("dictionary_learning"), peer("sparsify")]
+                .into_iter()
+                .flatten()
+                .fold(f64::NAN, f64::max);
+            let shown = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.0}"));
+            println!(
+                "| {name} | {:.0} | {} | {} | {:.2}× |",
+                r.tokens_per_s,
+                shown(peer("dictionary_learning")),
+                shown(peer("sparsify")),
+                r.tokens_per_s / faster
+            );
+        }
+        println!("torch {} with {} threads", peers["torch"], peers["threads"]);
+    }
     if let Some(python) = opt("--python") {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../scripts/bench_train_torch.py");
         let torch_device = if device == "cpu" { "cpu" } else { "cuda" };
-        let mut command = std::process::Command::new(python);
-        command.arg(script).args([
-            "--steps",
-            &steps.to_string(),
-            "--l1",
-            &l1.to_string(),
-            "--d",
-            &s.d.to_string(),
-            "--m",
-            &s.m.to_string(),
-            "--batch",
-            &s.batch.to_string(),
-            "--k",
-            &k.to_string(),
-            "--device",
-            torch_device,
-        ]);
-        if let Some(o) = &only {
-            command.args(["--only", o]);
-        }
-        let out = command
-            .output()
-            .map_err(|e| baseline_error(e.to_string()))?;
-        if !out.status.success() {
-            return Err(baseline_error(
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            ));
-        }
-        let torch: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .map_err(|e| baseline_error(format!("unreadable output: {e}")))?;
+        let run = ScriptRun {
+            python: &python,
+            sizes: s,
+            steps,
+            k,
+            l1,
+            only: only.as_deref(),
+        };
+        let torch = run.json("bench_train_torch.py", &["--device", torch_device])?;
         println!("| engine | step | Prism tokens/s | PyTorch tokens/s | ratio | Prism L0 |");
         println!("|---|---|---|---|---|---|");
         for (engine, name, r) in &results {

@@ -65,7 +65,7 @@ def main():
     ap.add_argument("--batch", type=int, default=B)
     ap.add_argument("--k", type=int, default=K)
     ap.add_argument("--device", default=DEV, help="cpu or cuda")
-    ap.add_argument("--only", choices=["relu_l1", "topk"], default=None)
+    ap.add_argument("--only", choices=["relu", "relu_l1", "topk"], default=None)
     a = ap.parse_args()
     globals().update(D=a.d, M=a.m, B=a.batch, K=a.k, DEV=a.device)
     torch.manual_seed(0)
