@@ -216,7 +216,10 @@ fn main() -> Result<()> {
             only: only.as_deref(),
         };
         let peers = run.json("bench_train_peers.py", &[])?;
-        println!("| step | Prism (host) tokens/s | dictionary_learning {} | sparsify {} ({}) | Prism / the faster peer |", peers["dictionary_learning"], peers["sparsify"], peers["sparsify_optimizer"]);
+        println!(
+            "| step | Prism (host) tokens/s | dictionary_learning {} | sparsify {} ({}) | Prism / the faster peer |",
+            peers["dictionary_learning"], peers["sparsify"], peers["sparsify_optimizer"]
+        );
         println!("|---|---|---|---|---|");
         for (_, name, r) in results.iter().filter(|(engine, ..)| engine == "host") {
             let peer = |p: &str| peers[name.as_str()][p].as_f64();

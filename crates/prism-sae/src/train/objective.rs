@@ -528,12 +528,13 @@ fn column_sums_of_rows(rows: &[Vec<(u32, f32)>], out: &mut [f32]) {
 mod tests {
     use super::*;
 
-    /// The pre-filtered selection equals a full sort (value descending, lower index first among
-    /// ties, positive values only), on rows with a tail past the last whole stretch, many tied
-    /// values, fewer positive entries than `k`, and NaNs; a bound above the true k-th value would
-    /// drop selected entries and fail this.
+    /// The pre-filtered selections equal their definitions — TopK a full sort (value descending,
+    /// lower index first among ties, positive values only), thresholds a plain filter — on rows
+    /// with a tail past the last whole stretch, many tied values, fewer positive entries than
+    /// `k`, and NaNs; a bound above the true k-th value, or a stretch test that skips a stretch
+    /// holding an entry, would drop entries and fail this.
     #[test]
-    fn top_k_rows_equal_a_full_sort() {
+    fn top_k_and_threshold_rows_equal_their_definitions() {
         let (n, m) = (24, 2 * 256 + 37);
         let mut seed = 3u64;
         let mut next = || {
@@ -553,6 +554,20 @@ mod tests {
                 2 => row.iter_mut().for_each(|v| *v -= 2.4),
                 3 => row.iter_mut().step_by(7).for_each(|v| *v = f32::NAN),
                 _ => {}
+            }
+        }
+        // Thresholds (ReLU's 0, JumpReLU's per-feature cut-offs) against the definition.
+        let cuts: Vec<f32> = (0..m).map(|j| (j % 5) as f32 * 0.3 - 0.4).collect();
+        for cut in [None, Some(&cuts)] {
+            let got = threshold_rows(&a, &b, n, m, |j| cut.map_or(0.0, |c| c[j]));
+            for r in 0..n {
+                let want: Vec<(u32, f32)> = (0..m)
+                    .map(|j| (j as u32, a[r * m + j] + b[j]))
+                    .filter(|&(j, v)| v > 0.0 && v > cut.map_or(0.0, |c| c[j as usize]))
+                    .collect();
+                let (idx, val) = got.row(r);
+                let have: Vec<(u32, f32)> = idx.iter().copied().zip(val.iter().copied()).collect();
+                assert_eq!(have, want, "row {r}");
             }
         }
         for k in [1, 5, 32, 200] {
