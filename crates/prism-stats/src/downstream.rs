@@ -88,9 +88,11 @@ fn add_downstream(down: &mut DownstreamStats, scores: &[PositionScores], run: us
 
 /// Evaluates one batch for every dictionary of `dicts` (one `(recon, down)` pair of sums
 /// each): reconstruction metrics on the real (unpadded) positions and the runs for loss
-/// recovered and KL — the clean run whole, then the zeroed run and one spliced run per
-/// dictionary from the hook's block on ([`prism_models::Transformer::forward_from`]); the clean
-/// and zeroed runs are shared by all the dictionaries. The hook must carry one vector per token.
+/// recovered and KL — the clean run, then the zeroed run and one spliced run per dictionary from
+/// the hook's block on ([`prism_models::Transformer::capture_only_from`]), each to the final norm,
+/// and all of them scored in one blocked unembedding
+/// ([`prism_models::Transformer::score_runs`]); the clean and zeroed runs are shared by all the
+/// dictionaries. The hook must carry one vector per token.
 pub fn evaluate_batch(
     model: &Model,
     dicts: &[&dyn Dictionary],

@@ -25,12 +25,15 @@ pub struct Throughput {
 /// The whole run's mean training rate over the rate of steps 2–3: the held-out measurements,
 /// the epochs' reshuffles and codes that grow denser than at the start cost the rest. Measured
 /// on the default run of 2026-11-28 (docs/BENCHMARKS.md): 349 s expected at the start's rates,
-/// 489 s taken.
-const TRAIN_SPEEDUP: f64 = 0.71;
+/// 489 s taken (0.71); on 2026-11-29, with the selection and element-wise work of the step
+/// faster, 217 s expected at 0.71 and 199 s taken.
+const TRAIN_SPEEDUP: f64 = 0.77;
 
 /// The evaluation stage's wall time over the forward passes counted (metrics, histograms, the
-/// pruning search, the browser's logit effects): 235 s counted, 304 s taken on that run.
-const EVALUATE_OVERHEAD: f64 = 1.3;
+/// pruning search, the browser's logit effects): 235 s counted, 304 s taken on the 2026-11-28
+/// run (1.3); on 2026-11-29, its runs scored without reading logits back, 88 s expected at 1.3
+/// and 61 s taken.
+const EVALUATE_OVERHEAD: f64 = 0.9;
 
 /// The patching step's work in tokens of whole-model forward passes (its pairs, sweeps and
 /// integrated-gradient steps): the quick run's 40 s at 62 tokens/s, the default run's 110 s at

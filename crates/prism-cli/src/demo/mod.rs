@@ -48,9 +48,9 @@ use steps::{DictResult, Stage};
 pub enum Preset {
     /// Every step at small sizes.
     Quick,
-    /// ≤ 30 minutes on a 2-core CPU (25.8 min measured on an AVX2 EPYC, 9.0 on an AVX-512 Xeon).
+    /// ≤ 30 minutes on a 2-core CPU (25.8 min measured on an AVX2 EPYC, 7.3 on an AVX-512 Xeon).
     Default,
-    /// Sized for the curves to flatten: ~9.5 h on a 2-core AVX2 CPU, ~5 h on a 2-core AVX-512
+    /// Sized for the curves to flatten: ~9.5 h on a 2-core AVX2 CPU, ~3.3 h on a 2-core AVX-512
     /// one (nine tenths of it training), by the demo's own estimate; it prints its estimate for
     /// the machine and device it runs on before it starts.
     Long,
