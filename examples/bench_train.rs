@@ -206,15 +206,16 @@ fn main() -> Result<()> {
             results.push((engine_name.clone(), name.clone(), r));
         }
     }
-    if let (Some(python), true) = (opt("--python"), args.flag("--peers")) {
-        let run = ScriptRun {
-            python: &python,
-            sizes: s,
-            steps,
-            k,
-            l1,
-            only: only.as_deref(),
-        };
+    let python = opt("--python");
+    let run = python.as_deref().map(|python| ScriptRun {
+        python,
+        sizes: s,
+        steps,
+        k,
+        l1,
+        only: only.as_deref(),
+    });
+    if let (Some(run), true) = (&run, args.flag("--peers")) {
         let peers = run.json("bench_train_peers.py", &[])?;
         println!(
             "| step | Prism (host) tokens/s | dictionary_learning {} | sparsify {} ({}) | Prism / the faster peer |",
@@ -238,16 +239,8 @@ fn main() -> Result<()> {
         }
         println!("torch {} with {} threads", peers["torch"], peers["threads"]);
     }
-    if let Some(python) = opt("--python") {
+    if let Some(run) = &run {
         let torch_device = if device == "cpu" { "cpu" } else { "cuda" };
-        let run = ScriptRun {
-            python: &python,
-            sizes: s,
-            steps,
-            k,
-            l1,
-            only: only.as_deref(),
-        };
         let torch = run.json("bench_train_torch.py", &["--device", torch_device])?;
         println!("| engine | step | Prism tokens/s | PyTorch tokens/s | ratio | Prism L0 |");
         println!("|---|---|---|---|---|---|");
