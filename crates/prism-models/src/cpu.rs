@@ -7,7 +7,7 @@
 //!
 //! - [`matmul`]: projections and the unembedding on the `gemm` crate, weights read in place;
 //! - [`silu_times_up`]: `SiLU(gate) · up` from the fused gate|up projection's output;
-//! - [`gelu`]: the exact and the tanh-approximated GELU of GPT-NeoX and GPT-2 MLPs;
+//! - [`gelu`]: the exact (erf) GELU of GPT-NeoX's MLP;
 //! - [`causal_attention`]: rotary embedding, grouped-query attention, the causal softmax and the
 //!   weighted sum of values, per (sequence, key-value head), without storing any pattern.
 //!
@@ -194,15 +194,6 @@ fn gelu_exact(x: f32) -> f32 {
     if x >= 0.0 { x - half } else { half }
 }
 
-/// GPT-2's `gelu_new`, `x·(1 + tanh(u))/2` with `u = √(2/π)(x + 0.044715x³)`, written as
-/// `x / (1 + e^{−2u})` (the same function, no cancellation near `u = 0`).
-#[inline(always)]
-fn gelu_tanh(x: f32) -> f32 {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    let u = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
-    x / (1.0 + exp(-2.0 * u))
-}
-
 simd_dispatch! {
     /// [`gelu_exact`] of every value.
     fn gelu_exact_all(x: &[f32], out: &mut [f32]) => gelu_exact_body
@@ -215,38 +206,21 @@ fn gelu_exact_body(x: &[f32], out: &mut [f32]) {
     }
 }
 
-simd_dispatch! {
-    /// [`gelu_tanh`] of every value.
-    fn gelu_tanh_all(x: &[f32], out: &mut [f32]) => gelu_tanh_body
-}
-
-#[inline(always)]
-fn gelu_tanh_body(x: &[f32], out: &mut [f32]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = gelu_tanh(v);
-    }
-}
-
-/// GELU of every value in one vectorised pass, split over the cores: `tanh_approximation` picks
-/// GPT-2's `gelu_new` over the exact (erf) GELU of GPT-NeoX. Both within 1e-6 of their f64
-/// definitions (relative, or absolute below 1).
+/// The exact (erf) GELU of GPT-NeoX's MLP for every value, in one vectorised pass split over the
+/// cores, within 1e-6 of its f64 definition (relative, or absolute below 1). GPT-2's `gelu_new`
+/// stays on burn's ops: attribution patching's parity with `transformers` on GPT-2 depends on
+/// reproducing torch's own f32 rounding of it, which a faster kernel (or the exact value) does not.
 ///
 /// ```
-/// let out = prism_models::cpu::gelu(&[1.0, -1.0], false);
+/// let out = prism_models::cpu::gelu(&[1.0, -1.0]);
 /// assert!((out[0] - 0.841_344_7).abs() < 1e-6 && (out[1] + 0.158_655_3).abs() < 1e-6);
 /// ```
-pub fn gelu(x: &[f32], tanh_approximation: bool) -> Vec<f32> {
+pub fn gelu(x: &[f32]) -> Vec<f32> {
     const CHUNK: usize = 1 << 14;
     let mut out = vec![0.0f32; x.len()];
     out.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
-        .for_each(|(o, x)| {
-            if tanh_approximation {
-                gelu_tanh_all(x, o)
-            } else {
-                gelu_exact_all(x, o)
-            }
-        });
+        .for_each(|(o, x)| gelu_exact_all(x, o));
     out
 }
 
@@ -582,22 +556,15 @@ mod tests {
                 z.signum() * (1.0 - (-a * a).exp() / (std::f64::consts::PI.sqrt() * f))
             }
         };
-        for tanh in [false, true] {
-            let got = gelu(&x, tanh);
-            for (&v, &g) in x.iter().zip(&got) {
-                let v = v as f64;
-                let want = if tanh {
-                    let u = (2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v);
-                    0.5 * v * (1.0 + u.tanh())
-                } else {
-                    0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2))
-                };
-                let diff = (g as f64 - want).abs();
-                assert!(
-                    diff <= 1e-6 * want.abs().max(1.0),
-                    "gelu(tanh {tanh}) of {v}: {g} vs {want}"
-                );
-            }
+        let got = gelu(&x);
+        for (&v, &g) in x.iter().zip(&got) {
+            let v = v as f64;
+            let want = 0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2));
+            let diff = (g as f64 - want).abs();
+            assert!(
+                diff <= 1e-6 * want.abs().max(1.0),
+                "gelu of {v}: {g} vs {want}"
+            );
         }
     }
 

@@ -494,11 +494,10 @@ impl Transformer {
             let post = cpu::on_host(up, |up| cpu::silu_times_up(up, m))?;
             cpu::device_tensor(post, [b * s, m], &self.device)
         } else if !cfg.gated_mlp
-            && cfg.activation != MlpActivation::Silu
+            && cfg.activation == MlpActivation::Gelu
             && self.cpu_path.applies(&up)
         {
-            let tanh = cfg.activation == MlpActivation::GeluTanh;
-            let post = cpu::on_host(up, |up| cpu::gelu(up, tanh))?;
+            let post = cpu::on_host(up, cpu::gelu)?;
             cpu::device_tensor(post, [b * s, m], &self.device)
         } else if cfg.gated_mlp {
             activate(cfg.activation, up.clone().narrow(1, 0, m)) * up.narrow(1, m, m)

@@ -8,9 +8,7 @@ use std::borrow::Cow;
 
 use rayon::prelude::*;
 
-use crate::kernel::{
-    Csr, KernelMode, View, decode_into, dot, entry_dots, matmul, transpose_times_into,
-};
+use crate::kernel::{Csr, KernelMode, View, decode_into, dot, entry_dots, transpose_times_into};
 
 use super::config::ArchitectureConfig;
 use super::engine::StepStats;
@@ -64,13 +62,9 @@ pub fn loss_and_grads(
     assert_eq!(x.len(), n * d, "batch does not match d_in");
     grads.fill_zero();
     let x_in = encoder_input(x, &p.b_dec, inputs.apply_b_dec_to_input);
-    let mut a = vec![0f32; n * m];
-    matmul(
-        View::new(&x_in, n, d),
-        View::new(&p.w_enc, m, d).t(),
-        &mut a,
-        false,
-    );
+    // The pre-activations, into a buffer the GEMM writes whole (not zeroed first: 134 MB at the
+    // benchmark's sizes).
+    let a = prism_core::dense::matmul_new(View::new(&x_in, n, d), View::new(&p.w_enc, m, d).t());
 
     // Codes, and for Gated the gate pre-activations on the same pattern.
     let (codes, gate, min_selected) = encode_train(objective, p, &a, n);
