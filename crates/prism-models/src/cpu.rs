@@ -312,6 +312,25 @@ fn rotate(x: &[f32], p: usize, rotary: Option<&Rotary>, scale: f32, out: &mut [f
     }
 }
 
+/// The largest value of `x` (−∞ when empty), over 16 lanes so that it vectorises.
+#[inline(always)]
+pub(crate) fn max_in_lanes(x: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l = l.max(v);
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
 /// The causal softmax of one row of scores, in place: entries `0..=i` become probabilities,
 /// the rest 0. Max and sum run over 16 lanes so that they vectorise.
 #[inline(always)]
@@ -319,19 +338,7 @@ fn causal_softmax_row(row: &mut [f32], i: usize) {
     const LANES: usize = 16;
     let (live, masked) = row.split_at_mut(i + 1);
     masked.fill(0.0);
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let mut chunks = live.chunks_exact(LANES);
-    for c in &mut chunks {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            *l = l.max(v);
-        }
-    }
-    let max = chunks
-        .remainder()
-        .iter()
-        .chain(&lanes)
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
+    let max = max_in_lanes(live);
     for v in live.iter_mut() {
         *v = exp(*v - max);
     }

@@ -14,7 +14,7 @@ use prism_core::dense::{View, matmul_serial};
 use prism_core::{PrismError, Result};
 use rayon::prelude::*;
 
-use crate::cpu::exp;
+use crate::cpu::{exp, max_in_lanes};
 use crate::transformer::{TokenBatch, Transformer};
 use prism_core::simd_dispatch;
 
@@ -72,14 +72,8 @@ impl Transformer {
                 )));
             }
         }
-        if let Some(bad) = batch.ids.iter().find(|&&t| t as usize >= v) {
-            return Err(PrismError::InvalidInput(format!(
-                "token id {bad} is outside the vocabulary of {v}"
-            )));
-        }
-        let positions: Vec<(usize, usize)> = (0..batch.batch)
-            .flat_map(|i| (0..batch.lengths[i].min(batch.seq)).map(move |t| (i, t)))
-            .collect();
+        self.check(batch, &prism_core::Hooks::new())?;
+        let positions: Vec<(usize, usize)> = batch.real_positions().collect();
         let flat: Vec<usize> = positions.iter().map(|&(i, t)| i * batch.seq + t).collect();
         let targets: Vec<Option<usize>> = positions
             .iter()
@@ -323,24 +317,7 @@ const LANES: usize = 16;
 
 simd_dispatch! {
     /// The largest value of a row (−∞ for an empty one).
-    fn row_max(x: &[f32]) -> f32 => row_max_body
-}
-
-#[inline(always)]
-fn row_max_body(x: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for c in &mut chunks {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            *l = l.max(v);
-        }
-    }
-    chunks
-        .remainder()
-        .iter()
-        .chain(&lanes)
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max)
+    fn row_max(x: &[f32]) -> f32 => max_in_lanes
 }
 
 /// Elements per stretch summed in f32 lanes before the stretch's total joins an f64 sum, so that

@@ -109,6 +109,17 @@ pub struct TokenBatch {
 }
 
 impl TokenBatch {
+    /// The real (unpadded) positions `(sequence, position)`, sequence by sequence.
+    ///
+    /// ```
+    /// let batch = prism_models::TokenBatch::from_sequences(&[vec![5, 6], vec![7]], 0)?;
+    /// assert_eq!(batch.real_positions().collect::<Vec<_>>(), [(0, 0), (0, 1), (1, 0)]);
+    /// # Ok::<(), prism_core::PrismError>(())
+    /// ```
+    pub fn real_positions(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..self.batch).flat_map(|i| (0..self.lengths[i].min(self.seq)).map(move |t| (i, t)))
+    }
+
     /// Right-pads sequences with `pad` to the longest one.
     pub fn from_sequences(seqs: &[Vec<u32>], pad: u32) -> Result<Self> {
         let seq = seqs.iter().map(Vec::len).max().unwrap_or(0);
@@ -273,7 +284,7 @@ impl Transformer {
     }
 
     /// Validates the hooks and the batch against the model.
-    fn check(&self, batch: &TokenBatch, hooks: &Hooks) -> Result<()> {
+    pub(crate) fn check(&self, batch: &TokenBatch, hooks: &Hooks) -> Result<()> {
         let cfg = &self.config;
         let shape = cfg.shape();
         for h in hooks.hook_points() {

@@ -149,9 +149,7 @@ pub fn evaluate_batch(
     }
     let x = act.reshape([b * s, d]);
     // Reconstruction metrics on real positions only.
-    let real: Vec<usize> = (0..b)
-        .flat_map(|i| (0..batch.lengths[i]).map(move |t| i * s + t))
-        .collect();
+    let real: Vec<usize> = batch.real_positions().map(|(i, t)| i * s + t).collect();
     let keep = |t: HostTensor| -> Result<HostTensor> {
         let w = t.shape[1];
         let mut data = Vec::with_capacity(real.len() * w);

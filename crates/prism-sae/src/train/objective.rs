@@ -394,22 +394,16 @@ fn group_maxima_body(row: &[f32], b: &[f32], maxima: &mut Vec<f32>) {
     }
 }
 
-/// The entries `(j, row[j] + b[j])` that are positive and at least `floor`, in column order. A
-/// stretch of 16 is first tested as a whole (a comparison that vectorises), so a floor near the
-/// top of the row costs one pass of vector compares.
-fn positive_at_or_above(row: &[f32], b: &[f32], floor: f32) -> Vec<(u32, f32)> {
-    let mut out = Vec::new();
-    positive_at_or_above_into(row, b, floor, &mut out);
-    out
-}
-
 prism_core::simd_dispatch! {
-    /// [`positive_at_or_above`] into `out`.
-    fn positive_at_or_above_into(row: &[f32], b: &[f32], floor: f32, out: &mut Vec<(u32, f32)>) => positive_at_or_above_body
+    /// The entries `(j, row[j] + b[j])` that are positive and at least `floor`, in column order.
+    /// A stretch of 16 is first tested as a whole (a comparison that vectorises), so a floor near
+    /// the top of the row costs one pass of vector compares.
+    fn positive_at_or_above(row: &[f32], b: &[f32], floor: f32) -> Vec<(u32, f32)> => positive_at_or_above_body
 }
 
 #[inline(always)]
-fn positive_at_or_above_body(row: &[f32], b: &[f32], floor: f32, out: &mut Vec<(u32, f32)>) {
+fn positive_at_or_above_body(row: &[f32], b: &[f32], floor: f32) -> Vec<(u32, f32)> {
+    let mut out = Vec::new();
     let mut keep = |j: usize, v: f32| {
         if v > 0.0 && v >= floor {
             out.push((j as u32, v));
@@ -434,6 +428,7 @@ fn positive_at_or_above_body(row: &[f32], b: &[f32], floor: f32, out: &mut Vec<(
     for j in full..row.len() {
         keep(j, row[j] + b[j]);
     }
+    out
 }
 
 /// The `total` largest positive `a + b` over the whole batch; returns them and the smallest.
