@@ -105,6 +105,46 @@ fn matmul_rate(m: usize, k: usize, n: usize, device: &Device) -> f64 {
     2.0 * (m * k * n) as f64 / best / 1e9
 }
 
+/// GFLOP/s of the host GEMM (`prism_core::dense`, the fused CPU path's) `[m, k] · [k, n]`:
+/// on the rayon pool, on one thread, and as one serial product per thread over a split of the
+/// rows (best of three after a warm-up each).
+fn host_rates(m: usize, k: usize, n: usize) -> [f64; 3] {
+    use prism::core::dense::{View, matmul, matmul_serial};
+    use rayon::prelude::*;
+    let a: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 7919) % 1009) as f32 / 1009.0 - 0.5)
+        .collect();
+    let b: Vec<f32> = (0..k * n)
+        .map(|i| ((i * 104_729) % 997) as f32 / 997.0 - 0.5)
+        .collect();
+    let mut out = vec![0f32; m * n];
+    let threads = rayon::current_num_threads().max(1);
+    let rows = m.div_ceil(threads);
+    let time = |how: usize, out: &mut [f32]| {
+        let mut best = f64::INFINITY;
+        for i in 0..4 {
+            let start = Instant::now();
+            match how {
+                0 => matmul(View::new(&a, m, k), View::new(&b, k, n), out, false),
+                1 => matmul_serial(View::new(&a, m, k), View::new(&b, k, n), out, false),
+                _ => out
+                    .par_chunks_mut(rows * n)
+                    .zip(a.par_chunks(rows * k))
+                    .for_each(|(o, a)| {
+                        let r = a.len() / k;
+                        matmul_serial(View::new(a, r, k), View::new(&b, k, n), o, false)
+                    }),
+            }
+            black_box(&out[0]);
+            if i > 0 {
+                best = best.min(start.elapsed().as_secs_f64());
+            }
+        }
+        2.0 * (m * k * n) as f64 / best / 1e9
+    };
+    [time(0, &mut out), time(1, &mut out), time(2, &mut out)]
+}
+
 /// Prints the FMA peak and burn's GEMM rates, each as a share of the all-core peak.
 pub fn report(device: &Device) {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -125,17 +165,27 @@ pub fn report(device: &Device) {
     if all == 0.0 {
         return;
     }
+    let threads = rayon::current_num_threads().max(1);
     for (what, m, k, n) in [
         ("projection 1024×576 · 576×1536", 1024, 576, 1536),
         ("down projection 1024×1536 · 1536×576", 1024, 1536, 576),
         ("unembedding 1024×576 · 576×49152", 1024, 576, 49152),
         ("similarity chunk 1024×512 · 512×32768", 1024, 512, 32768),
         ("encoder 4096×512 · 512×8192", 4096, 512, 8192),
+        ("demo encoder 1024×576 · 576×4608", 1024, 576, 4608),
     ] {
         let rate = matmul_rate(m, k, n, device);
         println!(
             "burn matmul {what}: {rate:.1} GFLOP/s = {:.2} of the peak",
             rate / all
+        );
+        let [pool, one, split] = host_rates(m, k, n);
+        println!(
+            "  host GEMM: {pool:.1} GFLOP/s on the pool = {:.2}; one thread {one:.1} = {:.2} of \
+             one core's share; rows split per thread {split:.1} = {:.2}",
+            pool / all,
+            one * threads as f64 / all,
+            split / all,
         );
     }
 }

@@ -138,8 +138,66 @@ impl Csr {
     }
 }
 
-/// Rows per parallel task in the row loops.
-const ROWS_PER_TASK: usize = 16;
+/// Output rows per parallel task in the sparse products. A task walks its rows' entries one
+/// block of columns at a time ([`block_columns`]), so the right-hand rows of a block are read
+/// from memory once per task and then from the core's L2 cache by every row of the task.
+const ROWS_PER_TASK: usize = 128;
+
+/// Right-hand rows per column block: about 512 KiB of them, so that a block and a task's
+/// output rows fit in L2 together.
+fn block_columns(d: usize) -> usize {
+    ((512 << 10) / (4 * d.max(1))).max(16)
+}
+
+/// Walks the entries of rows `first..first + len` of a [`Csr`] one block of columns at a time.
+/// Each row's cursor only moves forward, so its entries come in their stored order whatever the
+/// blocking (a sum over them is the same as without it); the last block ends at `cols`, past
+/// every column, so it takes whatever an earlier block left (entries out of column order).
+struct ColumnBlocks<'a> {
+    a: &'a Csr,
+    first: usize,
+    width: usize,
+    /// Each row's next entry.
+    cursor: Vec<usize>,
+    /// The current block's end column.
+    end: usize,
+}
+
+impl<'a> ColumnBlocks<'a> {
+    #[inline(always)]
+    fn new(a: &'a Csr, first: usize, len: usize, width: usize) -> Self {
+        Self {
+            a,
+            first,
+            width,
+            cursor: a.indptr[first..first + len].to_vec(),
+            end: 0,
+        }
+    }
+
+    /// Moves to the next block; false after the last.
+    #[inline(always)]
+    fn advance(&mut self) -> bool {
+        if self.end >= self.a.cols {
+            return false;
+        }
+        self.end = (self.end + self.width).min(self.a.cols);
+        true
+    }
+
+    /// Row `first + i`'s entries in the current block.
+    #[inline(always)]
+    fn entries(&mut self, i: usize) -> std::ops::Range<usize> {
+        let stop = self.a.indptr[self.first + i + 1];
+        let start = self.cursor[i];
+        let mut e = start;
+        while e < stop && (self.end == self.a.cols || (self.a.idx[e] as usize) < self.end) {
+            e += 1;
+        }
+        self.cursor[i] = e;
+        start..e
+    }
+}
 
 /// `out[r, :] += Σ_j codes[r, j] · w[j, :]` — decoding, `out` `[rows, d]`, `w` `[cols, d]`.
 pub fn decode_into(codes: &Csr, w: &[f32], d: usize, out: &mut [f32], mode: KernelMode) {
@@ -211,13 +269,15 @@ fn entry_dots_rows_body(
     first: usize,
     piece: &mut [f32],
 ) {
-    let mut at = 0;
-    for r in first..(first + ROWS_PER_TASK).min(codes.rows) {
-        let gr = &g[r * d..][..d];
-        let (idx, _) = codes.row(r);
-        for &j in idx {
-            piece[at] = dot(gr, &w[j as usize * d..][..d]);
-            at += 1;
+    let len = (first + ROWS_PER_TASK).min(codes.rows) - first;
+    let base = codes.indptr[first];
+    let mut blocks = ColumnBlocks::new(codes, first, len, block_columns(d));
+    while blocks.advance() {
+        for i in 0..len {
+            let gr = &g[(first + i) * d..][..d];
+            for e in blocks.entries(i) {
+                piece[e - base] = dot(gr, &w[codes.idx[e] as usize * d..][..d]);
+            }
         }
     }
 }
@@ -247,7 +307,8 @@ pub fn transpose_times_into(
 }
 
 /// `out += a · right` for sparse `a` `[r, c]` and dense row-major `right` `[c, d]`; each task
-/// owns whole output rows, so the sums never depend on thread scheduling.
+/// owns whole output rows and adds each row's entries in stored order, so the sums never depend
+/// on thread scheduling or on the blocking.
 fn sparse_times_into(a: &Csr, right: &[f32], d: usize, out: &mut [f32]) {
     out.par_chunks_mut(d * ROWS_PER_TASK)
         .enumerate()
@@ -261,10 +322,43 @@ prism_core::simd_dispatch! {
 
 #[inline(always)]
 fn sparse_rows_body(a: &Csr, right: &[f32], d: usize, chunk: &mut [f32], first: usize) {
-    for (i, o) in chunk.chunks_mut(d).enumerate() {
-        let (idx, val) = a.row(first + i);
-        for (&j, &v) in idx.iter().zip(val) {
-            axpy(v, &right[j as usize * d..][..d], o);
+    let len = chunk.len() / d;
+    let mut blocks = ColumnBlocks::new(a, first, len, block_columns(d));
+    while blocks.advance() {
+        for (i, o) in chunk.chunks_mut(d).enumerate() {
+            let e = blocks.entries(i);
+            add_scaled_rows(o, &a.idx[e.clone()], &a.val[e], right, d);
+        }
+    }
+}
+
+/// `out += Σ_e vals[e] · right[idx[e], :]`, each element's terms added in entry order (the same
+/// sums as one [`axpy`] per entry), a stretch of `out` at a time held in registers.
+#[inline(always)]
+fn add_scaled_rows(out: &mut [f32], idx: &[u32], vals: &[f32], right: &[f32], d: usize) {
+    const STRETCH: usize = 128;
+    if idx.is_empty() {
+        return;
+    }
+    let whole = d / STRETCH * STRETCH;
+    for c in (0..whole).step_by(STRETCH) {
+        let mut acc = [0f32; STRETCH];
+        acc.copy_from_slice(&out[c..c + STRETCH]);
+        for (&j, &v) in idx.iter().zip(vals) {
+            let r = &right[j as usize * d + c..][..STRETCH];
+            for l in 0..STRETCH {
+                acc[l] += v * r[l];
+            }
+        }
+        out[c..c + STRETCH].copy_from_slice(&acc);
+    }
+    if whole < d {
+        for (&j, &v) in idx.iter().zip(vals) {
+            axpy(
+                v,
+                &right[j as usize * d + whole..][..d - whole],
+                &mut out[whole..],
+            );
         }
     }
 }
@@ -344,5 +438,66 @@ mod tests {
         let want: f32 = (0..rows).map(|r| dense[r * cols + 4] * g[r * d + 2]).sum();
         assert!((tt[0][4 * d + 2] - 1.0 - want).abs() < 1e-4);
         assert_eq!(codes.transpose().transpose(), codes);
+    }
+
+    /// With several tasks, several column blocks, a width that is no multiple of the register
+    /// stretch and a row whose entries are out of column order, the blocked sparse products
+    /// equal plain loops over the entries in stored order bit for bit: a block that skipped
+    /// entries, or visited them out of order, would change the sums.
+    #[test]
+    fn blocked_products_equal_plain_loops_bit_for_bit() {
+        let (rows, cols, d) = (300, 2000, 200);
+        assert!(block_columns(d) * 2 < cols && ROWS_PER_TASK * 2 < rows);
+        let mut codes = sample(rows, cols, 23);
+        // Row 7 out of order: its entries must still all be used, in stored order.
+        let (s, e) = (codes.indptr[7], codes.indptr[8]);
+        codes.idx[s..e].reverse();
+        codes.val[s..e].reverse();
+        let w: Vec<f32> = (0..cols * d)
+            .map(|i| ((i * 7 % 41) as f32 - 20.0) / 13.0)
+            .collect();
+        let g: Vec<f32> = (0..rows * d)
+            .map(|i| ((i * 5 % 37) as f32 - 18.0) / 11.0)
+            .collect();
+
+        let mut want = vec![0.5f32; rows * d];
+        for r in 0..rows {
+            let (idx, val) = codes.row(r);
+            for (&j, &v) in idx.iter().zip(val) {
+                for i in 0..d {
+                    want[r * d + i] += v * w[j as usize * d + i];
+                }
+            }
+        }
+        let mut got = vec![0.5f32; rows * d];
+        decode_into(&codes, &w, d, &mut got, KernelMode::Sparse);
+        assert!(got == want, "decode differs");
+
+        let want: Vec<f32> = (0..rows)
+            .flat_map(|r| {
+                let (idx, _) = codes.row(r);
+                idx.iter()
+                    .map(|&j| dot(&g[r * d..][..d], &w[j as usize * d..][..d]))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(
+            entry_dots(&codes, &g, &w, d, KernelMode::Sparse) == want,
+            "entry dots differ"
+        );
+
+        // codesᵀ · g: each output row sums its entries in ascending token order (the transpose's).
+        let mut want = vec![0.25f32; cols * d];
+        for r in 0..rows {
+            let (idx, val) = codes.row(r);
+            for (&j, &v) in idx.iter().zip(val) {
+                for i in 0..d {
+                    want[j as usize * d + i] += v * g[r * d + i];
+                }
+            }
+        }
+        let mut got = vec![0.25f32; cols * d];
+        transpose_times_into(&codes, &g, d, &mut got, KernelMode::Sparse);
+        assert!(got == want, "transposed product differs");
     }
 }

@@ -256,7 +256,11 @@ fn encode_train(
 ) -> (Csr, Option<Csr>, Option<f32>) {
     let m = p.m;
     match *objective {
-        ArchitectureConfig::Relu { .. } => (threshold_rows(a, &p.b_enc, n, m, |_| 0.0), None, None),
+        ArchitectureConfig::Relu { .. } => (
+            threshold_rows(a, &p.b_enc, n, m, Cut::AtLeast(0.0)),
+            None,
+            None,
+        ),
         ArchitectureConfig::TopK { k, .. } => (top_k_rows(a, &p.b_enc, n, m, k, None), None, None),
         ArchitectureConfig::BatchTopK { k, .. } => {
             let (codes, cut) = batch_top_k(a, &p.b_enc, n, m, k * n);
@@ -264,10 +268,14 @@ fn encode_train(
         }
         ArchitectureConfig::JumpRelu { .. } => {
             let theta: Vec<f32> = p.log_threshold.iter().map(|t| t.exp()).collect();
-            (threshold_rows(a, &p.b_enc, n, m, |j| theta[j]), None, None)
+            (
+                threshold_rows(a, &p.b_enc, n, m, Cut::Above(&theta)),
+                None,
+                None,
+            )
         }
         ArchitectureConfig::Gated { .. } => {
-            let gate = threshold_rows(a, &p.b_enc, n, m, |_| 0.0);
+            let gate = threshold_rows(a, &p.b_enc, n, m, Cut::AtLeast(0.0));
             let mut mags = Vec::with_capacity(gate.nnz());
             for_each_entry(&gate, |r, _, j| {
                 let j = j as usize;
@@ -278,24 +286,30 @@ fn encode_train(
     }
 }
 
-/// Entries with `a + b > cut(j)` (and `> 0`), valued `a + b`.
-pub(crate) fn threshold_rows(
-    a: &[f32],
-    b: &[f32],
-    n: usize,
-    m: usize,
-    cut: impl Fn(usize) -> f32 + Sync,
-) -> Csr {
+/// Which entries a threshold selection keeps (besides requiring `a + b > 0`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Cut<'a> {
+    /// `a + b ≥ floor` for every feature (ReLU and Gated: 0; BatchTopK: the batch's cut-off).
+    AtLeast(f32),
+    /// `a + b > threshold[j]` (JumpReLU).
+    Above(&'a [f32]),
+}
+
+/// Entries with `a + b > 0` that pass `cut`, valued `a + b`, in column order per row.
+pub(crate) fn threshold_rows(a: &[f32], b: &[f32], n: usize, m: usize, cut: Cut<'_>) -> Csr {
     let rows = (0..n)
         .into_par_iter()
         .map(|r| {
             let row = &a[r * m..][..m];
-            (0..m)
-                .filter_map(|j| {
-                    let v = row[j] + b[j];
-                    (v > 0.0 && v > cut(j)).then_some((j as u32, v))
-                })
-                .collect()
+            match cut {
+                Cut::AtLeast(floor) => positive_at_or_above(row, b, floor),
+                Cut::Above(theta) => (0..m)
+                    .filter_map(|j| {
+                        let v = row[j] + b[j];
+                        (v > 0.0 && v > theta[j]).then_some((j as u32, v))
+                    })
+                    .collect(),
+            }
         })
         .collect();
     Csr::from_rows(m, rows)
@@ -453,9 +467,7 @@ pub(crate) fn batch_top_k(
     } else {
         positive.iter().copied().fold(f32::INFINITY, f32::min)
     };
-    // `v > next_down(cut)` keeps every value ≥ cut.
-    let below = cut.next_down();
-    (threshold_rows(a, b, n, m, |_| below), Some(cut))
+    (threshold_rows(a, b, n, m, Cut::AtLeast(cut)), Some(cut))
 }
 
 /// Calls `f(row, entry, column)` for every stored entry, in order.
@@ -545,18 +557,26 @@ mod tests {
                 _ => {}
             }
         }
-        // Thresholds (ReLU's 0, JumpReLU's per-feature cut-offs) against the definition.
+        // Thresholds (ReLU's 0, BatchTopK's cut-off, JumpReLU's per-feature cut-offs) against
+        // the definition.
         let cuts: Vec<f32> = (0..m).map(|j| (j % 5) as f32 * 0.3 - 0.4).collect();
-        for cut in [None, Some(&cuts)] {
-            let got = threshold_rows(&a, &b, n, m, |j| cut.map_or(0.0, |c| c[j]));
+        let kept = |cut: Cut<'_>, j: usize, v: f32| {
+            v > 0.0
+                && match cut {
+                    Cut::AtLeast(floor) => v >= floor,
+                    Cut::Above(theta) => v > theta[j],
+                }
+        };
+        for cut in [Cut::AtLeast(0.0), Cut::AtLeast(0.7), Cut::Above(&cuts)] {
+            let got = threshold_rows(&a, &b, n, m, cut);
             for r in 0..n {
                 let want: Vec<(u32, f32)> = (0..m)
                     .map(|j| (j as u32, a[r * m + j] + b[j]))
-                    .filter(|&(j, v)| v > 0.0 && v > cut.map_or(0.0, |c| c[j as usize]))
+                    .filter(|&(j, v)| kept(cut, j as usize, v))
                     .collect();
                 let (idx, val) = got.row(r);
                 let have: Vec<(u32, f32)> = idx.iter().copied().zip(val.iter().copied()).collect();
-                assert_eq!(have, want, "row {r}");
+                assert_eq!(have, want, "row {r} {cut:?}");
             }
         }
         for k in [1, 5, 32, 200] {

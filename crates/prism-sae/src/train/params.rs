@@ -88,9 +88,10 @@ impl Params {
 
     /// Whether every value is finite.
     pub fn all_finite(&self) -> bool {
+        use rayon::prelude::*;
         self.tensors()
             .iter()
-            .all(|t| t.iter().all(|v| v.is_finite()))
+            .all(|t| t.par_chunks(1 << 14).all(all_finite))
     }
 
     /// Euclidean norm over all values (for gradient clipping).
@@ -113,14 +114,28 @@ impl Params {
 
     /// Rescales every decoder row to unit norm (rows of norm 0 are left alone).
     pub fn normalize_decoder(&mut self) {
-        let d = self.d;
-        for row in self.w_dec.chunks_mut(d) {
+        use rayon::prelude::*;
+        self.w_dec.par_chunks_mut(self.d).for_each(|row| {
             let n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
             if n > 0.0 {
                 row.iter_mut().for_each(|v| *v /= n);
             }
-        }
+        });
     }
+}
+
+prism_core::simd_dispatch! {
+    /// Whether every value of `x` is finite (one vectorised pass, no early exit).
+    fn all_finite(x: &[f32]) -> bool => all_finite_body
+}
+
+#[inline(always)]
+fn all_finite_body(x: &[f32]) -> bool {
+    let mut bad = false;
+    for v in x {
+        bad |= !v.is_finite();
+    }
+    !bad
 }
 
 prism_core::simd_dispatch! {
