@@ -24,7 +24,7 @@
 //! ```text
 //! cargo run --release --example bench_train -- [--steps 10] [--python /path/to/python]
 //!     [--engines host,burn] [--device cpu|wgpu|cuda] [--d 512] [--m 8192] [--batch 4096]
-//!     [--k 32] [--only relu|topk] [--peers]
+//!     [--k 32] [--only relu|topk] [--peers] [--kernel auto|sparse|dense]
 //! ```
 
 #[path = "common/allocator.rs"]
@@ -55,6 +55,7 @@ fn time_steps(
     warm: usize,
     steps: usize,
     dense_engine: bool,
+    kernel: KernelMode,
 ) -> Result<Timing> {
     for i in 0..warm {
         trainer.step(&data[i % data.len()])?;
@@ -66,7 +67,12 @@ fn time_steps(
     }
     let secs = t0.elapsed().as_secs_f64() / steps as f64;
     let density = l0 / s.m as f64;
-    let dense = dense_engine || density > prism::sae::kernel::DENSE_ABOVE;
+    let dense = dense_engine
+        || match kernel {
+            KernelMode::Auto => density > prism::sae::kernel::DENSE_ABOVE,
+            KernelMode::Sparse => false,
+            KernelMode::Dense => true,
+        };
     let nmd = (s.batch * s.d * s.m) as f64;
     // Encoder GEMM, then decode, decoder gradient, code gradient, encoder gradient.
     let flops = 2.0 * nmd
@@ -151,6 +157,16 @@ fn main() -> Result<()> {
         .map(|v| v.split(',').map(|e| e.trim().to_string()).collect())
         .unwrap_or_else(|| vec![if device == "cpu" { "host" } else { "burn" }.to_string()]);
     let only = opt("--only");
+    let kernel = match opt("--kernel").as_deref() {
+        None | Some("auto") => KernelMode::Auto,
+        Some("sparse") => KernelMode::Sparse,
+        Some("dense") => KernelMode::Dense,
+        Some(other) => {
+            return Err(prism::PrismError::InvalidInput(format!(
+                "--kernel {other}: expected auto, sparse or dense"
+            )));
+        }
+    };
     eprintln!(
         "d = {}, m = {}, batch {}, device {device}, {} threads",
         s.d,
@@ -192,9 +208,17 @@ fn main() -> Result<()> {
             c.sparsity_warmup_steps = 20;
             c.lr = 1e-3;
             c.resample = None;
-            c.kernel = KernelMode::Auto;
+            c.kernel = kernel;
             let mut t = Trainer::new_on(c, &engine)?;
-            let r = time_steps(&mut t, &data, s, *warm, steps, engine_name != "host")?;
+            let r = time_steps(
+                &mut t,
+                &data,
+                s,
+                *warm,
+                steps,
+                engine_name != "host",
+                kernel,
+            )?;
             eprintln!(
                 "{engine_name:>5} {name:>9}: {:>8.0} tokens/s  L0 {:>6.1} (density {:.4})  dense-equivalent {:>6.0} GFLOP/s, executed {:>6.0} GFLOP/s",
                 r.tokens_per_s,

@@ -18,9 +18,10 @@ pub enum KernelMode {
     Dense,
 }
 
-/// Density of the codes above which dense GEMM beats the sparse loops (measured with
-/// `examples/bench_train.rs` on d = 512, m = 8192).
-pub const DENSE_ABOVE: f64 = 0.06;
+/// Density of the codes above which dense GEMM beats the sparse loops: with the blocked loops
+/// they break even at 17–18 % (measured with `examples/bench_train.rs --kernel sparse|dense` at
+/// d = 512, m = 8192, batch 4096 and at d = 576, m = 4608, batch 1024; docs/BENCHMARKS.md).
+pub const DENSE_ABOVE: f64 = 0.15;
 
 impl KernelMode {
     fn dense_for(self, codes: &Csr) -> bool {
