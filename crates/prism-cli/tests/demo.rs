@@ -233,3 +233,92 @@ fn quick_demo_writes_a_complete_report() {
     // The caches are removed unless asked to keep them.
     assert!(!out.join("cache").exists());
 }
+
+/// The default assets' paths, or `None` (with a note) when they are absent.
+fn assets() -> Option<[PathBuf; 4]> {
+    let paths = [
+        "assets/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "assets/python-docs",
+        "assets/geonames-countries.json",
+        "assets/datasets",
+    ]
+    .map(|p| root().join(p));
+    if paths.iter().all(|p| p.exists()) {
+        Some(paths)
+    } else {
+        eprintln!("skipping: default assets not fetched");
+        None
+    }
+}
+
+/// `prism demo --quick --resume` killed while it trains (just after the real model's group wrote
+/// its first periodic checkpoint, the last of its dictionaries included) and run again ends with every dictionary, checkpoint and training log equal
+/// byte for byte to an uninterrupted run's. Several minutes (three quick demos), so not in CI:
+/// `cargo test --release --workspace --features wgpu --test cli -- --ignored resumes`.
+#[test]
+#[ignore]
+fn a_demo_killed_while_training_resumes_to_the_same_dictionaries() {
+    let Some([model, data, countries, datasets]) = assets() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let command = |out: &std::path::Path| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_prism"));
+        c.args([
+            "demo",
+            "--quick",
+            "--resume",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(["--model", model.to_str().unwrap()])
+        .args(["--data", data.to_str().unwrap()])
+        .args(["--countries", countries.to_str().unwrap()])
+        .args(["--datasets", datasets.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        c
+    };
+    let run = |out: &std::path::Path| assert!(command(out).status().unwrap().success());
+    let reference = tmp.path().join("reference");
+    run(&reference);
+
+    let resumed = tmp.path().join("resumed");
+    let first = resumed.join("dictionaries/large_high_l1_s4/checkpoint.safetensors");
+    let mut child = command(&resumed).spawn().unwrap();
+    while !first.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its first checkpoint"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    run(&resumed);
+
+    let mut compared = 0;
+    for entry in std::fs::read_dir(reference.join("dictionaries")).unwrap() {
+        let name = entry.unwrap().file_name();
+        // Pruned dictionaries are written by pruning, with no checkpoint or log.
+        for file in [
+            "sae_weights.safetensors",
+            "checkpoint.safetensors",
+            "log.jsonl",
+        ] {
+            let Ok(want) = std::fs::read(reference.join("dictionaries").join(&name).join(file))
+            else {
+                continue;
+            };
+            let have = std::fs::read(resumed.join("dictionaries").join(&name).join(file));
+            assert!(
+                have.is_ok_and(|have| have == want),
+                "{}/{file} differs after the resume",
+                name.to_string_lossy()
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared >= 3 * 7, "only {compared} files compared");
+}

@@ -50,7 +50,7 @@ pub enum Preset {
     Quick,
     /// ≤ 30 minutes on a 2-core CPU (25.8 min measured on an AVX2 EPYC, 7.3 on an AVX-512 Xeon).
     Default,
-    /// Sized for the curves to flatten: ~9.5 h on a 2-core AVX2 CPU, ~3.3 h on a 2-core AVX-512
+    /// Sized for the curves to flatten: ~9.5 h on a 2-core AVX2 CPU, ~3 h on a 2-core AVX-512
     /// one (nine tenths of it training), by the demo's own estimate; it prints its estimate for
     /// the machine and device it runs on before it starts.
     Long,
@@ -117,6 +117,12 @@ pub struct DemoArgs {
     /// Keep the activation caches (they are deleted at the end otherwise).
     #[arg(long)]
     pub keep_cache: bool,
+    /// Continue a killed run in the same `--out`: finished caches are reused and partial ones
+    /// continued (as always), and training resumes exactly from each group's last checkpoint
+    /// (written every `checkpoint_every` steps of the plan) instead of starting again;
+    /// evaluation and everything after it are redone.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 /// Sizes for one run.
@@ -134,6 +140,8 @@ pub struct Plan {
     pub eval_tokens: u64,
     pub batch: usize,
     pub epochs: u64,
+    /// Training steps between checkpoints (each group also writes one at its end).
+    pub checkpoint_every: u64,
     pub lr: f32,
     /// Seeds of every configuration (the findings' spread is over them).
     pub seeds: u64,
@@ -197,6 +205,7 @@ impl DemoArgs {
             eval_tokens: self.eval_tokens.unwrap_or_else(|| pick(1024, 2048, 8192)),
             batch,
             epochs: self.epochs.unwrap_or_else(|| pick(3, 4, 8)).max(1),
+            checkpoint_every: pick(32, 128, 512),
             lr: learning_rate(batch),
             seeds: pick(2, 3, 3),
             large_seeds: pick(1, 1, 3),

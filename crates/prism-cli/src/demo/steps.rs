@@ -41,6 +41,7 @@ pub fn ensure_assets(args: &DemoArgs) -> Result<()> {
         l1: Vec::new(),
         device: String::new(),
         keep_cache: false,
+        resume: false,
     };
     if args.model == defaults.model && !args.model.exists() {
         eprintln!("fetching the default model");
@@ -221,16 +222,20 @@ impl<'a> Stage<'a> {
                     self.args.out.join("dictionaries").join(name),
                     0,
                     dictionary_config(self.plan, d, *m, *l1, *seed, steps),
-                    false,
+                    self.args.resume,
                     &self.engine,
                 )
             })
             .collect::<Result<Vec<_>>>()?;
         let mut convergence = ConvergenceOptions::new(store.tail(&[0], self.plan.held_out)?);
         convergence.first_tokens = (4 * batch as u64).max(8192);
-        let stream = store.epoch_batches(&[0], batch, 1000, rows, 0);
+        // A resumed group continues at its checkpoint's step (`fit` checks that every run of
+        // the group is there) on the same batches an uninterrupted run would draw.
+        let start = runs[0].trainer.step;
+        let stream = store.epoch_batches(&[0], batch, 1000, rows, start);
         let names = specs.iter().map(|c| c.0.as_str()).collect::<Vec<_>>();
         let pb = bar(steps, &format!("training {}", names.join(", ")));
+        pb.set_position(start);
         let t0 = std::time::Instant::now();
         fit(
             &mut runs,
@@ -238,13 +243,14 @@ impl<'a> Stage<'a> {
             stream,
             &FitOptions {
                 steps,
-                checkpoint_every: 0,
+                checkpoint_every: self.plan.checkpoint_every,
                 convergence: Some(convergence),
             },
             self.device,
             |_, logs| {
                 let l = &logs[0];
-                let rate = l.step as f64 * batch as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+                let rate =
+                    (l.step - start) as f64 * batch as f64 / t0.elapsed().as_secs_f64().max(1e-9);
                 let seeds = logs[0]
                     .held_out
                     .as_ref()
