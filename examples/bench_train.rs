@@ -67,12 +67,7 @@ fn time_steps(
     }
     let secs = t0.elapsed().as_secs_f64() / steps as f64;
     let density = l0 / s.m as f64;
-    let dense = dense_engine
-        || match kernel {
-            KernelMode::Auto => density > prism::sae::kernel::DENSE_ABOVE,
-            KernelMode::Sparse => false,
-            KernelMode::Dense => true,
-        };
+    let dense = dense_engine || kernel.dense_at(density);
     let nmd = (s.batch * s.d * s.m) as f64;
     // Encoder GEMM, then decode, decoder gradient, code gradient, encoder gradient.
     let flops = 2.0 * nmd

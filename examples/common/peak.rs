@@ -89,25 +89,32 @@ fn fma_peak(threads: usize, width: Width) -> Option<f64> {
     None
 }
 
-/// GFLOP/s of burn's matmul `[m, k] · [k, n]` (best of three after a warm-up).
-fn matmul_rate(m: usize, k: usize, n: usize, device: &Device) -> f64 {
-    let a = Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), device);
-    let b = Tensor::<2>::random([k, n], Distribution::Normal(0.0, 1.0), device);
+/// GFLOP/s of `run` doing `flops` floating-point operations: best of three after a warm-up.
+fn best_gflops(flops: f64, mut run: impl FnMut()) -> f64 {
     let mut best = f64::INFINITY;
     for i in 0..4 {
         let start = Instant::now();
-        let c = a.clone().matmul(b.clone());
-        black_box(c.slice([0..1, 0..1]).into_scalar::<f32>());
+        run();
         if i > 0 {
             best = best.min(start.elapsed().as_secs_f64());
         }
     }
-    2.0 * (m * k * n) as f64 / best / 1e9
+    flops / best / 1e9
+}
+
+/// GFLOP/s of burn's matmul `[m, k] · [k, n]`.
+fn matmul_rate(m: usize, k: usize, n: usize, device: &Device) -> f64 {
+    let a = Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), device);
+    let b = Tensor::<2>::random([k, n], Distribution::Normal(0.0, 1.0), device);
+    best_gflops(2.0 * (m * k * n) as f64, || {
+        let c = a.clone().matmul(b.clone());
+        black_box(c.slice([0..1, 0..1]).into_scalar::<f32>());
+    })
 }
 
 /// GFLOP/s of the host GEMM (`prism_core::dense`, the fused CPU path's) `[m, k] · [k, n]`:
 /// on the rayon pool, on one thread, and as one serial product per thread over a split of the
-/// rows (best of three after a warm-up each).
+/// rows.
 fn host_rates(m: usize, k: usize, n: usize) -> [f64; 3] {
     use prism::core::dense::{View, matmul, matmul_serial};
     use rayon::prelude::*;
@@ -118,31 +125,18 @@ fn host_rates(m: usize, k: usize, n: usize) -> [f64; 3] {
         .map(|i| ((i * 104_729) % 997) as f32 / 997.0 - 0.5)
         .collect();
     let mut out = vec![0f32; m * n];
-    let threads = rayon::current_num_threads().max(1);
-    let rows = m.div_ceil(threads);
-    let time = |how: usize, out: &mut [f32]| {
-        let mut best = f64::INFINITY;
-        for i in 0..4 {
-            let start = Instant::now();
-            match how {
-                0 => matmul(View::new(&a, m, k), View::new(&b, k, n), out, false),
-                1 => matmul_serial(View::new(&a, m, k), View::new(&b, k, n), out, false),
-                _ => out
-                    .par_chunks_mut(rows * n)
-                    .zip(a.par_chunks(rows * k))
-                    .for_each(|(o, a)| {
-                        let r = a.len() / k;
-                        matmul_serial(View::new(a, r, k), View::new(&b, k, n), o, false)
-                    }),
-            }
-            black_box(&out[0]);
-            if i > 0 {
-                best = best.min(start.elapsed().as_secs_f64());
-            }
-        }
-        2.0 * (m * k * n) as f64 / best / 1e9
-    };
-    [time(0, &mut out), time(1, &mut out), time(2, &mut out)]
+    let rows = m.div_ceil(rayon::current_num_threads().max(1));
+    let flops = 2.0 * (m * k * n) as f64;
+    let (a_all, b_all) = (View::new(&a, m, k), View::new(&b, k, n));
+    let pool = best_gflops(flops, || matmul(a_all, b_all, &mut out, false));
+    let one = best_gflops(flops, || matmul_serial(a_all, b_all, &mut out, false));
+    let split = best_gflops(flops, || {
+        out.par_chunks_mut(rows * n)
+            .zip(a.par_chunks(rows * k))
+            .for_each(|(o, a)| matmul_serial(View::new(a, a.len() / k, k), b_all, o, false))
+    });
+    black_box(&out);
+    [pool, one, split]
 }
 
 /// Prints the FMA peak and burn's GEMM rates, each as a share of the all-core peak.

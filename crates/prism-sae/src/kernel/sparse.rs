@@ -24,12 +24,23 @@ pub enum KernelMode {
 pub const DENSE_ABOVE: f64 = 0.15;
 
 impl KernelMode {
-    fn dense_for(self, codes: &Csr) -> bool {
+    /// Whether the products take the dense GEMM for codes of this density.
+    ///
+    /// ```
+    /// use prism_sae::kernel::{DENSE_ABOVE, KernelMode};
+    /// assert!(!KernelMode::Auto.dense_at(DENSE_ABOVE / 2.0));
+    /// assert!(KernelMode::Auto.dense_at(2.0 * DENSE_ABOVE) && KernelMode::Dense.dense_at(0.0));
+    /// ```
+    pub fn dense_at(self, density: f64) -> bool {
         match self {
-            KernelMode::Auto => codes.density() > DENSE_ABOVE,
+            KernelMode::Auto => density > DENSE_ABOVE,
             KernelMode::Sparse => false,
             KernelMode::Dense => true,
         }
+    }
+
+    fn dense_for(self, codes: &Csr) -> bool {
+        self.dense_at(codes.density())
     }
 }
 
@@ -192,7 +203,7 @@ impl<'a> ColumnBlocks<'a> {
         let stop = self.a.indptr[self.first + i + 1];
         let start = self.cursor[i];
         let mut e = start;
-        while e < stop && (self.end == self.a.cols || (self.a.idx[e] as usize) < self.end) {
+        while e < stop && (self.a.idx[e] as usize) < self.end {
             e += 1;
         }
         self.cursor[i] = e;

@@ -91,7 +91,7 @@ impl Params {
         use rayon::prelude::*;
         self.tensors()
             .iter()
-            .all(|t| t.par_chunks(1 << 14).all(all_finite))
+            .all(|t| t.par_chunks(1 << 14).all(stretch_is_finite))
     }
 
     /// Euclidean norm over all values (for gradient clipping).
@@ -126,11 +126,11 @@ impl Params {
 
 prism_core::simd_dispatch! {
     /// Whether every value of `x` is finite (one vectorised pass, no early exit).
-    fn all_finite(x: &[f32]) -> bool => all_finite_body
+    fn stretch_is_finite(x: &[f32]) -> bool => stretch_is_finite_body
 }
 
 #[inline(always)]
-fn all_finite_body(x: &[f32]) -> bool {
+fn stretch_is_finite_body(x: &[f32]) -> bool {
     let mut bad = false;
     for v in x {
         bad |= !v.is_finite();
