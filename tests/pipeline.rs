@@ -11,7 +11,7 @@ use prism::cache::{
 };
 use prism::core::{Dictionary, FloatDtype, HookPoint};
 use prism::sae::Sae;
-use prism::sae::train::{ArchitectureConfig, FitOptions, Run, TrainConfig, fit};
+use prism::sae::train::{ArchitectureConfig, FitOptions, Run, RunSpec, TrainConfig, fit};
 use prism::similarity::{SimilarityOptions, compare};
 use prism::stats::{Evaluation, PruneRule, evaluate, features_to_keep};
 use prism::{Model, TokenBatch};
@@ -107,24 +107,22 @@ fn cache_train_evaluate_prune_compare() {
     // Two seeds of one ReLU + L1 configuration from the cache, three epochs.
     let d = model.config().d_model;
     let steps = 3 * 2048 / 128;
-    let mut runs: Vec<Run> = (0..2)
+    let specs = (0..2)
         .map(|seed| {
             let arch = ArchitectureConfig::Relu { l1: 0.01 };
             let mut c = TrainConfig::for_steps(arch, d, 128, steps);
             c.seed = seed;
             c.lr = 3e-3;
             c.hook_name = Some(hook.to_string());
-            Run::open(
-                format!("s{seed}"),
-                tmp.path().join(format!("s{seed}")),
-                0,
-                c,
-                false,
-                &Default::default(),
-            )
-            .unwrap()
+            RunSpec {
+                name: format!("s{seed}"),
+                dir: tmp.path().join(format!("s{seed}")),
+                input: 0,
+                config: c,
+            }
         })
         .collect();
+    let mut runs = Run::open_group(specs, false, &Default::default()).unwrap();
     let stream = (0..3).flat_map(|epoch| store.shuffled_batches(&[0], 128, epoch));
     let options = FitOptions {
         steps,

@@ -14,7 +14,7 @@ use prism_models::Model;
 use prism_sae::Sae;
 use prism_sae::train::{
     ArchitectureConfig, ConvergenceOptions, EngineChoice, FitOptions, LOG_FILE, ResampleConfig,
-    Run, TrainConfig, fit, read_log,
+    Run, RunSpec, TrainConfig, fit, read_log,
 };
 use prism_stats::{RunLog, plot_convergence};
 use serde_json::json;
@@ -247,17 +247,20 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     };
     let configs = args.configs(&|i| widths[i])?;
     let single = configs.len() == 1;
-    let mut runs = configs
+    let specs = configs
         .into_iter()
-        .map(|(name, input, config)| {
-            let dir = if single {
+        .map(|(name, input, config)| RunSpec {
+            dir: if single {
                 args.out.clone()
             } else {
                 args.out.join(&name)
-            };
-            Run::open(name, dir, input, config, args.resume, &engine)
+            },
+            name,
+            input,
+            config,
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect();
+    let mut runs = Run::open_group(specs, args.resume, &engine)?;
     let steps = args.steps();
     let start = runs[0].trainer.step;
     eprintln!(

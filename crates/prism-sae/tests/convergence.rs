@@ -6,8 +6,8 @@
 use prism_core::{Dictionary, HostTensor, device};
 use prism_sae::Sae;
 use prism_sae::train::{
-    ArchitectureConfig, ConvergenceOptions, EngineChoice, FitOptions, LOG_FILE, Run, StepLog,
-    TrainConfig, fit,
+    ArchitectureConfig, ConvergenceOptions, EngineChoice, FitOptions, LOG_FILE, Run, RunSpec,
+    StepLog, TrainConfig, fit,
 };
 use prism_similarity::{SimilarityOptions, compare};
 
@@ -20,7 +20,7 @@ const BATCH: usize = 512;
 /// held-out rows; returns each run's log and directory.
 fn train_seeds(seeds: &[u64], dir: &std::path::Path) -> (Vec<Vec<StepLog>>, HostTensor) {
     let dev = device("cpu").unwrap();
-    let mut runs: Vec<Run> = seeds
+    let runs: Vec<RunSpec> = seeds
         .iter()
         .enumerate()
         .map(|(i, &seed)| {
@@ -29,17 +29,15 @@ fn train_seeds(seeds: &[u64], dir: &std::path::Path) -> (Vec<Vec<StepLog>>, Host
             c.warmup_steps = 100;
             c.sparsity_warmup_steps = 100;
             c.seed = seed;
-            Run::open(
-                format!("r{i}"),
-                dir.join(format!("r{i}")),
-                0,
-                c,
-                false,
-                &EngineChoice::Host,
-            )
-            .unwrap()
+            RunSpec {
+                name: format!("r{i}"),
+                dir: dir.join(format!("r{i}")),
+                input: 0,
+                config: c,
+            }
         })
         .collect();
+    let mut runs = Run::open_group(runs, false, &EngineChoice::Host).unwrap();
     let mut data = Synthetic::new(42);
     let (held_out, _) = Synthetic::new(43).batch(2048);
     let mut convergence = ConvergenceOptions::new(vec![held_out.clone()]);

@@ -399,22 +399,18 @@ fn dictionary_learning_ae_pt_files_import_with_identical_outputs() {
 
 #[test]
 fn fit_keeps_the_last_good_checkpoint_and_checks_widths_first() {
-    use prism_sae::train::{CHECKPOINT_FILE, FitOptions, LOG_FILE, Run, fit};
+    use prism_sae::train::{CHECKPOINT_FILE, FitOptions, LOG_FILE, Run, RunSpec, fit};
     let dev = device("cpu").unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let config = small(ArchitectureConfig::topk(4));
     // Width 12 against d_in 16: refused before any batch is drawn or file written.
-    let mut runs = vec![
-        Run::open(
-            "a",
-            tmp.path().join("a"),
-            0,
-            config.clone(),
-            false,
-            &Default::default(),
-        )
-        .unwrap(),
-    ];
+    let spec = RunSpec {
+        name: "a".into(),
+        dir: tmp.path().join("a"),
+        input: 0,
+        config: config.clone(),
+    };
+    let mut runs = Run::open_group(vec![spec], false, &Default::default()).unwrap();
     let mut drawn = 0;
     let batches = (0..3).map(|s| {
         drawn += 1;
@@ -673,4 +669,114 @@ fn relu_starts_sparse_at_the_least_squares_scale() {
         along.abs() < 1e-4 * norm,
         "residual·x̂ {along} vs ‖x̂‖² {norm}"
     );
+}
+
+/// A run's two checkpoint files as they are now (absent ones as `None`).
+fn checkpoint_files(dir: &std::path::Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    use prism_sae::train::{CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE};
+    [CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE]
+        .iter()
+        .map(|f| {
+            let p = dir.join(f);
+            let bytes = std::fs::read(&p).ok();
+            (p, bytes)
+        })
+        .collect()
+}
+
+/// Puts a run's checkpoint files back as [`checkpoint_files`] saw them.
+fn restore_checkpoint_files(files: Vec<(PathBuf, Option<Vec<u8>>)>) {
+    for (p, bytes) in files {
+        match bytes {
+            Some(b) => std::fs::write(&p, b).unwrap(),
+            None => {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_group_killed_while_writing_its_checkpoints_resumes_exactly_however_often() {
+    use prism_sae::train::{FitOptions, Run, RunSpec, fit};
+    let dev = device("cpu").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let configs: Vec<TrainConfig> = [3, 4]
+        .iter()
+        .map(|&seed| {
+            let mut c = small(ArchitectureConfig::Relu { l1: 0.05 });
+            c.seed = seed;
+            c
+        })
+        .collect();
+    let specs: Vec<RunSpec> = ["a", "b"]
+        .iter()
+        .zip(&configs)
+        .map(|(name, c)| RunSpec {
+            name: name.to_string(),
+            dir: tmp.path().join(name),
+            input: 0,
+            config: c.clone(),
+        })
+        .collect();
+    let (a, b) = (specs[0].dir.clone(), specs[1].dir.clone());
+    let options = FitOptions {
+        steps: 100,
+        checkpoint_every: 2,
+        convergence: None,
+    };
+    let batches = |from: u64, to: u64| (from..to).map(|s| Ok(vec![batch(s, 32, 16)]));
+    // Killed while writing the checkpoints at the end of step 5 (the stream ended there), after
+    // a's and before b's: a holds steps 5 and 4, b steps 4 and 2.
+    let mut runs = Run::open_group(specs.clone(), true, &Default::default()).unwrap();
+    let mut b_before = Vec::new();
+    fit(&mut runs, &[16], batches(0, 5), &options, &dev, |r, _| {
+        if r[0].trainer.step == 5 {
+            b_before = checkpoint_files(&b);
+        }
+    })
+    .unwrap();
+    restore_checkpoint_files(b_before);
+    let mut runs = Run::open_group(specs.clone(), true, &Default::default()).unwrap();
+    assert_eq!(
+        runs.iter().map(|r| r.trainer.step).collect::<Vec<_>>(),
+        [4, 4]
+    );
+    // Killed again while writing the checkpoints at step 6, after a's and before b's. a's
+    // step-5 file must not be what it keeps beside 6: b's newest is still 4.
+    let (mut a_after, mut b_before) = (Vec::new(), Vec::new());
+    fit(
+        &mut runs,
+        &[16],
+        batches(4, 7),
+        &options,
+        &dev,
+        |r, _| match r[0].trainer.step {
+            6 => b_before = checkpoint_files(&b),
+            7 => a_after = checkpoint_files(&a),
+            _ => {}
+        },
+    )
+    .unwrap();
+    restore_checkpoint_files(a_after);
+    restore_checkpoint_files(b_before);
+    let mut runs = Run::open_group(specs, true, &Default::default()).unwrap();
+    assert_eq!(
+        runs.iter().map(|r| r.trainer.step).collect::<Vec<_>>(),
+        [4, 4]
+    );
+    fit(&mut runs, &[16], batches(4, 9), &options, &dev, |_, _| {}).unwrap();
+    for (run, config) in runs.iter().zip(configs) {
+        let mut straight = Trainer::new(config).unwrap();
+        for s in 0..9 {
+            straight.step(&batch(s, 32, 16)).unwrap();
+        }
+        assert_eq!(run.trainer.step, 9);
+        assert_eq!(
+            run.trainer.params().unwrap(),
+            straight.params().unwrap(),
+            "{}",
+            run.name
+        );
+    }
 }

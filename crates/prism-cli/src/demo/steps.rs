@@ -11,8 +11,8 @@ use prism_core::{FloatDtype, HookPoint, PrismError, Result};
 use prism_models::{Model, TokenBatch};
 use prism_sae::Sae;
 use prism_sae::train::{
-    ArchitectureConfig, ConvergenceOptions, EngineChoice, FitOptions, Run, TrainConfig, fit,
-    read_log,
+    ArchitectureConfig, ConvergenceOptions, EngineChoice, FitOptions, Run, RunSpec, TrainConfig,
+    fit, read_log,
 };
 use prism_similarity::{MatchingMethod, SimilarityOptions, compare, compare_directions};
 use prism_stats::{
@@ -214,19 +214,16 @@ impl<'a> Stage<'a> {
         let batch = self.plan.batch;
         let rows = store.len().saturating_sub(self.plan.held_out);
         let steps = (rows / batch as u64 * self.plan.epochs).max(1);
-        let mut runs = specs
+        let runs = specs
             .iter()
-            .map(|(name, m, l1, seed)| {
-                Run::open(
-                    name.clone(),
-                    self.args.out.join("dictionaries").join(name),
-                    0,
-                    dictionary_config(self.plan, d, *m, *l1, *seed, steps),
-                    self.args.resume,
-                    &self.engine,
-                )
+            .map(|(name, m, l1, seed)| RunSpec {
+                name: name.clone(),
+                dir: self.args.out.join("dictionaries").join(name),
+                input: 0,
+                config: dictionary_config(self.plan, d, *m, *l1, *seed, steps),
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect();
+        let mut runs = Run::open_group(runs, self.args.resume, &self.engine)?;
         let mut convergence = ConvergenceOptions::new(store.tail(&[0], self.plan.held_out)?);
         convergence.first_tokens = (4 * batch as u64).max(8192);
         // A resumed group continues at its checkpoint's step (`fit` checks that every run of

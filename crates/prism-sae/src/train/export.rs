@@ -147,20 +147,11 @@ impl Trainer {
     /// Restores a trainer saved by [`Trainer::save_checkpoint`] (by either engine) onto the
     /// host engine; [`Trainer::on`] moves it to another.
     pub fn load_checkpoint(path: &Path) -> Result<Trainer> {
-        let bytes = std::fs::read(path).map_err(|e| PrismError::io(path, e))?;
         let bad = |message: String| PrismError::Safetensors {
             path: path.to_path_buf(),
             message,
         };
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| bad(format!("not a checkpoint: {e}")))?;
-        let text = meta
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(STATE_KEY))
-            .ok_or_else(|| bad(format!("no `{STATE_KEY}` metadata: not a Prism checkpoint")))?;
-        let state: SavedState =
-            serde_json::from_str(text).map_err(|e| bad(format!("bad trainer state: {e}")))?;
+        let state = saved_state(path)?;
         let mut tensors = read_safetensors(path)?;
         let mut trainer = Trainer::new(state.config.clone())?;
         let shapes = trainer.engine.params()?;
@@ -210,4 +201,41 @@ impl Trainer {
         trainer.best_loss = state.best_loss;
         Ok(trainer)
     }
+}
+
+/// The step a checkpoint written by [`Trainer::save_checkpoint`] was taken at, read from its
+/// header alone (the tensors are not read).
+pub fn checkpoint_step(path: &Path) -> Result<u64> {
+    Ok(saved_state(path)?.step)
+}
+
+/// The trainer state in a checkpoint's safetensors header.
+fn saved_state(path: &Path) -> Result<SavedState> {
+    use std::io::Read;
+    let bad = |message: String| PrismError::Safetensors {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| PrismError::io(path, e))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .map_err(|e| bad(format!("not a checkpoint: {e}")))?;
+    let len = u64::from_le_bytes(len);
+    let size = file.metadata().map_err(|e| PrismError::io(path, e))?.len();
+    if len > size.saturating_sub(8) {
+        return Err(bad(format!(
+            "not a checkpoint: a header of {len} bytes in a file of {size}"
+        )));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| bad(format!("not a checkpoint: {e}")))?;
+    let header: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| bad(format!("not a checkpoint: its header is not JSON: {e}")))?;
+    let text = header
+        .get("__metadata__")
+        .and_then(|m| m.get(STATE_KEY))
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| bad(format!("no `{STATE_KEY}` metadata: not a Prism checkpoint")))?;
+    serde_json::from_str(text).map_err(|e| bad(format!("bad trainer state: {e}")))
 }

@@ -26,47 +26,116 @@ pub struct Run {
 
 /// File names inside a run's directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+/// The checkpoint before [`CHECKPOINT_FILE`], kept so that a group killed while writing its
+/// runs' checkpoints one after another still has a step that every run was saved at.
+pub const PREVIOUS_CHECKPOINT_FILE: &str = "checkpoint.previous.safetensors";
 /// The running log, one JSON [`StepLog`] per line.
 pub const LOG_FILE: &str = "log.jsonl";
 
+/// What a [`Run`] is before it is opened.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    /// A short name (used in messages and as the directory name by the CLI).
+    pub name: String,
+    /// Where its log, checkpoints and final dictionary go.
+    pub dir: PathBuf,
+    /// Which input of each batch it trains on.
+    pub input: usize,
+    /// How it trains.
+    pub config: super::TrainConfig,
+}
+
 impl Run {
-    /// A run on `engine` that resumes from `dir/checkpoint.safetensors` when `resume` and the
-    /// file exists (whichever engine wrote it), and starts fresh from `config` otherwise.
-    pub fn open(
-        name: impl Into<String>,
-        dir: impl Into<PathBuf>,
-        input: usize,
-        config: super::TrainConfig,
+    /// Opens a group of runs on `engine`. With `resume`, the group continues from the latest
+    /// step that every run has a checkpoint of ([`CHECKPOINT_FILE`] or
+    /// [`PREVIOUS_CHECKPOINT_FILE`], whichever engine wrote it), and that checkpoint becomes each
+    /// run's current one; a group without such a step (nothing saved yet, or killed while its
+    /// first checkpoints were written) starts fresh, as it does without `resume`. A checkpoint
+    /// trained with another configuration is refused (a longer `total_steps` is not another
+    /// configuration: the plan may grow).
+    pub fn open_group(
+        specs: Vec<RunSpec>,
         resume: bool,
         engine: &EngineChoice,
-    ) -> Result<Run> {
-        let dir = dir.into();
-        prism_core::remove_interrupted_writes(&dir)?;
-        let ckpt = dir.join(CHECKPOINT_FILE);
-        let trainer = if resume && ckpt.exists() {
-            let mut t = Trainer::load_checkpoint(&ckpt)?;
-            let mut expected = config.clone();
-            expected.total_steps = t.config.total_steps;
-            if t.config != expected {
-                return Err(PrismError::InvalidInput(format!(
-                    "{}: the checkpoint was trained with another configuration; remove it or \
-                     drop --resume",
-                    ckpt.display()
-                )));
-            }
-            // The plan may have grown (train longer than first asked).
-            t.config.total_steps = config.total_steps;
-            t.on(engine)?
+    ) -> Result<Vec<Run>> {
+        for spec in &specs {
+            prism_core::remove_interrupted_writes(&spec.dir)?;
+        }
+        let step = if resume {
+            common_checkpoint_step(&specs)?
         } else {
-            Trainer::new_on(config, engine)?
+            None
         };
-        Ok(Run {
-            name: name.into(),
-            dir,
-            input,
-            trainer,
-        })
+        specs
+            .into_iter()
+            .map(|spec| {
+                let trainer = match step {
+                    Some(step) => resume_at(&spec, step)?.on(engine)?,
+                    None => Trainer::new_on(spec.config, engine)?,
+                };
+                Ok(Run {
+                    name: spec.name,
+                    dir: spec.dir,
+                    input: spec.input,
+                    trainer,
+                })
+            })
+            .collect()
     }
+}
+
+/// The steps a run's directory holds checkpoints of: `(step, file)`, newest file first.
+fn saved_steps(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    [CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE]
+        .iter()
+        .map(|f| dir.join(f))
+        .filter(|p| p.exists())
+        .map(|p| Ok((super::export::checkpoint_step(&p)?, p)))
+        .collect()
+}
+
+/// The latest step that every run of the group has a checkpoint of.
+fn common_checkpoint_step(specs: &[RunSpec]) -> Result<Option<u64>> {
+    let mut common: Option<Vec<u64>> = None;
+    for spec in specs {
+        let steps: Vec<u64> = saved_steps(&spec.dir)?
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        common = Some(match common {
+            None => steps,
+            Some(c) => c.into_iter().filter(|s| steps.contains(s)).collect(),
+        });
+    }
+    Ok(common.and_then(|c| c.into_iter().max()))
+}
+
+/// Loads `spec`'s checkpoint at `step`, first making it the run's [`CHECKPOINT_FILE`] (so the
+/// next checkpoint moves it to [`PREVIOUS_CHECKPOINT_FILE`] and the group keeps a common step
+/// however often it is killed).
+fn resume_at(spec: &RunSpec, step: u64) -> Result<Trainer> {
+    let current = spec.dir.join(CHECKPOINT_FILE);
+    let (_, path) = saved_steps(&spec.dir)?
+        .into_iter()
+        .find(|(s, _)| *s == step)
+        .ok_or_else(|| {
+            PrismError::InvalidInput(format!("{}: no checkpoint at step {step}", spec.name))
+        })?;
+    if path != current {
+        std::fs::rename(&path, &current).map_err(|e| PrismError::io(&current, e))?;
+    }
+    let mut t = Trainer::load_checkpoint(&current)?;
+    let mut expected = spec.config.clone();
+    expected.total_steps = t.config.total_steps;
+    if t.config != expected {
+        return Err(PrismError::InvalidInput(format!(
+            "{}: the checkpoint was trained with another configuration; remove it or drop \
+             --resume",
+            current.display()
+        )));
+    }
+    t.config.total_steps = spec.config.total_steps;
+    Ok(t)
 }
 
 /// How [`fit`] runs.
@@ -85,7 +154,7 @@ pub struct FitOptions {
 /// step's [`StepLog`] to `dir/log.jsonl`, checkpointing, and finally writing the dictionary
 /// (SAELens layout) and a last checkpoint into each run's directory. `widths` (the stream's
 /// input widths) are checked against each run's `d_in` before any batch is drawn. The runs
-/// must be at the same step (fresh, or resumed from the same checkpoint step); the caller
+/// must be at the same step (as [`Run::open_group`] opens them); the caller
 /// positions the stream there. On an error (e.g. non-finite activations or divergence) the
 /// last checkpoint on disk stays the last good state.
 pub fn fit(
@@ -162,13 +231,38 @@ pub fn fit(
     Ok(())
 }
 
+/// Writes every run's checkpoint, one run after another; each run's last one is kept as
+/// [`PREVIOUS_CHECKPOINT_FILE`] first, so a kill at any point leaves a step that every run has.
 fn checkpoint(runs: &[Run], logs: &mut [std::io::BufWriter<std::fs::File>]) -> Result<()> {
     for (r, log) in runs.iter().zip(logs) {
         log.flush()
             .map_err(|e| PrismError::io(r.dir.join(LOG_FILE), e))?;
-        r.trainer.save_checkpoint(&r.dir.join(CHECKPOINT_FILE))?;
+        let (current, previous) = (
+            r.dir.join(CHECKPOINT_FILE),
+            r.dir.join(PREVIOUS_CHECKPOINT_FILE),
+        );
+        if current.exists() {
+            keep_as_previous(&current, &previous)?;
+        }
+        r.trainer.save_checkpoint(&current)?;
     }
     Ok(())
+}
+
+/// Makes `previous` a copy of `current` atomically (a hard link where the file system has them),
+/// leaving `current` in place: whatever happens to the next write, `current` stays a whole
+/// checkpoint.
+fn keep_as_previous(current: &Path, previous: &Path) -> Result<()> {
+    let name = previous
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = previous.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::hard_link(current, &tmp)
+        .or_else(|_| std::fs::copy(current, &tmp).map(|_| ()))
+        .and_then(|()| std::fs::rename(&tmp, previous))
+        .map_err(|e| PrismError::io(previous, e))
 }
 
 /// Reads a run's `dir/log.jsonl` (what [`fit`] wrote), one [`StepLog`] per line.

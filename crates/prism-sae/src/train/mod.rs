@@ -19,7 +19,10 @@ pub use burn_engine::BurnEngine;
 pub use config::{ArchitectureConfig, INITIAL_L0, ResampleConfig, TrainConfig};
 pub use convergence::{ConvergenceOptions, HeldOut, measure};
 pub use engine::{Engine, EngineChoice, Reinit, StepStats, TrainingEngine};
-pub use group::{CHECKPOINT_FILE, FitOptions, LOG_FILE, Run, fit, read_log};
+pub use export::checkpoint_step;
+pub use group::{
+    CHECKPOINT_FILE, FitOptions, LOG_FILE, PREVIOUS_CHECKPOINT_FILE, Run, RunSpec, fit, read_log,
+};
 pub use host_engine::HostEngine;
 pub use objective::{Pass, StepInputs, loss_and_grads};
 pub use params::{PARAM_NAMES, Params, remove_parallel_component};
