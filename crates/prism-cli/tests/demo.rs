@@ -252,8 +252,9 @@ fn assets() -> Option<[PathBuf; 4]> {
 }
 
 /// `prism demo --quick --resume` killed while it trains (just after the real model's group wrote
-/// its first periodic checkpoint, the last of its dictionaries included) and run again ends with every dictionary, checkpoint and training log equal
-/// byte for byte to an uninterrupted run's. Several minutes (three quick demos), so not in CI:
+/// its first periodic checkpoint, the last of its dictionaries included) and run again ends with
+/// every dictionary, checkpoint and training log equal byte for byte to an uninterrupted run's;
+/// the resumed run's estimate leaves out the harvest already done. Several minutes (three quick demos), so not in CI:
 /// `cargo test --release --workspace --features wgpu --test cli -- --ignored resumes`.
 #[test]
 #[ignore]
@@ -280,6 +281,13 @@ fn a_demo_killed_while_training_resumes_to_the_same_dictionaries() {
         c
     };
     let run = |out: &std::path::Path| assert!(command(out).status().unwrap().success());
+    // The tokens the start's estimate expects to harvest: its harvest seconds at its rate.
+    let harvest_expected = |out: &std::path::Path| -> f64 {
+        let text = std::fs::read_to_string(out.join("summary.json")).unwrap();
+        let s: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(s["expected_seconds"][0][0], "harvest");
+        s["expected_seconds"][0][1].as_f64().unwrap() * s["rates"]["to_hook"].as_f64().unwrap()
+    };
     let reference = tmp.path().join("reference");
     run(&reference);
 
@@ -297,6 +305,22 @@ fn a_demo_killed_while_training_resumes_to_the_same_dictionaries() {
     child.kill().unwrap();
     child.wait().unwrap();
     run(&resumed);
+    // The real model's cache (its training rows and the held-out ones) was complete when the
+    // run was killed: the resumed run's estimate leaves those rows out.
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reference.join("summary.json")).unwrap())
+            .unwrap();
+    let plan = |key: &str| summary["plan"][key].as_f64().unwrap();
+    let real = plan("tokens") + plan("held_out");
+    let (all, left) = (harvest_expected(&reference), harvest_expected(&resumed));
+    assert!(
+        (all - 2.0 * plan("random_tokens") - 3.0 * plan("held_out") - plan("tokens")).abs()
+            < 1e-6 * all
+    );
+    assert!(
+        (all - real - left).abs() < 1e-6 * all,
+        "expected to harvest {left} tokens on resuming, {all} in all, {real} already cached"
+    );
 
     let mut compared = 0;
     for entry in std::fs::read_dir(reference.join("dictionaries")).unwrap() {
@@ -305,6 +329,7 @@ fn a_demo_killed_while_training_resumes_to_the_same_dictionaries() {
         for file in [
             "sae_weights.safetensors",
             "checkpoint.safetensors",
+            "checkpoint.previous.safetensors",
             "log.jsonl",
         ] {
             let Ok(want) = std::fs::read(reference.join("dictionaries").join(&name).join(file))
@@ -320,5 +345,5 @@ fn a_demo_killed_while_training_resumes_to_the_same_dictionaries() {
             compared += 1;
         }
     }
-    assert!(compared >= 3 * 7, "only {compared} files compared");
+    assert!(compared >= 4 * 7, "only {compared} files compared");
 }

@@ -1,12 +1,13 @@
 //! How long the run will take, from throughput measured on this machine before it starts, and
 //! where the time went once it has run.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use prism_cache::{Corpus, Harvester, WindowConfig, windows};
+use prism_cache::{Corpus, Harvester, Manifest, WindowConfig, windows};
 use prism_core::{HookPoint, HostTensor, PrismError, Result};
 use prism_models::{Model, TokenBatch};
-use prism_sae::train::{EngineChoice, Trainer};
+use prism_sae::train::{EngineChoice, Trainer, resume_step};
 
 use super::Plan;
 use super::steps::dictionary_config;
@@ -91,17 +92,50 @@ pub fn measure(
     })
 }
 
-/// The expected seconds of each phase of `plan` at rates `r`: harvest, train, evaluate (with
-/// the feature scans and the browser), patching and probes.
-pub fn expected_seconds(plan: &Plan, r: &Throughput) -> [(&'static str, f64); 4] {
+/// What a resumed run (`--resume`) finds already done in its `--out`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Done {
+    /// Rows already in the three caches.
+    pub harvested: u64,
+    /// Training steps already taken, summed over the dictionaries of each size.
+    pub steps: [u64; 2],
+}
+
+/// Reads what `out` already holds of `plan`'s caches and training groups (what `--resume`
+/// continues from): each cache's stored rows and each group's [`resume_step`].
+pub fn done(out: &Path, plan: &Plan) -> Result<Done> {
+    let mut done = Done::default();
+    for (label, base, first_seed, large) in super::GROUPS {
+        if let Ok(m) = Manifest::load(&out.join("cache").join(label)) {
+            done.harvested += m.token_count;
+        }
+        let specs = super::specs(plan, base, first_seed, large);
+        let dirs: Vec<PathBuf> = specs
+            .iter()
+            .map(|s| out.join("dictionaries").join(&s.0))
+            .collect();
+        if let Some(step) = resume_step(&dirs)? {
+            for spec in &specs {
+                done.steps[usize::from(spec.1 != plan.sizes[0])] += step;
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// The expected seconds of each phase of `plan` at rates `r`, less what is `done`: harvest,
+/// train, evaluate (with the feature scans and the browser), patching and probes.
+pub fn expected_seconds(plan: &Plan, r: &Throughput, done: &Done) -> [(&'static str, f64); 4] {
     let seeds = plan.seeds as f64;
-    let harvested = (plan.tokens + 2 * plan.random_tokens + 3 * plan.held_out) as f64;
+    let harvested = (plan.tokens + 2 * plan.random_tokens + 3 * plan.held_out)
+        .saturating_sub(done.harvested) as f64;
     let harvest = harvested / r.to_hook;
     let per_token = |dicts: f64, size: usize| dicts / r.train[size];
+    let trained = |size: usize| (done.steps[size] * plan.batch as u64) as f64 / r.train[size];
     let train_tokens = plan.epochs as f64
         * (plan.tokens as f64 * (per_token(seeds, 0) + per_token(plan.large_seeds as f64, 1))
             + 2.0 * plan.random_tokens as f64 * per_token(seeds, 0));
-    let train = train_tokens / TRAIN_SPEEDUP;
+    let train = (train_tokens - trained(0) - trained(1)).max(0.0) / TRAIN_SPEEDUP;
     // A pass from the hook on costs a full pass less one up to the hook.
     let rest = (1.0 / r.full - 1.0 / r.to_hook).max(0.2 / r.full);
     let e = plan.eval_tokens as f64;

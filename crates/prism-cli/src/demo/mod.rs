@@ -230,6 +230,16 @@ fn learning_rate(batch: usize) -> f32 {
     4e-3 * (batch as f32 / 1024.0).sqrt()
 }
 
+/// The demo's three caches and training groups: `(cache label, the dictionaries' base name,
+/// first seed, whether the large configuration is trained too)` — the real model's, then the
+/// two randomised models' (their own seeds: a dictionary that barely moved from a shared
+/// initialisation would look similar for the wrong reason).
+const GROUPS: [(&str, &str, u64, bool); 3] = [
+    ("real", "small_low_l1", 0, true),
+    ("random_all", "random_all", 10, false),
+    ("random_but_embeddings", "random_but_embeddings", 20, false),
+];
+
 /// The dictionaries trained on one model: `(name, features, L1, seed)` for each seed of the
 /// small configuration (and, on the real model, of the large one).
 fn specs(plan: &Plan, base: &str, first_seed: u64, large: bool) -> Vec<steps::DictSpec> {
@@ -263,7 +273,12 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     let corpus = prism_cache::Corpus::open(&args.data, "text")?;
     let stage = Stage::new(args, &plan, &corpus, &device, hook)?;
     let rates = estimate::measure(&model, &corpus, &plan, hook, stage.engine())?;
-    let expected = estimate::expected_seconds(&plan, &rates);
+    let done = if args.resume {
+        estimate::done(&args.out, &plan)?
+    } else {
+        estimate::Done::default()
+    };
+    let expected = estimate::expected_seconds(&plan, &rates, &done);
     let total: f64 = expected.iter().map(|(_, s)| s).sum();
     eprintln!(
         "prism demo --preset {}: {} at {} — {} distinct tokens × {} epochs, {} seeds of {} \
@@ -300,11 +315,12 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
 
     // 1–2. Harvest the real model; train every seed of both configurations from one stream.
     let held = plan.held_out;
+    let (label, base, first_seed, large) = GROUPS[0];
     let real_cache = time.time("harvest", || {
-        stage.harvest(&model, "real", plan.tokens + held)
+        stage.harvest(&model, label, plan.tokens + held)
     })?;
     let real_group = time.time("train", || {
-        stage.train(&real_cache, &specs(&plan, "small_low_l1", 0, true), "real")
+        stage.train(&real_cache, &specs(&plan, base, first_seed, large), label)
     })?;
 
     // 3. Evaluate on held-out windows (after every cache's training data: the randomised
@@ -322,20 +338,20 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         stage.prune_all(&model, small, target_l0, &eval_windows)
     })?;
 
-    // 6. Randomised models: the small configuration, every seed (their own seeds: a dictionary
-    // that barely moved from a shared initialisation would look similar for the wrong reason).
+    // 6. Randomised models: the small configuration, every seed.
     let mut random: Vec<Vec<DictResult>> = Vec::new();
-    let mut groups = vec![("real".to_string(), real_group)];
-    for (mode, label, first_seed) in [
-        (Randomization::All, "random_all", 10),
-        (Randomization::AllButEmbeddings, "random_but_embeddings", 20),
-    ] {
+    let mut groups = vec![(label.to_string(), real_group)];
+    for (mode, (label, base, first_seed, large)) in
+        [Randomization::All, Randomization::AllButEmbeddings]
+            .into_iter()
+            .zip(GROUPS.into_iter().skip(1))
+    {
         let rmodel = model.randomized(mode, 1234)?;
         let cache = time.time("harvest", || {
             stage.harvest(&rmodel, label, plan.random_tokens + held)
         })?;
         let group = time.time("train", || {
-            stage.train(&cache, &specs(&plan, label, first_seed, false), label)
+            stage.train(&cache, &specs(&plan, base, first_seed, large), label)
         })?;
         let mut rs = time.time("evaluate", || {
             stage.evaluate_all(

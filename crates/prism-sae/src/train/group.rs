@@ -62,7 +62,7 @@ impl Run {
             prism_core::remove_interrupted_writes(&spec.dir)?;
         }
         let step = if resume {
-            common_checkpoint_step(&specs)?
+            resume_step(&specs.iter().map(|s| &s.dir).collect::<Vec<_>>())?
         } else {
             None
         };
@@ -94,11 +94,32 @@ fn saved_steps(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
         .collect()
 }
 
-/// The latest step that every run of the group has a checkpoint of.
-fn common_checkpoint_step(specs: &[RunSpec]) -> Result<Option<u64>> {
+/// The latest step that every run of a group (their directories) has a checkpoint of, where
+/// [`Run::open_group`] with `resume` would continue it; `None` where it would start fresh.
+///
+/// ```
+/// # fn main() -> prism_core::Result<()> {
+/// use prism_sae::train::{resume_step, ArchitectureConfig, Run, RunSpec, TrainConfig};
+/// let dir = tempfile::tempdir().unwrap();
+/// let spec = RunSpec {
+///     name: "a".into(),
+///     dir: dir.path().join("a"),
+///     input: 0,
+///     config: TrainConfig::new(ArchitectureConfig::topk(4), 16, 64),
+/// };
+/// assert_eq!(resume_step(&[&spec.dir])?, None); // nothing saved yet
+/// let mut runs = Run::open_group(vec![spec.clone()], false, &Default::default())?;
+/// let x = prism_core::HostTensor::new(vec![8, 16], (0..128).map(|i| (i % 7) as f32).collect())?;
+/// runs[0].trainer.step(&x)?;
+/// runs[0].trainer.save_checkpoint(&spec.dir.join(prism_sae::train::CHECKPOINT_FILE))?;
+/// assert_eq!(resume_step(&[&spec.dir])?, Some(1));
+/// # Ok(())
+/// # }
+/// ```
+pub fn resume_step<P: AsRef<Path>>(dirs: &[P]) -> Result<Option<u64>> {
     let mut common: Option<Vec<u64>> = None;
-    for spec in specs {
-        let steps: Vec<u64> = saved_steps(&spec.dir)?
+    for dir in dirs {
+        let steps: Vec<u64> = saved_steps(dir.as_ref())?
             .into_iter()
             .map(|(s, _)| s)
             .collect();

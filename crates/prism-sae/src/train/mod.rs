@@ -22,6 +22,7 @@ pub use engine::{Engine, EngineChoice, Reinit, StepStats, TrainingEngine};
 pub use export::checkpoint_step;
 pub use group::{
     CHECKPOINT_FILE, FitOptions, LOG_FILE, PREVIOUS_CHECKPOINT_FILE, Run, RunSpec, fit, read_log,
+    resume_step,
 };
 pub use host_engine::HostEngine;
 pub use objective::{Pass, StepInputs, loss_and_grads};
