@@ -24,8 +24,12 @@
 //! ```text
 //! cargo run --release --example bench_train -- [--steps 10] [--python /path/to/python]
 //!     [--engines host,burn] [--device cpu|wgpu|cuda] [--d 512] [--m 8192] [--batch 4096]
-//!     [--k 32] [--only relu|topk] [--peers] [--kernel auto|sparse|dense]
+//!     [--k 32] [--only relu|topk] [--peers] [--kernel auto|sparse|dense] [--row-blocks]
 //! ```
+//!
+//! `--row-blocks` times only the TopK encoder: one GEMM over the batch and a selection pass
+//! over its `[batch, m]` pre-activations, against the same done a block of rows at a time (the
+//! selection reading each block while it is still in cache).
 
 #[path = "common/allocator.rs"]
 mod allocator;
@@ -36,8 +40,10 @@ mod synthetic;
 
 use std::time::Instant;
 
+use prism::core::dense::matmul_new;
 use prism::sae::kernel::KernelMode;
-use prism::sae::train::{ArchitectureConfig, EngineChoice, TrainConfig, Trainer};
+use prism::sae::kernel::{View, matmul};
+use prism::sae::train::{ArchitectureConfig, EngineChoice, TrainConfig, Trainer, top_k_rows};
 use prism::{HostTensor, Result};
 use synthetic::{Sizes, inputs};
 
@@ -170,6 +176,9 @@ fn main() -> Result<()> {
         rayon::current_num_threads()
     );
     let data = inputs(s, 8);
+    if args.flag("--row-blocks") {
+        return row_blocks(s, k, &data[0]);
+    }
     let dense_equiv = |t: &Timing| {
         5.0 * 2.0 * (s.batch * s.d * s.m) as f64 * t.tokens_per_s / s.batch as f64 / 1e9
     };
@@ -284,6 +293,56 @@ fn main() -> Result<()> {
                 .get("gpu")
                 .map(|g| format!(" ({g})"))
                 .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// The TopK encoder (pre-activations of `x` and the per-row selection) as one GEMM and one
+/// selection pass, against a block of rows at a time with the selection on each block right
+/// after its GEMM; best of three each, the ratio printed.
+fn row_blocks(s: Sizes, k: usize, x: &HostTensor) -> Result<()> {
+    let (n, d, m) = (s.batch, s.d, s.m);
+    let p = Trainer::new(TrainConfig::new(ArchitectureConfig::topk(k), d, m))?.params()?;
+    let w_enc = View::new(&p.w_enc, m, d).t();
+    let best = |mut run: Box<dyn FnMut() -> usize + '_>| {
+        let mut best = f64::INFINITY;
+        let mut nnz = 0;
+        for _ in 0..4 {
+            let t = Instant::now();
+            nnz = run();
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        (best, nnz)
+    };
+    // As the training step does: the GEMM writes a new, unzeroed matrix.
+    let (whole, nnz) = best(Box::new(|| {
+        let a = matmul_new(View::new(&x.data, n, d), w_enc);
+        top_k_rows(&a, &p.b_enc, n, m, k, None).nnz()
+    }));
+    let (gemm, _) = best(Box::new(|| {
+        matmul_new(View::new(&x.data, n, d), w_enc).len()
+    }));
+    println!(
+        "TopK encoder, whole batch: {:.1} ms ({nnz} codes), of which the GEMM alone {:.1} ms",
+        whole * 1e3,
+        gemm * 1e3
+    );
+    for rows in [128, 256, 512, 1024, 2048] {
+        let (blocked, nnz) = best(Box::new(|| {
+            let mut a = vec![0f32; rows * m];
+            let mut nnz = 0;
+            for block in x.data.chunks(rows * d) {
+                let r = block.len() / d;
+                matmul(View::new(block, r, d), w_enc, &mut a[..r * m], false);
+                nnz += top_k_rows(&a[..r * m], &p.b_enc, r, m, k, None).nnz();
+            }
+            nnz
+        }));
+        println!(
+            "  blocks of {rows} rows: {:.1} ms ({nnz} codes) = {:.2}x the whole batch's speed",
+            blocked * 1e3,
+            whole / blocked
         );
     }
     Ok(())

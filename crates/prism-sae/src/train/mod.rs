@@ -25,6 +25,6 @@ pub use group::{
     resume_step,
 };
 pub use host_engine::HostEngine;
-pub use objective::{Pass, StepInputs, loss_and_grads};
+pub use objective::{Pass, StepInputs, loss_and_grads, top_k_rows};
 pub use params::{PARAM_NAMES, Params, remove_parallel_component};
 pub use trainer::{StepLog, Trainer, geometric_median};

@@ -315,9 +315,18 @@ pub(crate) fn threshold_rows(a: &[f32], b: &[f32], n: usize, m: usize, cut: Cut<
     Csr::from_rows(m, rows)
 }
 
-/// Per row, the `k` largest positive `a + b` (only among `allowed` features when given).
-/// Ties break toward the lower index, so the selection is deterministic.
-pub(crate) fn top_k_rows(
+/// Per row of `a` (`[n, m]`), the `k` largest positive `a + b` (only among `allowed` features
+/// when given): the TopK encoder's selection. Ties break toward the lower index, so the
+/// selection is deterministic.
+///
+/// ```
+/// use prism_sae::train::top_k_rows;
+/// let a = [0.5, -1.0, 2.0, 0.1, /* row 1 */ 3.0, 1.0, -2.0, 1.0];
+/// let codes = top_k_rows(&a, &[0.0, 0.0, 0.0, -0.5], 2, 4, 2, None);
+/// assert_eq!(codes.idx, [0, 2, 0, 1]); // row 0: 2.0 and 0.5; row 1: 3.0 and 1.0 (not 1.0 − 0.5)
+/// assert_eq!(codes.val, [0.5, 2.0, 3.0, 1.0]);
+/// ```
+pub fn top_k_rows(
     a: &[f32],
     b: &[f32],
     n: usize,
