@@ -111,6 +111,7 @@ fn saved_steps(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 /// let mut runs = Run::open_group(vec![spec.clone()], false, &Default::default())?;
 /// let x = prism_core::HostTensor::new(vec![8, 16], (0..128).map(|i| (i % 7) as f32).collect())?;
 /// runs[0].trainer.step(&x)?;
+/// std::fs::create_dir_all(&spec.dir).unwrap();
 /// runs[0].trainer.save_checkpoint(&spec.dir.join(prism_sae::train::CHECKPOINT_FILE))?;
 /// assert_eq!(resume_step(&[&spec.dir])?, Some(1));
 /// # Ok(())
