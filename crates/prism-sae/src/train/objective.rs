@@ -408,9 +408,14 @@ fn group_maxima_body(row: &[f32], b: &[f32], maxima: &mut Vec<f32>) {
         .zip(b[..full].chunks_exact(STRETCH))
     {
         let mut lanes = [f32::NEG_INFINITY; LANES];
-        for (a, b) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
-            for ((l, &a), &b) in lanes.iter_mut().zip(a).zip(b) {
-                *l = l.max(a + b);
+        let (a, _) = a.as_chunks::<LANES>();
+        let (b, _) = b.as_chunks::<LANES>();
+        for (a, b) in a.iter().zip(b) {
+            // One vector max per stretch of 16 (`f32::max`'s NaN rule made LLVM gather
+            // across stretches instead); a NaN sum compares false and leaves the lane as it was.
+            for i in 0..LANES {
+                let v = a[i] + b[i];
+                lanes[i] = if v > lanes[i] { v } else { lanes[i] };
             }
         }
         maxima.extend_from_slice(&lanes);
