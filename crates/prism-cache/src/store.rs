@@ -171,7 +171,8 @@ pub fn build_cache(
     out: &Path,
     progress: &mut dyn FnMut(CacheProgress),
 ) -> Result<Manifest> {
-    std::fs::create_dir_all(out).map_err(|e| PrismError::io(out, e))?;
+    // One writer at a time: a second harvest into `out` stops here ([`PrismError::Busy`]).
+    let _lock = prism_core::DirLock::acquire(out)?;
     prism_core::remove_interrupted_writes(out)?;
     let harvester = Harvester::new(model, options.hooks.clone(), options.drop_bos)?;
     let hooks: Vec<HookInfo> = options

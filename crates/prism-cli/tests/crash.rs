@@ -248,6 +248,73 @@ fn a_killed_training_resumes_bit_identically() {
     });
 }
 
+/// A second `prism train --resume` started on the directory a first one is training in stops
+/// at once with a clear error naming the directory (before it could truncate the first's logs
+/// or write its checkpoints), and the first finishes equal to an uninterrupted run; once the
+/// first has ended, the directory is free again. The same for `prism cache`.
+#[test]
+fn a_second_run_on_the_same_directory_stops_and_leaves_the_first_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = corpus(tmp.path());
+    let cache = tmp.path().join("cache");
+    complete(&cache_args(&data, &cache, "3000"));
+    let reference = tmp.path().join("reference");
+    complete(&train_args(&cache, &reference, "2880"));
+    let jobs = [
+        (
+            train_args(&cache, &tmp.path().join("run"), "2880"),
+            "log.jsonl",
+            tmp.path().join("run"),
+            reference,
+        ),
+        (
+            cache_args(&data, &tmp.path().join("cache2"), "3000"),
+            "manifest.json",
+            tmp.path().join("cache2"),
+            cache,
+        ),
+    ];
+    for (args, first_file, dir, want) in jobs {
+        let first = command(&args).spawn().unwrap();
+        // Once the first writes its first file it holds the lock; it is paused (SIGSTOP) while
+        // the second runs, so it cannot finish first however fast it is.
+        while !dir.join(first_file).exists() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let signal = |s: &str| {
+            let pid = first.id().to_string();
+            assert!(
+                Command::new("kill")
+                    .args([s, &pid])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        };
+        signal("-STOP");
+        let second = command(&args).output().unwrap();
+        signal("-CONT");
+        let err = String::from_utf8_lossy(&second.stderr);
+        assert!(!second.status.success(), "the second run succeeded: {err}");
+        assert!(
+            err.contains("in use by another Prism run") && err.contains(dir.to_str().unwrap()),
+            "{err}"
+        );
+        let first = first.wait_with_output().unwrap();
+        assert!(
+            first.status.success(),
+            "{}",
+            String::from_utf8_lossy(&first.stderr)
+        );
+        assert_same(
+            &want,
+            &dir,
+            "the first run, with a second one refused beside it",
+        );
+        complete(&args); // free again: a resume of the finished run
+    }
+}
+
 /// Runs `args` under a file-size limit of `kib` KiB with SIGXFSZ ignored, so an oversized
 /// write fails with `EFBIG` ("File too large") as on a full disk, instead of killing.
 fn with_file_size_limit(args: &[String], kib: u64) -> std::process::Output {

@@ -16,6 +16,15 @@ pub enum PrismError {
         /// What the operating system said.
         source: std::io::Error,
     },
+    /// Another run is writing to the same directory (it holds the directory's [`crate::DirLock`]).
+    #[error(
+        "{path}: in use by another Prism run (it holds {path}/.prism.lock); wait for it to end \
+         or choose another output directory"
+    )]
+    Busy {
+        /// The directory.
+        path: PathBuf,
+    },
     /// A safetensors file is truncated, corrupt or holds something unexpected.
     #[error("{path}: invalid safetensors file: {message}")]
     Safetensors {

@@ -15,6 +15,7 @@ mod dictionary;
 mod error;
 mod hook_point;
 mod hooks;
+mod lock;
 pub mod simd;
 
 pub use convert::{
@@ -27,6 +28,7 @@ pub use dictionary::Dictionary;
 pub use error::{PrismError, Result};
 pub use hook_point::{HookPoint, ModelShape};
 pub use hooks::{Activation, Edit, HookFn, HookRun, Hooks, Intervention};
+pub use lock::{DirLock, LOCK_FILE};
 
 pub use burn;
 pub use burn::tensor::{Device, Tensor};

@@ -737,6 +737,7 @@ fn a_group_killed_while_writing_its_checkpoints_resumes_exactly_however_often() 
     })
     .unwrap();
     restore_checkpoint_files(b_before);
+    drop(runs); // the killed process's locks go with it
     let mut runs = Run::open_group(specs.clone(), true, &Default::default()).unwrap();
     assert_eq!(
         runs.iter().map(|r| r.trainer.step).collect::<Vec<_>>(),
@@ -760,6 +761,7 @@ fn a_group_killed_while_writing_its_checkpoints_resumes_exactly_however_often() 
     .unwrap();
     restore_checkpoint_files(a_after);
     restore_checkpoint_files(b_before);
+    drop(runs);
     let mut runs = Run::open_group(specs, true, &Default::default()).unwrap();
     assert_eq!(
         runs.iter().map(|r| r.trainer.step).collect::<Vec<_>>(),

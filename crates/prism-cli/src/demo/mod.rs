@@ -269,6 +269,8 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     steps::ensure_assets(args)?;
     let model = Model::load(&args.model, &device)?;
     let plan = args.plan(&model)?;
+    // Before anything is measured or written: a second demo on the same --out stops here.
+    let _lock = prism_core::DirLock::acquire(&args.out)?;
     let hook: HookPoint = plan.hook.parse()?;
     let corpus = prism_cache::Corpus::open(&args.data, "text")?;
     let stage = Stage::new(args, &plan, &corpus, &device, hook)?;
@@ -296,6 +298,16 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         plan.sizes[1],
         plan.l1[1],
     );
+    if done != estimate::Done::default() {
+        eprintln!(
+            "resuming in {}: {} activation rows already cached, {} and {} dictionary steps \
+             already taken at each size (the estimate below is what is left)",
+            args.out.display(),
+            done.harvested,
+            done.steps[0],
+            done.steps[1]
+        );
+    }
     eprintln!(
         "measured here: {:.0} tok/s to the hook, {:.0} tok/s whole model, training {:.0} and \
          {:.0} tok/s per dictionary; expected ≈ {:.0} min ({})",

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use prism_core::{HostTensor, PrismError, Result};
+use prism_core::{DirLock, HostTensor, PrismError, Result};
 
 use super::convergence::{ConvergenceOptions, measure};
 use super::engine::EngineChoice;
@@ -22,6 +22,9 @@ pub struct Run {
     pub input: usize,
     /// Its state.
     pub trainer: Trainer,
+    /// Held while the run is open: a second process opening the same directory gets
+    /// [`PrismError::Busy`] instead of writing into it too.
+    _lock: DirLock,
 }
 
 /// File names inside a run's directory.
@@ -46,7 +49,8 @@ pub struct RunSpec {
 }
 
 impl Run {
-    /// Opens a group of runs on `engine`. With `resume`, the group continues from the latest
+    /// Opens a group of runs on `engine`, each holding its directory's [`DirLock`] until it is
+    /// dropped (a directory another process has open is [`PrismError::Busy`]). With `resume`, the group continues from the latest
     /// step that every run has a checkpoint of ([`CHECKPOINT_FILE`] or
     /// [`PREVIOUS_CHECKPOINT_FILE`], whichever engine wrote it), and that checkpoint becomes each
     /// run's current one; a group without such a step (nothing saved yet, or killed while its
@@ -58,6 +62,10 @@ impl Run {
         resume: bool,
         engine: &EngineChoice,
     ) -> Result<Vec<Run>> {
+        let locks = specs
+            .iter()
+            .map(|spec| DirLock::acquire(&spec.dir))
+            .collect::<Result<Vec<_>>>()?;
         for spec in &specs {
             prism_core::remove_interrupted_writes(&spec.dir)?;
         }
@@ -68,7 +76,8 @@ impl Run {
         };
         specs
             .into_iter()
-            .map(|spec| {
+            .zip(locks)
+            .map(|(spec, lock)| {
                 let trainer = match step {
                     Some(step) => resume_at(&spec, step)?.on(engine)?,
                     None => Trainer::new_on(spec.config, engine)?,
@@ -78,6 +87,7 @@ impl Run {
                     dir: spec.dir,
                     input: spec.input,
                     trainer,
+                    _lock: lock,
                 })
             })
             .collect()
