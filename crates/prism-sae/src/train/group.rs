@@ -50,8 +50,8 @@ pub struct RunSpec {
 
 impl Run {
     /// Opens a group of runs on `engine`, each holding its directory's [`DirLock`] until it is
-    /// dropped (a directory another process has open is [`PrismError::Busy`]). With `resume`, the group continues from the latest
-    /// step that every run has a checkpoint of ([`CHECKPOINT_FILE`] or
+    /// dropped (a directory another process has open is [`PrismError::Busy`]). With `resume`,
+    /// the group continues from the latest step that every run has a checkpoint of ([`CHECKPOINT_FILE`] or
     /// [`PREVIOUS_CHECKPOINT_FILE`], whichever engine wrote it), and that checkpoint becomes each
     /// run's current one; a group without such a step (nothing saved yet, or killed while its
     /// first checkpoints were written) starts fresh, as it does without `resume`. A checkpoint
