@@ -389,15 +389,7 @@ pub fn write_safetensors(
 /// ```
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let (dir, tmp) = temporary_path(path);
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -416,9 +408,54 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Makes `to` a copy of `from` atomically — a hard link where the file system has them, else a
+/// copy — through the same hidden temporary name as [`atomic_write`], so `to` is always either
+/// its old content or all of `from`'s, and `from` is left in place.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+/// prism_core::atomic_write(&a, b"new").unwrap();
+/// prism_core::atomic_write(&b, b"old").unwrap();
+/// prism_core::atomic_link(&a, &b).unwrap();
+/// assert_eq!(std::fs::read(&b).unwrap(), b"new");
+/// assert!(a.exists());
+/// ```
+pub fn atomic_link(from: &Path, to: &Path) -> Result<()> {
+    let (_, tmp) = temporary_path(to);
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::hard_link(from, &tmp)
+        .or_else(|_| std::fs::copy(from, &tmp).map(|_| ()))
+        .and_then(|()| std::fs::rename(&tmp, to))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            PrismError::io(to, e)
+        })
+}
+
+/// `path`'s directory and the hidden `.NAME.tmp-PID` file an atomic write of it goes through
+/// (what [`remove_interrupted_writes`] recognises).
+fn temporary_path(path: &Path) -> (&Path, std::path::PathBuf) {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (
+        dir,
+        dir.join(format!(".{file_name}.tmp-{}", std::process::id())),
+    )
+}
+
 /// Removes what interrupted [`atomic_write`]s left in `dir`: the hidden `.NAME.tmp-PID` files of
-/// processes that are no longer running (a job killed mid-write). Jobs that resume in a
-/// directory call it first; it returns how many it removed. A missing `dir` is not an error.
+/// other processes (a job killed mid-write). Jobs that resume in a directory call it first,
+/// holding the directory's [`crate::DirLock`], so no other process can be writing there: any
+/// other PID's file is stale, whether or not that PID has since been reused (PIDs wrap at
+/// 32768 on many systems, so "is the PID running" is no test). It returns how many it
+/// removed. A missing `dir` is not an error.
 ///
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
@@ -444,9 +481,7 @@ pub fn remove_interrupted_writes(dir: &Path) -> Result<usize> {
         else {
             continue;
         };
-        let running =
-            pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists();
-        if !running {
+        if pid != std::process::id() {
             std::fs::remove_file(entry.path()).map_err(|e| PrismError::io(entry.path(), e))?;
             removed += 1;
         }

@@ -19,8 +19,8 @@ mod lock;
 pub mod simd;
 
 pub use convert::{
-    FloatDtype, HostTensor, RawTensor, atomic_write, decode_floats, encode_floats, from_ndarray,
-    index_tensor, parse_safetensors, read_safetensors, remove_interrupted_writes,
+    FloatDtype, HostTensor, RawTensor, atomic_link, atomic_write, decode_floats, encode_floats,
+    from_ndarray, index_tensor, parse_safetensors, read_safetensors, remove_interrupted_writes,
     serialize_safetensors, to_ndarray, to_vec, view_to_host, write_safetensors,
 };
 pub use device::{Backend, device};

@@ -3,7 +3,7 @@
 //! its writes with the first's (two `--resume` runs of one job would truncate each other's logs).
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::{PrismError, Result};
 
@@ -27,7 +27,6 @@ pub const LOCK_FILE: &str = ".prism.lock";
 #[derive(Debug)]
 pub struct DirLock {
     _file: File,
-    dir: PathBuf,
 }
 
 impl DirLock {
@@ -53,14 +52,6 @@ impl DirLock {
             Err(TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {}
             Err(TryLockError::Error(e)) => return Err(PrismError::io(&path, e)),
         }
-        Ok(DirLock {
-            _file: file,
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    /// The locked directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+        Ok(DirLock { _file: file })
     }
 }

@@ -51,8 +51,9 @@ pub struct RunSpec {
 impl Run {
     /// Opens a group of runs on `engine`, each holding its directory's [`DirLock`] until it is
     /// dropped (a directory another process has open is [`PrismError::Busy`]). With `resume`,
-    /// the group continues from the latest step that every run has a checkpoint of ([`CHECKPOINT_FILE`] or
-    /// [`PREVIOUS_CHECKPOINT_FILE`], whichever engine wrote it), and that checkpoint becomes each
+    /// the group continues from the latest step that every run has a checkpoint of
+    /// ([`CHECKPOINT_FILE`] or [`PREVIOUS_CHECKPOINT_FILE`], whichever engine wrote it), and
+    /// that checkpoint becomes each
     /// run's current one; a group without such a step (nothing saved yet, or killed while its
     /// first checkpoints were written) starts fresh, as it does without `resume`. A checkpoint
     /// trained with another configuration is refused (a longer `total_steps` is not another
@@ -274,27 +275,11 @@ fn checkpoint(runs: &[Run], logs: &mut [std::io::BufWriter<std::fs::File>]) -> R
             r.dir.join(PREVIOUS_CHECKPOINT_FILE),
         );
         if current.exists() {
-            keep_as_previous(&current, &previous)?;
+            prism_core::atomic_link(&current, &previous)?;
         }
         r.trainer.save_checkpoint(&current)?;
     }
     Ok(())
-}
-
-/// Makes `previous` a copy of `current` atomically (a hard link where the file system has them),
-/// leaving `current` in place: whatever happens to the next write, `current` stays a whole
-/// checkpoint.
-fn keep_as_previous(current: &Path, previous: &Path) -> Result<()> {
-    let name = previous
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = previous.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    std::fs::hard_link(current, &tmp)
-        .or_else(|_| std::fs::copy(current, &tmp).map(|_| ()))
-        .and_then(|()| std::fs::rename(&tmp, previous))
-        .map_err(|e| PrismError::io(previous, e))
 }
 
 /// Reads a run's `dir/log.jsonl` (what [`fit`] wrote), one [`StepLog`] per line.
