@@ -62,6 +62,12 @@ fn quick_demo_writes_a_complete_report() {
     }
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    // A fresh run resumed nothing, and says nothing about resuming.
+    assert_eq!(
+        s["resumed_from"],
+        serde_json::json!({"harvested": 0, "steps": [0, 0]})
+    );
+    assert!(!readme.contains("resumed an interrupted one"));
     let dicts = s["dictionaries"].as_array().unwrap();
     // Two seeds of the small dictionary (--quick; three otherwise), one large, each small seed
     // pruned, two seeds on each randomised model.
@@ -321,6 +327,16 @@ fn a_demo_killed_while_training_resumes_to_the_same_dictionaries() {
         (all - real - left).abs() < 1e-6 * all,
         "expected to harvest {left} tokens on resuming, {all} in all, {real} already cached"
     );
+    // … and its report says what it resumed from.
+    let resumed_summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(resumed.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        resumed_summary["resumed_from"]["harvested"].as_f64(),
+        Some(real)
+    );
+    let readme = std::fs::read_to_string(resumed.join("README.md")).unwrap();
+    assert!(readme.contains("This run resumed an interrupted one"));
 
     let mut compared = 0;
     for entry in std::fs::read_dir(reference.join("dictionaries")).unwrap() {

@@ -93,7 +93,7 @@ pub fn measure(
 }
 
 /// What a resumed run (`--resume`) finds already done in its `--out`.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Done {
     /// Rows already in the three caches.
     pub harvested: u64,

@@ -447,6 +447,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         rates: &rates,
         expected: &expected,
         timings: &time,
+        resumed_from: &done,
     };
     let report = write_report(&args.out, &plan, &findings, t0.elapsed().as_secs_f64())?;
     eprintln!(

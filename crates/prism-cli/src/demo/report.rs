@@ -7,7 +7,7 @@ use prism_core::{PrismError, Result, atomic_write};
 use serde_json::json;
 
 use super::Plan;
-use super::estimate::{Throughput, Timings};
+use super::estimate::{Done, Throughput, Timings};
 use super::patching::PatchingResult;
 use super::probes::ProbesResult;
 use super::steps::{DictResult, SimRow, TrainedGroup, Traits};
@@ -85,6 +85,9 @@ pub struct Findings<'a> {
     pub expected: &'a [(&'static str, f64)],
     /// Where the time went.
     pub timings: &'a Timings,
+    /// What earlier, interrupted runs had done (`--resume`); the time and the estimate count
+    /// only the rest.
+    pub resumed_from: &'a Done,
 }
 
 /// Mean, sample standard deviation, min and max of a finding over seeds.
@@ -179,6 +182,7 @@ pub fn write_report(
         rates,
         expected,
         timings,
+        resumed_from,
     } = *findings;
     let seeds = plan.seeds as usize;
     let (small, large) = results.split_at(seeds);
@@ -214,6 +218,15 @@ pub fn write_report(
         seconds / 60.0,
         expected.iter().map(|(_, s)| s).sum::<f64>() / 60.0
     );
+    if *resumed_from != Done::default() {
+        let _ = writeln!(
+            w,
+            "This run resumed an interrupted one (`--resume`): {} activation rows were already \
+             cached and {} and {} dictionary steps already taken at the two sizes; its run time \
+             and estimate count only what was left.\n",
+            resumed_from.harvested, resumed_from.steps[0], resumed_from.steps[1]
+        );
+    }
 
     // Findings first, next to the notes' claims.
     let real_group = &groups[0].1;
@@ -620,6 +633,7 @@ pub fn write_report(
         "rates": rates,
         "expected_seconds": expected,
         "timings": timings,
+        "resumed_from": resumed_from,
         "dictionaries": all().map(dict).collect::<Vec<_>>(),
         "findings": {
             "seeds_mmcs_alive": seeds_alive,
