@@ -85,6 +85,17 @@ fn command(args: &[String]) -> Command {
     c
 }
 
+/// In `dir`: the corpus, its 3000-token cache (`dir/cache`) and an uninterrupted 2880-token
+/// training run on it (`dir/reference`), with that run's wall time.
+fn trained_reference(dir: &Path) -> (PathBuf, PathBuf, PathBuf, Duration) {
+    let data = corpus(dir);
+    let cache = dir.join("cache");
+    complete(&cache_args(&data, &cache, "3000"));
+    let reference = dir.join("reference");
+    let full = complete(&train_args(&cache, &reference, "2880"));
+    (data, cache, reference, full)
+}
+
 /// Runs to the end; panics with stderr on failure. Returns the wall time.
 fn complete(args: &[String]) -> Duration {
     let start = Instant::now();
@@ -238,11 +249,7 @@ fn a_killed_cache_resumes_bit_identically() {
 #[test]
 fn a_killed_training_resumes_bit_identically() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = corpus(tmp.path());
-    let cache = tmp.path().join("cache");
-    complete(&cache_args(&data, &cache, "3000"));
-    let reference = tmp.path().join("reference");
-    let full = complete(&train_args(&cache, &reference, "2880"));
+    let (_, cache, reference, full) = trained_reference(tmp.path());
     kill_and_resume("train", tmp.path(), &reference, full, 1000, |dir| {
         train_args(&cache, dir, "2880")
     });
@@ -255,11 +262,7 @@ fn a_killed_training_resumes_bit_identically() {
 #[test]
 fn a_second_run_on_the_same_directory_stops_and_leaves_the_first_alone() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = corpus(tmp.path());
-    let cache = tmp.path().join("cache");
-    complete(&cache_args(&data, &cache, "3000"));
-    let reference = tmp.path().join("reference");
-    complete(&train_args(&cache, &reference, "2880"));
+    let (data, cache, reference, _) = trained_reference(tmp.path());
     let jobs = [
         (
             train_args(&cache, &tmp.path().join("run"), "2880"),

@@ -101,6 +101,19 @@ pub struct Done {
     pub steps: [u64; 2],
 }
 
+impl std::fmt::Display for Done {
+    /// `N activation rows already cached, S and S′ dictionary steps already taken at the two
+    /// sizes` — how the start and the report say what a resumed run found.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} activation rows already cached, {} and {} dictionary steps already taken at the \
+             two sizes",
+            self.harvested, self.steps[0], self.steps[1]
+        )
+    }
+}
+
 /// Reads what `out` already holds of `plan`'s caches and training groups (what `--resume`
 /// continues from): each cache's stored rows and each group's [`resume_step`].
 pub fn done(out: &Path, plan: &Plan) -> Result<Done> {

@@ -300,12 +300,8 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     );
     if done != estimate::Done::default() {
         eprintln!(
-            "resuming in {}: {} activation rows already cached, {} and {} dictionary steps \
-             already taken at each size (the estimate below is what is left)",
-            args.out.display(),
-            done.harvested,
-            done.steps[0],
-            done.steps[1]
+            "resuming in {}: {done} (the estimate below is what is left)",
+            args.out.display()
         );
     }
     eprintln!(

@@ -221,10 +221,8 @@ pub fn write_report(
     if *resumed_from != Done::default() {
         let _ = writeln!(
             w,
-            "This run resumed an interrupted one (`--resume`): {} activation rows were already \
-             cached and {} and {} dictionary steps already taken at the two sizes; its run time \
-             and estimate count only what was left.\n",
-            resumed_from.harvested, resumed_from.steps[0], resumed_from.steps[1]
+            "This run resumed an interrupted one (`--resume`): {resumed_from}; its run time and \
+             estimate count only what was left.\n"
         );
     }
 

@@ -53,11 +53,10 @@ impl Run {
     /// dropped (a directory another process has open is [`PrismError::Busy`]). With `resume`,
     /// the group continues from the latest step that every run has a checkpoint of
     /// ([`CHECKPOINT_FILE`] or [`PREVIOUS_CHECKPOINT_FILE`], whichever engine wrote it), and
-    /// that checkpoint becomes each
-    /// run's current one; a group without such a step (nothing saved yet, or killed while its
-    /// first checkpoints were written) starts fresh, as it does without `resume`. A checkpoint
-    /// trained with another configuration is refused (a longer `total_steps` is not another
-    /// configuration: the plan may grow).
+    /// that checkpoint becomes each run's current one; a group without such a step (nothing
+    /// saved yet, or killed while its first checkpoints were written) starts fresh, as it does
+    /// without `resume`. A checkpoint trained with another configuration is refused (a longer
+    /// `total_steps` is not another configuration: the plan may grow).
     pub fn open_group(
         specs: Vec<RunSpec>,
         resume: bool,
