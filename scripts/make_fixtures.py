@@ -5,7 +5,8 @@ Run once, by hand, after changing what the fixtures cover; the outputs are commi
 Rust tests and CI need no Python:
 
     python3 -m venv /tmp/pyref && /tmp/pyref/bin/pip install -r scripts/requirements-fixtures.txt
-    /tmp/pyref/bin/python scripts/make_fixtures.py [--smollm2 assets/SmolLM2-135M-Instruct.Q4_1.gguf]
+    /tmp/pyref/bin/python scripts/make_fixtures.py [--smollm2 assets/SmolLM2-135M-Instruct.Q4_1.gguf] \
+        [--gemma3 assets/gemma-3-270m-q4_k_m.gguf]
     # after `cargo run --release --example write_prism_saved -- fixtures/prism_saved`:
     /tmp/pyref/bin/python scripts/make_fixtures.py --only prism_saved
 
@@ -19,7 +20,12 @@ What it writes under fixtures/:
   byte-level BPE trained here), and reference.json / reference.safetensors: token ids, loss and
   full logits of HF `transformers` on a few texts.
 - gguf/quants.gguf + quants_reference.safetensors: one tensor of every GGUF type Prism reads
-  (F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K) from random blocks, with gguf-py's dequantisation.
+  (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) from random blocks, with
+  gguf-py's dequantisation.
+- models/<family>/ for the families after the first three (Llama 3 with rope scaling and
+  biases, dynamic-rope Llama, Mistral, Qwen 2, Qwen 3, Gemma, Gemma 2, Gemma 3, Phi-3, OLMo 2):
+  as models/ above, plus every TransformerLens hook's module output on the longest text
+  (`hook:<name>` in reference.safetensors).
 - sae/<arch>/: standard, TopK, JumpReLU and Gated dictionaries made and saved by `sae-lens` itself
   (its SAE classes, `save_model`), and sae/reference.safetensors: inputs with the codes and
   reconstructions of sae-lens's own `encode`/`decode`.
@@ -36,6 +42,8 @@ What it writes under fixtures/:
   for llama_tied the feature/error attributions of a sae-lens dictionary (AtP and 4-step IG).
 - smollm2/reference.json + reference.safetensors: SmolLM2-135M-Instruct loaded by transformers from
   its GGUF (dequantised to f32): token ids from the GGUF's tokenizer, loss, last-position logits.
+- gemma3_270m/reference.json: Gemma 3 270M (`prism fetch gemma3`) loaded by transformers from its
+  GGUF: token ids, loss, each position's most likely next token, the last position's top 20.
 """
 
 import argparse
@@ -196,6 +204,161 @@ def tiny_models():
     record_versions("models", ["transformers", "tokenizers", "safetensors"])
 
 
+# The families added after the first three: (fixture name, config class, model class, config
+# keys, run each text on a freshly loaded model). Sliding windows are shorter than the texts; rope
+# scaling keys are transformers 5's `rope_parameters`.
+def family_specs():
+    import transformers as tf
+
+    vocab = 320
+    common = dict(vocab_size=vocab, max_position_embeddings=128, rms_norm_eps=1e-5)
+    return [
+        ("llama3", tf.LlamaConfig, tf.LlamaForCausalLM, dict(
+            hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=24,
+            intermediate_size=96, num_hidden_layers=2, attention_bias=True, mlp_bias=True,
+            tie_word_embeddings=True,
+            rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                             "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                             "original_max_position_embeddings": 32}, **common), False),
+        ("llama_dynamic", tf.LlamaConfig, tf.LlamaForCausalLM, dict(
+            hidden_size=32, num_attention_heads=2, num_key_value_heads=2, intermediate_size=64,
+            num_hidden_layers=2, tie_word_embeddings=False,
+            rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 4.0},
+            **{**common, "max_position_embeddings": 16}), True),
+        ("mistral", tf.MistralConfig, tf.MistralForCausalLM, dict(
+            hidden_size=64, num_attention_heads=4, num_key_value_heads=1, intermediate_size=128,
+            num_hidden_layers=2, sliding_window=5, tie_word_embeddings=False,
+            rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0},
+            **common), False),
+        ("qwen2", tf.Qwen2Config, tf.Qwen2ForCausalLM, dict(
+            hidden_size=64, num_attention_heads=4, num_key_value_heads=2, intermediate_size=96,
+            num_hidden_layers=2, use_sliding_window=True, sliding_window=4, max_window_layers=1,
+            tie_word_embeddings=False,
+            rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                             "original_max_position_embeddings": 32}, **common), False),
+        ("qwen3", tf.Qwen3Config, tf.Qwen3ForCausalLM, dict(
+            hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+            intermediate_size=96, num_hidden_layers=2, tie_word_embeddings=True,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, **common), False),
+        ("gemma", tf.GemmaConfig, tf.GemmaForCausalLM, dict(
+            hidden_size=64, num_attention_heads=4, num_key_value_heads=1, head_dim=32,
+            intermediate_size=128, num_hidden_layers=2, hidden_act="gelu_pytorch_tanh",
+            **common), False),
+        ("gemma2", tf.Gemma2Config, tf.Gemma2ForCausalLM, dict(
+            hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+            intermediate_size=128, num_hidden_layers=3, sliding_window=4,
+            query_pre_attn_scalar=20, attn_logit_softcapping=2.0, final_logit_softcapping=3.0,
+            **common), False),
+        ("gemma3", tf.Gemma3TextConfig, tf.Gemma3ForCausalLM, dict(
+            hidden_size=64, num_attention_heads=4, num_key_value_heads=1, head_dim=32,
+            intermediate_size=128, num_hidden_layers=4, sliding_window=4,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+            query_pre_attn_scalar=24,
+            rope_parameters={"full_attention": {"rope_type": "linear", "rope_theta": 1000000.0, "factor": 8.0},
+                             "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+            **common), False),
+        ("phi3", tf.Phi3Config, tf.Phi3ForCausalLM, dict(
+            hidden_size=64, num_attention_heads=4, num_key_value_heads=2, intermediate_size=96,
+            num_hidden_layers=2, sliding_window=6, tie_word_embeddings=False, pad_token_id=0,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
+            **common), False),
+        ("olmo2", tf.Olmo2Config, tf.Olmo2ForCausalLM, dict(
+            hidden_size=64, num_attention_heads=4, num_key_value_heads=2, intermediate_size=96,
+            num_hidden_layers=2, tie_word_embeddings=False, pad_token_id=0,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, **common), False),
+    ]
+
+
+# Families whose blocks normalise each sublayer's output before it joins the residual stream:
+# there `hook_attn_out` / `hook_mlp_out` are those norms' outputs (TransformerLens' placement).
+POST_NORMED = ("gemma2", "gemma3", "olmo2")
+
+
+def family_models():
+    """Tiny random models of every family added to the first three, saved by transformers,
+    with logits and loss on TEXTS and, on the longest text, the output of the module behind
+    every TransformerLens hook (PyTorch forward hooks, eager attention for the patterns)."""
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    for seed, (name, cfg_cls, cls, keys, fresh_per_text) in enumerate(family_specs()):
+        out = FIX / "models" / name
+        out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(2000 + seed)
+        cfg = cfg_cls(**keys)
+        cfg._attn_implementation = "eager"
+        model = cls(cfg)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "norm" in n or n.endswith(".bias"):
+                    p.add_(0.1 * torch.randn_like(p))
+        model.save_pretrained(str(out), safe_serialization=True)
+        tok = train_tokenizer(out / "tokenizer.json", 320)
+        for f in out.glob("generation_config.json"):
+            f.unlink()
+        load = lambda: AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32,
+                                                             attn_implementation="eager").eval()
+        model = load()
+        records, tensors = [], {}
+        for i, text in enumerate(TEXTS):
+            ids = tok.encode(text).ids
+            x = torch.tensor([ids])
+            # Dynamic NTK scaling keeps the longest pass's frequencies for later, shorter passes;
+            # a fresh model per text gives each pass its own, as Prism computes them.
+            m = load() if fresh_per_text else model
+            with torch.no_grad():
+                res = m(x, labels=x)
+            tensors[f"logits_{i}"] = res.logits[0].float().contiguous()
+            records.append({"text": text, "tokens": ids, "loss": float(res.loss)})
+        longest = max(range(len(TEXTS)), key=lambda i: len(records[i]["tokens"]))
+        tensors.update(family_hooks(name, load(), torch.tensor([records[longest]["tokens"]])))
+        save_file(tensors, str(out / "reference.safetensors"))
+        (out / "reference.json").write_text(json.dumps(
+            {"texts": records, "hooked_text": longest}, indent=1) + "\n")
+        print("wrote", out, [len(r["tokens"]) for r in records])
+    record_versions("families", ["transformers", "tokenizers", "safetensors"])
+
+
+def family_hooks(name, model, ids):
+    """`hook:<TransformerLens name>` -> the matching module's output on `ids`."""
+    layers = model.model.layers
+    cfg = model.config
+    n_heads = cfg.num_attention_heads
+    seen, handles = {}, []
+
+    def keep(key, fn):
+        def hook(mod, args, kwargs, output):
+            seen[key] = fn(args, kwargs, output).detach().clone()
+        return hook
+
+    first = lambda o: o[0] if isinstance(o, tuple) else o
+    hidden_in = lambda a, k, o: a[0] if a else k["hidden_states"]
+    for l, layer in enumerate(layers):
+        b = f"hook:blocks.{l}."
+        attn_site = layer.post_attention_layernorm if name in POST_NORMED else layer.self_attn
+        mlp_site = layer.post_feedforward_layernorm if name in POST_NORMED else layer.mlp
+        sites = [
+            (layer, b + "hook_resid_pre", hidden_in),
+            (layer, b + "hook_resid_post", lambda a, k, o: first(o)),
+            (attn_site, b + "hook_attn_out", lambda a, k, o: first(o)),
+            (mlp_site, b + "hook_mlp_out", lambda a, k, o: first(o)),
+            (layer.self_attn, b + "attn.hook_pattern", lambda a, k, o: o[1]),
+            (layer.self_attn.o_proj, b + "attn.hook_z",
+             lambda a, k, o: hidden_in(a, k, o).reshape(*a[0].shape[:2], n_heads, -1)),
+            (layer.mlp.down_proj, b + "mlp.hook_post", hidden_in),
+        ]
+        for module, key, fn in sites:
+            handles.append(module.register_forward_hook(keep(key, fn), with_kwargs=True))
+    handles.append(model.model.norm.register_forward_hook(
+        keep("hook:ln_final.hook_normalized", lambda a, k, o: first(o)), with_kwargs=True))
+    with torch.no_grad():
+        model(ids)
+    for h in handles:
+        h.remove()
+    seen["hook:hook_embed"] = seen["hook:blocks.0.hook_resid_pre"].clone()
+    return {k: v.float().contiguous() for k, v in seen.items()}
+
+
 def common_gpt2(vocab):
     return dict(vocab_size=vocab, n_layer=2)
 
@@ -216,7 +379,8 @@ def quant_fixtures():
     def f16_bytes(values):
         return np.asarray(values, dtype=np.float16).view(np.uint8)
 
-    for qt in ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q8_0", "Q4_K"]:
+    # New types go at the end: the random bytes of the earlier ones stay the same.
+    for qt in ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q6_K"]:
         t = gguf.GGMLQuantizationType[qt]
         block, type_size = gguf.GGML_QUANT_SIZES[t]
         n_blocks = rows * cols // block
@@ -229,12 +393,14 @@ def quant_fixtures():
             raw = (f.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
         else:
             blocks = rng.integers(0, 256, size=(n_blocks, type_size), dtype=np.uint8)
-            # Sane scales (random bytes can make NaN/inf halves): overwrite the f16 fields.
-            n_half = {"Q4_0": 1, "Q8_0": 1, "Q4_1": 2, "Q4_K": 2}[qt]
+            # Sane scales (random bytes can make NaN/inf halves): overwrite the f16 fields,
+            # which lead the block but for Q6_K, whose d closes it.
+            n_half = {"Q4_0": 1, "Q8_0": 1, "Q5_0": 1, "Q6_K": 1}.get(qt, 2)
             scales = rng.uniform(-0.05, 0.05, size=(n_blocks, n_half)).astype(np.float16)
-            if qt in ("Q4_1", "Q4_K"):
+            if n_half == 2:
                 scales[:, 1] = rng.uniform(0.0, 0.05, size=n_blocks).astype(np.float16)
-            blocks[:, : 2 * n_half] = scales.view(np.uint8).reshape(n_blocks, 2 * n_half)
+            at = type_size - 2 if qt == "Q6_K" else 0
+            blocks[:, at: at + 2 * n_half] = scales.view(np.uint8).reshape(n_blocks, 2 * n_half)
             raw = blocks.reshape(-1)
         raw = raw.reshape(rows, -1)
         name = f"t_{qt.lower()}"
@@ -261,7 +427,7 @@ def attribution():
     from safetensors.torch import load_file, save_file
     from transformers import AutoModelForCausalLM
 
-    for name in ["gpt_neox_parallel", "gpt_neox_sequential", "gpt2", "llama_gqa", "llama_tied"]:
+    for name in PATCHED_MODELS:
         d = FIX / "models" / name
         model = AutoModelForCausalLM.from_pretrained(str(d), torch_dtype=torch.float32)
         model.eval()
@@ -489,6 +655,12 @@ def hook_sites(name, model):
         mlp = lambda l: layers[l].mlp
         o_proj = lambda l: layers[l].attn.c_proj
         down = lambda l: layers[l].mlp.c_proj
+    elif name in POST_NORMED:
+        layers = model.model.layers
+        attn = lambda l: layers[l].post_attention_layernorm
+        mlp = lambda l: layers[l].post_feedforward_layernorm
+        o_proj = lambda l: layers[l].self_attn.o_proj
+        down = lambda l: layers[l].mlp.down_proj
     else:
         layers = model.model.layers
         attn = lambda l: layers[l].self_attn
@@ -557,6 +729,13 @@ def hooked_run(model, site, ids, answer, wrong, edits=(), capture=(), grad=False
     return ld, seen
 
 
+# The models with exact-patching and attribution references: the first five, then Gemma 2
+# (sandwich norms, soft-caps, local layers) and Qwen 3 (q/k norms).
+PATCHED_FAMILIES = ["gemma2", "qwen3"]
+PATCHED_MODELS = ["gpt_neox_parallel", "gpt_neox_sequential", "gpt2", "llama_gqa", "llama_tied",
+                  *PATCHED_FAMILIES]
+
+
 def patching():
     """Exact activation patching on the tiny models with HF `transformers` forward hooks (not
     Prism): two clean/corrupt pairs of equal length, metric = logit difference (answer − wrong)
@@ -567,7 +746,9 @@ def patching():
     from transformers import AutoModelForCausalLM
 
     g = torch.Generator().manual_seed(21)
-    for name in ["gpt_neox_parallel", "gpt_neox_sequential", "gpt2", "llama_gqa", "llama_tied"]:
+    for name in PATCHED_MODELS:
+        if name in PATCHED_FAMILIES:  # its own stream, so adding one changes no other's pairs
+            g = torch.Generator().manual_seed(1021 + PATCHED_FAMILIES.index(name))
         d = FIX / "models" / name
         model = AutoModelForCausalLM.from_pretrained(str(d), torch_dtype=torch.float32)
         model.eval()
@@ -655,6 +836,48 @@ def smollm2(gguf_path: pathlib.Path):
                     "texts": records}, indent=1) + "\n")
     record_versions("smollm2", ["transformers", "gguf", "accelerate", "safetensors"])
     print("wrote", out)
+
+
+# Texts for Gemma 3 270M that no other test uses: prose, numbers, code, several languages, runs of
+# spaces and newlines, an emoji (byte fallback) and a chat turn (control tokens kept whole).
+GEMMA3_TEXTS = [
+    "The Rhine rises in the Swiss Alps and flows north through Germany before reaching the North Sea in the Netherlands.",
+    "In 1969, Apollo 11 landed on the Moon; Neil Armstrong and Buzz Aldrin spent about 21 hours on its surface.",
+    "import numpy as np\n\ndef normalize(x):\n    return (x - x.mean()) / (x.std() + 1e-8)\n",
+    "Le chat dort sur le canapé.  Der Hund schläft im Garten.   El pájaro canta 🐦 en el árbol.",
+    "<start_of_turn>user\nWhat is the boiling point of water at sea level?<end_of_turn>\n<start_of_turn>model\nIt boils at 100 degrees Celsius.",
+    "A sparse autoencoder learns a dictionary of directions; each activation is reconstructed from a few of them, weighted by non-negative codes.",
+]
+
+
+def gemma3(gguf_path: pathlib.Path):
+    """Gemma 3 270M (the Q4_K_M GGUF of `prism fetch gemma3`) loaded by transformers from the GGUF
+    (dequantised to f32): token ids from the GGUF's tokenizer (with <bos>), loss, every position's
+    most likely next token and its logit, and the last position's 20 best tokens and logits."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    d, name = str(gguf_path.parent), gguf_path.name
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32)
+    model.eval()
+    records = []
+    for text in GEMMA3_TEXTS:
+        ids = tok(text, add_special_tokens=True)["input_ids"]
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            res = model(x, labels=x)
+        logits = res.logits[0].float()
+        best = logits.max(dim=-1)
+        top = logits[-1].topk(20)
+        records.append({"text": text, "tokens": ids, "loss": float(res.loss),
+                        "argmax": best.indices.tolist(), "max_logit": best.values.tolist(),
+                        "last_top_ids": top.indices.tolist(), "last_top_logits": top.values.tolist()})
+    out = FIX / "gemma3_270m"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "reference.json").write_text(
+        json.dumps({"gguf": name, "texts": records}, indent=1) + "\n")
+    record_versions("gemma3_270m", ["transformers", "gguf", "safetensors"])
+    print("wrote", out, [len(r["tokens"]) for r in records])
 
 
 def probes(gguf_path: pathlib.Path):
@@ -749,13 +972,16 @@ IID_DIMS = 48
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smollm2", type=pathlib.Path, help="path of SmolLM2-135M-Instruct.Q4_1.gguf")
-    ap.add_argument("--only", choices=["models", "gguf", "sae", "ae", "smollm2", "prism_saved", "patching", "attribution", "probes"],
+    ap.add_argument("--gemma3", type=pathlib.Path, help="path of gemma-3-270m-q4_k_m.gguf")
+    ap.add_argument("--only", choices=["models", "families", "gemma3", "gguf", "sae", "ae", "smollm2", "prism_saved", "patching", "attribution", "probes"],
                     help="build one group only")
     args = ap.parse_args()
     pinned_versions()
     torch.set_num_threads(os.cpu_count() or 1)
     if args.only in (None, "models"):
         tiny_models()
+    if args.only in (None, "families"):
+        family_models()
     if args.only in (None, "gguf"):
         quant_fixtures()
     if args.only in (None, "sae"):
@@ -766,6 +992,8 @@ if __name__ == "__main__":
         smollm2(args.smollm2)
     if args.smollm2 and args.only in (None, "probes"):
         probes(args.smollm2)
+    if args.gemma3 and args.only in (None, "gemma3"):
+        gemma3(args.gemma3)
     if args.only in (None, "patching"):
         patching()
     if args.only in (None, "attribution"):

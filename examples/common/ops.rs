@@ -48,7 +48,7 @@ pub fn report(model: &Model, batch: &TokenBatch, reps: usize) -> Result<()> {
     let blk = &t.blocks[0];
     let n = cfg.n_layers as f64;
     let fused = CpuPath::Fused;
-    let normed = blk.ln1.forward(x.clone());
+    let normed = blk.ln1.as_ref().map_or(x.clone(), |n| n.forward(x.clone()));
     let mut stages = Vec::new();
     let mut both = |name, burn: f64, fused: f64, times: f64| {
         stages.push(Stage {
@@ -58,7 +58,9 @@ pub fn report(model: &Model, batch: &TokenBatch, reps: usize) -> Result<()> {
         })
     };
 
-    let norm = time(reps, || blk.ln1.forward(x.clone()));
+    let norm = time(reps, || {
+        blk.ln1.as_ref().map_or(x.clone(), |n| n.forward(x.clone()))
+    });
     both("norm (×2 per block)", norm, norm, 2.0 * n);
     let add = time(reps, || x.clone() + normed.clone());
     both("residual add (×2 per block)", add, add, 2.0 * n);
@@ -93,7 +95,7 @@ pub fn report(model: &Model, batch: &TokenBatch, reps: usize) -> Result<()> {
 
     // Attention: burn's stages one by one, the fused path as one.
     let (dims, theta) = match cfg.positions {
-        Positions::Rotary { dims, theta } => (dims, theta),
+        Positions::Rotary { dims, frequencies } => (dims, frequencies.theta),
         _ => (dh, 10000.0),
     };
     let mut burn_only = |name, secs: f64| {
@@ -192,7 +194,13 @@ pub fn report(model: &Model, batch: &TokenBatch, reps: usize) -> Result<()> {
         time(reps, || {
             let qkv = blk.attn.qkv.forward_on(normed.clone(), fused).unwrap();
             let z = cpu::on_host(qkv, |qkv| {
-                cpu::causal_attention(qkv, &shape, Some(&rotary), &batch.lengths)
+                cpu::causal_attention(
+                    qkv,
+                    &shape,
+                    Some(&rotary),
+                    &cpu::AttentionRule::plain(dh),
+                    &batch.lengths,
+                )
             })
             .unwrap();
             cpu::device_tensor(z, [b * s, h * dh], &t.device)

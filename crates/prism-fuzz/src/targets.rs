@@ -108,9 +108,10 @@ impl Target {
         let saes = ["standard", "topk", "jumprelu", "gated"];
         match self {
             Target::Gguf => vec![f.join("gguf/quants.gguf"), s.join("tiny-llama.gguf")],
-            Target::HfConfig => HF_MODELS
+            Target::HfConfig => fixture_models()
+                .unwrap_or_default()
                 .iter()
-                .map(|m| f.join("models").join(m).join("config.json"))
+                .map(|(m, _)| f.join("models").join(m).join("config.json"))
                 .collect(),
             Target::Safetensors => vec![f.join("models/llama_gqa/model.safetensors")],
             Target::TokenizerJson => vec![f.join("models/llama_gqa/tokenizer.json")],
@@ -164,16 +165,32 @@ pub struct Workbench {
     tokenizer: Option<Tokenizer>,
     /// Cache seeds (manifest, shard 0) when the target is a cache file.
     cache_seeds: Vec<Vec<u8>>,
+    /// The fixture models `(directory, model_type)` beside which HF configs load.
+    models: Vec<(String, String)>,
 }
 
-/// The fixture models (tiny, random weights, written by `scripts/make_fixtures.py`).
-const HF_MODELS: [&str; 5] = [
-    "llama_gqa",
-    "llama_tied",
-    "gpt2",
-    "gpt_neox_parallel",
-    "gpt_neox_sequential",
-];
+/// The fixture models (tiny, random weights, written by `scripts/make_fixtures.py`): every
+/// directory of `fixtures/models` with its `model_type`, by name. Their `config.json` files seed
+/// the HF config target (one or more per family), and each fuzzed config is loaded beside the
+/// weights of the fixtures of its `model_type`.
+fn fixture_models() -> Result<Vec<(String, String)>> {
+    let root = fixtures().join("models");
+    let mut models = Vec::new();
+    for entry in std::fs::read_dir(&root).map_err(|e| PrismError::io(&root, e))? {
+        let dir = entry.map_err(|e| PrismError::io(&root, e))?.path();
+        let config = dir.join("config.json");
+        let Ok(bytes) = std::fs::read(&config) else {
+            continue;
+        };
+        if let (Some(name), Some(kind)) =
+            (dir.file_name().and_then(|n| n.to_str()), model_type(&bytes))
+        {
+            models.push((name.to_string(), kind));
+        }
+    }
+    models.sort();
+    Ok(models)
+}
 
 const MODEL_FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
 
@@ -201,6 +218,7 @@ impl Workbench {
         let mut model = None;
         let mut cache_seeds = Vec::new();
         let mut tokenizer = None;
+        let mut models = Vec::new();
         match target {
             Target::Corpus => {
                 // The fixture model's tokenizer, with the BOS id its config.json gives.
@@ -208,7 +226,8 @@ impl Workbench {
                 tokenizer = Some(t.with_special_ids(Some(1), Some(2), None));
             }
             Target::HfConfig => {
-                for m in HF_MODELS {
+                models = fixture_models()?;
+                for (m, _) in &models {
                     copy_dir_files(&f.join("models").join(m), &dir.path().join(m), &MODEL_FILES)?;
                 }
             }
@@ -273,6 +292,7 @@ impl Workbench {
             model,
             tokenizer,
             cache_seeds,
+            models,
         })
     }
 
@@ -314,12 +334,18 @@ impl Workbench {
                 if describes_a_model { loaded } else { Ok(()) }
             }
             Target::HfConfig => {
-                // Beside the weights of each fixture model of the config's type.
-                let dirs: &[&str] = match model_type(input).as_deref() {
-                    Some("gpt2") => &["gpt2"],
-                    Some("gpt_neox") => &["gpt_neox_parallel", "gpt_neox_sequential"],
-                    _ => &["llama_gqa", "llama_tied"],
-                };
+                // Beside the weights of each fixture model of the config's type (a type no
+                // fixture has: beside the Llama ones).
+                let kind = model_type(input);
+                let mut dirs: Vec<&str> = self
+                    .models
+                    .iter()
+                    .filter(|(_, t)| Some(t) == kind.as_ref())
+                    .map(|(m, _)| m.as_str())
+                    .collect();
+                if dirs.is_empty() {
+                    dirs = vec!["llama_gqa", "llama_tied"];
+                }
                 let mut outcomes = Vec::new();
                 for dir in dirs {
                     let dir = root.join(dir);

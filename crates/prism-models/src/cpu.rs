@@ -18,6 +18,8 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use prism_core::Result;
+
+use crate::config::{RopeFrequencies, RopeScaling};
 use prism_core::dense::{View, matmul_serial};
 use prism_core::simd_dispatch;
 use rayon::prelude::*;
@@ -247,6 +249,35 @@ impl AttentionShape {
     }
 }
 
+/// How one layer scores keys: the multiplier of `q·k`, an optional soft-cap `c·tanh(s/c)` of the
+/// scores (Gemma 2), and an optional window (a query at `i` sees keys `j` with `i − window < j
+/// ≤ i`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionRule {
+    /// Multiplier of `q·k`.
+    pub scale: f32,
+    /// Soft-cap of the scaled scores.
+    pub softcap: Option<f32>,
+    /// Sliding window, in positions.
+    pub window: Option<usize>,
+}
+
+impl AttentionRule {
+    /// Plain causal attention scaled by `d_head^−½`.
+    ///
+    /// ```
+    /// let rule = prism_models::cpu::AttentionRule::plain(16);
+    /// assert_eq!((rule.scale, rule.softcap, rule.window), (0.25, None, None));
+    /// ```
+    pub fn plain(d_head: usize) -> Self {
+        Self {
+            scale: (d_head as f32).powf(-0.5),
+            softcap: None,
+            window: None,
+        }
+    }
+}
+
 /// Rotary tables `[seq, dims]` on the host (rotate-half layout; [`crate::rotary_on_device`]
 /// puts them on a device for burn's ops).
 #[derive(Clone, Debug)]
@@ -269,22 +300,140 @@ impl Rotary {
     /// assert_eq!(r.cos[4], 1.0f32.cos()); // position 1, frequency θ⁰
     /// ```
     pub fn new(seq: usize, dims: usize, theta: f64) -> Self {
-        let half = dims / 2;
-        let inv: Vec<f32> = (0..half)
-            .map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / dims as f32))
-            .collect();
+        Self::with_frequencies(seq, dims, &RopeFrequencies::plain(theta))
+    }
+
+    /// The tables of rescaled frequencies ([`RopeScaling`]) for a pass of `seq` positions
+    /// (`dynamic` scaling depends on it), cos and sin multiplied by YaRN's attention factor.
+    ///
+    /// ```
+    /// use prism_models::{RopeFrequencies, RopeScaling, cpu::Rotary};
+    /// let linear = RopeFrequencies { theta: 10000.0, scaling: RopeScaling::Linear { factor: 4.0 } };
+    /// // Position 4 under linear scaling by 4 is position 1 unscaled.
+    /// let (scaled, plain) = (Rotary::with_frequencies(5, 4, &linear), Rotary::new(2, 4, 10000.0));
+    /// assert!((scaled.cos[16] - plain.cos[4]).abs() < 1e-6);
+    /// ```
+    pub fn with_frequencies(seq: usize, dims: usize, frequencies: &RopeFrequencies) -> Self {
+        let (inv, attention_factor) = inverse_frequencies(dims, seq, frequencies);
         let mut cos = Vec::with_capacity(seq * dims);
         let mut sin = Vec::with_capacity(seq * dims);
         for p in 0..seq {
             for _half in 0..2 {
                 for f in &inv {
                     let a = p as f32 * f;
-                    cos.push(a.cos());
-                    sin.push(a.sin());
+                    cos.push(a.cos() * attention_factor);
+                    sin.push(a.sin() * attention_factor);
                 }
             }
         }
         Self { dims, cos, sin }
+    }
+}
+
+/// The `dims / 2` inverse frequencies of a rotary embedding for a pass of `seq` positions and
+/// the factor on cos and sin, in f32 step by step as `transformers`' `modeling_rope_utils`
+/// computes them (docs/models.md states each scheme).
+fn inverse_frequencies(dims: usize, seq: usize, f: &RopeFrequencies) -> (Vec<f32>, f32) {
+    let half = dims / 2;
+    let exponents = (0..half).map(|i| (2 * i) as f32 / dims as f32);
+    let with_base =
+        |base: f32| -> Vec<f32> { exponents.clone().map(|e| 1.0 / base.powf(e)).collect() };
+    let theta = f.theta as f32;
+    match f.scaling {
+        RopeScaling::None => (with_base(theta), 1.0),
+        RopeScaling::Linear { factor } => {
+            let factor = factor as f32;
+            (
+                with_base(theta).into_iter().map(|v| v / factor).collect(),
+                1.0,
+            )
+        }
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_positions,
+        } => {
+            let old = original_max_positions as f64;
+            let (low_wavelen, high_wavelen) = (
+                (old / low_freq_factor) as f32,
+                (old / high_freq_factor) as f32,
+            );
+            let factor = factor as f32;
+            let inv = with_base(theta)
+                .into_iter()
+                .map(|inv| {
+                    let wavelen = (2.0 * std::f64::consts::PI) as f32 / inv;
+                    let scaled = if wavelen > low_wavelen {
+                        inv / factor
+                    } else {
+                        inv
+                    };
+                    let medium = (high_wavelen..=low_wavelen).contains(&wavelen);
+                    if medium {
+                        let smooth = (old as f32 / wavelen - low_freq_factor as f32)
+                            / (high_freq_factor - low_freq_factor) as f32;
+                        (1.0 - smooth) * scaled / factor + smooth * scaled
+                    } else {
+                        scaled
+                    }
+                })
+                .collect();
+            (inv, 1.0)
+        }
+        RopeScaling::Dynamic {
+            factor,
+            max_positions,
+        } => {
+            if seq <= max_positions || dims <= 2 {
+                return (with_base(theta), 1.0);
+            }
+            // `transformers` grows the base in f32 arithmetic from the pass's length.
+            let growth = factor as f32 * seq as f32 / max_positions as f32 - (factor - 1.0) as f32;
+            let exponent = (dims as f64 / (dims as f64 - 2.0)) as f32;
+            (
+                with_base((f.theta * growth.powf(exponent) as f64) as f32),
+                1.0,
+            )
+        }
+        RopeScaling::Yarn {
+            factor,
+            original_max_positions,
+            beta_slow,
+            beta_fast,
+            attention_factor,
+            truncate,
+        } => {
+            // The dimension whose wavelength fits `rotations` times into the original context.
+            let dimension_of = |rotations: f64| {
+                dims as f64
+                    * (original_max_positions as f64 / (rotations * 2.0 * std::f64::consts::PI))
+                        .ln()
+                    / (2.0 * f.theta.ln())
+            };
+            let (mut low, mut high) = (dimension_of(beta_fast), dimension_of(beta_slow));
+            if truncate {
+                (low, high) = (low.floor(), high.ceil());
+            }
+            let (low, mut high) = (low.max(0.0), high.min(dims as f64 - 1.0));
+            if low == high {
+                high += 0.001;
+            }
+            let (low, span) = (low as f32, (high - low) as f32);
+            let factor = factor as f32;
+            let inv = exponents
+                .clone()
+                .enumerate()
+                .map(|(i, e)| {
+                    let pos = theta.powf(e);
+                    let (extrapolated, interpolated) = (1.0 / pos, 1.0 / (factor * pos));
+                    let ramp = ((i as f32 - low) / span).clamp(0.0, 1.0);
+                    let keep = 1.0 - ramp;
+                    interpolated * (1.0 - keep) + extrapolated * keep
+                })
+                .collect();
+            (inv, attention_factor as f32)
+        }
     }
 }
 
@@ -331,13 +480,15 @@ pub(crate) fn max_in_lanes(x: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, f32::max)
 }
 
-/// The causal softmax of one row of scores, in place: entries `0..=i` become probabilities,
+/// The causal softmax of one row of scores, in place: entries `start..=i` become probabilities,
 /// the rest 0. Max and sum run over 16 lanes so that they vectorise.
 #[inline(always)]
-fn causal_softmax_row(row: &mut [f32], i: usize) {
+fn causal_softmax_row(row: &mut [f32], start: usize, i: usize) {
     const LANES: usize = 16;
     let (live, masked) = row.split_at_mut(i + 1);
     masked.fill(0.0);
+    let (before, live) = live.split_at_mut(start.min(i));
+    before.fill(0.0);
     let max = max_in_lanes(live);
     for v in live.iter_mut() {
         *v = exp(*v - max);
@@ -358,14 +509,15 @@ fn causal_softmax_row(row: &mut [f32], i: usize) {
 
 simd_dispatch! {
     /// [`causal_softmax_row`] over stacked blocks of `rows` score rows, `keys` wide, whose first
-    /// row is query position `first`.
-    fn causal_softmax(scores: &mut [f32], keys: usize, rows: usize, first: usize) => causal_softmax_body
+    /// row is query position `first`, each seeing the last `window` keys.
+    fn causal_softmax(scores: &mut [f32], keys: usize, rows: usize, first: usize, window: usize) => causal_softmax_body
 }
 
 #[inline(always)]
-fn causal_softmax_body(scores: &mut [f32], keys: usize, rows: usize, first: usize) {
+fn causal_softmax_body(scores: &mut [f32], keys: usize, rows: usize, first: usize, window: usize) {
     for (r, row) in scores.chunks_exact_mut(keys).enumerate() {
-        causal_softmax_row(row, first + r % rows);
+        let i = first + r % rows;
+        causal_softmax_row(row, (i + 1).saturating_sub(window), i);
     }
 }
 
@@ -379,6 +531,7 @@ fn attention_block(
     qkv: &[f32],
     shape: &AttentionShape,
     rotary: Option<&Rotary>,
+    rule: &AttentionRule,
     (bi, g): (usize, usize),
     (first, end): (usize, usize),
 ) -> Vec<f32> {
@@ -393,7 +546,7 @@ fn attention_block(
     let rep = h / kv;
     let n = end - first;
     let rows = &qkv[bi * s * width..][..s * width];
-    let scale = (dh as f32).powf(-0.5);
+    let scale = rule.scale;
     let mut q = vec![0.0f32; rep * n * dh];
     for r in 0..rep {
         let head = g * rep + r;
@@ -420,7 +573,18 @@ fn attention_block(
         &mut scores,
         false,
     );
-    causal_softmax(&mut scores, end, n, first);
+    if let Some(cap) = rule.softcap {
+        for v in scores.iter_mut() {
+            *v = (*v / cap).tanh() * cap;
+        }
+    }
+    causal_softmax(
+        &mut scores,
+        end,
+        n,
+        first,
+        rule.window.unwrap_or(usize::MAX),
+    );
     let v = View::strided_rows(&rows[(h + kv + g) * dh..], end, dh, width);
     let mut z = vec![0.0f32; rep * n * dh];
     matmul_serial(View::new(&scores, rep * n, end), v, &mut z, false);
@@ -429,8 +593,8 @@ fn attention_block(
 
 /// Causal self-attention from the fused q|k|v projection `qkv: [batch·seq, (heads +
 /// 2·kv_heads)·d_head]` (head-major columns): rotary embedding on q and k, each query head
-/// attending to its key/value head (grouped-query), scores scaled by `d_head^-½`, softmax over
-/// positions `≤` its own, weighted sum of values. Returns `z` as `[batch·seq, heads·d_head]`
+/// attending to its key/value head (grouped-query), scores scaled (and soft-capped) by `rule`,
+/// softmax over positions `≤` its own (within `rule`'s window), weighted sum of values. Returns `z` as `[batch·seq, heads·d_head]`
 /// (TransformerLens' `hook_z` layout `[batch, seq, heads, d_head]`, flattened). Work items are
 /// (sequence, key/value head) pairs, split over the cores; no `[seq, seq]` pattern is stored.
 ///
@@ -442,6 +606,7 @@ pub fn causal_attention(
     qkv: &[f32],
     shape: &AttentionShape,
     rotary: Option<&Rotary>,
+    rule: &AttentionRule,
     lengths: &[usize],
 ) -> Vec<f32> {
     let AttentionShape {
@@ -463,7 +628,9 @@ pub fn causal_attention(
         .collect();
     let blocks: Vec<Vec<f32>> = items
         .par_iter()
-        .map(|&(bi, g, first, end)| attention_block(qkv, shape, rotary, (bi, g), (first, end)))
+        .map(|&(bi, g, first, end)| {
+            attention_block(qkv, shape, rotary, rule, (bi, g), (first, end))
+        })
         .collect();
     let mut out = vec![0.0f32; b * s * h * dh];
     for (&(bi, g, first, end), z) in items.iter().zip(&blocks) {
@@ -577,7 +744,12 @@ mod tests {
 
     /// Attention by the definition, in f64: rotate, score every earlier position, softmax,
     /// weight the values; query head `i` reads key/value head `i / (heads / kv_heads)`.
-    fn attention_f64(qkv: &[f32], sh: &AttentionShape, rotary: Option<&Rotary>) -> Vec<f64> {
+    fn attention_f64(
+        qkv: &[f32],
+        sh: &AttentionShape,
+        rotary: Option<&Rotary>,
+        rule: &AttentionRule,
+    ) -> Vec<f64> {
         let AttentionShape {
             batch: b,
             seq: s,
@@ -611,18 +783,24 @@ mod tests {
                 let g = head / (h / kv);
                 for i in 0..s {
                     let q = rotated(bi, i, head * dh);
-                    let scores: Vec<f64> = (0..=i)
+                    let first = rule.window.map_or(0, |w| (i + 1).saturating_sub(w));
+                    let scores: Vec<f64> = (first..=i)
                         .map(|j| {
                             let k = rotated(bi, j, (h + g) * dh);
-                            q.iter().zip(&k).map(|(a, b)| a * b).sum::<f64>() / (dh as f64).sqrt()
+                            let s = q.iter().zip(&k).map(|(a, b)| a * b).sum::<f64>()
+                                * rule.scale as f64;
+                            match rule.softcap {
+                                Some(c) => (s / c as f64).tanh() * c as f64,
+                                None => s,
+                            }
                         })
                         .collect();
                     let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                     let e: Vec<f64> = scores.iter().map(|x| (x - max).exp()).collect();
                     let sum: f64 = e.iter().sum();
                     for d in 0..dh {
-                        out[((bi * s + i) * h + head) * dh + d] = (0..=i)
-                            .map(|j| e[j] / sum * at(bi, j, (h + kv + g) * dh + d))
+                        out[((bi * s + i) * h + head) * dh + d] = (first..=i)
+                            .map(|j| e[j - first] / sum * at(bi, j, (h + kv + g) * dh + d))
                             .sum();
                     }
                 }
@@ -633,7 +811,10 @@ mod tests {
 
     #[test]
     fn causal_attention_matches_the_definition_in_f64() {
-        // Grouped-query with full rotary; multi-head with partial rotary (NeoX); no rotary (GPT-2).
+        // Grouped-query with full rotary; multi-head with partial rotary (NeoX); no rotary (GPT-2);
+        // then Gemma 2's soft-capped scores with a window of 5 and another scale, and a window
+        // wider than some sequences.
+        let plain = |dh: usize| AttentionRule::plain(dh);
         let cases = [
             (
                 AttentionShape {
@@ -645,6 +826,7 @@ mod tests {
                 },
                 Some(8),
                 vec![19, 11],
+                plain(8),
             ),
             (
                 AttentionShape {
@@ -656,6 +838,7 @@ mod tests {
                 },
                 Some(4),
                 vec![7, 0, 3],
+                plain(12),
             ),
             (
                 AttentionShape {
@@ -667,16 +850,48 @@ mod tests {
                 },
                 None,
                 vec![33],
+                plain(5),
+            ),
+            (
+                AttentionShape {
+                    batch: 2,
+                    seq: 23,
+                    heads: 4,
+                    kv_heads: 2,
+                    d_head: 8,
+                },
+                Some(8),
+                vec![23, 9],
+                AttentionRule {
+                    scale: 0.3,
+                    softcap: Some(1.5),
+                    window: Some(5),
+                },
+            ),
+            (
+                AttentionShape {
+                    batch: 2,
+                    seq: 12,
+                    heads: 2,
+                    kv_heads: 1,
+                    d_head: 6,
+                },
+                Some(6),
+                vec![12, 4],
+                AttentionRule {
+                    window: Some(7),
+                    ..plain(6)
+                },
             ),
         ];
         // Padded sequences (real lengths below `seq`, one empty) are computed as burn does
         // (causally over every position), in two parts; the definition sees no lengths.
-        for (i, (shape, dims, lengths)) in cases.into_iter().enumerate() {
+        for (i, (shape, dims, lengths, rule)) in cases.into_iter().enumerate() {
             let width = shape.qkv_width();
             let qkv = values(shape.batch * shape.seq * width, 7 + i as u64, 3.0);
             let rotary = dims.map(|d| Rotary::new(shape.seq, d, 10000.0));
-            let got = causal_attention(&qkv, &shape, rotary.as_ref(), &lengths);
-            let want = attention_f64(&qkv, &shape, rotary.as_ref());
+            let got = causal_attention(&qkv, &shape, rotary.as_ref(), &rule, &lengths);
+            let want = attention_f64(&qkv, &shape, rotary.as_ref(), &rule);
             let worst = got
                 .iter()
                 .zip(&want)
@@ -706,9 +921,10 @@ mod tests {
         let lone = values(alone.seq * width, 4, 2.0);
         batch[padded.seq * width..][..alone.seq * width].copy_from_slice(&lone);
         let rotary = Rotary::new(padded.seq, alone.d_head, 10000.0);
-        let z_batch = causal_attention(&batch, &padded, Some(&rotary), &[16, 11]);
+        let rule = AttentionRule::plain(alone.d_head);
+        let z_batch = causal_attention(&batch, &padded, Some(&rotary), &rule, &[16, 11]);
         let rotary = Rotary::new(alone.seq, alone.d_head, 10000.0);
-        let z_alone = causal_attention(&lone, &alone, Some(&rotary), &[11]);
+        let z_alone = causal_attention(&lone, &alone, Some(&rotary), &rule, &[11]);
         let zw = alone.heads * alone.d_head;
         assert_eq!(&z_batch[padded.seq * zw..][..alone.seq * zw], &z_alone[..]);
     }

@@ -322,6 +322,22 @@ impl GgufFile {
         &self.path
     }
 
+    /// The vocabulary size: the token embedding's rows, or `{arch}.vocab_size`.
+    pub(crate) fn vocab_size(&self, arch: &str) -> Result<usize> {
+        match self.tensors.get("token_embd.weight") {
+            Some(info) => Ok(info.shape.first().copied().unwrap_or(0)),
+            None => self.get_usize(&format!("{arch}.vocab_size")),
+        }
+    }
+
+    /// A token id from the tokenizer metadata (`tokenizer.ggml.bos_token_id`, …), if present.
+    pub(crate) fn token_id(&self, key: &str) -> Option<u32> {
+        self.metadata
+            .get(key)
+            .and_then(|v| v.as_u64())
+            .map(|v| v as u32)
+    }
+
     /// Reads and dequantises one tensor to f32.
     pub fn tensor(&self, name: &str) -> Result<HostTensor> {
         let info = self.tensors.get(name).ok_or_else(|| PrismError::Weight {
@@ -333,7 +349,7 @@ impl GgufFile {
             path: self.path.clone(),
             message: format!(
                 "tensor `{name}` has ggml type {}, which Prism cannot read \
-                 (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K)",
+                 (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)",
                 info.type_id
             ),
         })?;

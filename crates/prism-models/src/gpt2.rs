@@ -3,7 +3,7 @@
 use burn::tensor::Device;
 use prism_core::{PrismError, Result};
 
-use crate::config::{Architecture, HfConfig, ModelConfig, NormKind, Positions};
+use crate::config::{Architecture, BlockDesign, HfConfig, ModelConfig, NormKind, Positions};
 use crate::cpu::CpuPath;
 use crate::layers::{Linear, load_layer_norm};
 use crate::transformer::{Attention, Block, Mlp, Transformer};
@@ -41,6 +41,7 @@ pub(crate) fn config(hf: &HfConfig) -> Result<ModelConfig> {
         bos_token_id: hf.token_id("bos_token_id"),
         eos_token_id: hf.token_id("eos_token_id"),
         pad_token_id: hf.token_id("pad_token_id"),
+        design: BlockDesign::default(),
     })
 }
 
@@ -66,11 +67,15 @@ pub(crate) fn load(
     let mut blocks = Vec::new();
     for l in 0..cfg.n_layers {
         blocks.push(Block {
-            ln1: norm(&format!("h.{l}.ln_1"))?,
-            ln2: norm(&format!("h.{l}.ln_2"))?,
+            ln1: Some(norm(&format!("h.{l}.ln_1"))?),
+            ln2: Some(norm(&format!("h.{l}.ln_2"))?),
+            post_attn: None,
+            post_mlp: None,
             attn: Attention {
                 qkv: conv(&format!("h.{l}.attn.c_attn"), d, 3 * d)?,
                 out: conv(&format!("h.{l}.attn.c_proj"), d, d)?,
+                q_norm: None,
+                k_norm: None,
             },
             mlp: Mlp {
                 up: conv(&format!("h.{l}.mlp.c_fc"), d, m)?,

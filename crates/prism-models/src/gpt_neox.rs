@@ -4,7 +4,10 @@
 use burn::tensor::Device;
 use prism_core::Result;
 
-use crate::config::{Architecture, HfConfig, MlpActivation, ModelConfig, NormKind, Positions};
+use crate::config::{
+    Architecture, BlockDesign, HfConfig, MlpActivation, ModelConfig, NormKind, Positions,
+    RopeFrequencies,
+};
 use crate::cpu::CpuPath;
 use crate::layers::{Linear, load_layer_norm};
 use crate::rows::swap_row_groups;
@@ -35,9 +38,10 @@ pub(crate) fn config(hf: &HfConfig) -> Result<ModelConfig> {
         gated_mlp: false,
         positions: Positions::Rotary {
             dims: (d_head as f64 * pct) as usize,
-            theta: hf
-                .f64_any(&["rotary_emb_base", "rope_theta"])
-                .unwrap_or(10000.0),
+            frequencies: RopeFrequencies::plain(
+                hf.f64_any(&["rotary_emb_base", "rope_theta"])
+                    .unwrap_or(10000.0),
+            ),
         },
         parallel_residual: hf.bool_or("use_parallel_residual", true),
         tied_embeddings: hf.bool_or("tie_word_embeddings", false),
@@ -45,6 +49,7 @@ pub(crate) fn config(hf: &HfConfig) -> Result<ModelConfig> {
         bos_token_id: hf.token_id("bos_token_id"),
         eos_token_id: hf.token_id("eos_token_id"),
         pad_token_id: hf.token_id("pad_token_id"),
+        design: BlockDesign::default(),
     })
 }
 
@@ -92,11 +97,15 @@ pub(crate) fn load(
         let qkv_w = swap_row_groups(&qkv_w, 1, h, 3, dh)?;
         let qkv_b = swap_row_groups(&qkv_b, 1, h, 3, dh)?;
         blocks.push(Block {
-            ln1: norm(&format!("{lp}.input_layernorm"))?,
-            ln2: norm(&format!("{lp}.post_attention_layernorm"))?,
+            ln1: Some(norm(&format!("{lp}.input_layernorm"))?),
+            ln2: Some(norm(&format!("{lp}.post_attention_layernorm"))?),
+            post_attn: None,
+            post_mlp: None,
             attn: Attention {
                 qkv: Linear::from_hf(&qkv_w, Some(&qkv_b), device)?,
                 out: linear(&format!("{lp}.attention.dense"), d, d)?,
+                q_norm: None,
+                k_norm: None,
             },
             mlp: Mlp {
                 up: linear(&format!("{lp}.mlp.dense_h_to_4h"), m, d)?,

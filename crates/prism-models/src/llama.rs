@@ -1,10 +1,20 @@
-//! The Llama family (Llama, SmolLM2, …): RMSNorm, SwiGLU, grouped-query attention, rotate-half
-//! RoPE over the whole head; from an HF directory or a llama.cpp GGUF file.
+//! The Llama family (Llama 1–3, SmolLM2, …): RMSNorm, SwiGLU, grouped-query attention,
+//! rotate-half RoPE over the whole head (with Llama 3's, linear, dynamic or YaRN scaling),
+//! optional `attention_bias` / `mlp_bias`, a `head_dim` of its own; from an HF directory or a
+//! llama.cpp GGUF file.
+//!
+//! Its HF layout (`model.layers.N.self_attn.q_proj`, …) is the one every later family here
+//! keeps, so this file also holds the loader they share: each reads its config in its own file
+//! and describes what differs ([`ModelConfig::design`]); [`load_hf`] reads whichever tensors
+//! that description calls for.
 
 use burn::tensor::Device;
 use prism_core::{HostTensor, Result};
 
-use crate::config::{Architecture, HfConfig, MlpActivation, ModelConfig, NormKind, Positions};
+use crate::config::{
+    Architecture, BlockDesign, DIMENSION_LIMIT, HfConfig, MlpActivation, ModelConfig, NormKind,
+    NormPlacement, Positions, QkNorm, RopeFrequencies, RopeScaling,
+};
 use crate::cpu::CpuPath;
 use crate::gguf::GgufFile;
 use crate::layers::{Linear, Norm, row};
@@ -13,19 +23,31 @@ use crate::transformer::{Attention, Block, Mlp, Transformer};
 use crate::weights::WeightSource;
 
 pub(crate) fn config(hf: &HfConfig) -> Result<ModelConfig> {
+    decoder_config(hf, Architecture::Llama)
+}
+
+/// The keys every HF decoder of the Llama lineage (Llama, Mistral, Qwen, Gemma, Phi-3, OLMo 2)
+/// names alike: sizes, RMSNorm, a gated MLP, rotary positions with their scaling (shared by
+/// every layer), tied embeddings. Families change what differs ([`ModelConfig::design`], …).
+pub(crate) fn decoder_config(hf: &HfConfig, architecture: Architecture) -> Result<ModelConfig> {
     let d_model = hf.usize("hidden_size")?;
     let n_heads = hf.usize("num_attention_heads")?;
     let d_head = hf.opt_usize("head_dim").unwrap_or(d_model / n_heads.max(1));
-    hf.plain_rope()?;
-    let bias = hf.bool_or("attention_bias", false) || hf.bool_or("mlp_bias", false);
-    if bias {
-        return Err(prism_core::PrismError::Config {
-            path: hf.path.to_path_buf(),
-            message: "Llama models with attention_bias or mlp_bias are not supported".into(),
-        });
+    let frequencies = hf.rope(None, 10000.0)?;
+    let rotary_fraction = hf.f64_any(&["partial_rotary_factor"]).unwrap_or(1.0);
+    if !(rotary_fraction > 0.0 && rotary_fraction <= 1.0) {
+        return Err(hf.error(format!(
+            "partial_rotary_factor {rotary_fraction} must be in (0, 1]"
+        )));
     }
+    let max_position_embeddings = hf.opt_usize("max_position_embeddings").unwrap_or(2048);
+    // Dynamic NTK scaling exists to run past the configured context, as far as one likes.
+    let max_positions = match frequencies.scaling {
+        RopeScaling::Dynamic { .. } => DIMENSION_LIMIT,
+        _ => max_position_embeddings,
+    };
     Ok(ModelConfig {
-        architecture: Architecture::Llama,
+        architecture,
         vocab_size: hf.usize("vocab_size")?,
         d_model,
         n_layers: hf.usize("num_hidden_layers")?,
@@ -33,14 +55,14 @@ pub(crate) fn config(hf: &HfConfig) -> Result<ModelConfig> {
         n_kv_heads: hf.opt_usize("num_key_value_heads").unwrap_or(n_heads),
         d_head,
         d_mlp: hf.usize("intermediate_size")?,
-        max_positions: hf.opt_usize("max_position_embeddings").unwrap_or(2048),
+        max_positions,
         norm: NormKind::RmsNorm,
         norm_eps: hf.f64_any(&["rms_norm_eps"]).unwrap_or(1e-6),
         activation: crate::gpt_neox::activation(hf)?,
         gated_mlp: true,
         positions: Positions::Rotary {
-            dims: d_head,
-            theta: hf.f64_any(&["rope_theta"]).unwrap_or(10000.0),
+            dims: ((d_head as f64 * rotary_fraction) as usize).min(d_head),
+            frequencies,
         },
         parallel_residual: false,
         tied_embeddings: hf.bool_or("tie_word_embeddings", false),
@@ -48,32 +70,37 @@ pub(crate) fn config(hf: &HfConfig) -> Result<ModelConfig> {
         bos_token_id: hf.token_id("bos_token_id"),
         eos_token_id: hf.token_id("eos_token_id"),
         pad_token_id: hf.token_id("pad_token_id"),
+        design: BlockDesign::default(),
     })
 }
 
-/// The configuration a llama.cpp GGUF file's `llama.*` metadata describes.
+/// The configuration a llama.cpp GGUF file's metadata describes, for the architectures Prism
+/// reads from GGUF (`general.architecture`: `llama`, `gemma3`).
 pub(crate) fn config_from_gguf(g: &GgufFile) -> Result<ModelConfig> {
     let arch = g
         .get("general.architecture")?
         .as_str()
         .unwrap_or("")
         .to_string();
-    if arch != "llama" {
-        return Err(prism_core::PrismError::Config {
+    match arch.as_str() {
+        "llama" => llama_config_from_gguf(g),
+        "gemma3" => crate::gemma::config_from_gguf(g),
+        other => Err(prism_core::PrismError::Config {
             path: g.path().to_path_buf(),
-            message: format!("general.architecture = `{arch}`; Prism reads `llama` GGUF files"),
-        });
+            message: format!(
+                "general.architecture = `{other}`; Prism reads `llama` and `gemma3` GGUF files"
+            ),
+        }),
     }
+}
+
+fn llama_config_from_gguf(g: &GgufFile) -> Result<ModelConfig> {
     let d_model = g.get_usize("llama.embedding_length")?;
     let n_heads = g.get_usize("llama.attention.head_count")?;
-    let vocab = match g.tensors.get("token_embd.weight") {
-        Some(info) => info.shape.first().copied().unwrap_or(0),
-        None => g.get_usize("llama.vocab_size")?,
-    };
+    let vocab = g.vocab_size("llama")?;
     let d_head = g
         .get_usize("llama.attention.key_length")
         .unwrap_or(d_model / n_heads.max(1));
-    let id = |k: &str| g.metadata.get(k).and_then(|v| v.as_u64()).map(|v| v as u32);
     Ok(ModelConfig {
         architecture: Architecture::Llama,
         vocab_size: vocab,
@@ -92,15 +119,40 @@ pub(crate) fn config_from_gguf(g: &GgufFile) -> Result<ModelConfig> {
         gated_mlp: true,
         positions: Positions::Rotary {
             dims: d_head,
-            theta: g.get_f64("llama.rope.freq_base").unwrap_or(10000.0),
+            frequencies: RopeFrequencies::plain(
+                g.get_f64("llama.rope.freq_base").unwrap_or(10000.0),
+            ),
         },
         parallel_residual: false,
         tied_embeddings: !g.tensors.contains_key("output.weight"),
         initializer_range: 0.02,
-        bos_token_id: id("tokenizer.ggml.bos_token_id"),
-        eos_token_id: id("tokenizer.ggml.eos_token_id"),
-        pad_token_id: id("tokenizer.ggml.padding_token_id"),
+        bos_token_id: g.token_id("tokenizer.ggml.bos_token_id"),
+        eos_token_id: g.token_id("tokenizer.ggml.eos_token_id"),
+        pad_token_id: g.token_id("tokenizer.ggml.padding_token_id"),
+        design: BlockDesign::default(),
     })
+}
+
+/// A tensor of a block, whatever a layout calls it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Q,
+    K,
+    V,
+    /// q | k | v in one matrix (Phi-3).
+    Qkv,
+    O,
+    Gate,
+    Up,
+    /// gate | up in one matrix (Phi-3).
+    GateUp,
+    Down,
+    PreAttnNorm,
+    PreMlpNorm,
+    PostAttnNorm,
+    PostMlpNorm,
+    QNorm,
+    KNorm,
 }
 
 /// Tensor names of one layout (HF or llama.cpp), and whether Q/K rows need un-permuting.
@@ -108,50 +160,70 @@ struct Names {
     embed: &'static str,
     final_norm: &'static str,
     head: &'static str,
-    layer: fn(usize, &str) -> String,
+    /// The name of block `l`'s part, without `.weight` / `.bias`.
+    layer: fn(usize, Part, NormPlacement) -> String,
     unpermute_qk: bool,
+    /// Whether the layout stores Gemma's norm weights as `w` (HF) rather than `1 + w` (llama.cpp
+    /// adds the one when it converts).
+    gemma_norms_unshifted: bool,
 }
 
 const HF: Names = Names {
     embed: "model.embed_tokens.weight",
     final_norm: "model.norm.weight",
     head: "lm_head.weight",
-    layer: |l, part| {
+    layer: |l, part, placement| {
         let name = match part {
-            "q" => "self_attn.q_proj",
-            "k" => "self_attn.k_proj",
-            "v" => "self_attn.v_proj",
-            "o" => "self_attn.o_proj",
-            "gate" => "mlp.gate_proj",
-            "up" => "mlp.up_proj",
-            "down" => "mlp.down_proj",
-            "ln1" => "input_layernorm",
-            _ => "post_attention_layernorm",
+            Part::Q => "self_attn.q_proj",
+            Part::K => "self_attn.k_proj",
+            Part::V => "self_attn.v_proj",
+            Part::Qkv => "self_attn.qkv_proj",
+            Part::O => "self_attn.o_proj",
+            Part::Gate => "mlp.gate_proj",
+            Part::Up => "mlp.up_proj",
+            Part::GateUp => "mlp.gate_up_proj",
+            Part::Down => "mlp.down_proj",
+            Part::PreAttnNorm => "input_layernorm",
+            // A pre-norm model calls the MLP's norm after the attention it follows.
+            Part::PreMlpNorm if placement == NormPlacement::Pre => "post_attention_layernorm",
+            Part::PreMlpNorm => "pre_feedforward_layernorm",
+            Part::PostAttnNorm => "post_attention_layernorm",
+            Part::PostMlpNorm => "post_feedforward_layernorm",
+            Part::QNorm => "self_attn.q_norm",
+            Part::KNorm => "self_attn.k_norm",
         };
-        format!("model.layers.{l}.{name}.weight")
+        format!("model.layers.{l}.{name}")
     },
     unpermute_qk: false,
+    gemma_norms_unshifted: true,
 };
 
 const GGUF: Names = Names {
     embed: "token_embd.weight",
     final_norm: "output_norm.weight",
     head: "output.weight",
-    layer: |l, part| {
+    layer: |l, part, _| {
         let name = match part {
-            "q" => "attn_q",
-            "k" => "attn_k",
-            "v" => "attn_v",
-            "o" => "attn_output",
-            "gate" => "ffn_gate",
-            "up" => "ffn_up",
-            "down" => "ffn_down",
-            "ln1" => "attn_norm",
-            _ => "ffn_norm",
+            Part::Q => "attn_q",
+            Part::K => "attn_k",
+            Part::V => "attn_v",
+            Part::Qkv => "attn_qkv",
+            Part::O => "attn_output",
+            Part::Gate => "ffn_gate",
+            Part::Up => "ffn_up",
+            Part::GateUp => "ffn_gate_up",
+            Part::Down => "ffn_down",
+            Part::PreAttnNorm => "attn_norm",
+            Part::PreMlpNorm => "ffn_norm",
+            Part::PostAttnNorm => "post_attention_norm",
+            Part::PostMlpNorm => "post_ffw_norm",
+            Part::QNorm => "attn_q_norm",
+            Part::KNorm => "attn_k_norm",
         };
-        format!("blk.{l}.{name}.weight")
+        format!("blk.{l}.{name}")
     },
     unpermute_qk: true,
+    gemma_norms_unshifted: false,
 };
 
 pub(crate) fn load_hf(
@@ -163,7 +235,25 @@ pub(crate) fn load_hf(
 }
 
 pub(crate) fn load_gguf(src: &GgufFile, cfg: &ModelConfig, device: &Device) -> Result<Transformer> {
-    load(src, cfg, device, &GGUF)
+    // llama.cpp interleaves the rotary halves of Llama's q and k rows (its rope works on
+    // adjacent pairs); families it rotates NeoX-style (Gemma) keep HF's rows.
+    let names = Names {
+        unpermute_qk: cfg.architecture == Architecture::Llama,
+        ..GGUF
+    };
+    load(src, cfg, device, &names)
+}
+
+/// Gemma's RMSNorm multiplies by `1 + w`; a stored `w` is shifted by one here, once.
+fn norm_offset(cfg: &ModelConfig, names: &Names) -> f32 {
+    match cfg.architecture {
+        Architecture::Gemma | Architecture::Gemma2 | Architecture::Gemma3
+            if names.gemma_norms_unshifted =>
+        {
+            1.0
+        }
+        _ => 0.0,
+    }
 }
 
 fn load(
@@ -180,17 +270,20 @@ fn load(
         cfg.d_mlp,
         cfg.vocab_size,
     );
-    let norm = |name: &str| -> Result<Norm> {
+    let placement = cfg.design.norms;
+    let offset = norm_offset(cfg, names);
+    let norm_of = |name: &str, width: usize| -> Result<Norm> {
+        let mut w = src.shaped(name, &[width])?;
+        w.data.iter_mut().for_each(|x| *x += offset);
         Ok(Norm {
             kind: NormKind::RmsNorm,
-            weight: row(&src.shaped(name, &[d])?, device)?,
+            weight: row(&w, device)?,
             bias: None,
             eps: cfg.norm_eps,
         })
     };
     // llama.cpp interleaves each head's rotary halves: rows [head][dh/2][2] → HF's [head][2][dh/2].
-    let qk = |name: &str, heads: usize| -> Result<HostTensor> {
-        let w = src.shaped(name, &[heads * dh, d])?;
+    let unpermute = |w: HostTensor, heads: usize| -> Result<HostTensor> {
         if names.unpermute_qk {
             swap_row_groups(&w, heads, dh / 2, 2, 1)
         } else {
@@ -200,22 +293,99 @@ fn load(
     // Grown layer by layer: `n_layers` comes from a file, and a missing layer is an error below.
     let mut blocks = Vec::new();
     for l in 0..cfg.n_layers {
-        let n = |part: &str| (names.layer)(l, part);
-        let q = qk(&n("q"), h)?;
-        let k = qk(&n("k"), kv)?;
-        let vv = src.shaped(&n("v"), &[kv * dh, d])?;
-        let gate = src.shaped(&n("gate"), &[m, d])?;
-        let up = src.shaped(&n("up"), &[m, d])?;
+        let n = |part: Part| (names.layer)(l, part, placement);
+        let weight =
+            |part: Part, shape: &[usize]| src.shaped(&format!("{}.weight", n(part)), shape);
+        // A bias where the file has one (`attention_bias`, `mlp_bias`, Qwen 2's q/k/v).
+        let bias = |part: Part, len: usize| -> Result<Option<HostTensor>> {
+            let name = format!("{}.bias", n(part));
+            src.contains(&name)
+                .then(|| src.shaped(&name, &[len]))
+                .transpose()
+        };
+        let norm = |part: Part, width: usize| norm_of(&format!("{}.weight", n(part)), width);
+        let (qn, kn) = (h * dh, kv * dh);
+        let fused_qkv = src.contains(&format!("{}.weight", n(Part::Qkv)));
+        let (qkv_w, qkv_b) = if fused_qkv {
+            (
+                weight(Part::Qkv, &[qn + 2 * kn, d])?,
+                bias(Part::Qkv, qn + 2 * kn)?,
+            )
+        } else {
+            let q = unpermute(weight(Part::Q, &[qn, d])?, h)?;
+            let k = unpermute(weight(Part::K, &[kn, d])?, kv)?;
+            let vv = weight(Part::V, &[kn, d])?;
+            let biases = [
+                (bias(Part::Q, qn)?, qn, h),
+                (bias(Part::K, kn)?, kn, kv),
+                (bias(Part::V, kn)?, kn, 0),
+            ];
+            let qkv_b = if biases.iter().any(|(b, ..)| b.is_some()) {
+                let mut parts = Vec::new();
+                for (b, len, heads) in biases {
+                    let b = b.unwrap_or(HostTensor::new(vec![len], vec![0.0; len])?);
+                    parts.push(if heads > 0 { unpermute(b, heads)? } else { b });
+                }
+                Some(concat_rows(&parts.iter().collect::<Vec<_>>())?)
+            } else {
+                None
+            };
+            (concat_rows(&[&q, &k, &vv])?, qkv_b)
+        };
+        let fused_gate_up = src.contains(&format!("{}.weight", n(Part::GateUp)));
+        let (gate_up_w, gate_up_b) = if fused_gate_up {
+            (
+                weight(Part::GateUp, &[2 * m, d])?,
+                bias(Part::GateUp, 2 * m)?,
+            )
+        } else {
+            let gate_up =
+                concat_rows(&[&weight(Part::Gate, &[m, d])?, &weight(Part::Up, &[m, d])?])?;
+            let b = match (bias(Part::Gate, m)?, bias(Part::Up, m)?) {
+                (None, None) => None,
+                (g, u) => {
+                    let zero = || HostTensor::new(vec![m], vec![0.0; m]);
+                    Some(concat_rows(&[
+                        &g.map_or_else(zero, Ok)?,
+                        &u.map_or_else(zero, Ok)?,
+                    ])?)
+                }
+            };
+            (gate_up, b)
+        };
+        let (q_norm, k_norm) = match cfg.design.qk_norm {
+            QkNorm::None => (None, None),
+            QkNorm::PerHead => (Some(norm(Part::QNorm, dh)?), Some(norm(Part::KNorm, dh)?)),
+            QkNorm::Whole => (Some(norm(Part::QNorm, qn)?), Some(norm(Part::KNorm, kn)?)),
+        };
+        let (pre, post) = match placement {
+            NormPlacement::Pre => (true, false),
+            NormPlacement::Sandwich => (true, true),
+            NormPlacement::Post => (false, true),
+        };
+        let optional = |yes: bool, part: Part| yes.then(|| norm(part, d)).transpose();
         blocks.push(Block {
-            ln1: norm(&n("ln1"))?,
-            ln2: norm(&n("ln2"))?,
+            ln1: optional(pre, Part::PreAttnNorm)?,
+            ln2: optional(pre, Part::PreMlpNorm)?,
+            post_attn: optional(post, Part::PostAttnNorm)?,
+            post_mlp: optional(post, Part::PostMlpNorm)?,
             attn: Attention {
-                qkv: Linear::from_hf(&concat_rows(&[&q, &k, &vv])?, None, device)?,
-                out: Linear::from_hf(&src.shaped(&n("o"), &[d, h * dh])?, None, device)?,
+                qkv: Linear::from_hf(&qkv_w, qkv_b.as_ref(), device)?,
+                out: Linear::from_hf(
+                    &weight(Part::O, &[d, qn])?,
+                    bias(Part::O, d)?.as_ref(),
+                    device,
+                )?,
+                q_norm,
+                k_norm,
             },
             mlp: Mlp {
-                up: Linear::from_hf(&concat_rows(&[&gate, &up])?, None, device)?,
-                down: Linear::from_hf(&src.shaped(&n("down"), &[d, m])?, None, device)?,
+                up: Linear::from_hf(&gate_up_w, gate_up_b.as_ref(), device)?,
+                down: Linear::from_hf(
+                    &weight(Part::Down, &[d, m])?,
+                    bias(Part::Down, d)?.as_ref(),
+                    device,
+                )?,
             },
         });
     }
@@ -231,7 +401,7 @@ fn load(
         embed: embed.to_burn(device)?,
         pos_embed: None,
         blocks,
-        ln_final: norm(names.final_norm)?,
+        ln_final: norm_of(names.final_norm, d)?,
         unembed: unembed.to_burn(device)?,
         cpu_path: CpuPath::default(),
     })

@@ -12,7 +12,7 @@ use crate::randomize::Randomization;
 use crate::tokenizer::Tokenizer;
 use crate::transformer::{ForwardOutput, TokenBatch, Transformer};
 use crate::weights::SafetensorsDir;
-use crate::{gpt_neox, gpt2, llama};
+use crate::{gemma, gpt_neox, gpt2, llama, mistral, olmo2, phi3, qwen};
 
 /// A language model ready to run: weights on a device, and its tokenizer.
 ///
@@ -79,11 +79,27 @@ impl Model {
             "gpt_neox" => gpt_neox::config(&hf)?,
             "gpt2" => gpt2::config(&hf)?,
             "llama" => llama::config(&hf)?,
+            "mistral" => mistral::config(&hf)?,
+            "qwen2" => qwen::config(&hf, Architecture::Qwen2)?,
+            "qwen3" => qwen::config(&hf, Architecture::Qwen3)?,
+            "gemma" => gemma::config(&hf, Architecture::Gemma)?,
+            "gemma2" => gemma::config(&hf, Architecture::Gemma2)?,
+            "gemma3_text" => gemma::config(&hf, Architecture::Gemma3)?,
+            "phi3" => phi3::config(&hf)?,
+            "olmo2" => olmo2::config(&hf)?,
             other => {
+                let supported: Vec<&str> =
+                    Architecture::ALL.iter().map(|a| a.model_type()).collect();
+                let hint = if other == "gemma3" {
+                    " (a multimodal Gemma 3 checkpoint; Prism reads the text-only `gemma3_text`)"
+                } else {
+                    ""
+                };
                 return Err(PrismError::Config {
                     path: cfg_path,
                     message: format!(
-                        "model_type `{other}` is not supported (gpt_neox, gpt2, llama)"
+                        "model_type `{other}` is not supported{hint}; supported: {}",
+                        supported.join(", ")
                     ),
                 });
             }
@@ -99,7 +115,7 @@ impl Model {
         let transformer = match config.architecture {
             Architecture::GptNeoX => gpt_neox::load(&weights, &config, device)?,
             Architecture::Gpt2 => gpt2::load(&weights, &config, device)?,
-            Architecture::Llama => llama::load_hf(&weights, &config, device)?,
+            _ => llama::load_hf(&weights, &config, device)?,
         };
         Ok(Self {
             transformer,

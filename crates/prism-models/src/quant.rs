@@ -17,8 +17,17 @@ pub enum GgmlType {
     Q4_1,
     /// 8-bit, 32 weights per block: `w = q·d`.
     Q8_0,
+    /// 5-bit, 32 weights per block, scale only: `w = (q − 16)·d`, the fifth bits in a `u32`.
+    Q5_0,
+    /// 5-bit, 32 weights per block, scale and minimum: `w = q·d + m`.
+    Q5_1,
     /// 4-bit k-quant, 256 weights per super-block with 6-bit sub-block scales and minima.
     Q4K,
+    /// 5-bit k-quant: Q4_K's layout plus a fifth bit per weight.
+    Q5K,
+    /// 6-bit k-quant, 256 weights per super-block in 16 sub-blocks with 8-bit scales:
+    /// `w = d·s·(q − 32)`.
+    Q6K,
 }
 
 impl GgmlType {
@@ -30,8 +39,12 @@ impl GgmlType {
             30 => GgmlType::BF16,
             2 => GgmlType::Q4_0,
             3 => GgmlType::Q4_1,
+            6 => GgmlType::Q5_0,
+            7 => GgmlType::Q5_1,
             8 => GgmlType::Q8_0,
             12 => GgmlType::Q4K,
+            13 => GgmlType::Q5K,
+            14 => GgmlType::Q6K,
             _ => return None,
         })
     }
@@ -43,8 +56,12 @@ impl GgmlType {
             GgmlType::F16 | GgmlType::BF16 => (1, 2),
             GgmlType::Q4_0 => (32, 18),
             GgmlType::Q4_1 => (32, 20),
+            GgmlType::Q5_0 => (32, 22),
+            GgmlType::Q5_1 => (32, 24),
             GgmlType::Q8_0 => (32, 34),
             GgmlType::Q4K => (256, 144),
+            GgmlType::Q5K => (256, 176),
+            GgmlType::Q6K => (256, 210),
         }
     }
 }
@@ -84,27 +101,68 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Vec<f32> {
                 out.extend(qs.iter().map(|q| (q >> 4) as f32 * d + m));
             }
         }
+        GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            for blk in bytes.chunks_exact(bb) {
+                let d = half_at(blk, 0);
+                let (m, rest) = if ty == GgmlType::Q5_1 {
+                    (half_at(blk, 2), &blk[4..])
+                } else {
+                    (-16.0 * d, &blk[2..])
+                };
+                // Weight j's fifth bit is bit j of `high`; its low four bits are the low nibble of
+                // byte j (j < 16) or the high nibble of byte j − 16.
+                let high = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+                let qs = &rest[4..20];
+                let fifth = |j: usize| (((high >> j) & 1) as u8) << 4;
+                out.extend((0..16).map(|j| ((qs[j] & 0x0f) | fifth(j)) as f32 * d + m));
+                out.extend((0..16).map(|j| ((qs[j] >> 4) | fifth(j + 16)) as f32 * d + m));
+            }
+        }
         GgmlType::Q8_0 => {
             for blk in bytes.chunks_exact(bb) {
                 let d = half_at(blk, 0);
                 out.extend(blk[2..34].iter().map(|&q| (q as i8) as f32 * d));
             }
         }
-        GgmlType::Q4K => {
+        GgmlType::Q4K | GgmlType::Q5K => {
             for blk in bytes.chunks_exact(bb) {
                 let d = half_at(blk, 0);
                 let dmin = half_at(blk, 2);
                 let scales = &blk[4..16];
-                let qs = &blk[16..144];
+                // Q5_K: 32 bytes whose bit s of byte i is the fifth bit of weight i of
+                // sub-block s; then the nibbles as in Q4_K.
+                let (high, qs) = if ty == GgmlType::Q5K {
+                    (Some(&blk[16..48]), &blk[48..176])
+                } else {
+                    (None, &blk[16..144])
+                };
+                let fifth = |sub: usize, i: usize| high.map_or(0, |h| ((h[i] >> sub) & 1) << 4);
                 for chunk in 0..4 {
-                    let (sc1, m1) = scale_min_k4(2 * chunk, scales);
-                    let (sc2, m2) = scale_min_k4(2 * chunk + 1, scales);
                     let q = &qs[32 * chunk..32 * chunk + 32];
-                    let (d1, min1) = (d * sc1 as f32, dmin * m1 as f32);
-                    let (d2, min2) = (d * sc2 as f32, dmin * m2 as f32);
-                    out.extend(q.iter().map(|v| d1 * (v & 0x0f) as f32 - min1));
-                    out.extend(q.iter().map(|v| d2 * (v >> 4) as f32 - min2));
+                    for (sub, nibble) in [(2 * chunk, 0), (2 * chunk + 1, 4)] {
+                        let (sc, m) = scale_min_k4(sub, scales);
+                        let (scale, min) = (d * sc as f32, dmin * m as f32);
+                        out.extend(q.iter().enumerate().map(|(i, v)| {
+                            scale * (((v >> nibble) & 0x0f) | fifth(sub, i)) as f32 - min
+                        }));
+                    }
                 }
+            }
+        }
+        GgmlType::Q6K => {
+            for blk in bytes.chunks_exact(bb) {
+                let (low, high, scales) = (&blk[..128], &blk[128..192], &blk[192..208]);
+                let d = half_at(blk, 208);
+                // Each half of 128 weights: low nibbles from 64 bytes (weights r and r + 64 share
+                // byte r), the top two bits from 32 bytes (weights r, r + 32, r + 64, r + 96
+                // share byte r).
+                out.extend((0..256).map(|w| {
+                    let (h, r) = (w / 128, w % 128);
+                    let lo = (low[64 * h + r % 64] >> (4 * (r / 64))) & 0x0f;
+                    let hi = (high[32 * h + r % 32] >> (2 * (r / 32))) & 0x03;
+                    let q = (lo | (hi << 4)) as i32 - 32;
+                    d * (scales[w / 16] as i8) as f32 * q as f32
+                }));
             }
         }
     }

@@ -86,8 +86,19 @@ impl Transformer {
             std,
         };
         for block in &mut t.blocks {
-            init.norm(&mut block.ln1);
-            init.norm(&mut block.ln2);
+            for norm in [
+                &mut block.ln1,
+                &mut block.ln2,
+                &mut block.post_attn,
+                &mut block.post_mlp,
+                &mut block.attn.q_norm,
+                &mut block.attn.k_norm,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                init.norm(norm);
+            }
             init.linear(&mut block.attn.qkv, std);
             init.linear(&mut block.attn.out, out_std);
             init.linear(&mut block.mlp.up, std);

@@ -1,4 +1,5 @@
-//! Tokenizers: HF `tokenizer.json`, or the byte-level BPE described by a GGUF file's metadata.
+//! Tokenizers: HF `tokenizer.json`, or the one a GGUF file's metadata describes (byte-level BPE,
+//! or Gemma's SentencePiece vocabulary, `sentencepiece.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -83,9 +84,11 @@ impl Tokenizer {
         self
     }
 
-    /// Builds the tokenizer a GGUF file describes (`tokenizer.ggml.model = gpt2`: byte-level
-    /// BPE), the same way HF `transformers` does when it loads the file: vocabulary and merges
-    /// from the metadata, GPT-2's byte-level pre-tokenizer, control tokens as special tokens.
+    /// Builds the tokenizer a GGUF file describes the same way HF `transformers` does when it
+    /// loads the file: for `tokenizer.ggml.model = gpt2` (byte-level BPE) vocabulary and merges
+    /// from the metadata, GPT-2's byte-level pre-tokenizer, control tokens as special tokens; for
+    /// Gemma's SentencePiece vocabulary (`llama` in a `gemma*` file), the BPE `transformers`
+    /// rebuilds from it ([`crate::sentencepiece`]).
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
         let path = gguf.path();
         let err = |message: String| PrismError::Tokenizer {
@@ -93,13 +96,19 @@ impl Tokenizer {
             message,
         };
         let model = gguf.get("tokenizer.ggml.model")?.as_str().unwrap_or("");
-        if model != "gpt2" {
+        let arch = gguf
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        let gemma = matches!(arch, "gemma" | "gemma2" | "gemma3");
+        if model != "gpt2" && !(model == "llama" && gemma) {
             return Err(err(format!(
-                "tokenizer.ggml.model = `{model}`; Prism reads byte-level BPE (`gpt2`) tokenizers"
+                "tokenizer.ggml.model = `{model}` ({arch}); Prism reads byte-level BPE (`gpt2`) \
+                 tokenizers and Gemma's SentencePiece vocabularies"
             )));
         }
         let tokens = gguf.get_strings("tokenizer.ggml.tokens")?;
-        let merges = gguf.get_strings("tokenizer.ggml.merges")?;
         let types: Vec<u64> = match gguf.metadata.get("tokenizer.ggml.token_type") {
             Some(v) => v
                 .as_array()
@@ -109,6 +118,28 @@ impl Tokenizer {
                 .collect(),
             None => Vec::new(),
         };
+        let id = |k: &str| gguf.token_id(k);
+        let add_bos = gguf
+            .metadata
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.as_bool());
+        if gemma {
+            let unk = id("tokenizer.ggml.unknown_token_id")
+                .and_then(|i| tokens.get(i as usize).copied())
+                .unwrap_or("<unk>");
+            let inner = crate::sentencepiece::gemma_tokenizer(&tokens, &types, unk)
+                .map_err(|e| err(format!("cannot build Gemma's tokenizer: {e}")))?;
+            // `transformers` adds BOS to a SentencePiece vocabulary that does not say otherwise.
+            return Ok(Self::wrap(
+                inner,
+                path,
+                id("tokenizer.ggml.bos_token_id"),
+                id("tokenizer.ggml.eos_token_id"),
+                id("tokenizer.ggml.padding_token_id"),
+                add_bos.unwrap_or(true),
+            ));
+        }
+        let merges = gguf.get_strings("tokenizer.ggml.merges")?;
         let alphabet = byte_alphabet();
         let in_alphabet = |t: &str| t.chars().all(|c| alphabet.contains(&c));
         let mut vocab = serde_json::Map::new();
@@ -147,24 +178,13 @@ impl Tokenizer {
             .to_string()
             .parse()
             .map_err(|e: tokenizers::Error| err(format!("cannot build the BPE tokenizer: {e}")))?;
-        let id = |k: &str| {
-            gguf.metadata
-                .get(k)
-                .and_then(|v| v.as_u64())
-                .map(|v| v as u32)
-        };
-        let add_bos = gguf
-            .metadata
-            .get("tokenizer.ggml.add_bos_token")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
         Ok(Self::wrap(
             inner,
             path,
             id("tokenizer.ggml.bos_token_id"),
             id("tokenizer.ggml.eos_token_id"),
             id("tokenizer.ggml.padding_token_id"),
-            add_bos,
+            add_bos.unwrap_or(false),
         ))
     }
 

@@ -6,15 +6,20 @@ use burn::tensor::activation;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use prism_core::{Activation, HookPoint, HookRun, Hooks, PrismError, Result};
 
-use crate::config::{MlpActivation, ModelConfig, Positions};
-use crate::cpu::{self, AttentionShape, CpuPath, Rotary};
+use crate::config::{
+    AttentionSpan, MlpActivation, ModelConfig, Positions, QkNorm, RopeFrequencies,
+};
+use crate::cpu::{self, AttentionRule, AttentionShape, CpuPath, Rotary};
 use crate::layers::{Linear, Norm, activate, apply_rotary, matmul_on, rotary_on_device};
 
-/// What every block of one pass shares: rotary tables, the causal mask, the real lengths.
+/// What every block of one pass shares: rotary tables, the causal masks, the real lengths.
 struct PassShape<'a> {
     rope: Option<Rope>,
-    /// `[1, 1, seq, seq]`, true above the diagonal (burn's ops).
-    causal: Tensor<4, Bool>,
+    /// The local layers' own rotary tables (Gemma 3).
+    local_rope: Option<Rope>,
+    /// `[1, 1, seq, seq]`, true where a query may not look (above the diagonal) for burn's ops;
+    /// one per sliding window the layers use, keyed by it (`None`: global).
+    masks: BTreeMap<Option<usize>, Tensor<4, Bool>>,
     /// Each sequence's unpadded length (the fused attention keeps padding out of real rows).
     lengths: &'a [usize],
 }
@@ -27,10 +32,20 @@ struct Rope {
 }
 
 impl Rope {
-    fn new(seq: usize, dims: usize, theta: f64, device: &Device) -> Self {
-        let host = Rotary::new(seq, dims, theta);
+    fn new(seq: usize, dims: usize, frequencies: &RopeFrequencies, device: &Device) -> Self {
+        let host = Rotary::with_frequencies(seq, dims, frequencies);
         let (cos, sin) = rotary_on_device(&host, device);
         Self { host, cos, sin }
+    }
+}
+
+impl PassShape<'_> {
+    /// Layer `l`'s rotary tables.
+    fn rope_of(&self, cfg: &ModelConfig, l: usize) -> Option<&Rope> {
+        match cfg.span(l) {
+            AttentionSpan::Sliding(_) if self.local_rope.is_some() => self.local_rope.as_ref(),
+            _ => self.rope.as_ref(),
+        }
     }
 }
 
@@ -41,6 +56,11 @@ pub struct Attention {
     pub qkv: Linear,
     /// `[n_heads·d_head, d_model]`.
     pub out: Linear,
+    /// RMSNorm of the queries (`[1, d_head]` per head or `[1, n_heads·d_head]` whole, as
+    /// [`QkNorm`] says), before the rotary embedding.
+    pub q_norm: Option<Norm>,
+    /// RMSNorm of the keys, likewise.
+    pub k_norm: Option<Norm>,
 }
 
 /// The MLP: `down(act(up(x)))`, or gated `down(act(gate(x)) · up(x))`.
@@ -55,10 +75,14 @@ pub struct Mlp {
 /// One transformer block.
 #[derive(Clone, Debug)]
 pub struct Block {
-    /// Norm before attention.
-    pub ln1: Norm,
-    /// Norm before the MLP.
-    pub ln2: Norm,
+    /// Norm before attention (none in OLMo 2).
+    pub ln1: Option<Norm>,
+    /// Norm before the MLP (none in OLMo 2).
+    pub ln2: Option<Norm>,
+    /// Norm of the attention output (Gemma 2/3, OLMo 2).
+    pub post_attn: Option<Norm>,
+    /// Norm of the MLP output (Gemma 2/3, OLMo 2).
+    pub post_mlp: Option<Norm>,
     /// Attention.
     pub attn: Attention,
     /// MLP.
@@ -310,7 +334,11 @@ impl Transformer {
         let (b, s, d) = (batch.batch, batch.seq, self.config.d_model);
         let mut run = hooks.start_padded(&batch.lengths);
         let ids = batch.to_tensor(&self.device).reshape([b * s]);
-        let tok = self.embed.clone().select(0, ids).reshape([b, s, d]);
+        let mut tok = self.embed.clone().select(0, ids).reshape([b, s, d]);
+        if let Some(scale) = self.config.design.embed_scale {
+            // As `transformers`: the scale rounded to f32, then one product.
+            tok = tok.mul_scalar(scale as f32);
+        }
         let mut x = run.visit3(HookPoint::Embed, tok)?;
         if let Some(pe) = &self.pos_embed {
             let pos = pe
@@ -336,16 +364,39 @@ impl Transformer {
     ) -> Result<ForwardOutput> {
         let cfg = &self.config;
         let (b, s, d) = (batch.batch, batch.seq, cfg.d_model);
-        let rope = match cfg.positions {
-            Positions::Rotary { dims, theta } if dims > 0 => {
-                Some(Rope::new(s, dims, theta, &self.device))
-            }
-            _ => None,
+        let (rope, local_rope) = match cfg.positions {
+            Positions::Rotary { dims, frequencies } if dims > 0 => (
+                Some(Rope::new(s, dims, &frequencies, &self.device)),
+                cfg.design
+                    .local_rope
+                    .map(|f| Rope::new(s, dims, &f, &self.device)),
+            ),
+            _ => (None, None),
         };
-        let causal = Tensor::<2, Bool>::tril_mask([s, s], 0, &self.device).reshape([1, 1, s, s]);
+        let mut masks = BTreeMap::new();
+        for l in first..cfg.n_layers {
+            let window = match cfg.span(l) {
+                AttentionSpan::Global => None,
+                AttentionSpan::Sliding(w) => Some(w),
+            };
+            masks.entry(window).or_insert_with(|| {
+                let causal = Tensor::<2, Bool>::tril_mask([s, s], 0, &self.device);
+                let mask = match window {
+                    // Also hidden: keys at or before `i − w`.
+                    Some(w) if w < s => {
+                        let before =
+                            Tensor::<2, Bool>::triu_mask([s, s], 1 - w as i64, &self.device);
+                        causal.bool_or(before)
+                    }
+                    _ => causal,
+                };
+                mask.reshape([1, 1, s, s])
+            });
+        }
         let pass = PassShape {
             rope,
-            causal,
+            local_rope,
+            masks,
             lengths: &batch.lengths,
         };
         let last = if stop_early && !hooks.touches(HookPoint::LnFinal) {
@@ -369,7 +420,11 @@ impl Transformer {
                 None
             } else {
                 let v = cfg.vocab_size;
-                let logits = matmul_on(normed.reshape([b * s, d]), &self.unembed, self.cpu_path)?;
+                let mut logits =
+                    matmul_on(normed.reshape([b * s, d]), &self.unembed, self.cpu_path)?;
+                if let Some(cap) = cfg.design.final_softcap {
+                    logits = softcap(logits, cap);
+                }
                 Some(logits.reshape([b, s, v]))
             }
         } else {
@@ -393,17 +448,22 @@ impl Transformer {
         let resid_pre = run.visit3(HookPoint::ResidPre(l), x)?;
         let flat = resid_pre.clone().reshape([b * s, d]);
         let attn_out =
-            self.attention(l, block, block.ln1.forward(flat.clone()), b, s, pass, run)?;
-        let attn_out = run.visit3(HookPoint::AttnOut(l), attn_out)?;
+            self.attention(l, block, normed(&block.ln1, flat.clone()), b, s, pass, run)?;
+        let attn_out = run.visit3(
+            HookPoint::AttnOut(l),
+            post_normed(&block.post_attn, attn_out),
+        )?;
         let resid_post = if self.config.parallel_residual {
-            let mlp_out = self.mlp(l, block, block.ln2.forward(flat), b, s, run)?;
-            let mlp_out = run.visit3(HookPoint::MlpOut(l), mlp_out)?;
+            let mlp_out = self.mlp(l, block, normed(&block.ln2, flat), b, s, run)?;
+            let mlp_out =
+                run.visit3(HookPoint::MlpOut(l), post_normed(&block.post_mlp, mlp_out))?;
             mlp_out + attn_out + resid_pre
         } else {
             let mid = run.visit3(HookPoint::ResidMid(l), resid_pre + attn_out)?;
-            let mlp_in = block.ln2.forward(mid.clone().reshape([b * s, d]));
+            let mlp_in = normed(&block.ln2, mid.clone().reshape([b * s, d]));
             let mlp_out = self.mlp(l, block, mlp_in, b, s, run)?;
-            let mlp_out = run.visit3(HookPoint::MlpOut(l), mlp_out)?;
+            let mlp_out =
+                run.visit3(HookPoint::MlpOut(l), post_normed(&block.post_mlp, mlp_out))?;
             mid + mlp_out
         };
         run.visit3(HookPoint::ResidPost(l), resid_post)
@@ -423,6 +483,7 @@ impl Transformer {
         let cfg = &self.config;
         let (h, kv, dh) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
         let qkv = block.attn.qkv.forward_on(x, self.cpu_path)?;
+        let qkv = self.normalize_qk(&block.attn, qkv);
         let z = if self.cpu_path.applies(&qkv) && !run.touches(HookPoint::AttnPattern(l)) {
             let shape = AttentionShape {
                 batch: b,
@@ -431,9 +492,10 @@ impl Transformer {
                 kv_heads: kv,
                 d_head: dh,
             };
-            let rotary = pass.rope.as_ref().map(|r| &r.host);
+            let rotary = pass.rope_of(cfg, l).map(|r| &r.host);
+            let rule = self.attention_rule(l);
             let z = cpu::on_host(qkv, |qkv| {
-                cpu::causal_attention(qkv, &shape, rotary, pass.lengths)
+                cpu::causal_attention(qkv, &shape, rotary, &rule, pass.lengths)
             })?;
             cpu::device_tensor(z, [b, s, h, dh], &self.device)
         } else {
@@ -445,6 +507,42 @@ impl Transformer {
             .out
             .forward_on(z.reshape([b * s, h * dh]), self.cpu_path)?;
         Ok(out.reshape([b, s, cfg.d_model]))
+    }
+
+    /// Layer `l`'s scale, soft-cap and window.
+    fn attention_rule(&self, l: usize) -> AttentionRule {
+        let cfg = &self.config;
+        AttentionRule {
+            scale: cfg.attn_scale() as f32,
+            softcap: cfg.design.attn_softcap.map(|c| c as f32),
+            window: match cfg.span(l) {
+                AttentionSpan::Global => None,
+                AttentionSpan::Sliding(w) => Some(w),
+            },
+        }
+    }
+
+    /// The q/k norms on the fused projection's output (unchanged without them).
+    fn normalize_qk(&self, attn: &Attention, qkv: Tensor<2>) -> Tensor<2> {
+        let (Some(qn), Some(kn)) = (&attn.q_norm, &attn.k_norm) else {
+            return qkv;
+        };
+        let cfg = &self.config;
+        let (h, kv, dh) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
+        let rows = qkv.dims()[0];
+        let q = qkv.clone().narrow(1, 0, h * dh);
+        let k = qkv.clone().narrow(1, h * dh, kv * dh);
+        let v = qkv.narrow(1, (h + kv) * dh, kv * dh);
+        let (q, k) = match cfg.design.qk_norm {
+            QkNorm::PerHead => (
+                qn.forward(q.reshape([rows * h, dh]))
+                    .reshape([rows, h * dh]),
+                kn.forward(k.reshape([rows * kv, dh]))
+                    .reshape([rows, kv * dh]),
+            ),
+            QkNorm::Whole | QkNorm::None => (qn.forward(q), kn.forward(k)),
+        };
+        Tensor::cat(vec![q, k, v], 1)
     }
 
     /// Attention with burn's ops: `[batch, heads, seq, seq]` scores, the causal mask, the
@@ -465,7 +563,7 @@ impl Transformer {
         let mut q = heads(qkv.clone().narrow(1, 0, h * dh), h);
         let mut k = heads(qkv.clone().narrow(1, h * dh, kv * dh), kv);
         let mut v = heads(qkv.narrow(1, (h + kv) * dh, kv * dh), kv);
-        if let Some(r) = &pass.rope {
+        if let Some(r) = pass.rope_of(cfg, l) {
             q = apply_rotary(q, &r.cos, &r.sin);
             k = apply_rotary(k, &r.cos, &r.sin);
         }
@@ -479,10 +577,13 @@ impl Transformer {
             k = expand(k);
             v = expand(v);
         }
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .mul_scalar((dh as f64).powf(-0.5));
-        let scores = scores.mask_fill(pass.causal.clone().expand([b, h, s, s]), f32::NEG_INFINITY);
+        let rule = self.attention_rule(l);
+        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(rule.scale);
+        if let Some(cap) = rule.softcap {
+            scores = softcap(scores, cap as f64);
+        }
+        let mask = &pass.masks[&rule.window];
+        let scores = scores.mask_fill(mask.clone().expand([b, h, s, s]), f32::NEG_INFINITY);
         let pattern = activation::softmax(scores, 3);
         let pattern = run.visit4(HookPoint::AttnPattern(l), pattern)?;
         Ok(pattern.matmul(v).swap_dims(1, 2))
@@ -521,5 +622,29 @@ impl Transformer {
             .down
             .forward_on(post.reshape([b * s, m]), self.cpu_path)?;
         Ok(out.reshape([b, s, cfg.d_model]))
+    }
+}
+
+/// `c·tanh(x/c)`: bounds `x` to `(−c, c)` smoothly (Gemma 2's attention and logit soft-caps).
+fn softcap<const D: usize>(x: Tensor<D>, cap: f64) -> Tensor<D> {
+    x.div_scalar(cap as f32).tanh().mul_scalar(cap as f32)
+}
+
+/// `x` through a pre-norm, or unchanged where the block has none.
+fn normed(norm: &Option<Norm>, x: Tensor<2>) -> Tensor<2> {
+    match norm {
+        Some(n) => n.forward(x),
+        None => x,
+    }
+}
+
+/// A sublayer's `[batch, seq, d]` output through its post-norm, or unchanged.
+fn post_normed(norm: &Option<Norm>, x: Tensor<3>) -> Tensor<3> {
+    match norm {
+        Some(n) => {
+            let [b, s, d] = x.dims();
+            n.forward(x.reshape([b * s, d])).reshape([b, s, d])
+        }
+        None => x,
     }
 }

@@ -11,7 +11,11 @@ fn every_quant_type_matches_gguf_py() {
     let g = GgufFile::open(&fixtures().join("gguf/quants.gguf")).unwrap();
     let refs = prism_core::read_safetensors(&fixtures().join("gguf/quants_reference.safetensors"))
         .unwrap();
-    assert_eq!(refs.len(), 7);
+    assert_eq!(
+        refs.len(),
+        11,
+        "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K"
+    );
     for (name, want) in &refs {
         let got = g.tensor(name).unwrap();
         assert_eq!(got.shape, want.shape, "{name}");
@@ -59,10 +63,19 @@ fn unknown_tensor_type_is_a_typed_error_naming_the_file() {
 
 #[test]
 fn truncated_gguf_is_a_typed_error_at_every_cut() {
-    let full = std::fs::read(fixtures().join("gguf/quants.gguf")).unwrap();
+    let path = fixtures().join("gguf/quants.gguf");
+    let full = std::fs::read(&path).unwrap();
+    // The last tensor's last byte (alignment padding may follow it).
+    let data_end = GgufFile::open(&path)
+        .unwrap()
+        .tensors
+        .values()
+        .map(|t| t.offset + t.n_bytes)
+        .max()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("cut.gguf");
-    for cut in [0, 3, 10, 30, 100, 300, full.len() / 2, full.len() - 1] {
+    for cut in [0, 3, 10, 30, 100, 300, full.len() / 2, data_end - 1] {
         std::fs::write(&p, &full[..cut]).unwrap();
         let e = GgufFile::open(&p)
             .err()

@@ -4,6 +4,8 @@
 
 mod bad_input;
 mod common;
+mod families;
+mod gemma3;
 mod gguf;
 mod hooks;
 mod parity;

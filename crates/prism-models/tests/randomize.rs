@@ -12,13 +12,24 @@ fn weights(t: &Transformer) -> Vec<HostTensor> {
         HostTensor::from_burn(t.unembed.clone()).unwrap(),
     ];
     for b in &t.blocks {
+        let norms = [
+            &b.ln1,
+            &b.ln2,
+            &b.post_attn,
+            &b.post_mlp,
+            &b.attn.q_norm,
+            &b.attn.k_norm,
+        ];
+        let norms = norms.into_iter().flatten().map(|n| &n.weight);
         for w in [
             &b.attn.qkv.weight,
             &b.attn.out.weight,
             &b.mlp.up.weight,
             &b.mlp.down.weight,
-            &b.ln1.weight,
-        ] {
+        ]
+        .into_iter()
+        .chain(norms)
+        {
             out.push(HostTensor::from_burn(w.clone()).unwrap());
         }
     }

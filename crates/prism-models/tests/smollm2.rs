@@ -10,20 +10,9 @@ use prism_models::{Model, TokenBatch, next_token_loss};
 
 #[test]
 fn smollm2_gguf_matches_transformers() {
-    let dir = std::env::var_os("PRISM_ASSETS")
-        .map(Into::into)
-        .unwrap_or_else(|| root().join("assets"));
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.exists() {
-        if std::env::var_os("PRISM_REQUIRE_ASSETS").is_some() {
-            panic!("{} is missing (run `prism fetch smollm2`)", path.display());
-        }
-        eprintln!(
-            "skipping: {} is absent; run `prism fetch smollm2`",
-            path.display()
-        );
+    let Some(path) = asset("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2") else {
         return;
-    }
+    };
     let device = prism_core::device("cpu").unwrap();
     let model = Model::load(&path, &device).unwrap();
     let cfg = model.config();

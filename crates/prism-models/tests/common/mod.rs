@@ -13,13 +13,29 @@ pub fn fixtures() -> PathBuf {
     root().join("fixtures")
 }
 
-pub const MODELS: [&str; 5] = [
+/// Every tiny fixture model (scripts/make_fixtures.py): the first three families, then one per
+/// family added after them (`families` in VERSIONS.json).
+pub const MODELS: [&str; 15] = [
     "gpt_neox_parallel",
     "gpt_neox_sequential",
     "gpt2",
     "llama_gqa",
     "llama_tied",
+    "llama3",
+    "llama_dynamic",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "phi3",
+    "olmo2",
 ];
+
+/// Models whose positions depend on the pass's length (dynamic NTK rope scaling): a sequence in
+/// a longer padded batch is rotated with the batch's frequencies, as in `transformers`.
+pub const LENGTH_DEPENDENT: [&str; 1] = ["llama_dynamic"];
 
 pub struct Reference {
     pub texts: Vec<String>,
@@ -86,4 +102,24 @@ pub fn optional_device(name: &str) -> Option<prism_core::Device> {
             None
         }
     }
+}
+
+/// A downloaded asset (`PRISM_ASSETS`, default `assets/`), or `None` with a message naming the
+/// `prism fetch` that brings it; with `PRISM_REQUIRE_ASSETS` set (CI) a missing asset fails.
+pub fn asset(file: &str, fetch: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("PRISM_ASSETS")
+        .map(Into::into)
+        .unwrap_or_else(|| root().join("assets"));
+    let path = dir.join(file);
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var_os("PRISM_REQUIRE_ASSETS").is_some() {
+        panic!("{} is missing (run `prism fetch {fetch}`)", path.display());
+    }
+    eprintln!(
+        "skipping: {} is absent; run `prism fetch {fetch}`",
+        path.display()
+    );
+    None
 }

@@ -44,13 +44,17 @@ pub fn case(name: &str) -> Case {
     }
 }
 
-/// Every tiny fixture architecture.
-pub const ARCHITECTURES: [&str; 5] = [
+/// Every tiny fixture architecture with patching references: the first three families, Gemma 2
+/// (norms after attention and MLP, soft-capped scores and logits, local layers) and Qwen 3
+/// (per-head q/k norms).
+pub const ARCHITECTURES: [&str; 7] = [
     "gpt_neox_parallel",
     "gpt_neox_sequential",
     "gpt2",
     "llama_gqa",
     "llama_tied",
+    "gemma2",
+    "qwen3",
 ];
 
 /// The sweeps the fixtures cover: (sweep, reference key, direction); the attribution keys carry
