@@ -77,11 +77,20 @@ fn prune_half(model: &Model, sae: &Sae, hook: HookPoint, windows: &[Vec<u32>]) -
     pruned
 }
 
+/// On a Llama, and on the families whose blocks differ most from it: Gemma 2 (norms around each
+/// sublayer, soft-caps, local layers, GELU-tanh gating) and OLMo 2 (norms after each sublayer
+/// only, whole-projection q/k norms).
 #[test]
 fn cache_train_evaluate_prune_compare() {
+    for name in ["llama_gqa", "gemma2", "olmo2"] {
+        cache_train_evaluate_prune_compare_on(name);
+    }
+}
+
+fn cache_train_evaluate_prune_compare_on(name: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let device = prism::core::device("cpu").unwrap();
-    let model = Model::load(&root().join("fixtures/models/llama_gqa"), &device).unwrap();
+    let model = Model::load(&root().join("fixtures/models").join(name), &device).unwrap();
     let corpus = corpus(tmp.path());
     let hook = HookPoint::ResidPost(0);
 
@@ -134,7 +143,10 @@ fn cache_train_evaluate_prune_compare() {
         losses.push(logs[0].loss)
     })
     .unwrap();
-    assert!(losses.last().unwrap() < &(0.5 * losses[0]), "{losses:?}");
+    assert!(
+        losses.last().unwrap() < &(0.5 * losses[0]),
+        "{name}: {losses:?}"
+    );
     let provenance = TrainingData::cache(&store).unwrap();
     for r in &runs {
         Sae::record_in_cfg(&r.dir, TRAINING_DATA_KEY, provenance.to_json()).unwrap();
@@ -151,14 +163,14 @@ fn cache_train_evaluate_prune_compare() {
     let e = eval_on(&model, &sae, hook, &windows);
     assert!(
         e.reconstruction.frac_variance_explained > 0.5,
-        "a trained dictionary explains most of the variance: {e:?}"
+        "{name}: a trained dictionary explains most of the variance: {e:?}"
     );
     // A random tiny model's loss barely moves under ablation (so loss recovered is
     // ill-conditioned here), but the reconstruction keeps the next-token distributions far
     // closer to the clean ones than zeros do.
     assert!(
         e.downstream.kl_div_with_sae < 0.5 * e.downstream.kl_div_with_ablation,
-        "{:?}",
+        "{name}: {:?}",
         e.downstream
     );
     // The clean loss is the model's own loss on those windows.

