@@ -363,6 +363,83 @@ def common_gpt2(vocab):
     return dict(vocab_size=vocab, n_layer=2)
 
 
+def tiny_gemma3_gguf():
+    """fixtures/gguf/gemma3_tiny.gguf: the tiny Gemma 3 of models/gemma3 written by gguf-py as
+    llama.cpp lays a `gemma3` file out (its tensor names, norm weights stored as 1 + w, f32), with
+    a SentencePiece-style vocabulary (`tokenizer.ggml.model = llama`: the fixture's 320 tokens with
+    `▁` for the byte-level space, scores, types); and gemma3_tiny_reference.safetensors:
+    transformers loading that GGUF, its logits on the fixture's token ids. A GGUF file fixes
+    Gemma 3's layer pattern (five local layers to a global one), so all four layers are local
+    here — unlike the HF fixture, whose `layer_types` alternate."""
+    import gguf
+    from safetensors.numpy import load_file, save_file
+    from transformers import AutoModelForCausalLM
+
+    src = FIX / "models" / "gemma3"
+    cfg = json.loads((src / "config.json").read_text())
+    w = load_file(str(src / "model.safetensors"))
+    out = FIX / "gguf" / "gemma3_tiny.gguf"
+    writer = gguf.GGUFWriter(str(out), "gemma3")
+    writer.add_context_length(cfg["max_position_embeddings"])
+    writer.add_embedding_length(cfg["hidden_size"])
+    writer.add_block_count(cfg["num_hidden_layers"])
+    writer.add_feed_forward_length(cfg["intermediate_size"])
+    writer.add_head_count(cfg["num_attention_heads"])
+    writer.add_head_count_kv(cfg["num_key_value_heads"])
+    writer.add_key_length(cfg["head_dim"])
+    writer.add_value_length(cfg["head_dim"])
+    writer.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    writer.add_rope_freq_base(cfg["rope_parameters"]["full_attention"]["rope_theta"])
+    writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+    writer.add_rope_scaling_factor(cfg["rope_parameters"]["full_attention"]["factor"])
+    writer.add_sliding_window(cfg["sliding_window"])
+    vocab = json.loads((src / "tokenizer.json").read_text())["model"]["vocab"]
+    tokens = [t.replace("\u0120", "\u2581") for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores([-float(i) for i in range(len(tokens))])
+    writer.add_token_types([3 if t == "<|endoftext|>" else 1 for t in tokens])
+    writer.add_bos_token_id(0)
+    writer.add_add_bos_token(False)
+    names = {"input_layernorm": "attn_norm", "post_attention_layernorm": "post_attention_norm",
+             "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm",
+             "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+             "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm",
+             "self_attn.k_norm": "attn_k_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down"}
+    for name, t in sorted(w.items()):
+        t = t.astype(np.float32)
+        if name == "model.embed_tokens.weight":
+            gname = "token_embd.weight"
+        elif name == "model.norm.weight":
+            gname = "output_norm.weight"
+        else:
+            layer, part = name.removeprefix("model.layers.").split(".", 1)
+            gname = f"blk.{layer}.{names[part.removesuffix('.weight')]}.weight"
+        if name.endswith("norm.weight"):
+            t = t + 1.0  # llama.cpp stores Gemma's norms as 1 + w
+        writer.add_tensor(gname, t)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    model = AutoModelForCausalLM.from_pretrained(str(out.parent), gguf_file=out.name,
+                                                 dtype=torch.float32).eval()
+    # A gemma3 GGUF states no query_pre_attn_scalar: transformers takes its default (256), llama.cpp
+    # the head size (all released sizes but the 27B have 256 for both). Here the head is 32 wide, so
+    # the reference scales the scores as llama.cpp, the format's owner, does.
+    for layer in model.model.layers:
+        layer.self_attn.scaling = cfg["head_dim"] ** -0.5
+    ref = json.loads((src / "reference.json").read_text())
+    logits = {}
+    for i, text in enumerate(ref["texts"]):
+        with torch.no_grad():
+            logits[f"logits_{i}"] = model(torch.tensor([text["tokens"]])).logits[0].float().numpy()
+    save_file(logits, str(FIX / "gguf" / "gemma3_tiny_reference.safetensors"))
+    record_versions("gguf_families", ["gguf", "transformers", "safetensors"])
+    print("wrote", out, model.config.layer_types)
+
+
 def quant_fixtures():
     """One tensor per GGUF type, from random block bytes, dequantised by gguf-py."""
     import gguf
@@ -984,6 +1061,7 @@ if __name__ == "__main__":
         family_models()
     if args.only in (None, "gguf"):
         quant_fixtures()
+        tiny_gemma3_gguf()
     if args.only in (None, "sae"):
         sae_fixtures()
     if args.only in (None, "ae"):

@@ -107,7 +107,11 @@ impl Target {
         let s = seeds_dir();
         let saes = ["standard", "topk", "jumprelu", "gated"];
         match self {
-            Target::Gguf => vec![f.join("gguf/quants.gguf"), s.join("tiny-llama.gguf")],
+            Target::Gguf => vec![
+                f.join("gguf/quants.gguf"),
+                s.join("tiny-llama.gguf"),
+                f.join("gguf/gemma3_tiny.gguf"),
+            ],
             Target::HfConfig => fixture_models()
                 .unwrap_or_default()
                 .iter()
@@ -328,7 +332,9 @@ impl Workbench {
                 }
                 // A file of tensors only (the quant seed) is fine as a GGUF file; one that
                 // describes a model must load as one.
-                let describes_a_model = g.metadata.contains_key("llama.block_count");
+                let describes_a_model = ["llama", "gemma3"]
+                    .iter()
+                    .any(|arch| g.metadata.contains_key(&format!("{arch}.block_count")));
                 drop(g);
                 let loaded = Model::load(&p, d).map(|m| exercise_model(&m));
                 if describes_a_model { loaded } else { Ok(()) }

@@ -51,12 +51,7 @@ pub(crate) fn gemma_tokenizer(
         }
     }
     let merges = merges_from_vocabulary(&order, &vocab);
-    let unk = if vocab.contains_key(unk) {
-        unk
-    } else {
-        "<unk>"
-    };
-    let bpe = BPE::builder()
+    let mut bpe = BPE::builder()
         .vocab_and_merges(
             vocab
                 .iter()
@@ -64,11 +59,14 @@ pub(crate) fn gemma_tokenizer(
                 .collect::<tokenizers::models::bpe::Vocab>(),
             merges,
         )
-        .unk_token(unk.to_string())
         .fuse_unk(true)
-        .byte_fallback(true)
-        .build()
-        .map_err(|e| e.to_string())?;
+        .byte_fallback(true);
+    // A vocabulary without its unknown token leaves out what it cannot spell (as `tokenizers`
+    // does with no unknown token) instead of failing on it.
+    if vocab.contains_key(unk) {
+        bpe = bpe.unk_token(unk.to_string());
+    }
+    let bpe = bpe.build().map_err(|e| e.to_string())?;
     let mut tokenizer = tokenizers::Tokenizer::new(bpe);
     tokenizer.with_normalizer(Some(
         Replace::new(" ", SPACE.to_string()).map_err(|e| e.to_string())?,
