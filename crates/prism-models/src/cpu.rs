@@ -717,18 +717,18 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn silu_times_up_matches_f64() {
+    /// `kernel` on random `[gate | up]` rows against `act(gate) · up` in f64.
+    fn check_gated(kernel: fn(&[f32], usize) -> Vec<f32>, act: fn(f64) -> f64, seed: u64) {
         let (rows, m) = (37, 53);
-        let gate_up = values(rows * 2 * m, 1, 12.0);
-        let got = silu_times_up(&gate_up, m);
+        let gate_up = values(rows * 2 * m, seed, 12.0);
+        let got = kernel(&gate_up, m);
         for r in 0..rows {
             for i in 0..m {
                 let (g, u) = (
                     gate_up[r * 2 * m + i] as f64,
                     gate_up[r * 2 * m + m + i] as f64,
                 );
-                let want = g / (1.0 + (-g).exp()) * u;
+                let want = act(g) * u;
                 let diff = (got[r * m + i] as f64 - want).abs();
                 assert!(
                     diff <= 1e-6 * want.abs().max(1.0),
@@ -739,25 +739,17 @@ mod tests {
     }
 
     #[test]
+    fn silu_times_up_matches_f64() {
+        check_gated(silu_times_up, |g| g / (1.0 + (-g).exp()), 1);
+    }
+
+    #[test]
     fn gelu_tanh_times_up_matches_f64() {
-        let (rows, m) = (29, 41);
-        let gate_up = values(rows * 2 * m, 5, 9.0);
-        let got = gelu_tanh_times_up(&gate_up, m);
-        for r in 0..rows {
-            for i in 0..m {
-                let (g, u) = (
-                    gate_up[r * 2 * m + i] as f64,
-                    gate_up[r * 2 * m + m + i] as f64,
-                );
-                let inner = (2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g);
-                let want = 0.5 * g * (1.0 + inner.tanh()) * u;
-                let diff = (got[r * m + i] as f64 - want).abs();
-                assert!(
-                    diff <= 1e-6 * want.abs().max(1.0),
-                    "row {r} col {i}: {diff}"
-                );
-            }
-        }
+        let gelu_tanh = |g: f64| {
+            let inner = (2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g);
+            0.5 * g * (1.0 + inner.tanh())
+        };
+        check_gated(gelu_tanh_times_up, gelu_tanh, 5);
     }
 
     #[test]

@@ -244,6 +244,21 @@ pub(crate) fn load_gguf(src: &GgufFile, cfg: &ModelConfig, device: &Device) -> R
     load(src, cfg, device, &names)
 }
 
+/// The biases of projections stacked into one, as their weights are: `None` when none has one,
+/// zeros for those without when another has one.
+fn stacked_biases<const N: usize>(
+    parts: [(Option<HostTensor>, usize); N],
+) -> Result<Option<HostTensor>> {
+    if parts.iter().all(|(b, _)| b.is_none()) {
+        return Ok(None);
+    }
+    let full = parts
+        .into_iter()
+        .map(|(b, len)| b.map_or_else(|| HostTensor::new(vec![len], vec![0.0; len]), Ok))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(concat_rows(&full.iter().collect::<Vec<_>>())?))
+}
+
 /// Gemma's RMSNorm multiplies by `1 + w`; a stored `w` is shifted by one here, once.
 fn norm_offset(cfg: &ModelConfig, names: &Names) -> f32 {
     match cfg.architecture {
@@ -315,21 +330,14 @@ fn load(
             let q = unpermute(weight(Part::Q, &[qn, d])?, h)?;
             let k = unpermute(weight(Part::K, &[kn, d])?, kv)?;
             let vv = weight(Part::V, &[kn, d])?;
-            let biases = [
-                (bias(Part::Q, qn)?, qn, h),
-                (bias(Part::K, kn)?, kn, kv),
-                (bias(Part::V, kn)?, kn, 0),
-            ];
-            let qkv_b = if biases.iter().any(|(b, ..)| b.is_some()) {
-                let mut parts = Vec::new();
-                for (b, len, heads) in biases {
-                    let b = b.unwrap_or(HostTensor::new(vec![len], vec![0.0; len])?);
-                    parts.push(if heads > 0 { unpermute(b, heads)? } else { b });
-                }
-                Some(concat_rows(&parts.iter().collect::<Vec<_>>())?)
-            } else {
-                None
-            };
+            let qkv_b = stacked_biases([
+                (bias(Part::Q, qn)?.map(|b| unpermute(b, h)).transpose()?, qn),
+                (
+                    bias(Part::K, kn)?.map(|b| unpermute(b, kv)).transpose()?,
+                    kn,
+                ),
+                (bias(Part::V, kn)?, kn),
+            ])?;
             (concat_rows(&[&q, &k, &vv])?, qkv_b)
         };
         let fused_gate_up = src.contains(&format!("{}.weight", n(Part::GateUp)));
@@ -341,16 +349,7 @@ fn load(
         } else {
             let gate_up =
                 concat_rows(&[&weight(Part::Gate, &[m, d])?, &weight(Part::Up, &[m, d])?])?;
-            let b = match (bias(Part::Gate, m)?, bias(Part::Up, m)?) {
-                (None, None) => None,
-                (g, u) => {
-                    let zero = || HostTensor::new(vec![m], vec![0.0; m]);
-                    Some(concat_rows(&[
-                        &g.map_or_else(zero, Ok)?,
-                        &u.map_or_else(zero, Ok)?,
-                    ])?)
-                }
-            };
+            let b = stacked_biases([(bias(Part::Gate, m)?, m), (bias(Part::Up, m)?, m)])?;
             (gate_up, b)
         };
         let (q_norm, k_norm) = match cfg.design.qk_norm {
