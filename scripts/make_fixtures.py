@@ -22,6 +22,9 @@ What it writes under fixtures/:
 - gguf/quants.gguf + quants_reference.safetensors: one tensor of every GGUF type Prism reads
   (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) from random blocks, with
   gguf-py's dequantisation.
+- gguf/<family>_tiny.gguf + <family>_tiny_reference.safetensors: the tiny HF model of
+  models/<family> written by gguf-py as llama.cpp lays out its architecture (llama3, mistral,
+  qwen2, qwen3, gemma, gemma2, gemma3, phi3, olmo2), with transformers' logits on that HF model.
 - models/<family>/ for the families after the first three (Llama 3 with rope scaling and
   biases, dynamic-rope Llama, Mistral, Qwen 2, Qwen 3, Gemma, Gemma 2, Gemma 3, Phi-3, OLMo 2):
   as models/ above, plus every TransformerLens hook's module output on the longest text
@@ -363,81 +366,171 @@ def common_gpt2(vocab):
     return dict(vocab_size=vocab, n_layer=2)
 
 
-def tiny_gemma3_gguf():
-    """fixtures/gguf/gemma3_tiny.gguf: the tiny Gemma 3 of models/gemma3 written by gguf-py as
-    llama.cpp lays a `gemma3` file out (its tensor names, norm weights stored as 1 + w, f32), with
-    a SentencePiece-style vocabulary (`tokenizer.ggml.model = llama`: the fixture's 320 tokens with
-    `▁` for the byte-level space, scores, types); and gemma3_tiny_reference.safetensors:
-    transformers loading that GGUF, its logits on the fixture's token ids. A GGUF file fixes
-    Gemma 3's layer pattern (five local layers to a global one), so all four layers are local
-    here — unlike the HF fixture, whose `layer_types` alternate."""
-    import gguf
-    from safetensors.numpy import load_file, save_file
-    from transformers import AutoModelForCausalLM
+# Each family's GGUF: llama.cpp's `general.architecture`, and what the reference changes in the HF
+# config because a GGUF file of that architecture cannot state it (llama.cpp's own reading).
+GGUF_FAMILIES = {
+    # Llama 3's scaling becomes per-frequency divisors (`rope_freqs.weight`), as llama.cpp writes.
+    "llama3": ("llama", {}),
+    # llama.cpp writes Mistral as `llama`, with no sliding window.
+    "mistral": ("llama", {"sliding_window": None}),
+    # A `qwen2` file has no sliding window.
+    "qwen2": ("qwen2", {"layer_types": ["full_attention"] * 2}),
+    "qwen3": ("qwen3", {}),
+    "gemma": ("gemma", {}),
+    # llama.cpp scales Gemma 2/3 scores by d_head^-1/2 (but for the 27B models).
+    "gemma2": ("gemma2", {"query_pre_attn_scalar": 16}),
+    # A `gemma3` file fixes the pattern (five local layers to a global one): all four are local.
+    "gemma3": ("gemma3", {"layer_types": ["sliding_attention"] * 4, "query_pre_attn_scalar": 32}),
+    "phi3": ("phi3", {}),
+    "olmo2": ("olmo2", {}),
+}
 
-    src = FIX / "models" / "gemma3"
+# HF module name (in a layer) -> llama.cpp tensor name; `post_attention_layernorm` is the MLP's
+# pre-norm in pre-norm families and the attention's post-norm in the others.
+GGUF_NAMES = {
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+    "self_attn.qkv_proj": "attn_qkv", "self_attn.o_proj": "attn_output",
+    "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
+    "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.gate_up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
+    "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm",
+}
+
+
+def llama3_rope_divisors(rope, theta, dims):
+    """What llama.cpp's converter stores as `rope_freqs.weight` for Llama 3 scaling: each
+    frequency's divisor (1 for short wavelengths, `factor` for long ones, a blend between)."""
+    import math
+    inv = 1.0 / (theta ** (torch.arange(0, dims, 2, dtype=torch.float32) / dims))
+    factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
+    old = rope["original_max_position_embeddings"]
+    out = []
+    for f in inv.tolist():
+        wavelen = 2 * math.pi / f
+        if wavelen < old / high:
+            out.append(1.0)
+        elif wavelen > old / low:
+            out.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            out.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def write_family_gguf(name, arch, out):
+    """The tiny HF model of models/<name> written by gguf-py as llama.cpp's converter lays an
+    `arch` file out: its keys and tensor names, f32; Llama's q/k rows interleaved per head;
+    Gemma's norm weights stored as 1 + w; a byte-level BPE vocabulary (`gpt2`) or, for Gemma, a
+    SentencePiece-style one (`llama`: the same tokens with `▁` for the byte-level space)."""
+    import gguf
+    from safetensors.numpy import load_file
+
+    src = FIX / "models" / name
     cfg = json.loads((src / "config.json").read_text())
     w = load_file(str(src / "model.safetensors"))
-    out = FIX / "gguf" / "gemma3_tiny.gguf"
-    writer = gguf.GGUFWriter(str(out), "gemma3")
+    n_head, n_kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
+    rope = cfg["rope_parameters"]
+    rope = rope.get("full_attention", rope)
+    dims = int(head_dim * rope.get("partial_rotary_factor", 1.0))
+    gemma = arch.startswith("gemma")
+    writer = gguf.GGUFWriter(str(out), arch)
+    writer.add_name(name)
     writer.add_context_length(cfg["max_position_embeddings"])
     writer.add_embedding_length(cfg["hidden_size"])
     writer.add_block_count(cfg["num_hidden_layers"])
     writer.add_feed_forward_length(cfg["intermediate_size"])
-    writer.add_head_count(cfg["num_attention_heads"])
-    writer.add_head_count_kv(cfg["num_key_value_heads"])
-    writer.add_key_length(cfg["head_dim"])
-    writer.add_value_length(cfg["head_dim"])
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_kv)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
     writer.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
-    writer.add_rope_freq_base(cfg["rope_parameters"]["full_attention"]["rope_theta"])
-    writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-    writer.add_rope_scaling_factor(cfg["rope_parameters"]["full_attention"]["factor"])
-    writer.add_sliding_window(cfg["sliding_window"])
-    vocab = json.loads((src / "tokenizer.json").read_text())["model"]["vocab"]
-    tokens = [t.replace("\u0120", "\u2581") for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list(tokens)
-    writer.add_token_scores([-float(i) for i in range(len(tokens))])
-    writer.add_token_types([3 if t == "<|endoftext|>" else 1 for t in tokens])
+    writer.add_rope_freq_base(rope["rope_theta"])
+    writer.add_rope_dimension_count(dims)
+    kind = rope.get("rope_type", "default")
+    if kind == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(rope["factor"])
+    elif kind == "yarn":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(rope["factor"])
+        writer.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
+    elif kind == "llama3":
+        writer.add_tensor("rope_freqs.weight", llama3_rope_divisors(rope, rope["rope_theta"], dims))
+    if arch in ("gemma2", "gemma3", "phi3") and cfg.get("sliding_window"):
+        writer.add_sliding_window(cfg["sliding_window"])
+    if arch == "gemma2":
+        writer.add_attn_logit_softcapping(cfg["attn_logit_softcapping"])
+        writer.add_final_logit_softcapping(cfg["final_logit_softcapping"])
+    tokenizer = json.loads((src / "tokenizer.json").read_text())["model"]
+    tokens = [t for t, _ in sorted(tokenizer["vocab"].items(), key=lambda kv: kv[1])]
+    types = [3 if t == "<|endoftext|>" else 1 for t in tokens]
+    if gemma:
+        writer.add_tokenizer_model("llama")
+        writer.add_token_list([t.replace("\u0120", "\u2581") for t in tokens])
+        writer.add_token_scores([-float(i) for i in range(len(tokens))])
+    else:
+        writer.add_tokenizer_model("gpt2")
+        writer.add_token_list(tokens)
+        writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tokenizer["merges"]])
+    writer.add_token_types(types)
     writer.add_bos_token_id(0)
     writer.add_add_bos_token(False)
-    names = {"input_layernorm": "attn_norm", "post_attention_layernorm": "post_attention_norm",
-             "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm",
-             "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-             "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm",
-             "self_attn.k_norm": "attn_k_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-             "mlp.down_proj": "ffn_down"}
-    for name, t in sorted(w.items()):
+    pre_norm = arch not in ("gemma2", "gemma3", "olmo2")
+
+    def permute(t, heads):
+        # llama.cpp rotates adjacent pairs: each head's rows [2][d/2] become [d/2][2].
+        return t.reshape(heads, 2, t.shape[0] // heads // 2, *t.shape[1:]).swapaxes(1, 2).reshape(t.shape)
+
+    for hf_name, t in sorted(w.items()):
         t = t.astype(np.float32)
-        if name == "model.embed_tokens.weight":
+        if hf_name == "model.embed_tokens.weight":
             gname = "token_embd.weight"
-        elif name == "model.norm.weight":
+        elif hf_name == "model.norm.weight":
             gname = "output_norm.weight"
+        elif hf_name == "lm_head.weight":
+            gname = "output.weight"
         else:
-            layer, part = name.removeprefix("model.layers.").split(".", 1)
-            gname = f"blk.{layer}.{names[part.removesuffix('.weight')]}.weight"
-        if name.endswith("norm.weight"):
+            layer, part = hf_name.removeprefix("model.layers.").split(".", 1)
+            module, kind_ = part.rsplit(".", 1)
+            if module == "post_attention_layernorm":
+                tensor = "ffn_norm" if pre_norm else "post_attention_norm"
+            else:
+                tensor = GGUF_NAMES[module]
+            gname = f"blk.{layer}.{tensor}.{kind_}"
+            if arch == "llama" and module in ("self_attn.q_proj", "self_attn.k_proj"):
+                t = permute(t, n_head if module.endswith("q_proj") else n_kv)
+        if gemma and hf_name.endswith("norm.weight"):
             t = t + 1.0  # llama.cpp stores Gemma's norms as 1 + w
         writer.add_tensor(gname, t)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    model = AutoModelForCausalLM.from_pretrained(str(out.parent), gguf_file=out.name,
-                                                 dtype=torch.float32).eval()
-    # A gemma3 GGUF states no query_pre_attn_scalar: transformers takes its default (256), llama.cpp
-    # the head size (all released sizes but the 27B have 256 for both). Here the head is 32 wide, so
-    # the reference scales the scores as llama.cpp, the format's owner, does.
-    for layer in model.model.layers:
-        layer.self_attn.scaling = cfg["head_dim"] ** -0.5
-    ref = json.loads((src / "reference.json").read_text())
-    logits = {}
-    for i, text in enumerate(ref["texts"]):
-        with torch.no_grad():
-            logits[f"logits_{i}"] = model(torch.tensor([text["tokens"]])).logits[0].float().numpy()
-    save_file(logits, str(FIX / "gguf" / "gemma3_tiny_reference.safetensors"))
+
+
+def family_ggufs():
+    """fixtures/gguf/<family>_tiny.gguf for every family llama.cpp defines (write_family_gguf),
+    and <family>_tiny_reference.safetensors: transformers running the HF model of models/<family>
+    on the fixture's token ids, its config changed only where the GGUF format cannot state what
+    the HF config does (GGUF_FAMILIES)."""
+    from safetensors.numpy import save_file
+    from transformers import AutoModelForCausalLM
+
+    for name, (arch, overrides) in GGUF_FAMILIES.items():
+        out = FIX / "gguf" / f"{name}_tiny.gguf"
+        write_family_gguf(name, arch, out)
+        src = FIX / "models" / name
+        model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32,
+                                                     attn_implementation="eager", **overrides).eval()
+        ref = json.loads((src / "reference.json").read_text())
+        logits = {}
+        for i, text in enumerate(ref["texts"]):
+            with torch.no_grad():
+                logits[f"logits_{i}"] = model(torch.tensor([text["tokens"]])).logits[0].float().numpy()
+        save_file(logits, str(FIX / "gguf" / f"{name}_tiny_reference.safetensors"))
+        print("wrote", out, overrides)
     record_versions("gguf_families", ["gguf", "transformers", "safetensors"])
-    print("wrote", out, model.config.layer_types)
 
 
 def quant_fixtures():
@@ -1061,7 +1154,7 @@ if __name__ == "__main__":
         family_models()
     if args.only in (None, "gguf"):
         quant_fixtures()
-        tiny_gemma3_gguf()
+        family_ggufs()
     if args.only in (None, "sae"):
         sae_fixtures()
     if args.only in (None, "ae"):

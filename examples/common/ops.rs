@@ -94,8 +94,8 @@ pub fn report(model: &Model, batch: &TokenBatch, reps: usize) -> Result<()> {
     );
 
     // Attention: burn's stages one by one, the fused path as one.
-    let (dims, theta) = match cfg.positions {
-        Positions::Rotary { dims, frequencies } => (dims, frequencies.theta),
+    let (dims, theta) = match &cfg.positions {
+        Positions::Rotary { dims, frequencies } => (*dims, frequencies.theta),
         _ => (dh, 10000.0),
     };
     let mut burn_only = |name, secs: f64| {

@@ -107,11 +107,16 @@ impl Target {
         let s = seeds_dir();
         let saes = ["standard", "topk", "jumprelu", "gated"];
         match self {
-            Target::Gguf => vec![
-                f.join("gguf/quants.gguf"),
-                s.join("tiny-llama.gguf"),
-                f.join("gguf/gemma3_tiny.gguf"),
-            ],
+            // Every committed GGUF: the quant blocks and one tiny model per family.
+            Target::Gguf => {
+                let mut files: Vec<PathBuf> = std::fs::read_dir(f.join("gguf"))
+                    .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                    .unwrap_or_default();
+                files.retain(|p| p.extension().is_some_and(|e| e == "gguf"));
+                files.sort();
+                files.push(s.join("tiny-llama.gguf"));
+                files
+            }
             Target::HfConfig => fixture_models()
                 .unwrap_or_default()
                 .iter()

@@ -55,6 +55,22 @@ impl Architecture {
         }
     }
 
+    /// The `general.architecture` of this family's llama.cpp GGUF files, for the families
+    /// Prism reads from GGUF (llama.cpp writes Mistral as `llama`).
+    ///
+    /// ```
+    /// use prism_models::Architecture;
+    /// assert_eq!(Architecture::Gemma2.gguf_architecture(), Some("gemma2"));
+    /// assert_eq!(Architecture::Mistral.gguf_architecture(), None);
+    /// ```
+    pub fn gguf_architecture(self) -> Option<&'static str> {
+        match self {
+            Architecture::GptNeoX | Architecture::Gpt2 | Architecture::Mistral => None,
+            Architecture::Gemma3 => Some("gemma3"),
+            other => Some(other.model_type()),
+        }
+    }
+
     /// Every family Prism reads, in the order error messages list them.
     pub const ALL: [Architecture; 11] = [
         Architecture::GptNeoX,
@@ -92,7 +108,7 @@ pub enum MlpActivation {
 }
 
 /// How positions enter the model.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Positions {
     /// A learned position embedding added to the token embedding.
     Learned,
@@ -108,7 +124,7 @@ pub enum Positions {
 
 /// A rotary embedding's frequencies: the base `theta` and how they are rescaled for contexts
 /// longer than pre-training's (`rope_type` in an HF config; docs/models.md gives each formula).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RopeFrequencies {
     /// Base of the frequencies, `θᵢ = theta^(−2i/dims)`.
     pub theta: f64,
@@ -127,7 +143,7 @@ impl RopeFrequencies {
 }
 
 /// How rotary frequencies are rescaled (`rope_type`).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum RopeScaling {
     /// `default`: none.
     None,
@@ -172,6 +188,32 @@ pub enum RopeScaling {
         /// Round the ramp's ends outwards to whole dimensions.
         truncate: bool,
     },
+    /// Each frequency divided by its own number, as a llama.cpp GGUF file stores Llama 3's
+    /// scaling (`rope_freqs.weight`, one divisor per rotated pair of dimensions).
+    Divisors(Vec<f32>),
+}
+
+impl RopeScaling {
+    /// The scaling factor of the schemes that have one.
+    pub(crate) fn factor(&self) -> Option<f64> {
+        match *self {
+            RopeScaling::None | RopeScaling::Divisors(_) => None,
+            RopeScaling::Linear { factor }
+            | RopeScaling::Llama3 { factor, .. }
+            | RopeScaling::Dynamic { factor, .. }
+            | RopeScaling::Yarn { factor, .. } => Some(factor),
+        }
+    }
+}
+
+/// YaRN's default multiplier of cos and sin for a context `scale` times the original:
+/// `0.1·m·ln(scale) + 1` (1 when not stretched).
+pub(crate) fn yarn_mscale(scale: f64, m: f64) -> f64 {
+    if scale <= 1.0 {
+        1.0
+    } else {
+        0.1 * m * scale.ln() + 1.0
+    }
 }
 
 /// Which keys a layer's queries see.
@@ -187,7 +229,7 @@ impl AttentionSpan {
     /// `n_layers` layers all local with `window`, or all global (empty) without one.
     pub(crate) fn uniform(n_layers: usize, window: Option<usize>) -> Vec<AttentionSpan> {
         match window {
-            Some(w) => vec![AttentionSpan::Sliding(w); n_layers.min(DIMENSION_LIMIT)],
+            Some(w) => vec![AttentionSpan::Sliding(w); n_layers.min(LAYER_LIMIT)],
             None => Vec::new(),
         }
     }
@@ -305,6 +347,10 @@ pub struct ModelConfig {
 /// may take: 2^21.
 pub const DIMENSION_LIMIT: usize = 1 << 21;
 
+/// The most layers a model may have: 2^14 (per-layer lists are sized from a file's layer count
+/// before the config is validated, so this bounds what a hostile file can make Prism allocate).
+pub const LAYER_LIMIT: usize = 1 << 14;
+
 impl ModelConfig {
     /// The dimensions that decide hook points and activation shapes.
     pub fn shape(&self) -> ModelShape {
@@ -350,7 +396,7 @@ impl ModelConfig {
         // vocabulary 128 256), and low enough that products of three of them fit in `usize`:
         // a corrupt or hostile config is refused here, before anything is sized from it.
         for (name, value, limit) in [
-            ("n_layers", self.n_layers, DIMENSION_LIMIT),
+            ("n_layers", self.n_layers, LAYER_LIMIT),
             ("d_model", self.d_model, DIMENSION_LIMIT),
             ("n_heads", self.n_heads, DIMENSION_LIMIT),
             ("d_head", self.d_head, DIMENSION_LIMIT),
@@ -385,13 +431,22 @@ impl ModelConfig {
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if let Positions::Rotary { dims, .. } = self.positions
-            && (dims % 2 != 0 || dims > self.d_head)
-        {
-            return bad(format!(
-                "rotary dims {dims} must be even and at most d_head {}",
-                self.d_head
-            ));
+        if let Positions::Rotary { dims, frequencies } = &self.positions {
+            if dims % 2 != 0 || *dims > self.d_head {
+                return bad(format!(
+                    "rotary dims {dims} must be even and at most d_head {}",
+                    self.d_head
+                ));
+            }
+            if let RopeScaling::Divisors(d) = &frequencies.scaling
+                && (d.len() != dims / 2 || d.iter().any(|v| !(v.is_finite() && *v > 0.0)))
+            {
+                return bad(format!(
+                    "rope frequency divisors: {} for {dims} rotary dims (needs {} positive numbers)",
+                    d.len(),
+                    dims / 2
+                ));
+            }
         }
         let spans = &self.design.spans;
         if !spans.is_empty() && spans.len() != self.n_layers {
@@ -610,21 +665,14 @@ impl HfConfig<'_> {
                             / original_max_positions.max(1) as f64
                     }
                 };
-                let mscale = |scale: f64, m: f64| {
-                    if scale <= 1.0 {
-                        1.0
-                    } else {
-                        0.1 * m * scale.ln() + 1.0
-                    }
-                };
                 let attention_factor = match (
                     num("attention_factor")?,
                     num("mscale")?.filter(|&m| m != 0.0),
                     num("mscale_all_dim")?.filter(|&m| m != 0.0),
                 ) {
                     (Some(a), _, _) => a,
-                    (None, Some(m), Some(all)) => mscale(factor, m) / mscale(factor, all),
-                    _ => mscale(factor, 1.0),
+                    (None, Some(m), Some(all)) => yarn_mscale(factor, m) / yarn_mscale(factor, all),
+                    _ => yarn_mscale(factor, 1.0),
                 };
                 RopeScaling::Yarn {
                     factor,
@@ -644,14 +692,9 @@ impl HfConfig<'_> {
                 )));
             }
         };
-        let factor = match scaling {
-            RopeScaling::None => 1.0,
-            RopeScaling::Linear { factor }
-            | RopeScaling::Llama3 { factor, .. }
-            | RopeScaling::Dynamic { factor, .. }
-            | RopeScaling::Yarn { factor, .. } => factor,
-        };
-        if !(factor.is_finite() && factor > 0.0) {
+        if let Some(factor) = scaling.factor()
+            && !(factor.is_finite() && factor > 0.0)
+        {
             return Err(self.error(format!("rope factor {factor} must be a positive number")));
         }
         if let RopeScaling::Llama3 {
@@ -692,7 +735,7 @@ impl HfConfig<'_> {
                     ))),
                 })
                 .collect(),
-            None => Ok((0..n_layers.min(DIMENSION_LIMIT))
+            None => Ok((0..n_layers.min(LAYER_LIMIT))
                 .map(|l| {
                     if sliding(l) {
                         AttentionSpan::Sliding(window)

@@ -371,6 +371,14 @@ fn inverse_frequencies(dims: usize, seq: usize, f: &RopeFrequencies) -> (Vec<f32
     let theta = f.theta as f32;
     match f.scaling {
         RopeScaling::None => (with_base(theta), 1.0),
+        RopeScaling::Divisors(ref divisors) => (
+            with_base(theta)
+                .into_iter()
+                .zip(divisors)
+                .map(|(v, d)| v / d)
+                .collect(),
+            1.0,
+        ),
         RopeScaling::Linear { factor } => {
             let factor = factor as f32;
             (

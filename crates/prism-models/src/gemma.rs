@@ -13,8 +13,8 @@
 use prism_core::Result;
 
 use crate::config::{
-    Architecture, AttentionSpan, BlockDesign, DIMENSION_LIMIT, HfConfig, MlpActivation,
-    ModelConfig, NormKind, NormPlacement, Positions, QkNorm, RopeFrequencies, RopeScaling,
+    Architecture, AttentionSpan, HfConfig, LAYER_LIMIT, MlpActivation, ModelConfig, NormPlacement,
+    QkNorm, RopeFrequencies,
 };
 use crate::gguf::GgufFile;
 use crate::llama::decoder_config;
@@ -41,11 +41,10 @@ pub(crate) fn config(hf: &HfConfig, architecture: Architecture) -> Result<ModelC
         }
     };
     c.tied_embeddings = hf.bool_or("tie_word_embeddings", true);
-    c.design.embed_scale = Some((c.d_model as f64).sqrt());
+    fixed(&mut c);
     if architecture == Architecture::Gemma {
         return Ok(c);
     }
-    c.design.norms = NormPlacement::Sandwich;
     c.design.attn_scale = Some(
         hf.opt_f64("query_pre_attn_scalar")?
             .unwrap_or(c.d_head as f64)
@@ -64,7 +63,6 @@ pub(crate) fn config(hf: &HfConfig, architecture: Architecture) -> Result<ModelC
         .unwrap_or(6)
         .max(1);
     c.design.spans = hf.spans(c.n_layers, window, |l| (l + 1) % pattern != 0)?;
-    c.design.qk_norm = QkNorm::PerHead;
     if let crate::config::Positions::Rotary { frequencies, .. } = &mut c.positions {
         *frequencies = hf.rope(Some("full_attention"), 1_000_000.0)?;
     }
@@ -72,96 +70,57 @@ pub(crate) fn config(hf: &HfConfig, architecture: Architecture) -> Result<ModelC
     Ok(c)
 }
 
-/// The configuration of a llama.cpp `gemma3` GGUF file, as `transformers` reads one: the sizes
-/// from `gemma3.*`, Gemma 3's defaults for what the file leaves out (local rope base 10 000, one
-/// global layer in six), `rope.scaling.*` on the global layers where given. The scores' scale is
-/// llama.cpp's: `d_head^−½`, except for the 62-layer 27B model, `(d_model / n_heads)^−½` (its
-/// `query_pre_attn_scalar`; the other sizes' equals `d_head`).
-pub(crate) fn config_from_gguf(g: &GgufFile) -> Result<ModelConfig> {
-    let key = |k: &str| format!("gemma3.{k}");
-    let d_model = g.get_usize(&key("embedding_length"))?;
-    let n_layers = g.get_usize(&key("block_count"))?;
-    let n_heads = g.get_usize(&key("attention.head_count"))?;
-    let d_head = g
-        .get_usize(&key("attention.key_length"))
-        .unwrap_or(d_model / n_heads.max(1));
-    let vocab = g.vocab_size("gemma3")?;
-    let scaling = match g
-        .metadata
-        .get(&key("rope.scaling.type"))
-        .and_then(|v| v.as_str())
-    {
-        None | Some("none") => RopeScaling::None,
-        Some("linear") => RopeScaling::Linear {
-            factor: g.get_f64(&key("rope.scaling.factor"))?,
-        },
-        Some(other) => {
-            return Err(prism_core::PrismError::Config {
-                path: g.path().to_path_buf(),
-                message: format!(
-                    "rope scaling `{other}` is not supported in a gemma3 GGUF (linear)"
-                ),
-            });
-        }
+/// What every Gemma of `c.architecture` fixes, whatever file it comes from: embeddings × √d,
+/// norms before and after attention and MLP (Gemma 2, 3), per-head q/k norms (Gemma 3).
+fn fixed(c: &mut ModelConfig) {
+    c.design.embed_scale = Some((c.d_model as f64).sqrt());
+    if c.architecture != Architecture::Gemma {
+        c.design.norms = NormPlacement::Sandwich;
+    }
+    if c.architecture == Architecture::Gemma3 {
+        c.design.qk_norm = QkNorm::PerHead;
+    }
+}
+
+/// A llama.cpp `gemma`, `gemma2` or `gemma3` GGUF file, read as llama.cpp reads it: GELU-tanh
+/// gating; Gemma 2's soft-caps from `attn_logit_softcapping` / `final_logit_softcapping` and its
+/// local layers every other one from the first; Gemma 3's five local layers to a global one,
+/// rotated with base `rope.freq_base_swa` (10 000 where absent) and unscaled, the global ones
+/// with `rope.freq_base` and its scaling. A GGUF file states no `query_pre_attn_scalar`: the
+/// scores' scale is llama.cpp's, `d_head^−½`, but `(d_model / n_heads)^−½` for the 27B models
+/// (46 layers of Gemma 2, 62 of Gemma 3; the other sizes' `query_pre_attn_scalar` is `d_head`).
+pub(crate) fn config_from_gguf(g: &GgufFile, mut c: ModelConfig) -> Result<ModelConfig> {
+    c.activation = MlpActivation::GeluTanh;
+    fixed(&mut c);
+    let arch = c.architecture.gguf_architecture().unwrap_or_default();
+    let key = |k: &str| format!("{arch}.{k}");
+    let (local, pattern, big) = match c.architecture {
+        Architecture::Gemma => return Ok(c),
+        Architecture::Gemma2 => (0, 2, 46),
+        _ => (5, 6, 62),
     };
+    let scale_base = match c.n_layers == big {
+        true => c.d_model / c.n_heads.max(1),
+        false => c.d_head,
+    };
+    c.design.attn_scale = Some((scale_base.max(1) as f64).powf(-0.5));
+    c.design.attn_softcap = g.opt_f64(&key("attn_logit_softcapping"))?;
+    c.design.final_softcap = g.opt_f64(&key("final_logit_softcapping"))?;
     let window = g
-        .get_usize(&key("attention.sliding_window"))
-        .ok()
+        .opt_usize(&key("attention.sliding_window"))?
         .filter(|&w| w > 0);
-    let scale_base = if n_layers == 62 {
-        d_model / n_heads.max(1)
-    } else {
-        d_head
+    c.design.spans = match window {
+        Some(w) => (0..c.n_layers.min(LAYER_LIMIT))
+            .map(|l| match l % pattern < pattern - 1 {
+                true => AttentionSpan::Sliding(w),
+                false => AttentionSpan::Global,
+            })
+            .collect(),
+        None => Vec::new(),
     };
-    Ok(ModelConfig {
-        architecture: Architecture::Gemma3,
-        vocab_size: vocab,
-        d_model,
-        n_layers,
-        n_heads,
-        n_kv_heads: g
-            .get_usize(&key("attention.head_count_kv"))
-            .unwrap_or(n_heads),
-        d_head,
-        d_mlp: g.get_usize(&key("feed_forward_length"))?,
-        max_positions: g.get_usize(&key("context_length")).unwrap_or(32_768),
-        norm: NormKind::RmsNorm,
-        norm_eps: g.get_f64(&key("attention.layer_norm_rms_epsilon"))?,
-        activation: MlpActivation::GeluTanh,
-        gated_mlp: true,
-        positions: Positions::Rotary {
-            dims: d_head,
-            frequencies: RopeFrequencies {
-                theta: g.get_f64(&key("rope.freq_base")).unwrap_or(1_000_000.0),
-                scaling,
-            },
-        },
-        parallel_residual: false,
-        tied_embeddings: !g.tensors.contains_key("output.weight"),
-        initializer_range: 0.02,
-        bos_token_id: g.token_id("tokenizer.ggml.bos_token_id"),
-        eos_token_id: g.token_id("tokenizer.ggml.eos_token_id"),
-        pad_token_id: g.token_id("tokenizer.ggml.padding_token_id"),
-        design: BlockDesign {
-            norms: NormPlacement::Sandwich,
-            qk_norm: QkNorm::PerHead,
-            spans: match window {
-                Some(w) => (0..n_layers.min(DIMENSION_LIMIT))
-                    .map(|l| {
-                        if (l + 1) % 6 == 0 {
-                            AttentionSpan::Global
-                        } else {
-                            AttentionSpan::Sliding(w)
-                        }
-                    })
-                    .collect(),
-                None => Vec::new(),
-            },
-            local_rope: Some(RopeFrequencies::plain(10_000.0)),
-            attn_scale: Some((scale_base.max(1) as f64).powf(-0.5)),
-            attn_softcap: None,
-            final_softcap: None,
-            embed_scale: Some((d_model as f64).sqrt()),
-        },
-    })
+    if local > 0 {
+        let theta = g.opt_f64(&key("rope.freq_base_swa"))?.unwrap_or(10_000.0);
+        c.design.local_rope = Some(RopeFrequencies::plain(theta));
+    }
+    Ok(c)
 }

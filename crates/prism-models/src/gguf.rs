@@ -385,6 +385,35 @@ impl GgufFile {
         })
     }
 
+    /// An integer metadata value where present (an error when it is not one).
+    pub(crate) fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
+        match self.metadata.contains_key(key) {
+            true => self.get_usize(key).map(Some),
+            false => Ok(None),
+        }
+    }
+
+    /// A numeric metadata value where present (an error when it is not one).
+    pub(crate) fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
+        match self.metadata.contains_key(key) {
+            true => self.get_f64(key).map(Some),
+            false => Ok(None),
+        }
+    }
+
+    /// A string metadata value where present (an error when it is not one).
+    pub(crate) fn opt_str(&self, key: &str) -> Result<Option<&str>> {
+        self.metadata
+            .get(key)
+            .map(|v| {
+                v.as_str().ok_or_else(|| PrismError::Config {
+                    path: self.path.clone(),
+                    message: format!("metadata key `{key}` is not a string"),
+                })
+            })
+            .transpose()
+    }
+
     /// An array of strings (e.g. the tokenizer's tokens).
     pub fn get_strings(&self, key: &str) -> Result<Vec<&str>> {
         let bad = || PrismError::Config {

@@ -4,16 +4,18 @@
 //! llama.cpp GGUF file.
 //!
 //! Its HF layout (`model.layers.N.self_attn.q_proj`, …) is the one every later family here
-//! keeps, so this file also holds the loader they share: each reads its config in its own file
-//! and describes what differs ([`ModelConfig::design`]); [`load_hf`] reads whichever tensors
-//! that description calls for.
+//! keeps, and llama.cpp's GGUF layout (`blk.N.attn_q`, …) is one for all of them too, so this
+//! file also holds what they share: the config keys of either format ([`decoder_config`],
+//! [`gguf_decoder_config`]), each family adding what differs in its own file
+//! ([`ModelConfig::design`]), and one loader that reads whichever tensors that description
+//! calls for, under either format's names.
 
 use burn::tensor::Device;
-use prism_core::{HostTensor, Result};
+use prism_core::{HostTensor, PrismError, Result};
 
 use crate::config::{
     Architecture, BlockDesign, DIMENSION_LIMIT, HfConfig, MlpActivation, ModelConfig, NormKind,
-    NormPlacement, Positions, QkNorm, RopeFrequencies, RopeScaling,
+    NormPlacement, Positions, QkNorm, RopeFrequencies, RopeScaling, yarn_mscale,
 };
 use crate::cpu::CpuPath;
 use crate::gguf::GgufFile;
@@ -74,54 +76,77 @@ pub(crate) fn decoder_config(hf: &HfConfig, architecture: Architecture) -> Resul
     })
 }
 
-/// The configuration a llama.cpp GGUF file's metadata describes, for the architectures Prism
-/// reads from GGUF (`general.architecture`: `llama`, `gemma3`).
+/// The configuration a llama.cpp GGUF file's metadata describes: the keys every decoder
+/// architecture shares ([`gguf_decoder_config`]), then what its family fixes.
 pub(crate) fn config_from_gguf(g: &GgufFile) -> Result<ModelConfig> {
-    let arch = g
-        .get("general.architecture")?
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    match arch.as_str() {
-        "llama" => llama_config_from_gguf(g),
-        "gemma3" => crate::gemma::config_from_gguf(g),
-        other => Err(prism_core::PrismError::Config {
-            path: g.path().to_path_buf(),
-            message: format!(
-                "general.architecture = `{other}`; Prism reads `llama` and `gemma3` GGUF files"
-            ),
-        }),
+    let arch = g.get("general.architecture")?.as_str().unwrap_or("");
+    let architecture = Architecture::ALL
+        .into_iter()
+        .find(|a| a.gguf_architecture() == Some(arch))
+        .ok_or_else(|| {
+            let known: Vec<_> = Architecture::ALL
+                .iter()
+                .filter_map(|a| a.gguf_architecture())
+                .collect();
+            PrismError::Config {
+                path: g.path().to_path_buf(),
+                message: format!(
+                    "general.architecture = `{arch}`; Prism reads these GGUF architectures: {}",
+                    known.join(", ")
+                ),
+            }
+        })?;
+    let c = gguf_decoder_config(g, arch, architecture)?;
+    match architecture {
+        Architecture::Qwen2 | Architecture::Qwen3 => Ok(crate::qwen::fixed(c)),
+        Architecture::Gemma | Architecture::Gemma2 | Architecture::Gemma3 => {
+            crate::gemma::config_from_gguf(g, c)
+        }
+        Architecture::Phi3 => crate::phi3::config_from_gguf(g, c),
+        Architecture::Olmo2 => Ok(crate::olmo2::fixed(c)),
+        _ => Ok(c),
     }
 }
 
-fn llama_config_from_gguf(g: &GgufFile) -> Result<ModelConfig> {
-    let d_model = g.get_usize("llama.embedding_length")?;
-    let n_heads = g.get_usize("llama.attention.head_count")?;
-    let vocab = g.vocab_size("llama")?;
+/// The keys every llama.cpp decoder architecture `arch` names alike (`{arch}.embedding_length`,
+/// `{arch}.rope.*`, …), read into a Llama-style block: RMSNorm, SwiGLU, rotary positions with
+/// llama.cpp's scaling (`rope.scaling.type` linear or yarn, or per-frequency divisors in
+/// `rope_freqs.weight`, which is how Llama 3's scaling is stored).
+pub(crate) fn gguf_decoder_config(
+    g: &GgufFile,
+    arch: &str,
+    architecture: Architecture,
+) -> Result<ModelConfig> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let d_model = g.get_usize(&key("embedding_length"))?;
+    let n_heads = g.get_usize(&key("attention.head_count"))?;
     let d_head = g
-        .get_usize("llama.attention.key_length")
+        .opt_usize(&key("attention.key_length"))?
         .unwrap_or(d_model / n_heads.max(1));
+    let dims = g.opt_usize(&key("rope.dimension_count"))?.unwrap_or(d_head);
+    let default_theta = match architecture {
+        Architecture::Gemma3 => 1_000_000.0,
+        _ => 10_000.0,
+    };
     Ok(ModelConfig {
-        architecture: Architecture::Llama,
-        vocab_size: vocab,
+        architecture,
+        vocab_size: g.vocab_size(arch)?,
         d_model,
-        n_layers: g.get_usize("llama.block_count")?,
+        n_layers: g.get_usize(&key("block_count"))?,
         n_heads,
         n_kv_heads: g
-            .get_usize("llama.attention.head_count_kv")
+            .opt_usize(&key("attention.head_count_kv"))?
             .unwrap_or(n_heads),
         d_head,
-        d_mlp: g.get_usize("llama.feed_forward_length")?,
-        max_positions: g.get_usize("llama.context_length").unwrap_or(2048),
+        d_mlp: g.get_usize(&key("feed_forward_length"))?,
+        max_positions: g.opt_usize(&key("context_length"))?.unwrap_or(2048),
         norm: NormKind::RmsNorm,
-        norm_eps: g.get_f64("llama.attention.layer_norm_rms_epsilon")?,
+        norm_eps: g.get_f64(&key("attention.layer_norm_rms_epsilon"))?,
         activation: MlpActivation::Silu,
         gated_mlp: true,
         positions: Positions::Rotary {
-            dims: d_head,
-            frequencies: RopeFrequencies::plain(
-                g.get_f64("llama.rope.freq_base").unwrap_or(10000.0),
-            ),
+            dims,
+            frequencies: gguf_rope(g, arch, default_theta)?,
         },
         parallel_residual: false,
         tied_embeddings: !g.tensors.contains_key("output.weight"),
@@ -131,6 +156,64 @@ fn llama_config_from_gguf(g: &GgufFile) -> Result<ModelConfig> {
         pad_token_id: g.token_id("tokenizer.ggml.padding_token_id"),
         design: BlockDesign::default(),
     })
+}
+
+/// The rotary frequencies of a GGUF file, as llama.cpp computes them (docs/models.md).
+fn gguf_rope(g: &GgufFile, arch: &str, default_theta: f64) -> Result<RopeFrequencies> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let error = |message: String| PrismError::Config {
+        path: g.path().to_path_buf(),
+        message,
+    };
+    let theta = g.opt_f64(&key("rope.freq_base"))?.unwrap_or(default_theta);
+    if !(theta.is_finite() && theta > 1.0) {
+        return Err(error(format!(
+            "rope.freq_base {theta} must be a number above 1"
+        )));
+    }
+    let factor = || g.get_f64(&key("rope.scaling.factor"));
+    let mut scaling = match g.opt_str(&key("rope.scaling.type"))? {
+        None | Some("none") => RopeScaling::None,
+        Some("linear") => RopeScaling::Linear { factor: factor()? },
+        Some("yarn") => {
+            let factor = factor()?;
+            RopeScaling::Yarn {
+                factor,
+                original_max_positions: g
+                    .get_usize(&key("rope.scaling.original_context_length"))?,
+                beta_fast: g
+                    .opt_f64(&key("rope.scaling.yarn_beta_fast"))?
+                    .unwrap_or(32.0),
+                beta_slow: g
+                    .opt_f64(&key("rope.scaling.yarn_beta_slow"))?
+                    .unwrap_or(1.0),
+                attention_factor: g.opt_f64(&key("rope.scaling.attn_factor"))?.unwrap_or(1.0)
+                    * yarn_mscale(factor, 1.0),
+                truncate: true,
+            }
+        }
+        Some(other) => {
+            return Err(error(format!(
+                "rope.scaling.type `{other}` is not supported in a GGUF file (none, linear, yarn)"
+            )));
+        }
+    };
+    if let Some(factor) = scaling.factor()
+        && !(factor.is_finite() && factor > 0.0)
+    {
+        return Err(error(format!(
+            "rope.scaling.factor {factor} must be a positive number"
+        )));
+    }
+    if g.tensors.contains_key("rope_freqs.weight") {
+        if scaling != RopeScaling::None {
+            return Err(error(
+                "the file has both rope.scaling.type and rope_freqs.weight".into(),
+            ));
+        }
+        scaling = RopeScaling::Divisors(g.tensor("rope_freqs.weight")?.data);
+    }
+    Ok(RopeFrequencies { theta, scaling })
 }
 
 /// A tensor of a block, whatever a layout calls it.
@@ -211,7 +294,8 @@ const GGUF: Names = Names {
             Part::O => "attn_output",
             Part::Gate => "ffn_gate",
             Part::Up => "ffn_up",
-            Part::GateUp => "ffn_gate_up",
+            // llama.cpp keeps Phi-3's fused gate | up under the MLP's up name.
+            Part::GateUp => "ffn_up",
             Part::Down => "ffn_down",
             Part::PreAttnNorm => "attn_norm",
             Part::PreMlpNorm => "ffn_norm",
@@ -340,7 +424,8 @@ fn load(
             ])?;
             (concat_rows(&[&q, &k, &vv])?, qkv_b)
         };
-        let fused_gate_up = src.contains(&format!("{}.weight", n(Part::GateUp)));
+        let fused_gate_up = !src.contains(&format!("{}.weight", n(Part::Gate)))
+            && src.contains(&format!("{}.weight", n(Part::GateUp)));
         let (gate_up_w, gate_up_b) = if fused_gate_up {
             (
                 weight(Part::GateUp, &[2 * m, d])?,

@@ -124,7 +124,8 @@ impl Model {
         })
     }
 
-    /// Loads a llama.cpp GGUF file (Llama architecture, byte-level BPE tokenizer).
+    /// Loads a llama.cpp GGUF file of any family [`Architecture::gguf_architecture`] names
+    /// (weights, config and tokenizer all from the file).
     pub fn load_gguf(path: &Path, device: &Device) -> Result<Self> {
         let gguf = GgufFile::open(path)?;
         let config = llama::config_from_gguf(&gguf)?;

@@ -10,8 +10,12 @@ use crate::config::{Architecture, HfConfig, ModelConfig, NormPlacement, QkNorm};
 use crate::llama::decoder_config;
 
 pub(crate) fn config(hf: &HfConfig) -> Result<ModelConfig> {
-    let mut c = decoder_config(hf, Architecture::Olmo2)?;
+    Ok(fixed(decoder_config(hf, Architecture::Olmo2)?))
+}
+
+/// What the family fixes, from an HF directory or an `olmo2` GGUF file.
+pub(crate) fn fixed(mut c: ModelConfig) -> ModelConfig {
     c.design.norms = NormPlacement::Post;
     c.design.qk_norm = QkNorm::Whole;
-    Ok(c)
+    c
 }

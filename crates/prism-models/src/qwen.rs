@@ -17,8 +17,14 @@ pub(crate) fn config(hf: &HfConfig, architecture: Architecture) -> Result<ModelC
     };
     let first_local = hf.opt_usize("max_window_layers").unwrap_or(28);
     c.design.spans = hf.spans(c.n_layers, window, |l| l >= first_local)?;
-    if architecture == Architecture::Qwen3 {
+    Ok(fixed(c))
+}
+
+/// What the family fixes, whatever file it comes from (a `qwen2` / `qwen3` GGUF file states no
+/// sliding window): Qwen 3's per-head q/k norms.
+pub(crate) fn fixed(mut c: ModelConfig) -> ModelConfig {
+    if c.architecture == Architecture::Qwen3 {
         c.design.qk_norm = QkNorm::PerHead;
     }
-    Ok(c)
+    c
 }

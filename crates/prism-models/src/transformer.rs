@@ -364,12 +364,16 @@ impl Transformer {
     ) -> Result<ForwardOutput> {
         let cfg = &self.config;
         let (b, s, d) = (batch.batch, batch.seq, cfg.d_model);
-        let (rope, local_rope) = match cfg.positions {
-            Positions::Rotary { dims, frequencies } if dims > 0 => (
-                Some(Rope::new(s, dims, &frequencies, &self.device)),
+        let (rope, local_rope) = match &cfg.positions {
+            &Positions::Rotary {
+                dims,
+                ref frequencies,
+            } if dims > 0 => (
+                Some(Rope::new(s, dims, frequencies, &self.device)),
                 cfg.design
                     .local_rope
-                    .map(|f| Rope::new(s, dims, &f, &self.device)),
+                    .as_ref()
+                    .map(|f| Rope::new(s, dims, f, &self.device)),
             ),
             _ => (None, None),
         };

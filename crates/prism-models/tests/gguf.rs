@@ -92,36 +92,128 @@ fn truncated_gguf_is_a_typed_error_at_every_cut() {
     );
 }
 
-/// A `gemma3` GGUF written by gguf-py as llama.cpp lays one out (its tensor names, Gemma's norms
-/// stored as `1 + w`, a SentencePiece vocabulary) from the tiny Gemma 3 fixture gives the logits
-/// of `transformers` loading the same file (scripts/make_fixtures.py, `tiny_gemma3_gguf`): the
-/// config read from `gemma3.*` metadata (all four layers local: a GGUF fixes the pattern at one
-/// global layer in six), the norms not shifted twice, q and k rows not un-permuted.
+/// A tiny GGUF per family, written by gguf-py as llama.cpp's converter lays each architecture out
+/// (its keys and tensor names; Llama's q/k rows interleaved, Gemma's norms stored as `1 + w`,
+/// Phi-3's fused `attn_qkv` and gate | up `ffn_up`, Llama 3's scaling as `rope_freqs.weight`),
+/// gives the logits of `transformers` running the HF fixture it was written from
+/// (scripts/make_fixtures.py, `family_ggufs`; the reference's config changed only where a GGUF
+/// cannot state the HF config's: Mistral's and Qwen 2's windows, Gemma 2/3's score scale,
+/// Gemma 3's layer pattern). Catches a family's GGUF keys read wrongly, rows left permuted, norms
+/// shifted twice or not at all, a fused matrix split wrongly, rope divisors not applied.
 #[test]
-fn a_gemma3_gguf_written_by_gguf_py_matches_transformers_loading_it() {
+fn a_gguf_of_every_family_written_by_gguf_py_gives_the_hf_fixture_logits() {
     use prism_core::{Hooks, HostTensor};
     use prism_models::{Architecture, AttentionSpan, Model, TokenBatch};
     let device = prism_core::device("cpu").unwrap();
-    let model = Model::load(&fixtures().join("gguf/gemma3_tiny.gguf"), &device).unwrap();
-    let cfg = model.config();
-    assert_eq!(cfg.architecture, Architecture::Gemma3);
-    assert!((0..4).all(|l| cfg.span(l) == AttentionSpan::Sliding(4)));
-    let want =
-        prism_core::read_safetensors(&fixtures().join("gguf/gemma3_tiny_reference.safetensors"))
-            .unwrap();
-    for (i, ids) in reference("gemma3").tokens.iter().enumerate() {
-        let batch = TokenBatch::from_sequences(std::slice::from_ref(ids), 0).unwrap();
-        let logits = model
-            .forward(&batch, &Hooks::new())
-            .unwrap()
-            .logits()
-            .unwrap();
-        let got = HostTensor::from_burn(logits.reshape([batch.seq, cfg.vocab_size])).unwrap();
-        let diff = max_abs_diff(&got.data, &want[&format!("logits_{i}")].data);
-        assert!(diff < 1e-4, "text {i}: max |Δlogit| = {diff}");
+    let families = [
+        ("llama3", Architecture::Llama),
+        ("mistral", Architecture::Llama),
+        ("qwen2", Architecture::Qwen2),
+        ("qwen3", Architecture::Qwen3),
+        ("gemma", Architecture::Gemma),
+        ("gemma2", Architecture::Gemma2),
+        ("gemma3", Architecture::Gemma3),
+        ("phi3", Architecture::Phi3),
+        ("olmo2", Architecture::Olmo2),
+    ];
+    for (name, architecture) in families {
+        let dir = fixtures().join("gguf");
+        let model = Model::load(&dir.join(format!("{name}_tiny.gguf")), &device)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let cfg = model.config();
+        assert_eq!(cfg.architecture, architecture, "{name}");
+        let want =
+            prism_core::read_safetensors(&dir.join(format!("{name}_tiny_reference.safetensors")))
+                .unwrap();
+        let reference = reference(name);
+        for (i, ids) in reference.tokens.iter().enumerate() {
+            let batch = TokenBatch::from_sequences(std::slice::from_ref(ids), 0).unwrap();
+            let logits = model
+                .forward(&batch, &Hooks::new())
+                .unwrap()
+                .logits()
+                .unwrap();
+            let got = HostTensor::from_burn(logits.reshape([batch.seq, cfg.vocab_size])).unwrap();
+            let diff = max_abs_diff(&got.data, &want[&format!("logits_{i}")].data);
+            assert!(diff < 1e-4, "{name} text {i}: max |Δlogit| = {diff}");
+            // A byte-level BPE vocabulary (`gpt2`) tokenizes as the HF tokenizer it came from.
+            if !name.starts_with("gemma") {
+                let got = model.tokenizer.encode(&reference.texts[i]).unwrap();
+                assert_eq!(&got, ids, "{name} text {i}: token ids");
+            }
+        }
+        // The SentencePiece vocabulary built from a Gemma file spells text back.
+        let text = "The quick brown fox jumps over the lazy dog";
+        let ids = model.tokenizer.encode(text).unwrap();
+        assert_eq!(model.tokenizer.decode(&ids).unwrap(), text, "{name}");
     }
-    // The SentencePiece vocabulary built from the file spells text back.
-    let text = "The quick brown fox jumps over the lazy dog";
-    let ids = model.tokenizer.encode(text).unwrap();
-    assert_eq!(model.tokenizer.decode(&ids).unwrap(), text);
+    // Spans as llama.cpp fixes them: Gemma 2 local from the first layer, every other one;
+    // Gemma 3 five local to one global (all four local here); Phi-3 every layer.
+    let spans = |name: &str| {
+        let model =
+            Model::load(&fixtures().join(format!("gguf/{name}_tiny.gguf")), &device).unwrap();
+        let cfg = model.config();
+        (0..cfg.n_layers).map(|l| cfg.span(l)).collect::<Vec<_>>()
+    };
+    let (local, global) = (AttentionSpan::Sliding(4), AttentionSpan::Global);
+    assert_eq!(spans("gemma2"), [local, global, local]);
+    assert_eq!(spans("gemma3"), [local; 4]);
+    assert_eq!(spans("phi3"), [AttentionSpan::Sliding(6); 2]);
+    assert_eq!(spans("qwen2"), [global; 2]);
+}
+
+/// GGUF files Prism cannot read say why: another architecture lists the ones it reads, an
+/// unknown rope scaling lists the known ones, rope divisors of the wrong length are refused.
+#[test]
+fn unsupported_gguf_architectures_and_rope_are_clear_errors() {
+    let src = GgufFile::open(&fixtures().join("gguf/qwen3_tiny.gguf")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let device = prism_core::device("cpu").unwrap();
+    let load_from = |path: &std::path::Path, edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut bytes = std::fs::read(path).unwrap();
+        edit(&mut bytes);
+        let p = dir.path().join("edited.gguf");
+        std::fs::write(&p, bytes).unwrap();
+        match prism_models::Model::load(&p, &device) {
+            Ok(_) => panic!("an edited file was accepted"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let load = |edit: &dyn Fn(&mut Vec<u8>)| load_from(src.path(), edit);
+    // Same-length renames keep every offset valid.
+    let replace = |from: &str, to: &str| {
+        let (from, to) = (from.as_bytes().to_vec(), to.as_bytes().to_vec());
+        move |b: &mut Vec<u8>| {
+            let mut i = 0;
+            while let Some(at) = b[i..].windows(from.len()).position(|w| w == from) {
+                b[i + at..i + at + to.len()].copy_from_slice(&to);
+                i += at + from.len();
+            }
+        }
+    };
+    let e = load(&replace("qwen3", "mpt99"));
+    assert!(
+        e.contains("`mpt99`")
+            && e.contains("llama, qwen2, qwen3, gemma, gemma2, gemma3, phi3, olmo2"),
+        "{e}"
+    );
+    let mistral = fixtures().join("gguf/mistral_tiny.gguf");
+    let e = load_from(&mistral, &replace("linear", "longro"));
+    assert!(
+        e.contains("rope.scaling.type `longro` is not supported")
+            && e.contains("(none, linear, yarn)"),
+        "{e}"
+    );
+    // Llama 3's 12 divisors (24 rotated dims) against a claim of 8 rotated dims.
+    let llama3 = fixtures().join("gguf/llama3_tiny.gguf");
+    let e = load_from(&llama3, &|b: &mut Vec<u8>| {
+        let key = b"llama.rope.dimension_count";
+        let at = b.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+        assert_eq!(b[at..at + 4], 4u32.to_le_bytes(), "a u32 value");
+        b[at + 4..at + 8].copy_from_slice(&8u32.to_le_bytes());
+    });
+    assert!(
+        e.contains("rope frequency divisors: 12 for 8 rotary dims"),
+        "{e}"
+    );
 }
