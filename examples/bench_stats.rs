@@ -1,6 +1,6 @@
 //! # Evaluation, similarity and feature-browser throughput
 //!
-//! 1. Evaluating a dictionary (all METRICS.md metrics: three model runs per batch plus
+//! 1. Evaluating a dictionary (all docs/metrics.md metrics: three model runs per batch plus
 //!    encode/decode) against a plain forward pass on the same 8 × 128 windows.
 //! 2. Comparing two random 32768 × 512 dictionaries (MMCS both ways + greedy matching):
 //!    wall time and the process's peak resident memory.

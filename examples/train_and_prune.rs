@@ -18,7 +18,7 @@
 //! cargo run --release --example train_and_prune -- [--tokens 65536]
 //! ```
 
-use prism::cache::{ActivationBuffer, Corpus, Harvester, WindowConfig, windows};
+use prism::cache::{ActivationBuffer, BufferConfig, Corpus, Harvester, WindowConfig, windows};
 use prism::sae::train::{ArchitectureConfig, TrainConfig, Trainer};
 use prism::stats::{PruneRule, evaluate, features_to_keep};
 use prism::{HookPoint, Model, Result, TokenBatch};
@@ -43,11 +43,7 @@ fn main() -> Result<()> {
     let mut buffer = ActivationBuffer::new(
         harvester,
         windows(&corpus, &model.tokenizer, window.clone())?,
-        64,
-        128,
-        1024,
-        8,
-        0,
+        &BufferConfig::new().with_n_ctxs(64).with_batch(1024),
     );
 
     // Dictionaries: 8× with a low L1 penalty and 32× with a higher one.

@@ -2,7 +2,7 @@
 //! train from it, evaluate on held-out text, prune, compare — and the same evaluation, pruning
 //! and comparison over dictionaries in SAELens' and dictionary_learning's formats.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use approx::assert_relative_eq;
 use prism::cache::{
@@ -16,9 +16,7 @@ use prism::similarity::{SimilarityOptions, compare};
 use prism::stats::{Evaluation, PruneRule, evaluate, features_to_keep};
 use prism::{Model, TokenBatch};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use prism_testkit::root;
 
 fn corpus(dir: &Path) -> Corpus {
     let path = dir.join("corpus.txt");

@@ -3,7 +3,6 @@
 //! mean max cosine similarity.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 
 use approx::assert_abs_diff_eq;
 use burn::tensor::{Tensor, TensorData};
@@ -207,7 +206,7 @@ proptest! {
         seed in any::<u64>(),
         batch in 1usize..64,
     ) {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let root = prism_testkit::root();
         let model = prism::Model::load(&root.join("fixtures/models/gpt2"), &device()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let text = dir.path().join("c.txt");

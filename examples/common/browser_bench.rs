@@ -15,8 +15,6 @@
 //! block's `hook_mlp_out` stands in.
 
 use super::args;
-#[path = "chromium.rs"]
-mod chromium;
 
 use std::time::Instant;
 
@@ -114,14 +112,17 @@ pub fn run(args: &args::Args) -> Result<()> {
     );
 
     // 3. Open time, as the page measures it (navigation start → first feature shown).
-    if let Some(chrome) = chromium::find() {
+    if let Some(chrome) = prism_testkit::chromium::find() {
         let profile = out.join("chromium-profile");
         let abs = std::path::absolute(&page).map_err(|e| PrismError::io(&page, e))?;
         for run in 0..3 {
             // No virtual time: the page's clock is the real one.
-            let command = chromium::command(&chrome, &profile, 1280);
-            let report = chromium::selftest(command, &format!("file://{}?selftest", abs.display()))
-                .unwrap_or_else(|e| e);
+            let command = prism_testkit::chromium::command(&chrome, &profile, 1280);
+            let report = prism_testkit::chromium::selftest(
+                command,
+                &format!("file://{}?selftest", abs.display()),
+            )
+            .unwrap_or_else(|e| e);
             println!("open {run}: {report}");
         }
     }

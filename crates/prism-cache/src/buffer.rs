@@ -2,11 +2,38 @@
 //! worth of activations, serves uniformly random batches without replacement, and refills from
 //! the model when half has been served.
 
+use burn::config::Config;
 use prism_core::{HostTensor, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::harvest::Harvester;
+
+/// How an [`ActivationBuffer`] fills and serves (dictionary_learning's `n_ctxs`, `ctx_len`,
+/// `out_batch_size`), with `prism train`'s defaults.
+///
+/// ```
+/// let c = prism_cache::BufferConfig::new().with_n_ctxs(64).with_batch(1024);
+/// assert_eq!((c.n_ctxs, c.ctx, c.batch, c.windows_per_forward), (64, 128, 1024, 8));
+/// ```
+#[derive(Config, Debug)]
+pub struct BufferConfig {
+    /// Windows' worth of activations held.
+    #[config(default = 256)]
+    pub n_ctxs: usize,
+    /// Tokens per window.
+    #[config(default = 128)]
+    pub ctx: usize,
+    /// Rows per served batch.
+    #[config(default = 8192)]
+    pub batch: usize,
+    /// Windows run through the model per forward pass when refilling.
+    #[config(default = 8)]
+    pub windows_per_forward: usize,
+    /// Seed of the shuffle.
+    #[config(default = 0)]
+    pub seed: u64,
+}
 
 /// A refilling, shuffling buffer of activations over one or more hook points.
 ///
@@ -30,28 +57,20 @@ pub struct ActivationBuffer<'m, W: Iterator<Item = Result<Vec<u32>>>> {
 }
 
 impl<'m, W: Iterator<Item = Result<Vec<u32>>>> ActivationBuffer<'m, W> {
-    /// A buffer of `n_ctxs` windows of `ctx` tokens, serving batches of `batch` rows, harvesting
-    /// `windows_per_forward` windows per forward pass.
-    pub fn new(
-        harvester: Harvester<'m>,
-        windows: W,
-        n_ctxs: usize,
-        ctx: usize,
-        batch: usize,
-        windows_per_forward: usize,
-        seed: u64,
-    ) -> Self {
+    /// A buffer of `config.n_ctxs` windows of `config.ctx` tokens over `windows`, harvested by
+    /// `harvester`.
+    pub fn new(harvester: Harvester<'m>, windows: W, config: &BufferConfig) -> Self {
         let widths = harvester.widths();
         Self {
             data: widths.iter().map(|_| Vec::new()).collect(),
             widths,
             harvester,
             windows,
-            capacity: n_ctxs * ctx,
-            batch: batch.max(1),
-            windows_per_forward: windows_per_forward.max(1),
+            capacity: config.n_ctxs * config.ctx,
+            batch: config.batch.max(1),
+            windows_per_forward: config.windows_per_forward.max(1),
             unread: Vec::new(),
-            rng: StdRng::seed_from_u64(seed),
+            rng: StdRng::seed_from_u64(config.seed),
             source_done: false,
             rows_harvested: 0,
             windows_consumed: 0,

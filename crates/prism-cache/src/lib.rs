@@ -21,7 +21,7 @@ mod source;
 mod store;
 mod windows;
 
-pub use buffer::ActivationBuffer;
+pub use buffer::{ActivationBuffer, BufferConfig};
 pub use harvest::{Harvest, Harvester};
 pub use held_out::{
     EvalStart, HeldOut, HeldOutRequest, TRAINING_DATA_KEY, TrainingData, held_out_windows,

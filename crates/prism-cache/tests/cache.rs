@@ -8,7 +8,7 @@ use prism_core::{FloatDtype, HookPoint, Hooks, HostTensor, PrismError};
 use prism_models::{Model, TokenBatch};
 
 fn model() -> Model {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/llama_gqa");
+    let dir = prism_testkit::fixtures().join("models/llama_gqa");
     Model::load(&dir, &prism_core::device("cpu").unwrap()).unwrap()
 }
 
@@ -464,7 +464,12 @@ fn the_buffer_serves_every_harvested_row_exactly_once() {
     let mut expected: Vec<Vec<u32>> = direct.acts[0].data.chunks(d0).map(key).collect();
     let harvester = Harvester::new(&m, hooks, false).unwrap();
     let stream = windows(&corpus, &m.tokenizer, cfg).unwrap();
-    let mut buffer = ActivationBuffer::new(harvester, stream, 4, 32, 40, 2, 0);
+    let config = BufferConfig::new()
+        .with_n_ctxs(4)
+        .with_ctx(32)
+        .with_batch(40)
+        .with_windows_per_forward(2);
+    let mut buffer = ActivationBuffer::new(harvester, stream, &config);
     let mut served = Vec::new();
     let mut first = None;
     while let Some(batch) = buffer.next_batch().unwrap() {
@@ -486,19 +491,13 @@ fn the_buffer_serves_every_harvested_row_exactly_once() {
 
 #[test]
 fn harvesting_on_wgpu_matches_cpu() {
-    let device = match prism_core::device("wgpu") {
-        Ok(d) => d,
-        Err(e) if std::env::var_os("PRISM_REQUIRE_WGPU").is_some() => panic!("wgpu required: {e}"),
-        Err(e) => return eprintln!("skipping: {e}"),
+    let Some(device) = prism_testkit::wgpu_device() else {
+        return;
     };
     let dir = tempfile::tempdir().unwrap();
     let corpus = Corpus::open(&write_corpus(dir.path()), "text").unwrap();
     let cpu = model();
-    let gpu = Model::load(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/llama_gqa"),
-        &device,
-    )
-    .unwrap();
+    let gpu = Model::load(&prism_testkit::fixtures().join("models/llama_gqa"), &device).unwrap();
     let cfg = WindowConfig {
         ctx: 32,
         prepend_bos: false,

@@ -67,14 +67,10 @@ impl EvalData {
         Sae::open(&self.sae, device)
     }
 
-    /// The hook point: `--hook`, else the dictionary's own.
-    fn hook(&self, sae: &Sae) -> Result<HookPoint> {
-        let name = self.hook.clone().or(sae.hook_name.clone()).ok_or_else(|| {
-            PrismError::InvalidInput(
-                "the dictionary names no hook point (hook_name); pass --hook".into(),
-            )
-        })?;
-        name.parse()
+    /// The hook point: `--hook`, else the dictionary's own, checked against the model.
+    fn hook(&self, sae: &Sae, model: &prism_models::Model) -> Result<HookPoint> {
+        let explicit = self.hook.as_deref().map(str::parse).transpose()?;
+        sae.hook_in(&model.config().shape(), explicit)
     }
 
     /// Held-out evaluation windows for `sae` (see `prism_cache::held_out_windows`).
@@ -118,7 +114,7 @@ fn evaluate_on_corpus(
     sae: &Sae,
     data: &EvalData,
 ) -> Result<(HookPoint, Evaluation, usize)> {
-    let hook = data.hook(sae)?;
+    let hook = data.hook(sae, model)?;
     let HeldOut {
         windows: wins,
         skipped,
@@ -338,7 +334,7 @@ pub fn features(args: &FeaturesArgs) -> Result<()> {
         .map(|p| Sae::open(p, model.device()))
         .transpose()?;
     let other_name = args.compare.as_ref().map(|p| p.display().to_string());
-    let hook = args.data.hook(&sae)?;
+    let hook = args.data.hook(&sae, &model)?;
     let wins = args.data.windows(&model, &sae)?.windows;
     let options = BrowserOptions {
         selection: if args.features.is_empty() {

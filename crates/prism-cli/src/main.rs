@@ -50,7 +50,7 @@ enum Cmd {
     /// Plot training logs' convergence series (held-out variance explained, L0, dead and dense
     /// features, MMCS across seeds) against tokens, as PNG and SVG.
     Curves(train::CurvesArgs),
-    /// Evaluate a dictionary at its hook point: every METRICS.md metric, loss recovered, KL.
+    /// Evaluate a dictionary at its hook point: every metric of docs/metrics.md, loss recovered, KL.
     Eval(dictionaries::EvalArgs),
     /// Remove high-frequency features from a dictionary and re-evaluate it.
     Prune(dictionaries::PruneArgs),

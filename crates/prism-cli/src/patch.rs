@@ -105,25 +105,7 @@ pub fn open_dictionary(spec: &str, model: &Model) -> Result<(HookPoint, prism_sa
         _ => (None, spec),
     };
     let sae = prism_sae::Sae::open(Path::new(dir), model.device())?;
-    let hook: HookPoint = match hook {
-        Some(h) => h,
-        None => sae
-            .hook_name
-            .as_deref()
-            .ok_or_else(|| {
-                PrismError::InvalidInput(format!("{dir} names no hook point; write HOOK={dir}"))
-            })?
-            .parse()?,
-    };
-    let shape = model.config().shape();
-    hook.validate(&shape)?;
-    let dims = hook.activation_shape(&shape, 1, 1);
-    let d_in = prism_core::Dictionary::d_in(&sae);
-    if hook.has_heads() || dims.last() != Some(&d_in) {
-        return Err(PrismError::Shape(format!(
-            "{dir} reads vectors of width {d_in}; {hook} has activations {dims:?}"
-        )));
-    }
+    let hook = sae.hook_in(&model.config().shape(), hook)?;
     Ok((hook, sae))
 }
 

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use prism_cache::{
-    ActivationBuffer, ActivationStore, Corpus, Harvester, TRAINING_DATA_KEY, TrainingData,
-    WindowConfig, windows,
+    ActivationBuffer, ActivationStore, BufferConfig, Corpus, Harvester, TRAINING_DATA_KEY,
+    TrainingData, WindowConfig, windows,
 };
 use prism_core::{HookPoint, PrismError, Result};
 use prism_models::Model;
@@ -345,8 +345,12 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             };
             let wins = windows(corpus, &model.tokenizer, window.clone())?;
             let seed = runs[0].trainer.config.seed;
-            let mut buffer =
-                ActivationBuffer::new(harvester, wins, args.n_ctxs, args.ctx, batch, 8, seed);
+            let config = BufferConfig::new()
+                .with_n_ctxs(args.n_ctxs)
+                .with_ctx(args.ctx)
+                .with_batch(batch)
+                .with_seed(seed);
+            let mut buffer = ActivationBuffer::new(harvester, wins, &config);
             for _ in 0..start {
                 buffer.next_batch()?;
             }

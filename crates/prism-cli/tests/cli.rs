@@ -1,4 +1,4 @@
-//! The `prism` binary's contract (DESIGN.md): `forward --json` / `--dump-logits`, `hooks`, errors.
+//! The `prism` binary's contract (README's command table): `forward --json` / `--dump-logits`, `hooks`, errors.
 
 use crate::common;
 
@@ -679,19 +679,13 @@ fn dictionary_learning_files_work_wherever_a_dictionary_is_taken() {
 /// this needs no network once CI's fetch has run): one path per asset on stdout, in order.
 #[test]
 fn fetch_takes_several_assets_in_order() {
-    let assets = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets");
-    let (model, docs) = (
-        assets.join("SmolLM2-135M-Instruct.Q4_1.gguf"),
-        assets.join("python-docs"),
-    );
-    if !model.exists() || !docs.exists() {
-        assert!(
-            std::env::var_os("PRISM_REQUIRE_ASSETS").is_none(),
-            "PRISM_REQUIRE_ASSETS is set but the assets are missing"
-        );
-        eprintln!("skipping: default assets not fetched");
+    let (Some(model), Some(docs)) = (
+        prism_testkit::asset("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2"),
+        prism_testkit::asset("python-docs", "python-docs"),
+    ) else {
         return;
-    }
+    };
+    let assets = prism_testkit::assets_dir();
     let dir = assets.to_str().unwrap();
     let out = prism(&["fetch", "python-docs", "smollm2", "--dir", dir]);
     assert!(

@@ -5,24 +5,13 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use prism_testkit::asset;
 
 #[test]
 fn quick_demo_writes_a_complete_report() {
-    let model = root().join("assets/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let data = root().join("assets/python-docs");
-    let countries = root().join("assets/geonames-countries.json");
-    let datasets = root().join("assets/datasets");
-    if !model.exists() || !data.exists() || !countries.exists() || !datasets.exists() {
-        assert!(
-            std::env::var_os("PRISM_REQUIRE_ASSETS").is_none(),
-            "PRISM_REQUIRE_ASSETS is set but the assets are missing (run `cargo run -- fetch smollm2 python-docs geonames cities`)"
-        );
-        eprintln!("skipping: default assets not fetched");
+    let Some([model, data, countries, datasets]) = assets() else {
         return;
-    }
+    };
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("report");
     let run = Command::new(env!("CARGO_BIN_EXE_prism"))
@@ -240,21 +229,14 @@ fn quick_demo_writes_a_complete_report() {
     assert!(!out.join("cache").exists());
 }
 
-/// The default assets' paths, or `None` (with a note) when they are absent.
+/// The default assets' paths, gated as every asset is (`prism_testkit::asset`).
 fn assets() -> Option<[PathBuf; 4]> {
-    let paths = [
-        "assets/SmolLM2-135M-Instruct.Q4_1.gguf",
-        "assets/python-docs",
-        "assets/geonames-countries.json",
-        "assets/datasets",
-    ]
-    .map(|p| root().join(p));
-    if paths.iter().all(|p| p.exists()) {
-        Some(paths)
-    } else {
-        eprintln!("skipping: default assets not fetched");
-        None
-    }
+    Some([
+        asset("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2")?,
+        asset("python-docs", "python-docs")?,
+        asset("geonames-countries.json", "geonames")?,
+        asset("datasets", "cities")?,
+    ])
 }
 
 /// `prism demo --quick --resume` killed while it trains (just after the real model's group wrote

@@ -1,5 +1,5 @@
 //! `prism patch`, `prism attribute` and `prism circuit` on the tiny fixture models: the JSON
-//! contract of DESIGN.md, plots, the identities that tie the three commands together, and
+//! they print (README; nodes as docs/metrics.md describes them), plots, the identities that tie the three commands together, and
 //! typed errors.
 
 use crate::common;

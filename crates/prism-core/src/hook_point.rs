@@ -122,6 +122,29 @@ impl HookPoint {
         }
     }
 
+    /// Checks that a dictionary reading vectors of width `d_in` fits this hook on a model of
+    /// `shape`: the hook exists there, and its activation is one vector of that width per
+    /// position (no head axis). The one check every caller that splices a dictionary in makes.
+    ///
+    /// ```
+    /// use prism_core::{HookPoint, ModelShape};
+    /// let shape = ModelShape { n_layers: 2, d_model: 8, n_heads: 2, d_head: 4, d_mlp: 32,
+    ///     parallel_residual: false, learned_positions: false };
+    /// assert!(HookPoint::MlpOut(1).check_dictionary(&shape, 8).is_ok());
+    /// assert!(HookPoint::MlpPost(1).check_dictionary(&shape, 8).is_err()); // 32 wide
+    /// assert!(HookPoint::AttnZ(0).check_dictionary(&shape, 4).is_err()); // per head
+    /// ```
+    pub fn check_dictionary(&self, shape: &ModelShape, d_in: usize) -> Result<()> {
+        self.validate(shape)?;
+        let dims = self.activation_shape(shape, 1, 1);
+        if self.has_heads() || dims.last() != Some(&d_in) {
+            return Err(PrismError::Shape(format!(
+                "the dictionary reads vectors of width {d_in}; {self} has activations {dims:?}"
+            )));
+        }
+        Ok(())
+    }
+
     /// The activation's shape for a batch of `batch` sequences of `seq` tokens.
     pub fn activation_shape(&self, shape: &ModelShape, batch: usize, seq: usize) -> Vec<usize> {
         match self {

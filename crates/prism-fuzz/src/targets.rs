@@ -1,6 +1,7 @@
 //! One fuzz target per file reader, each driven through the same public entry point a user's
 //! file goes through (the path-taking loaders, then everything the loaded value offers).
 
+use prism_testkit::fixtures;
 use std::path::{Path, PathBuf};
 
 use prism_core::{Device, FloatDtype, PrismError, Result};
@@ -151,11 +152,6 @@ impl Target {
             ],
         }
     }
-}
-
-/// The repository's `fixtures/`.
-pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
 
 /// This crate's `seeds/`.

@@ -88,7 +88,7 @@ impl Tokenizer {
     /// loads the file: for `tokenizer.ggml.model = gpt2` (byte-level BPE) vocabulary and merges
     /// from the metadata, GPT-2's byte-level pre-tokenizer, control tokens as special tokens; for
     /// Gemma's SentencePiece vocabulary (`llama` in a `gemma*` file), the BPE `transformers`
-    /// rebuilds from it ([`crate::sentencepiece`]).
+    /// rebuilds from it (`sentencepiece.rs`).
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
         let path = gguf.path();
         let err = |message: String| PrismError::Tokenizer {

@@ -64,10 +64,12 @@ fn tiny_models_match_transformers_on_cpu() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "ndarray-backend"),
+    ignore = "burn's ndarray backend is a cargo feature: --features ndarray-backend"
+)]
 fn tiny_models_match_transformers_on_ndarray() {
-    let Some(device) = optional_device("ndarray") else {
-        return;
-    };
+    let device = prism_core::device("ndarray").unwrap();
     check_model("llama_gqa", &device, CPU_TOL);
 }
 

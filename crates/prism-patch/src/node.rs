@@ -96,7 +96,7 @@ impl std::fmt::Display for Node {
 }
 
 /// JSON: `{"hook", "position", "head", "neuron", "feature", "error"}` with `null` for the axes a
-/// node does not have (DESIGN.md's contract; `error` is true for a dictionary's error node).
+/// node does not have (`error` is true for a dictionary's error node; docs/metrics.md).
 impl Serialize for Node {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;

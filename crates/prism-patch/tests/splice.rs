@@ -1,7 +1,6 @@
 //! A dictionary spliced in with its error term: nothing changes until a feature is edited, and
 //! an edit moves the activation by exactly that feature's decoder contribution.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use burn::tensor::{Tensor, TensorData};
@@ -10,9 +9,7 @@ use prism_models::{Model, TokenBatch};
 use prism_patch::{FeatureEdit, Splice};
 use prism_sae::Sae;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
+use prism_testkit::fixtures;
 
 fn setup() -> (Model, Sae, TokenBatch) {
     let device = prism_core::device("cpu").unwrap();

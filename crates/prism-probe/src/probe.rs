@@ -7,13 +7,13 @@
 //! scikit-learn's `LogisticRegression(C)` objective; the bias, when asked for, is not
 //! regularised (as in scikit-learn) — by Newton's method with a backtracking line search:
 //! deterministic, full batch, and to the exact optimum (the gradient in f64; the Hessian
-//! `XᵀSX + αI` by prism-sae's GEMM). We chose this over linfa-logistic (L-BFGS) after
+//! `XᵀSX + αI` by prism-core's GEMM, `dense`). We chose this over linfa-logistic (L-BFGS) after
 //! measuring what linfa costs: it pulls ndarray 0.16 and rand 0.8 features that rebuild burn.
 //! The iid mass-mean probe uses the pseudo-inverse of the pooled within-class covariance from
 //! a Jacobi eigen-decomposition.
 
+use prism_core::dense::{View, matmul};
 use prism_core::{HostTensor, PrismError, Result};
-use prism_sae::kernel::{View, matmul};
 use serde::Serialize;
 
 use crate::metrics::{accuracy, separation};

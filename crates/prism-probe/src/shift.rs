@@ -287,7 +287,7 @@ pub fn choose_features(
 /// every dataset row; `dict_acts` the dictionary hook's (the same tensor when the probe reads
 /// the dictionary's hook); `ablated(features)` returns the probe hook's activations of every
 /// row with those features zero-ablated (error term kept). Heads are compared separately
-/// ([`choose_heads`], and [`crate::shift_on_model`] which runs both on a model).
+/// ([`choose_heads`], and [`crate::ShiftOnModel`] which runs both on a model).
 ///
 /// The random baseline ablates as many random features (seeded) as were selected, `trials`
 /// times, and reports the mean accuracies (its row is there even when nothing was selected, so

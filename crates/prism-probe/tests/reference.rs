@@ -8,8 +8,8 @@ use prism_core::HostTensor;
 use prism_probe::{Probe, ProbeMethod, select_rows, separation};
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/probes")
+fn probes() -> PathBuf {
+    prism_testkit::fixtures().join("probes")
 }
 
 struct Fixture {
@@ -19,9 +19,9 @@ struct Fixture {
 }
 
 fn load() -> Fixture {
-    let t = prism_core::read_safetensors(&fixtures().join("acts.safetensors")).unwrap();
+    let t = prism_core::read_safetensors(&probes().join("acts.safetensors")).unwrap();
     let reference: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("reference.json")).unwrap())
+        serde_json::from_str(&std::fs::read_to_string(probes().join("reference.json")).unwrap())
             .unwrap();
     Fixture {
         acts: t["acts"].clone(),

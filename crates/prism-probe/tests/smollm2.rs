@@ -3,35 +3,13 @@
 //! from GeoNames' real city list. Needs `prism fetch smollm2` and `prism fetch cities`; skipped
 //! with a message where an asset is absent (CI fetches them).
 
-use std::path::PathBuf;
-
 use prism_core::HookPoint;
 use prism_models::Model;
 use prism_probe::{
     LabelledDataset, Pooling, city_statements, geonames_cities, statement_activations,
 };
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn asset(name: &str, fetch: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("PRISM_ASSETS")
-        .map(Into::into)
-        .unwrap_or_else(|| root().join("assets"));
-    let path = dir.join(name);
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var_os("PRISM_REQUIRE_ASSETS").is_some() {
-        panic!("{} is missing (run `prism fetch {fetch}`)", path.display());
-    }
-    eprintln!(
-        "skipping: {} is absent; run `prism fetch {fetch}`",
-        path.display()
-    );
-    None
-}
+use prism_testkit::{asset, fixtures};
 
 #[test]
 fn last_token_activations_match_transformers() {
@@ -39,7 +17,7 @@ fn last_token_activations_match_transformers() {
         return;
     };
     let model = Model::load(&path, &prism_core::device("cpu").unwrap()).unwrap();
-    let fixture = root().join("fixtures/probes");
+    let fixture = fixtures().join("probes");
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture.join("reference.json")).unwrap())
             .unwrap();

@@ -6,8 +6,8 @@ use std::path::Path;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use prism_core::{
-    Dictionary, FloatDtype, HostTensor, PrismError, RawTensor, Result, atomic_write,
-    read_safetensors, serialize_safetensors,
+    Dictionary, FloatDtype, HookPoint, HostTensor, ModelShape, PrismError, RawTensor, Result,
+    atomic_write, read_safetensors, serialize_safetensors,
 };
 use serde_json::{Value, json};
 
@@ -294,6 +294,25 @@ impl Sae {
             })
             .unwrap_or_default();
         Ok(sae)
+    }
+
+    /// The hook point this dictionary reads on a model of `shape`: `explicit` where given, else
+    /// the one it was trained at (`hook_name`), checked to exist there with activations of the
+    /// dictionary's width ([`HookPoint::check_dictionary`]).
+    pub fn hook_in(&self, shape: &ModelShape, explicit: Option<HookPoint>) -> Result<HookPoint> {
+        let hook = match (explicit, &self.hook_name) {
+            (Some(hook), _) => hook,
+            (None, Some(name)) => name.parse()?,
+            (None, None) => {
+                return Err(PrismError::InvalidInput(
+                    "the dictionary names no hook point (no `hook_name` in its cfg.json): \
+                     give one (`--hook HOOK`, or `HOOK=DIR`)"
+                        .into(),
+                ));
+            }
+        };
+        hook.check_dictionary(shape, self.d_in())?;
+        Ok(hook)
     }
 
     /// Writes the SAE in SAELens' layout into `dir` (created if needed; files written atomically).

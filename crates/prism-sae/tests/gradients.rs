@@ -347,7 +347,8 @@ fn jumprelu_gradient_matches_finite_differences_and_the_threshold_estimator() {
             mode: KernelMode::Dense,
         },
         &mut grads,
-    );
+    )
+    .unwrap();
     let codes = pass.codes.to_dense();
     let (eps, lam) = (0.4f64, 0.2f64);
     let mut windows = 0;
@@ -474,7 +475,8 @@ fn sparse_dense_and_burn_engines_give_the_same_gradients() {
                     mode,
                 },
                 &mut g,
-            );
+            )
+            .unwrap();
             (pass.stats.loss, g)
         };
         let (ls, gs) = run(KernelMode::Sparse);
@@ -511,4 +513,63 @@ fn sparse_dense_and_burn_engines_give_the_same_gradients() {
             same(label, &engine.gradients().unwrap());
         }
     }
+}
+
+/// Inputs that do not fit together are typed errors, not panics or reads out of bounds: a batch
+/// that is not `n` rows of `d`, a JumpReLU step without thresholds, gradients of other shapes, a
+/// dead mask of the wrong length, `k` above the number of features.
+#[test]
+fn mismatched_inputs_are_typed_errors() {
+    use prism_core::PrismError;
+    let mut rng = Lcg(9);
+    let inputs = |dead| StepInputs {
+        dead,
+        apply_b_dec_to_input: false,
+        mode: KernelMode::Dense,
+    };
+    let relu = Objective::Relu { l1: 0.1 };
+    let p = params(&mut rng, &relu);
+    let x = rng.vec(N * D, 1.0);
+    let mut g = p.zeros_like();
+    let shape_error = |r: Result<_, PrismError>| matches!(r, Err(PrismError::Shape(_)));
+    assert!(shape_error(loss_and_grads(
+        &relu,
+        &p,
+        &x[1..],
+        N,
+        inputs(None),
+        &mut g
+    )));
+    assert!(shape_error(loss_and_grads(
+        &Objective::jumprelu(0.1),
+        &p,
+        &x,
+        N,
+        inputs(None),
+        &mut g
+    )));
+    let mut small = p.zeros_like();
+    small.b_enc.pop();
+    assert!(shape_error(loss_and_grads(
+        &relu,
+        &p,
+        &x,
+        N,
+        inputs(None),
+        &mut small
+    )));
+    let dead = vec![false; M - 1];
+    assert!(shape_error(loss_and_grads(
+        &relu,
+        &p,
+        &x,
+        N,
+        inputs(Some(&dead)),
+        &mut g
+    )));
+    let topk = Objective::topk(M + 1);
+    let e = loss_and_grads(&topk, &params(&mut rng, &topk), &x, N, inputs(None), &mut g);
+    assert!(matches!(e, Err(PrismError::InvalidInput(_))), "{e:?}");
+    // The same inputs, fitting, pass.
+    assert!(loss_and_grads(&relu, &p, &x, N, inputs(None), &mut g).is_ok());
 }

@@ -7,7 +7,7 @@ use prism_core::{Dictionary, HostTensor, PrismError};
 use prism_sae::{Architecture, Sae};
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/sae")
+    prism_testkit::fixtures().join("sae")
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -195,7 +195,7 @@ fn broken_dictionaries_are_typed_errors() {
 #[test]
 fn dictionaries_prism_saves_load_in_saelens_with_the_same_outputs() {
     let device = prism_core::device("cpu").unwrap();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/prism_saved");
+    let root = prism_testkit::fixtures().join("prism_saved");
     let refs = prism_core::read_safetensors(&root.join("reference.safetensors")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     for arch in ["relu", "topk", "batchtopk", "jumprelu", "gated"] {

@@ -230,7 +230,8 @@ fn exported_dictionaries_encode_like_the_trainer_and_round_trip_through_saelens_
                 mode: prism_sae::kernel::KernelMode::Dense,
             },
             &mut g,
-        );
+        )
+        .unwrap();
         if !matches!(arch, ArchitectureConfig::BatchTopK { .. }) {
             let want = pass.codes.to_dense();
             for (a, b) in codes.data.iter().zip(&want) {
@@ -345,7 +346,7 @@ fn tensor_shapes(path: &PathBuf) -> Vec<(String, Vec<usize>)> {
 #[test]
 fn dictionary_learning_ae_pt_files_import_with_identical_outputs() {
     let dev = device("cpu").unwrap();
-    let fix = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/ae");
+    let fix = prism_testkit::fixtures().join("ae");
     let refs = prism_core::read_safetensors(&fix.join("reference.safetensors")).unwrap();
     let x = refs["x"].to_burn::<2>(&dev).unwrap();
     // Each class as dictionary_learning saves it; BatchTopKSAE (same tensors as

@@ -3,7 +3,7 @@
 /// How to build the one-to-one matching.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatchingMethod {
-    /// Hungarian when the smaller dictionary has at most [`HUNGARIAN_LIMIT`] features, else greedy.
+    /// Hungarian when the smaller dictionary has at most `HUNGARIAN_LIMIT` (1 024) features, else greedy.
     Auto,
     /// The exact maximum-total-cosine assignment (O(n²·m) time, the full cosine matrix in memory).
     Hungarian,

@@ -157,10 +157,8 @@ fn identity_permutation_and_rotation_on_cpu() {
 
 #[test]
 fn identity_permutation_and_rotation_on_wgpu() {
-    match prism_core::device("wgpu") {
-        Ok(device) => check_relations(&device, 1e-4),
-        Err(e) if std::env::var_os("PRISM_REQUIRE_WGPU").is_some() => panic!("wgpu required: {e}"),
-        Err(e) => eprintln!("skipping the wgpu part: {e}"),
+    if let Some(device) = prism_testkit::wgpu_device() {
+        check_relations(&device, 1e-4);
     }
 }
 

@@ -18,7 +18,7 @@ pub struct DensityHistogram {
     pub above_tenth: usize,
 }
 
-/// Bins densities measured on `tokens` tokens by log10 ([`BIN_WIDTH`] wide, on a grid aligned to
+/// Bins densities measured on `tokens` tokens by log10 (`BIN_WIDTH`, ⅛ of a decade, wide; on a grid aligned to
 /// 0, from the bin holding `log10(1/tokens)` to 0).
 ///
 /// ```

@@ -1,5 +1,5 @@
 //! "Percent loss recovered" and KL: the model run clean, with the reconstruction spliced in at
-//! the hook point, and with the activation zeroed (METRICS.md).
+//! the hook point, and with the activation zeroed (docs/metrics.md).
 
 use burn::tensor::Tensor;
 use prism_core::{
@@ -21,7 +21,7 @@ pub struct DownstreamStats {
     kl_ablation: f64,
 }
 
-/// The downstream metrics, under METRICS.md's names.
+/// The downstream metrics, under docs/metrics.md's names.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct DownstreamMetrics {
     /// Mean next-token cross-entropy of the unmodified model.

@@ -1,6 +1,6 @@
 //! # prism-stats
 //!
-//! How good is a dictionary at its hook point? Every metric of `METRICS.md` under its name:
+//! How good is a dictionary at its hook point? Every metric of docs/metrics.md under its name:
 //! reconstruction and sparsity ([`ReconstructionStats`]: `mse`, `l2_loss`, `l0`, `l1`,
 //! `frac_variance_explained`, `cossim`, `l2_ratio`, `relative_reconstruction_bias`,
 //! `frac_alive`, per-feature density) and downstream ([`DownstreamStats`]: `loss_original`,

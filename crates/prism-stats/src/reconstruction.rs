@@ -1,4 +1,4 @@
-//! Reconstruction and sparsity metrics, accumulated over batches in f64 (METRICS.md).
+//! Reconstruction and sparsity metrics, accumulated over batches in f64 (docs/metrics.md).
 
 use prism_core::{HostTensor, PrismError, Result};
 
@@ -22,7 +22,7 @@ pub struct ReconstructionStats {
     fires: Vec<u64>,
 }
 
-/// The metrics, under the names METRICS.md gives them.
+/// The metrics, under the names docs/metrics.md gives them (SAELens' and dictionary_learning's).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ReconstructionMetrics {
     /// Tokens evaluated.

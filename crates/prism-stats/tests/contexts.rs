@@ -258,19 +258,12 @@ fn scan_of_every_feature_equals_a_brute_force_pass() {
 fn scan_at_smollm2_scale_equals_a_brute_force_pass() {
     use burn::tensor::{Distribution, Tensor};
     use prism_stats::CollectOptions;
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets");
-    let (gguf, docs) = (
-        root.join("SmolLM2-135M-Instruct.Q4_1.gguf"),
-        root.join("python-docs"),
-    );
-    if !gguf.exists() || !docs.exists() {
-        assert!(
-            std::env::var_os("PRISM_REQUIRE_ASSETS").is_none(),
-            "assets missing: run `prism fetch smollm2` and `prism fetch python-docs`"
-        );
-        eprintln!("skipping: SmolLM2 or the Python docs are absent");
+    let (Some(gguf), Some(docs)) = (
+        prism_testkit::asset("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2"),
+        prism_testkit::asset("python-docs", "python-docs"),
+    ) else {
         return;
-    }
+    };
     let device = prism_core::device("cpu").unwrap();
     let model = prism_models::Model::load(&gguf, &device).unwrap();
     let corpus = prism_cache::Corpus::open(&docs, "text").unwrap();

@@ -1,7 +1,5 @@
 //! Metrics against hand-computed values, and loss recovered on a real (tiny) model.
 
-use std::path::PathBuf;
-
 use burn::tensor::{Device, Tensor};
 use prism_core::{Dictionary, Edit, HookPoint, Hooks, HostTensor, Intervention};
 use prism_models::{Model, TokenBatch};
@@ -117,8 +115,7 @@ impl Dictionary for Zero {
 }
 
 fn tiny() -> (Model, Vec<TokenBatch>) {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/gpt_neox_sequential");
+    let dir = prism_testkit::fixtures().join("models/gpt_neox_sequential");
     let model = Model::load(&dir, &prism_core::device("cpu").unwrap()).unwrap();
     let texts = [
         "The quick brown fox jumps over the lazy dog.",

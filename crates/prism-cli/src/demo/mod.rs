@@ -7,7 +7,7 @@
 //!    low penalty and 8× expansion (the notes' "0_8192") under every seed of the preset, and one
 //!    with a higher penalty and 32× expansion ("1_32768"); held-out variance explained, L0,
 //!    alive and dense features and the seeds' MMCS are measured at token counts ×√2 apart.
-//! 3. Evaluate them on held-out text: every METRICS.md metric, density histograms.
+//! 3. Evaluate them on held-out text: every metric of docs/metrics.md, density histograms.
 //! 4. Prune each 8× dictionary's densest features until its L0 matches the sparser one's, and
 //!    re-evaluate: does it keep more loss recovered at the same L0?
 //! 5. Mean max cosine similarity across seeds (all features and features alive in both).

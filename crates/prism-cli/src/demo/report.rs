@@ -304,16 +304,17 @@ pub fn write_report(
         &format!("pruned {} vs {}", pruned_mse.show(4), large_mse.show(4)),
         verdict(pruned_mse.mean > large_mse.mean, fve_moving),
     );
+    // The notes' claim is about most features, not a direction: more than half must be dense.
     finding(
         w,
-        "features of a randomised model fire on > 10 % of tokens more often",
-        "most",
+        "most features of a randomised model fire on > 10 % of tokens",
+        "most (> 50 % of features)",
         &format!(
             "`random_all` {} vs real {}",
             rand_dense.show(3),
             real_dense.show(3)
         ),
-        verdict(rand_dense.mean > real_dense.mean, None),
+        verdict(rand_dense.mean > 0.5, None),
     );
     finding(
         w,
@@ -328,7 +329,11 @@ pub fn write_report(
     );
     let _ = writeln!(
         w,
-        "\nMMCS over every feature across seeds: {}. A single-token feature is detected by a \
+        "\nEach verdict applies the notes' figure as its threshold: MMCS above 0.95 between seeds \
+         and below 0.3 against a randomised model; pruned at least the sparse dictionary's loss \
+         recovered, at a higher MSE; more than half of a randomised model's features dense (> 10 % \
+         of tokens); a larger share of single-token features on the randomised model than on the \
+         real one (the notes give no share).\n\nMMCS over every feature across seeds: {}. A single-token feature is detected by a \
          rule, not by eye: among {} features sampled evenly across log-density bands, its top 8 \
          contexts (from distinct windows of the evaluation text) number at least 3 and all peak \
          on the same token. \"Not yet converged\" means a seed's held-out measurement still \
@@ -420,7 +425,7 @@ pub fn write_report(
          FVE (frac_variance_explained): 1 − residual variance / activation variance. cossim: mean \
          cosine between an activation and its reconstruction. l2_ratio: mean ‖x̂‖ / ‖x‖ (below 1: \
          shrinkage). rel. bias (relative_reconstruction_bias): how much a rescaling of x̂ would \
-         help (1 is unbiased). Formulas: METRICS.md.\n"
+         help (1 is unbiased). Formulas: docs/metrics.md.\n"
     );
     let _ = writeln!(w, "### Effect on the model's loss\n");
     let _ = writeln!(

@@ -1,12 +1,10 @@
 //! Helpers shared by the CLI test files.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// The repository's `fixtures/`.
-pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
+pub use prism_testkit::fixtures;
 
 /// Runs the `prism` binary with `args`.
 pub fn prism(args: &[&str]) -> Output {

@@ -1,17 +1,9 @@
 //! Helpers shared by the integration tests: fixture paths and reference data.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-
 use prism_core::HostTensor;
 
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-pub fn fixtures() -> PathBuf {
-    root().join("fixtures")
-}
+pub use prism_testkit::{asset, fixtures, wgpu_device};
 
 /// Every tiny fixture model (scripts/make_fixtures.py): the first three families, then one per
 /// family added after them (`families` in VERSIONS.json).
@@ -80,46 +72,4 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
-}
-
-/// The wgpu device, or `None` (with the reason printed) where no adapter exists. When
-/// `PRISM_REQUIRE_WGPU` is set (CI installs lavapipe and sets it) a missing adapter fails the test.
-pub fn wgpu_device() -> Option<prism_core::Device> {
-    optional_device("wgpu")
-}
-
-/// The device of a backend that a build or a machine may lack (`wgpu`, `ndarray`: cargo features;
-/// `wgpu` also needs an adapter), or `None` with the reason printed. When `PRISM_REQUIRE_<NAME>`
-/// is set its absence fails the test: CI sets `PRISM_REQUIRE_WGPU`; the ndarray backend is not in
-/// CI's build (`--features wgpu,ndarray-backend` with `PRISM_REQUIRE_NDARRAY=1` tests it).
-pub fn optional_device(name: &str) -> Option<prism_core::Device> {
-    let required = format!("PRISM_REQUIRE_{}", name.to_ascii_uppercase());
-    match prism_core::device(name) {
-        Ok(d) => Some(d),
-        Err(e) if std::env::var_os(&required).is_some() => panic!("{name} required: {e}"),
-        Err(e) => {
-            eprintln!("skipping the {name} part: {e}");
-            None
-        }
-    }
-}
-
-/// A downloaded asset (`PRISM_ASSETS`, default `assets/`), or `None` with a message naming the
-/// `prism fetch` that brings it; with `PRISM_REQUIRE_ASSETS` set (CI) a missing asset fails.
-pub fn asset(file: &str, fetch: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("PRISM_ASSETS")
-        .map(Into::into)
-        .unwrap_or_else(|| root().join("assets"));
-    let path = dir.join(file);
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var_os("PRISM_REQUIRE_ASSETS").is_some() {
-        panic!("{} is missing (run `prism fetch {fetch}`)", path.display());
-    }
-    eprintln!(
-        "skipping: {} is absent; run `prism fetch {fetch}`",
-        path.display()
-    );
-    None
 }

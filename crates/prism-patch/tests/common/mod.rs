@@ -2,15 +2,11 @@
 //! PyTorch reference numbers.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-
 use prism_core::HostTensor;
 use prism_models::Model;
 use prism_patch::{Direction, PairBatch, PromptPair};
 
-pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
+pub use prism_testkit::fixtures;
 
 pub struct Case {
     pub model: Model,

@@ -25,6 +25,19 @@ impl Default for AdamConfig {
     }
 }
 
+impl AdamConfig {
+    /// What update `t` (counted from 1) with learning rate `lr` needs besides the moments,
+    /// `[β₁, β₂, ε, lr / (1 − β₁ᵗ), √(1 − β₂ᵗ)]`: each element then moves as
+    /// `m ← β₁m + (1 − β₁)g`, `v ← β₂v + (1 − β₂)g²`, `p ← p − step · m / (√v / √(1 − β₂ᵗ) + ε)`,
+    /// `torch.optim.Adam`'s arithmetic — on the host ([`Adam::step`]) and on burn devices alike.
+    pub fn coefficients(&self, t: u64, lr: f32) -> [f32; 5] {
+        let AdamConfig { beta1, beta2, eps } = *self;
+        let bc1 = 1.0 - beta1.powi(t as i32);
+        let bc2 = 1.0 - beta2.powi(t as i32);
+        [beta1, beta2, eps, lr / bc1, bc2.sqrt()]
+    }
+}
+
 /// Optimiser state: moments shaped like the parameters, and the step count.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Adam {
@@ -53,11 +66,7 @@ impl Adam {
     pub fn step(&mut self, params: &mut Params, grads: &Params, lr: f32) {
         use rayon::prelude::*;
         self.t += 1;
-        let AdamConfig { beta1, beta2, eps } = self.config;
-        let bc1 = 1.0 - beta1.powi(self.t as i32);
-        let bc2 = 1.0 - beta2.powi(self.t as i32);
-        let step = lr / bc1;
-        let bc2_sqrt = bc2.sqrt();
+        let coefficients = self.config.coefficients(self.t, lr);
         let ps = params.tensors_mut();
         let gs = grads.tensors();
         let ms = self.m.tensors_mut();
@@ -68,9 +77,7 @@ impl Adam {
                 .zip(g.par_chunks(CHUNK))
                 .zip(m.par_chunks_mut(CHUNK))
                 .zip(v.par_chunks_mut(CHUNK))
-                .for_each(|(((p, g), m), v)| {
-                    adam_update(p, g, m, v, [beta1, beta2, eps, step, bc2_sqrt])
-                });
+                .for_each(|(((p, g), m), v)| adam_update(p, g, m, v, coefficients));
         }
     }
 

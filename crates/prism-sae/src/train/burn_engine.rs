@@ -19,7 +19,7 @@ use prism_core::{HostTensor, PrismError, Result};
 use super::adam::{Adam, AdamConfig};
 use super::config::ArchitectureConfig;
 use super::engine::{Engine, EngineChoice, Reinit, StepStats};
-use super::params::Params;
+use super::params::{PARAM_NAMES, Params};
 
 const W_ENC: usize = 0;
 const B_ENC: usize = 1;
@@ -128,7 +128,7 @@ impl BurnEngine {
                 if t.len() != shape[0] * shape[1] {
                     return Err(PrismError::Shape(format!(
                         "parameter {} has {} values, expected {}",
-                        super::PARAM_NAMES[i],
+                        PARAM_NAMES[i],
                         t.len(),
                         shape[0] * shape[1]
                     )));
@@ -419,10 +419,8 @@ impl Engine for BurnEngine {
             }
         }
         self.t += 1;
-        let AdamConfig { beta1, beta2, eps } = self.adam;
-        let step = lr / (1.0 - beta1.powi(self.t as i32));
-        let bc2_sqrt = (1.0 - beta2.powi(self.t as i32)).sqrt();
-        for i in 0..7 {
+        let [beta1, beta2, eps, step, bc2_sqrt] = self.adam.coefficients(self.t, lr);
+        for i in 0..PARAM_NAMES.len() {
             let Some(g) = self.grads[i].clone() else {
                 continue;
             };

@@ -73,7 +73,7 @@ impl ConvergenceOptions {
 pub struct HeldOut {
     /// Held-out rows measured.
     pub rows: usize,
-    /// Fraction of variance explained, `1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²` (METRICS.md).
+    /// Fraction of variance explained, `1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²` (docs/metrics.md).
     pub fve: f64,
     /// Mean squared error per element, raw scale.
     pub mse: f64,

@@ -51,7 +51,7 @@ impl Engine for HostEngine {
                 mode: self.kernel,
             },
             &mut self.grads,
-        );
+        )?;
         Ok(pass.stats)
     }
 

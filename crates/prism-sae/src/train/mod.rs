@@ -15,16 +15,13 @@ mod params;
 mod trainer;
 
 pub use adam::{Adam, AdamConfig};
-pub use burn_engine::BurnEngine;
 pub use config::{ArchitectureConfig, INITIAL_L0, ResampleConfig, TrainConfig};
 pub use convergence::{ConvergenceOptions, HeldOut, measure};
 pub use engine::{Engine, EngineChoice, Reinit, StepStats, TrainingEngine};
-pub use export::checkpoint_step;
 pub use group::{
     CHECKPOINT_FILE, FitOptions, LOG_FILE, PREVIOUS_CHECKPOINT_FILE, Run, RunSpec, fit, read_log,
     resume_step,
 };
-pub use host_engine::HostEngine;
 pub use objective::{Pass, StepInputs, loss_and_grads, top_k_rows};
-pub use params::{PARAM_NAMES, Params, remove_parallel_component};
-pub use trainer::{StepLog, Trainer, geometric_median};
+pub use params::{PARAM_NAMES, Params};
+pub use trainer::{StepLog, Trainer};

@@ -6,13 +6,14 @@
 
 use std::borrow::Cow;
 
+use prism_core::{PrismError, Result};
 use rayon::prelude::*;
 
 use crate::kernel::{Csr, KernelMode, View, decode_into, dot, entry_dots, transpose_times_into};
 
 use super::config::ArchitectureConfig;
 use super::engine::StepStats;
-use super::params::Params;
+use super::params::{PARAM_NAMES, Params};
 
 /// What one forward/backward pass on the host kernels measured, and the codes.
 #[derive(Clone, Debug)]
@@ -35,6 +36,74 @@ pub struct StepInputs<'a> {
     pub mode: KernelMode,
 }
 
+/// Checks that the inputs of [`loss_and_grads`] fit together.
+fn check_inputs(
+    objective: &ArchitectureConfig,
+    p: &Params,
+    x: &[f32],
+    n: usize,
+    inputs: &StepInputs<'_>,
+    grads: &Params,
+) -> Result<()> {
+    let (d, m) = (p.d, p.m);
+    let shape = |m: String| Err(PrismError::Shape(m));
+    if Some(x.len()) != n.checked_mul(d) {
+        return shape(format!(
+            "a batch of {} values is not {n} rows of {d}",
+            x.len()
+        ));
+    }
+    let per_feature = match objective {
+        ArchitectureConfig::JumpRelu { .. } => [m, 0, 0],
+        ArchitectureConfig::Gated { .. } => [0, m, m],
+        _ => [p.log_threshold.len(), p.r_mag.len(), p.b_mag.len()],
+    };
+    let want = [
+        m * d,
+        m,
+        m * d,
+        d,
+        per_feature[0],
+        per_feature[1],
+        per_feature[2],
+    ];
+    for (name, (have, want)) in PARAM_NAMES.iter().zip(p.tensors().iter().zip(want)) {
+        if have.len() != want {
+            return shape(format!(
+                "parameter `{name}` has {} values; a {} dictionary {d} → {m} needs {want}",
+                have.len(),
+                objective.name()
+            ));
+        }
+    }
+    if grads.d != d
+        || grads.m != m
+        || grads
+            .tensors()
+            .iter()
+            .zip(p.tensors())
+            .any(|(g, v)| g.len() != v.len())
+    {
+        return shape("the gradients' shapes differ from the parameters'".into());
+    }
+    if let Some(dead) = inputs.dead
+        && dead.len() != m
+    {
+        return shape(format!(
+            "{} dead-feature flags for {m} features",
+            dead.len()
+        ));
+    }
+    if let ArchitectureConfig::TopK { k, .. } | ArchitectureConfig::BatchTopK { k, .. } = objective
+        && !(1..=m).contains(k)
+    {
+        return Err(PrismError::InvalidInput(format!(
+            "k = {k} must be in 1..={m}"
+        )));
+    }
+    Ok(())
+}
+
 /// What the encoder reads: the rows of `x` less `b_dec` when the bias applies to the input,
 /// else `x` itself.
 pub(crate) fn encoder_input<'a>(x: &'a [f32], b_dec: &[f32], apply_b_dec: bool) -> Cow<'a, [f32]> {
@@ -50,6 +119,10 @@ pub(crate) fn encoder_input<'a>(x: &'a [f32], b_dec: &[f32], apply_b_dec: bool) 
 }
 
 /// Loss at `x` (`[n, d]`, row-major) and its gradient, written into `grads` (overwritten).
+///
+/// Inputs that do not fit together — a batch that is not `n` rows of `d`, parameters or
+/// gradients of the wrong sizes for the architecture, a dead-feature mask that is not one flag
+/// per feature, a `k` outside `1..=m` — are a [`PrismError::Shape`] / `InvalidInput`.
 pub fn loss_and_grads(
     objective: &ArchitectureConfig,
     p: &Params,
@@ -57,9 +130,9 @@ pub fn loss_and_grads(
     n: usize,
     inputs: StepInputs<'_>,
     grads: &mut Params,
-) -> Pass {
+) -> Result<Pass> {
+    check_inputs(objective, p, x, n, &inputs, grads)?;
     let (d, m) = (p.d, p.m);
-    assert_eq!(x.len(), n * d, "batch does not match d_in");
     grads.fill_zero();
     let x_in = encoder_input(x, &p.b_dec, inputs.apply_b_dec_to_input);
     // The pre-activations, into a buffer the GEMM writes whole (not zeroed first: 134 MB at the
@@ -232,7 +305,7 @@ pub fn loss_and_grads(
             nonzero += 1;
         }
     }
-    Pass {
+    Ok(Pass {
         stats: StepStats {
             loss,
             recon,
@@ -244,7 +317,7 @@ pub fn loss_and_grads(
             min_selected,
         },
         codes,
-    }
+    })
 }
 
 /// Codes for training (and Gated's gate values on the same pattern, BatchTopK's cut-off).

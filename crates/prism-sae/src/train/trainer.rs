@@ -226,7 +226,7 @@ impl Trainer {
     }
 
     /// One optimisation step on `batch` (`[n, d_in]` activations, raw scale). Non-finite
-    /// inputs, a non-finite loss or gradient, or a loss [`DIVERGENCE_FACTOR`] times the best
+    /// inputs, a non-finite loss or gradient, or a loss 10⁴ times the best (`DIVERGENCE_FACTOR`)
     /// so far are errors, and leave the trainer exactly as it was.
     pub fn step(&mut self, batch: &HostTensor) -> Result<StepLog> {
         let [n, d] = batch.dims2()?;

@@ -5,10 +5,7 @@
 //! screenshots are written beside for people.
 //!
 //! Chromium comes from Debian's `chromium` package (CI installs it); without it the test is
-//! skipped unless `PRISM_REQUIRE_BROWSER=1`.
-
-#[path = "../../../../examples/common/chromium.rs"]
-mod chromium;
+//! skipped unless `PRISM_REQUIRE_BROWSER` is set (`prism_testkit::require_or_skip`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,24 +17,16 @@ use prism_stats::{
     write_feature_site,
 };
 
-fn chromium() -> Option<PathBuf> {
-    let found = chromium::find();
-    if found.is_none() && std::env::var("PRISM_REQUIRE_BROWSER").as_deref() == Ok("1") {
-        panic!("PRISM_REQUIRE_BROWSER=1 but no chromium (apt-get install chromium)");
-    }
-    found
-}
-
 /// Chromium for a check: headless, and virtual time so the page's lazy loads all finish.
 fn headless(chrome: &Path, profile: &Path, width: u32) -> Command {
-    let mut c = chromium::command(chrome, profile, width);
+    let mut c = prism_testkit::chromium::command(chrome, profile, width);
     c.arg("--virtual-time-budget=20000");
     c
 }
 
 /// The page's self-test report for `url`.
 fn selftest(chrome: &Path, profile: &Path, url: &str, width: u32) -> serde_json::Value {
-    let report = chromium::selftest(headless(chrome, profile, width), url).unwrap();
+    let report = prism_testkit::chromium::selftest(headless(chrome, profile, width), url).unwrap();
     serde_json::from_str(&report).unwrap()
 }
 
@@ -100,8 +89,7 @@ fn the_browser_works_in_headless_chromium() {
         "{err}"
     );
 
-    let Some(chrome) = chromium() else {
-        eprintln!("skipped: no chromium");
+    let Some(chrome) = prism_testkit::chromium() else {
         return;
     };
 

@@ -1,14 +1,12 @@
 //! Shared by the prism-stats integration tests: a real tiny model and a deterministic SAE.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-
 use burn::tensor::{Tensor, TensorData};
 use prism_models::Model;
 use prism_sae::{Architecture, Sae};
 
 pub fn llama() -> Model {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/llama_gqa");
+    let dir = prism_testkit::fixtures().join("models/llama_gqa");
     Model::load(&dir, &prism_core::device("cpu").unwrap()).unwrap()
 }
 
