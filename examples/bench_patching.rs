@@ -95,7 +95,7 @@ fn main() -> Result<()> {
     let mut all: Vec<(f64, f64)> = Vec::new();
     let mut per_sweep = Vec::new();
     for &item in &sweeps {
-        let ns = nodes(&shape, item, seq)?;
+        let ns = nodes(&shape, item.parse()?, seq)?;
         let t = Instant::now();
         let exact = patch(&model, &batch, &ns, &options, |_, _| {})?;
         let e = t.elapsed().as_secs_f64();
@@ -124,7 +124,7 @@ fn main() -> Result<()> {
     // Every node of the five sweeps in one attribution call.
     let mut every = Vec::new();
     for &item in &sweeps {
-        every.extend(nodes(&shape, item, seq)?);
+        every.extend(nodes(&shape, item.parse()?, seq)?);
     }
     let t = Instant::now();
     attribute(&model, &batch, &every, Method::Atp, &options, |_, _| {})?;

@@ -28,8 +28,8 @@ use std::sync::Arc;
 
 use prism::core::{HookPoint, PrismError};
 use prism::patch::{
-    Dictionaries, MeanStates, Method, Node, PairBatch, PatchOptions, attribute, capital_pairs,
-    circuit, dictionary_nodes, exact_vs_estimate, nodes, patch,
+    Dictionaries, MeanStates, Method, Node, NodeKind, PairBatch, PatchOptions, attribute,
+    capital_pairs, circuit, dictionary_nodes, exact_vs_estimate, nodes, patch,
 };
 use prism::stats::{Mark, Series, XyPlot, plot_heatmap, plot_xy};
 use prism::{Model, Result};
@@ -82,7 +82,7 @@ fn main() -> Result<()> {
     let resid = patch(
         &model,
         &batch,
-        &nodes(&shape, "resid_pre", seq)?,
+        &nodes(&shape, NodeKind::ResidPre.into(), seq)?,
         &options,
         |_, _| {},
     )?;
@@ -112,7 +112,7 @@ fn main() -> Result<()> {
     let mut series = Vec::new();
     let mut all = Vec::new();
     for item in ["resid_pre", "attn_out", "mlp_out", "z"] {
-        let ns = nodes(&shape, item, seq)?;
+        let ns = nodes(&shape, item.parse()?, seq)?;
         let exact = patch(&model, &batch, &ns, &options, |_, _| {})?;
         let atp = attribute(&model, &batch, &ns, Method::Atp, &options, |_, _| {})?;
         let points = exact_vs_estimate(&exact, &atp);
@@ -142,8 +142,8 @@ fn main() -> Result<()> {
     )?;
 
     // (3) A node-level circuit: heads and MLP outputs (and dictionary features if given).
-    let mut universe: Vec<Node> = nodes(&shape, "z", seq)?;
-    universe.extend(nodes(&shape, "mlp_out", seq)?);
+    let mut universe: Vec<Node> = nodes(&shape, NodeKind::Z.into(), seq)?;
+    universe.extend(nodes(&shape, NodeKind::MlpOut.into(), seq)?);
     for (&hook, dict) in &options.dictionaries {
         universe.retain(|n| n.hook != hook);
         universe.extend(dictionary_nodes(hook, dict.d_sae(), Some(seq)));

@@ -6,12 +6,12 @@ use std::path::Path;
 
 use approx::assert_relative_eq;
 use prism::cache::{
-    ActivationStore, CacheOptions, Corpus, EvalStart, HeldOutRequest, TRAINING_DATA_KEY,
-    TrainingData, WindowConfig, build_cache, held_out_windows,
+    ActivationStore, CacheOptions, Corpus, EvalStart, HeldOutRequest, StoreTrainingConfig,
+    TrainingData, WindowConfig, build_cache, held_out_windows, train_on_store,
 };
 use prism::core::{Dictionary, FloatDtype, HookPoint};
 use prism::sae::Sae;
-use prism::sae::train::{ArchitectureConfig, FitOptions, Run, RunSpec, TrainConfig, fit};
+use prism::sae::train::{ArchitectureConfig, Run, RunSpec, TrainConfig};
 use prism::similarity::{SimilarityOptions, compare};
 use prism::stats::{Evaluation, PruneRule, evaluate, features_to_keep};
 use prism::{Model, TokenBatch};
@@ -130,14 +130,10 @@ fn cache_train_evaluate_prune_compare_on(name: &str) {
         })
         .collect();
     let mut runs = Run::open_group(specs, false, &Default::default()).unwrap();
-    let stream = (0..3).flat_map(|epoch| store.shuffled_batches(&[0], 128, epoch));
-    let options = FitOptions {
-        steps,
-        checkpoint_every: 0,
-        convergence: None,
-    };
+    // Epoch e shuffled with seed e; the library records the cache in each dictionary's cfg.
+    let config = StoreTrainingConfig::new(vec![hook.to_string()], 128, steps);
     let mut losses = Vec::new();
-    fit(&mut runs, &[d], stream, &options, &device, |_, logs| {
+    let provenance = train_on_store(&store, &mut runs, &config, &device, |_, logs| {
         losses.push(logs[0].loss)
     })
     .unwrap();
@@ -145,10 +141,6 @@ fn cache_train_evaluate_prune_compare_on(name: &str) {
         losses.last().unwrap() < &(0.5 * losses[0]),
         "{name}: {losses:?}"
     );
-    let provenance = TrainingData::cache(&store).unwrap();
-    for r in &runs {
-        Sae::record_in_cfg(&r.dir, TRAINING_DATA_KEY, provenance.to_json()).unwrap();
-    }
 
     // Evaluate on text after the cache's windows.
     let sae = Sae::load(&runs[0].dir, &device).unwrap();

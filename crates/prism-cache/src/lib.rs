@@ -8,7 +8,8 @@
 //! - [`build_cache`] / [`ActivationStore`]: the sharded safetensors store with a manifest,
 //!   checksums, globally shuffled reading and resumable harvests;
 //! - [`TrainingData`] / [`held_out_windows`]: where a dictionary's training data came from, and
-//!   evaluation text guaranteed to lie outside it.
+//!   evaluation text guaranteed to lie outside it;
+//! - [`train_on_store`]: dictionaries trained on a cache, their training data recorded.
 
 #![warn(missing_docs)]
 
@@ -19,6 +20,7 @@ mod permutation;
 mod shard;
 mod source;
 mod store;
+mod training;
 mod windows;
 
 pub use buffer::{ActivationBuffer, BufferConfig};
@@ -32,4 +34,5 @@ pub use store::{
     ActivationStore, CacheOptions, CacheProgress, FORMAT, HookInfo, Manifest, ShardInfo,
     ShuffledBatches, build_cache,
 };
+pub use training::{StoreTrainingConfig, train_on_store};
 pub use windows::{WindowConfig, Windows, windows};

@@ -193,7 +193,7 @@ impl PairArgs {
         };
         let mut out = Vec::new();
         for item in items {
-            let ns = nodes(&shape, &item, seq)?;
+            let ns = nodes(&shape, item.parse()?, seq)?;
             if ns
                 .iter()
                 .any(|n| e.options.dictionaries.contains_key(&n.hook))

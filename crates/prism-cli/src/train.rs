@@ -6,15 +6,15 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use prism_cache::{
-    ActivationBuffer, ActivationStore, BufferConfig, Corpus, Harvester, TRAINING_DATA_KEY,
-    TrainingData, WindowConfig, windows,
+    ActivationBuffer, ActivationStore, BufferConfig, Corpus, Harvester, StoreTrainingConfig,
+    TRAINING_DATA_KEY, TrainingData, WindowConfig, train_on_store, windows,
 };
 use prism_core::{HookPoint, PrismError, Result};
 use prism_models::Model;
 use prism_sae::Sae;
 use prism_sae::train::{
-    ArchitectureConfig, ConvergenceOptions, EngineChoice, FitOptions, LOG_FILE, ResampleConfig,
-    Run, RunSpec, TrainConfig, fit, read_log,
+    ArchitectureConfig, EngineChoice, FitOptions, LOG_FILE, ResampleConfig, Run, RunSpec,
+    TrainConfig, fit, read_log,
 };
 use prism_stats::{RunLog, plot_convergence};
 use serde_json::json;
@@ -301,29 +301,14 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         ));
         bar.set_position(l.step);
     };
-    let mut options = FitOptions {
-        steps,
-        checkpoint_every: args.checkpoint_every,
-        convergence: None,
-    };
-    let training_data = match &source {
+    match &source {
         Source::Cache(store) => {
-            let idx: Vec<usize> = hooks
-                .iter()
-                .map(|h| store.hook_index(&h.to_string()))
-                .collect::<Result<_>>()?;
-            let seed = runs[0].trainer.config.seed;
             let held_out = args.held_out_tokens;
             if held_out >= store.len() {
                 return Err(PrismError::InvalidInput(format!(
                     "--held-out-tokens {held_out} leaves nothing of the cache's {} rows to train on",
                     store.len()
                 )));
-            }
-            if held_out > 0 {
-                let mut convergence = ConvergenceOptions::new(store.tail(&idx, held_out)?);
-                convergence.first_tokens = 4 * batch as u64;
-                options.convergence = Some(convergence);
             }
             let rows = store.len() - held_out;
             let epochs = (steps as f64 * batch as f64) / rows as f64;
@@ -332,10 +317,15 @@ pub fn train(args: &TrainArgs) -> Result<()> {
                     "{rows} rows to train on: {epochs:.1} epochs, each in a new shuffled order"
                 );
             }
-            let stream = store.epoch_batches(&idx, batch, seed, rows, start);
-            fit(&mut runs, &widths, stream, &options, &device, on_step)?;
-            // Shuffled batches may draw any row of the cache.
-            TrainingData::cache(store)?
+            let config = StoreTrainingConfig::new(
+                hooks.iter().map(ToString::to_string).collect(),
+                batch,
+                steps,
+            )
+            .with_checkpoint_every(args.checkpoint_every)
+            .with_seed(runs[0].trainer.config.seed)
+            .with_held_out(held_out);
+            train_on_store(store, &mut runs, &config, &device, on_step)?;
         }
         Source::Model(model, corpus) => {
             let harvester = Harvester::new(model, hooks.clone(), false)?;
@@ -355,15 +345,20 @@ pub fn train(args: &TrainArgs) -> Result<()> {
                 buffer.next_batch()?;
             }
             let stream = std::iter::from_fn(|| buffer.next_batch().transpose());
+            let options = FitOptions {
+                steps,
+                checkpoint_every: args.checkpoint_every,
+                convergence: None,
+            };
             fit(&mut runs, &widths, stream, &options, &device, on_step)?;
-            TrainingData::stream(&corpus.root, &window, buffer.windows_consumed)
+            let data = TrainingData::stream(&corpus.root, &window, buffer.windows_consumed);
+            for r in &runs {
+                Sae::record_in_cfg(&r.dir, TRAINING_DATA_KEY, data.to_json())?;
+            }
         }
-    };
+    }
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
-    for r in &runs {
-        Sae::record_in_cfg(&r.dir, TRAINING_DATA_KEY, training_data.to_json())?;
-    }
     let summary: Vec<_> = runs
         .iter()
         .map(|r| {

@@ -57,9 +57,9 @@ impl std::str::FromStr for Method {
 ///
 /// ```no_run
 /// # fn f(model: &prism_models::Model, pairs: &prism_patch::PairBatch) -> prism_core::Result<()> {
-/// use prism_patch::{Method, PatchOptions, attribute, nodes};
+/// use prism_patch::{Method, NodeKind, PatchOptions, attribute, nodes};
 /// let shape = model.config().shape();
-/// let ns = nodes(&shape, "resid_pre", pairs.clean.seq)?;
+/// let ns = nodes(&shape, NodeKind::ResidPre.into(), pairs.clean.seq)?;
 /// let atp = attribute(model, pairs, &ns, Method::Atp, &PatchOptions::default(), |_, _| {})?;
 /// # Ok(()) }
 /// ```

@@ -108,9 +108,9 @@ pub fn faithfulness(
 ///
 /// ```no_run
 /// # fn f(model: &prism_models::Model, pairs: &prism_patch::PairBatch, means: std::sync::Arc<prism_patch::MeanStates>) -> prism_core::Result<()> {
-/// use prism_patch::{Method, PatchOptions, circuit, nodes};
+/// use prism_patch::{Method, NodeKind, PatchOptions, circuit, nodes};
 /// let shape = model.config().shape();
-/// let universe = nodes(&shape, "z", pairs.clean.seq)?;
+/// let universe = nodes(&shape, NodeKind::Z.into(), pairs.clean.seq)?;
 /// let c = circuit(model, pairs, &universe, Method::IntegratedGradients { steps: 10 },
 ///                 means, &[1, 2, 4, 8, 16], &PatchOptions::default(), |_, _| {})?;
 /// println!("top 8 heads: faithfulness {:.2}", c.faithfulness.curve[3].faithfulness);

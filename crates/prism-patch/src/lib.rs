@@ -42,7 +42,7 @@ pub use circuit::{Circuit, Faithfulness, FaithfulnessPoint, circuit, faithfulnes
 pub use datasets::{CAPITAL_TEMPLATE, capital_pairs, geonames_capitals, most_common_length};
 pub use exact::{Direction, PatchOptions, PatchResult, PatchSweep, patch};
 pub use metric::{Metric, MetricFn};
-pub use node::{Node, NodeKind, Unit, dictionary_nodes, nodes};
+pub use node::{Node, NodeKind, Sweep, Unit, dictionary_nodes, nodes};
 pub use pairs::{PairBatch, PromptPair, read_pairs, template_pairs};
 pub use splice::{FeatureEdit, Splice};
 pub use state::Dictionaries;

@@ -151,39 +151,72 @@ impl std::str::FromStr for NodeKind {
     }
 }
 
-/// The nodes of one sweep item: a short name (expanded over every block) or a full hook name
-/// (that hook only: per position for `[batch, seq, d]` hooks, per head for `attn.hook_z`, per
-/// neuron for `mlp.hook_post`), for sequences of `seq` tokens.
+/// One item of a patching sweep: a short name expanded over every block, or one hook.
+/// Parsed from either spelling (`resid_pre`, `blocks.3.hook_resid_pre`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sweep {
+    /// A TransformerLens sweep over every block.
+    Kind(NodeKind),
+    /// One hook: per position for `[batch, seq, d]` hooks, per head for `attn.hook_z`, per
+    /// neuron for `mlp.hook_post`.
+    Hook(HookPoint),
+}
+
+impl From<NodeKind> for Sweep {
+    fn from(kind: NodeKind) -> Self {
+        Sweep::Kind(kind)
+    }
+}
+
+impl From<HookPoint> for Sweep {
+    fn from(hook: HookPoint) -> Self {
+        Sweep::Hook(hook)
+    }
+}
+
+impl std::str::FromStr for Sweep {
+    type Err = PrismError;
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim();
+        match s.contains('.') {
+            true => Ok(Sweep::Hook(s.parse()?)),
+            false => Ok(Sweep::Kind(s.parse()?)),
+        }
+    }
+}
+
+/// The nodes of one sweep item ([`Sweep`]), for sequences of `seq` tokens.
 ///
 /// ```
 /// use prism_core::ModelShape;
+/// use prism_patch::{NodeKind, nodes};
 /// let shape = ModelShape { n_layers: 2, d_model: 8, n_heads: 2, d_head: 4, d_mlp: 16,
 ///     parallel_residual: false, learned_positions: false };
-/// assert_eq!(prism_patch::nodes(&shape, "resid_pre", 5).unwrap().len(), 2 * 5);
-/// assert_eq!(prism_patch::nodes(&shape, "z", 5).unwrap().len(), 2 * 2);
-/// assert_eq!(prism_patch::nodes(&shape, "blocks.1.mlp.hook_post", 5).unwrap().len(), 16);
-/// assert!(prism_patch::nodes(&shape, "blocks.7.hook_resid_pre", 5).is_err());
+/// assert_eq!(nodes(&shape, NodeKind::ResidPre.into(), 5).unwrap().len(), 2 * 5);
+/// assert_eq!(nodes(&shape, NodeKind::Z.into(), 5).unwrap().len(), 2 * 2);
+/// assert_eq!(nodes(&shape, "blocks.1.mlp.hook_post".parse().unwrap(), 5).unwrap().len(), 16);
+/// assert!(nodes(&shape, "blocks.7.hook_resid_pre".parse().unwrap(), 5).is_err());
 /// ```
-pub fn nodes(shape: &ModelShape, item: &str, seq: usize) -> Result<Vec<Node>> {
-    let item = item.trim();
-    let (hooks, per_position_z): (Vec<HookPoint>, bool) = if item.contains('.') {
-        let h: HookPoint = item.parse()?;
-        h.validate(shape)?;
-        (vec![h], false)
-    } else {
-        let kind: NodeKind = item.parse()?;
-        let hook = |l| match kind {
-            NodeKind::ResidPre => HookPoint::ResidPre(l),
-            NodeKind::AttnOut => HookPoint::AttnOut(l),
-            NodeKind::MlpOut => HookPoint::MlpOut(l),
-            NodeKind::ResidPost => HookPoint::ResidPost(l),
-            NodeKind::Z | NodeKind::ZPerPosition => HookPoint::AttnZ(l),
-            NodeKind::Neurons => HookPoint::MlpPost(l),
-        };
-        (
-            (0..shape.n_layers).map(hook).collect(),
-            kind == NodeKind::ZPerPosition,
-        )
+pub fn nodes(shape: &ModelShape, sweep: Sweep, seq: usize) -> Result<Vec<Node>> {
+    let (hooks, per_position_z): (Vec<HookPoint>, bool) = match sweep {
+        Sweep::Hook(h) => {
+            h.validate(shape)?;
+            (vec![h], false)
+        }
+        Sweep::Kind(kind) => {
+            let hook = |l| match kind {
+                NodeKind::ResidPre => HookPoint::ResidPre(l),
+                NodeKind::AttnOut => HookPoint::AttnOut(l),
+                NodeKind::MlpOut => HookPoint::MlpOut(l),
+                NodeKind::ResidPost => HookPoint::ResidPost(l),
+                NodeKind::Z | NodeKind::ZPerPosition => HookPoint::AttnZ(l),
+                NodeKind::Neurons => HookPoint::MlpPost(l),
+            };
+            (
+                (0..shape.n_layers).map(hook).collect(),
+                kind == NodeKind::ZPerPosition,
+            )
+        }
     };
     let mut out = Vec::new();
     for hook in hooks {

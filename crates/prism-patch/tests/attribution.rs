@@ -18,7 +18,7 @@ fn integrated_gradients_with_one_step_is_attribution_patching() {
     let seq = c.pairs.clean.seq;
     let mut ns = Vec::new();
     for item in ["resid_pre", "z", "neurons", "attn_out"] {
-        ns.extend(nodes(&shape, item, seq).unwrap());
+        ns.extend(nodes(&shape, item.parse().unwrap(), seq).unwrap());
     }
     let opts = PatchOptions::default();
     let atp = attribute(&c.model, &c.pairs, &ns, Method::Atp, &opts, |_, _| {}).unwrap();
@@ -77,7 +77,7 @@ fn attribution_patching_matches_torch_autograd_on_every_architecture() {
                 direction,
                 ..Default::default()
             };
-            let ns = nodes(&shape, sweep, seq).unwrap();
+            let ns = nodes(&shape, sweep.parse().unwrap(), seq).unwrap();
             let s = attribute(&c.model, &c.pairs, &ns, Method::Atp, &opts, |_, _| {}).unwrap();
             let got: Vec<f64> = s.results.iter().map(|r| r.value).collect();
             // [layer][position | head | neuron], the order `nodes` gives.

@@ -20,7 +20,7 @@ fn every_sweep_matches_pytorch_forward_hooks_on_every_architecture() {
                 rows_per_forward: 24,
                 ..Default::default()
             };
-            let ns = nodes(&shape, sweep, seq).unwrap();
+            let ns = nodes(&shape, sweep.parse().unwrap(), seq).unwrap();
             let s = patch(&c.model, &c.pairs, &ns, &options, |_, _| {}).unwrap();
             let what = format!("{name} {key}");
             assert_close(
@@ -48,7 +48,7 @@ fn patching_everything_or_nothing_gives_the_clean_or_the_corrupted_metric() {
     let s = patch(
         &c.model,
         &c.pairs,
-        &nodes(&shape, "blocks.0.hook_resid_pre", seq).unwrap(),
+        &nodes(&shape, "blocks.0.hook_resid_pre".parse().unwrap(), seq).unwrap(),
         &PatchOptions::default(),
         |_, _| {},
     )
@@ -73,7 +73,7 @@ fn patching_everything_or_nothing_gives_the_clean_or_the_corrupted_metric() {
     assert!((s.results[0].value - s.clean).abs() < 1e-4 * s.clean.abs().max(1.0));
     assert!((s.results[0].normalized - 1.0).abs() < 1e-4);
     // Batching does not change results: one node per pass equals many.
-    let ns = nodes(&shape, "resid_post", seq).unwrap();
+    let ns = nodes(&shape, "resid_post".parse().unwrap(), seq).unwrap();
     let one = PatchOptions {
         rows_per_forward: 1,
         ..Default::default()
@@ -130,11 +130,11 @@ fn bad_pairs_are_typed_errors() {
     assert!(e.contains("line 1"), "{e}");
     // An unknown hook and an out-of-vocabulary answer.
     let shape = c.model.config().shape();
-    assert!(nodes(&shape, "blocks.9.hook_resid_pre", 4).is_err());
-    assert!(nodes(&shape, "resid_middle", 4).is_err());
+    assert!(nodes(&shape, "blocks.9.hook_resid_pre".parse().unwrap(), 4).is_err());
+    assert!("resid_middle".parse::<prism_patch::Sweep>().is_err());
     let mut bad = c.pairs.clone();
     bad.answer[0] = 1_000_000;
-    let ns = nodes(&shape, "resid_pre", c.pairs.clean.seq).unwrap();
+    let ns = nodes(&shape, "resid_pre".parse().unwrap(), c.pairs.clean.seq).unwrap();
     assert!(patch(&c.model, &bad, &ns, &PatchOptions::default(), |_, _| {}).is_err());
 }
 

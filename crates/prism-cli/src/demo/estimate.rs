@@ -118,18 +118,18 @@ impl std::fmt::Display for Done {
 /// continues from): each cache's stored rows and each group's [`resume_step`].
 pub fn done(out: &Path, plan: &Plan) -> Result<Done> {
     let mut done = Done::default();
-    for (label, base, first_seed, large) in super::GROUPS {
-        if let Ok(m) = Manifest::load(&out.join("cache").join(label)) {
+    for group in super::GROUPS {
+        if let Ok(m) = Manifest::load(&out.join("cache").join(group.label)) {
             done.harvested += m.token_count;
         }
-        let specs = super::specs(plan, base, first_seed, large);
+        let specs = group.specs(plan);
         let dirs: Vec<PathBuf> = specs
             .iter()
-            .map(|s| out.join("dictionaries").join(&s.0))
+            .map(|s| out.join("dictionaries").join(&s.name))
             .collect();
         if let Some(step) = resume_step(&dirs)? {
             for spec in &specs {
-                done.steps[usize::from(spec.1 != plan.sizes[0])] += step;
+                done.steps[usize::from(spec.features != plan.sizes[0])] += step;
             }
         }
     }

@@ -231,37 +231,67 @@ fn learning_rate(batch: usize) -> f32 {
     4e-3 * (batch as f32 / 1024.0).sqrt()
 }
 
-/// The demo's three caches and training groups: `(cache label, the dictionaries' base name,
-/// first seed, whether the large configuration is trained too)` — the real model's, then the
-/// two randomised models' (their own seeds: a dictionary that barely moved from a shared
-/// initialisation would look similar for the wrong reason).
-const GROUPS: [(&str, &str, u64, bool); 3] = [
-    ("real", "small_low_l1", 0, true),
-    ("random_all", "random_all", 10, false),
-    ("random_but_embeddings", "random_but_embeddings", 20, false),
+/// One of the demo's caches and the dictionaries trained on it.
+#[derive(Clone, Copy, Debug)]
+struct Group {
+    /// The cache's directory under `cache/` (and the group's label in plots).
+    label: &'static str,
+    /// The model it is harvested from: the real one, or a randomised copy.
+    model: Option<Randomization>,
+    /// The small dictionaries' base name.
+    base: &'static str,
+    /// The seed of the first small dictionary.
+    first_seed: u64,
+    /// Whether the large configuration is trained too.
+    large: bool,
+}
+
+/// The real model's group, then the two randomised models' (their own seeds: a dictionary that
+/// barely moved from a shared initialisation would look similar for the wrong reason).
+const GROUPS: [Group; 3] = [
+    Group {
+        label: "real",
+        model: None,
+        base: "small_low_l1",
+        first_seed: 0,
+        large: true,
+    },
+    Group {
+        label: "random_all",
+        model: Some(Randomization::All),
+        base: "random_all",
+        first_seed: 10,
+        large: false,
+    },
+    Group {
+        label: "random_but_embeddings",
+        model: Some(Randomization::AllButEmbeddings),
+        base: "random_but_embeddings",
+        first_seed: 20,
+        large: false,
+    },
 ];
 
-/// The dictionaries trained on one model: `(name, features, L1, seed)` for each seed of the
-/// small configuration (and, on the real model, of the large one).
-fn specs(plan: &Plan, base: &str, first_seed: u64, large: bool) -> Vec<steps::DictSpec> {
-    let mut out: Vec<steps::DictSpec> = (0..plan.seeds)
-        .map(|i| {
-            let seed = first_seed + i;
-            (format!("{base}_s{seed}"), plan.sizes[0], plan.l1[0], seed)
-        })
-        .collect();
-    if large {
-        out.extend((0..plan.large_seeds).map(|i| {
-            let seed = first_seed + 4 + i;
-            (
-                format!("large_high_l1_s{seed}"),
-                plan.sizes[1],
-                plan.l1[1],
-                seed,
-            )
-        }));
+impl Group {
+    /// The dictionaries trained on it: each seed of the small configuration (and, on the real
+    /// model, of the large one).
+    fn specs(&self, plan: &Plan) -> Vec<steps::DictSpec> {
+        let spec = |name: String, size: usize, seed: u64| steps::DictSpec {
+            name,
+            features: plan.sizes[size],
+            l1: plan.l1[size],
+            seed,
+        };
+        let small = (0..plan.seeds).map(|i| self.first_seed + i);
+        let mut out: Vec<_> = small
+            .map(|seed| spec(format!("{}_s{seed}", self.base), 0, seed))
+            .collect();
+        if self.large {
+            let large = (0..plan.large_seeds).map(|i| self.first_seed + 4 + i);
+            out.extend(large.map(|seed| spec(format!("large_high_l1_s{seed}"), 1, seed)));
+        }
+        out
     }
-    out
 }
 
 pub fn demo(args: &DemoArgs) -> Result<()> {
@@ -325,12 +355,12 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
 
     // 1–2. Harvest the real model; train every seed of both configurations from one stream.
     let held = plan.held_out;
-    let (label, base, first_seed, large) = GROUPS[0];
+    let real = GROUPS[0];
     let real_cache = time.time("harvest", || {
-        stage.harvest(&model, label, plan.tokens + held)
+        stage.harvest(&model, real.label, plan.tokens + held)
     })?;
     let real_group = time.time("train", || {
-        stage.train(&real_cache, &specs(&plan, base, first_seed, large), label)
+        stage.train(&real_cache, &real.specs(&plan), real.label)
     })?;
 
     // 3. Evaluate on held-out windows (after every cache's training data: the randomised
@@ -350,19 +380,15 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
 
     // 6. Randomised models: the small configuration, every seed.
     let mut random: Vec<Vec<DictResult>> = Vec::new();
-    let mut groups = vec![(label.to_string(), real_group)];
-    for (mode, (label, base, first_seed, large)) in
-        [Randomization::All, Randomization::AllButEmbeddings]
-            .into_iter()
-            .zip(GROUPS.into_iter().skip(1))
-    {
+    let mut groups = vec![(real.label.to_string(), real_group)];
+    for g in &GROUPS[1..] {
+        let Some(mode) = g.model else { continue };
+        let label = g.label;
         let rmodel = model.randomized(mode, 1234)?;
         let cache = time.time("harvest", || {
             stage.harvest(&rmodel, label, plan.random_tokens + held)
         })?;
-        let group = time.time("train", || {
-            stage.train(&cache, &specs(&plan, base, first_seed, large), label)
-        })?;
+        let group = time.time("train", || stage.train(&cache, &g.specs(&plan), label))?;
         let mut rs = time.time("evaluate", || {
             stage.evaluate_all(
                 &rmodel,

@@ -66,7 +66,7 @@ pub fn patching_step(
     let mut rs = Vec::new();
     let mut heat = None;
     for item in sweeps {
-        let ns = nodes(&shape, item, seq)?;
+        let ns = nodes(&shape, item.parse()?, seq)?;
         let exact = patch(model, &batch, &ns, &plain, |_, _| {})?;
         let atp = attribute(model, &batch, &ns, Method::Atp, &plain, |_, _| {})?;
         let points = exact_vs_estimate(&exact, &atp);

@@ -4,16 +4,13 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use prism_cache::{
-    ActivationStore, CacheOptions, Corpus, EvalStart, HeldOutRequest, TRAINING_DATA_KEY,
-    TrainingData, WindowConfig, build_cache, held_out_windows,
+    ActivationStore, CacheOptions, Corpus, EvalStart, HeldOutRequest, StoreTrainingConfig,
+    TrainingData, WindowConfig, build_cache, held_out_windows, train_on_store,
 };
 use prism_core::{FloatDtype, HookPoint, PrismError, Result};
 use prism_models::{Model, TokenBatch};
 use prism_sae::Sae;
-use prism_sae::train::{
-    ArchitectureConfig, ConvergenceOptions, EngineChoice, FitOptions, Run, RunSpec, TrainConfig,
-    fit, read_log,
-};
+use prism_sae::train::{ArchitectureConfig, EngineChoice, Run, RunSpec, TrainConfig, read_log};
 use prism_similarity::{MatchingMethod, SimilarityOptions, compare, compare_directions};
 use prism_stats::{
     BrowserOptions, Evaluation, PruneRule, RunLog, XyPlot, build_feature_browser,
@@ -141,8 +138,18 @@ pub struct TrainedGroup {
     pub curves: Vec<PathBuf>,
 }
 
-/// One dictionary to train: name, features, L1, seed.
-pub type DictSpec = (String, usize, f32, u64);
+/// One dictionary to train.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DictSpec {
+    /// Its directory's name under `dictionaries/`.
+    pub name: String,
+    /// Features.
+    pub features: usize,
+    /// L1 coefficient.
+    pub l1: f32,
+    /// Seed of its initialisation.
+    pub seed: u64,
+}
 
 /// The demo's training configuration for one dictionary: ReLU + L1 with
 /// [`TrainConfig::for_steps`]' schedule, inputs normalised, the plan's learning rate.
@@ -242,56 +249,46 @@ impl<'a> Stage<'a> {
         let steps = (rows / batch as u64 * self.plan.epochs).max(1);
         let runs = specs
             .iter()
-            .map(|(name, m, l1, seed)| RunSpec {
-                name: name.clone(),
-                dir: self.args.out.join("dictionaries").join(name),
+            .map(|s| RunSpec {
+                name: s.name.clone(),
+                dir: self.args.out.join("dictionaries").join(&s.name),
                 input: 0,
-                config: dictionary_config(self.plan, d, *m, *l1, *seed, steps),
+                config: dictionary_config(self.plan, d, s.features, s.l1, s.seed, steps),
             })
             .collect();
         let mut runs = Run::open_group(runs, self.args.resume, &self.engine)?;
-        let mut convergence = ConvergenceOptions::new(store.tail(&[0], self.plan.held_out)?);
-        convergence.first_tokens = (4 * batch as u64).max(8192);
         // A resumed group continues at its checkpoint's step (`fit` checks that every run of
         // the group is there) on the same batches an uninterrupted run would draw.
         let start = runs[0].trainer.step;
-        let stream = store.epoch_batches(&[0], batch, 1000, rows, start);
-        let names = specs.iter().map(|c| c.0.as_str()).collect::<Vec<_>>();
+        let config =
+            StoreTrainingConfig::new(vec![store.manifest.hooks[0].name.clone()], batch, steps)
+                .with_checkpoint_every(self.plan.checkpoint_every)
+                .with_seed(1000)
+                .with_held_out(self.plan.held_out)
+                .with_first_measurement(Some((4 * batch as u64).max(8192)));
+        let names = specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>();
         let pb = bar(steps, &format!("training {}", names.join(", ")));
         pb.set_position(start);
         let t0 = std::time::Instant::now();
-        fit(
-            &mut runs,
-            &[d],
-            stream,
-            &FitOptions {
-                steps,
-                checkpoint_every: self.plan.checkpoint_every,
-                convergence: Some(convergence),
-            },
-            self.device,
-            |_, logs| {
-                let l = &logs[0];
-                let rate =
-                    (l.step - start) as f64 * batch as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-                let seeds = logs[0]
-                    .held_out
-                    .as_ref()
-                    .and_then(|h| h.mmcs_seeds)
-                    .map(|m| format!(" seeds' MMCS {m:.3}"))
-                    .unwrap_or_default();
-                pb.set_message(format!(
-                    "L0 {:.1} dead {}{seeds} {:.0} tok/s",
-                    l.l0, l.dead, rate
-                ));
-                pb.set_position(l.step);
-            },
-        )?;
+        train_on_store(store, &mut runs, &config, self.device, |_, logs| {
+            let l = &logs[0];
+            let rate =
+                (l.step - start) as f64 * batch as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+            let seeds = logs[0]
+                .held_out
+                .as_ref()
+                .and_then(|h| h.mmcs_seeds)
+                .map(|m| format!(" seeds' MMCS {m:.3}"))
+                .unwrap_or_default();
+            pb.set_message(format!(
+                "L0 {:.1} dead {}{seeds} {:.0} tok/s",
+                l.l0, l.dead, rate
+            ));
+            pb.set_position(l.step);
+        })?;
         pb.finish_and_clear();
-        let provenance = TrainingData::cache(store)?.to_json();
         let mut logs = Vec::new();
         for r in &runs {
-            Sae::record_in_cfg(&r.dir, TRAINING_DATA_KEY, provenance.clone())?;
             logs.push(RunLog {
                 name: r.name.clone(),
                 entries: read_log(&r.dir)?,
