@@ -28,8 +28,8 @@ use std::sync::Arc;
 
 use prism::core::{HookPoint, PrismError};
 use prism::patch::{
-    Dictionaries, MeanStates, Method, Node, NodeKind, PairBatch, PatchOptions, attribute,
-    capital_pairs, circuit, dictionary_nodes, exact_vs_estimate, nodes, patch,
+    Dictionaries, FaithfulnessSweep, MeanStates, Method, Node, NodeKind, PairBatch, PatchOptions,
+    attribute, capital_pairs, circuit, dictionary_nodes, exact_vs_estimate, nodes, patch,
 };
 use prism::stats::{Mark, Series, XyPlot, plot_heatmap, plot_xy};
 use prism::{Model, Result};
@@ -160,17 +160,13 @@ fn main() -> Result<()> {
         &hooks,
         &options.dictionaries,
     )?;
-    let sizes: Vec<usize> = [1, 2, 4, 8, 16, 32, 64, 128, 256, universe.len()]
-        .into_iter()
-        .filter(|&n| n <= universe.len())
-        .collect();
+    let sweep = FaithfulnessSweep::geometric(Arc::new(means), 2, universe.len());
     let c = circuit(
         &model,
         &batch,
         &universe,
         Method::IntegratedGradients { steps: 10 },
-        Arc::new(means),
-        &sizes,
+        &sweep,
         &options,
         |_, _| {},
     )?;

@@ -83,14 +83,17 @@ pub fn run(args: &args::Args) -> Result<()> {
     let page = out.join("features.html");
     let t0 = Instant::now();
     let mut scanned = 0.0;
+    let title = format!("bench: {hook}");
     let browser = build_feature_browser(
         &model,
         &sae,
         hook,
         &wins,
-        &format!("bench: {hook}"),
         &page,
-        &BrowserOptions::default(),
+        &BrowserOptions {
+            title: &title,
+            ..BrowserOptions::default()
+        },
         |done| {
             if done == wins.len() {
                 scanned = t0.elapsed().as_secs_f64();

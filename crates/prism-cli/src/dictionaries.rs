@@ -8,8 +8,8 @@ use prism_models::TokenBatch;
 use prism_sae::Sae;
 use prism_similarity::{SimilarityOptions, compare};
 use prism_stats::{
-    BrowserOptions, CollectOptions, Evaluation, FeatureSelection, PruneRule, build_feature_browser,
-    evaluate, features_to_keep,
+    BrowserOptions, CollectOptions, Evaluation, FeatureSelection, PruneRule, ScanOptions,
+    build_feature_browser, evaluate, features_to_keep,
 };
 use serde_json::json;
 
@@ -336,36 +336,32 @@ pub fn features(args: &FeaturesArgs) -> Result<()> {
     let other_name = args.compare.as_ref().map(|p| p.display().to_string());
     let hook = args.data.hook(&sae, &model)?;
     let wins = args.data.windows(&model, &sae)?.windows;
+    let title = format!("{} at {hook}", args.data.sae.display());
     let options = BrowserOptions {
-        selection: if args.features.is_empty() {
-            FeatureSelection::All
-        } else {
-            FeatureSelection::Only(args.features.clone())
-        },
-        collect: CollectOptions {
-            top: args.top,
-            per_band: args.per_band,
-            radius: args.radius,
-            ..CollectOptions::default()
+        title: &title,
+        scan: ScanOptions {
+            selection: if args.features.is_empty() {
+                FeatureSelection::All
+            } else {
+                FeatureSelection::Only(args.features.clone())
+            },
+            collect: CollectOptions {
+                top: args.top,
+                per_band: args.per_band,
+                radius: args.radius,
+                ..CollectOptions::default()
+            },
+            windows_per_forward: args.data.batch,
         },
         nearest: args.nearest,
         other: other_name
             .as_deref()
             .zip(other.as_ref().map(|o| o as &dyn Dictionary)),
-        windows_per_forward: args.data.batch,
     };
-    let title = format!("{} at {hook}", args.data.sae.display());
     let pb = bar(wins.len() as u64, "scanning features", "windows");
-    let browser = build_feature_browser(
-        &model,
-        &sae,
-        hook,
-        &wins,
-        &title,
-        &args.out,
-        &options,
-        |done| pb.set_position(done as u64),
-    )?;
+    let browser = build_feature_browser(&model, &sae, hook, &wins, &args.out, &options, |done| {
+        pb.set_position(done as u64)
+    })?;
     pb.finish_and_clear();
     let json_path = args.out.with_extension("json");
     let summary = json!({

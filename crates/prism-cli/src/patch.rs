@@ -8,8 +8,8 @@ use std::sync::Arc;
 use prism_core::{HookPoint, PrismError, Result};
 use prism_models::Model;
 use prism_patch::{
-    Dictionaries, MeanStates, Method, Node, PairBatch, PatchOptions, PatchSweep, PromptPair,
-    attribute, circuit, dictionary_nodes, nodes, patch, read_pairs,
+    Dictionaries, FaithfulnessSweep, MeanStates, Method, Node, PairBatch, PatchOptions, PatchSweep,
+    PromptPair, attribute, circuit, dictionary_nodes, nodes, patch, read_pairs,
 };
 use serde_json::json;
 
@@ -293,12 +293,13 @@ pub fn circuit_cmd(args: &CircuitArgs) -> Result<()> {
         &hooks,
         &e.options.dictionaries,
     )?;
-    let sizes: Vec<usize> = match &args.sizes {
-        Some(s) => s.clone(),
-        None => std::iter::successors(Some(1usize), |n| Some(n * 2))
-            .take_while(|&n| n < universe.len())
-            .chain(std::iter::once(universe.len()))
-            .collect(),
+    let means = Arc::new(means);
+    let sweep = match &args.sizes {
+        Some(s) => FaithfulnessSweep {
+            means,
+            sizes: s.clone(),
+        },
+        None => FaithfulnessSweep::geometric(means, 2, universe.len()),
     };
     let bar = crate::progress::bar(1, "attributing", "passes");
     let c = circuit(
@@ -306,8 +307,7 @@ pub fn circuit_cmd(args: &CircuitArgs) -> Result<()> {
         &e.batch,
         &universe,
         method,
-        Arc::new(means),
-        &sizes,
+        &sweep,
         &e.options,
         |done, total| {
             bar.set_length(total as u64);

@@ -245,7 +245,11 @@ pub fn probe(args: &ProbeArgs) -> Result<()> {
             let ids: Vec<usize> = top.iter().map(|f| f.feature).collect();
             let title = format!("features classifying `{}` at {hook}", datasets[0].name);
             let options = prism_stats::BrowserOptions {
-                selection: prism_stats::FeatureSelection::Only(ids),
+                title: &title,
+                scan: prism_stats::ScanOptions {
+                    selection: prism_stats::FeatureSelection::Only(ids),
+                    ..Default::default()
+                },
                 ..prism_stats::BrowserOptions::default()
             };
             prism_stats::build_feature_browser(
@@ -253,7 +257,6 @@ pub fn probe(args: &ProbeArgs) -> Result<()> {
                 sae,
                 *hook,
                 &windows,
-                &title,
                 html,
                 &options,
                 |_| {},

@@ -103,38 +103,72 @@ pub fn faithfulness(
     Ok(Faithfulness { full, empty, curve })
 }
 
+/// The circuits [`circuit`] measures: the top `n` nodes for each `n` in `sizes`, every node
+/// outside a circuit set to its mean over the prompts of `means`.
+#[derive(Clone, Debug)]
+pub struct FaithfulnessSweep {
+    /// Mean activations that nodes outside a circuit take.
+    pub means: Arc<MeanStates>,
+    /// Circuit sizes, in nodes.
+    pub sizes: Vec<usize>,
+}
+
+impl FaithfulnessSweep {
+    /// Sizes `1, ratio, ratio², …` below `universe`, then `universe` itself (the whole model):
+    /// [`FaithfulnessSweep::geometric_sizes`].
+    pub fn geometric(means: Arc<MeanStates>, ratio: usize, universe: usize) -> Self {
+        let sizes = Self::geometric_sizes(ratio, universe);
+        Self { means, sizes }
+    }
+
+    /// `1, ratio, ratio², …` below `universe`, then `universe` (a ratio below 2 counts as 2).
+    ///
+    /// ```
+    /// use prism_patch::FaithfulnessSweep;
+    /// assert_eq!(FaithfulnessSweep::geometric_sizes(4, 40), [1, 4, 16, 40]);
+    /// assert_eq!(FaithfulnessSweep::geometric_sizes(2, 8), [1, 2, 4, 8]);
+    /// assert_eq!(FaithfulnessSweep::geometric_sizes(1, 3), [1, 2, 3]);
+    /// ```
+    pub fn geometric_sizes(ratio: usize, universe: usize) -> Vec<usize> {
+        std::iter::successors(Some(1usize), |n| n.checked_mul(ratio.max(2)))
+            .take_while(|&n| n < universe)
+            .chain(std::iter::once(universe))
+            .collect()
+    }
+}
+
 /// Ranks every node of `universe` by the magnitude of its attributed effect (`method`, over all
-/// `pairs`) and measures the faithfulness of the top-`n` circuits for each `n` in `sizes`.
+/// `pairs`) and measures the faithfulness of the top-`n` circuits `sweep` asks for.
 ///
 /// ```no_run
 /// # fn f(model: &prism_models::Model, pairs: &prism_patch::PairBatch, means: std::sync::Arc<prism_patch::MeanStates>) -> prism_core::Result<()> {
-/// use prism_patch::{Method, NodeKind, PatchOptions, circuit, nodes};
+/// use prism_patch::{FaithfulnessSweep, Method, NodeKind, PatchOptions, circuit, nodes};
 /// let shape = model.config().shape();
 /// let universe = nodes(&shape, NodeKind::Z.into(), pairs.clean.seq)?;
+/// let sweep = FaithfulnessSweep { means, sizes: vec![1, 2, 4, 8, 16] };
 /// let c = circuit(model, pairs, &universe, Method::IntegratedGradients { steps: 10 },
-///                 means, &[1, 2, 4, 8, 16], &PatchOptions::default(), |_, _| {})?;
+///                 &sweep, &PatchOptions::default(), |_, _| {})?;
 /// println!("top 8 heads: faithfulness {:.2}", c.faithfulness.curve[3].faithfulness);
 /// # Ok(()) }
 /// ```
-#[allow(clippy::too_many_arguments)]
 pub fn circuit(
     model: &Model,
     pairs: &PairBatch,
     universe: &[Node],
     method: Method,
-    means: Arc<MeanStates>,
-    sizes: &[usize],
+    sweep: &FaithfulnessSweep,
     options: &PatchOptions,
     progress: impl FnMut(usize, usize),
 ) -> Result<Circuit> {
-    let sweep = attribute(model, pairs, universe, method, options, progress)?;
-    let mut ranked = sweep.results;
+    let attributed = attribute(model, pairs, universe, method, options, progress)?;
+    let mut ranked = attributed.results;
     ranked.sort_by(|a, b| b.value.abs().total_cmp(&a.value.abs()));
     let order: Vec<Node> = ranked.iter().map(|r| r.node).collect();
+    let (sizes, means) = (&sweep.sizes, sweep.means.clone());
     let faithfulness = faithfulness(model, pairs, universe, &order, sizes, means, options)?;
     Ok(Circuit {
         method,
-        metric: sweep.metric,
+        metric: attributed.metric,
         ranked,
         faithfulness,
     })

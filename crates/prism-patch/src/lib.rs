@@ -38,7 +38,9 @@ mod state;
 
 pub use ablate::{Ablation, MeanStates, ablation, complement};
 pub use attribute::{Method, attribute, exact_vs_estimate};
-pub use circuit::{Circuit, Faithfulness, FaithfulnessPoint, circuit, faithfulness};
+pub use circuit::{
+    Circuit, Faithfulness, FaithfulnessPoint, FaithfulnessSweep, circuit, faithfulness,
+};
 pub use datasets::{CAPITAL_TEMPLATE, capital_pairs, geonames_capitals, most_common_length};
 pub use exact::{Direction, PatchOptions, PatchResult, PatchSweep, patch};
 pub use metric::{Metric, MetricFn};

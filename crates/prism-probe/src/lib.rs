@@ -44,8 +44,8 @@ pub use metrics::{Separation, accuracy, separation, sparse_separation};
 pub use probe::{Probe, ProbeMethod, ProbeScore};
 pub use run::{ShiftOnModel, ShiftOutcome, shift_table};
 pub use shift::{
-    FeatureChoice, ShiftFeature, ShiftHead, ShiftReport, ShiftRow, ShiftSets, choose_features,
-    choose_heads, shift, train_and_measure,
+    FeatureChoice, ShiftConfig, ShiftFeature, ShiftHead, ShiftReport, ShiftRow, ShiftSets,
+    choose_features, choose_heads, shift, train_and_measure,
 };
 pub use study::{ProbeStudy, StudiedDataset, StudyOutcome, default_group};
 pub use sweep::{Generalisation, LayerScore, ProbeData, column_mean, generalisation, layer_sweep};

@@ -13,7 +13,7 @@ use crate::activations::{Pooling, statement_activations};
 use crate::dataset::LabelledDataset;
 use crate::probe::ProbeMethod;
 use crate::shift::{
-    FeatureChoice, ShiftHead, ShiftReport, ShiftRow, ShiftSets, choose_heads, shift,
+    FeatureChoice, ShiftConfig, ShiftHead, ShiftReport, ShiftRow, ShiftSets, choose_heads, shift,
     train_and_measure,
 };
 
@@ -154,15 +154,14 @@ impl ShiftOnModel<'_> {
                     message: "was not captured".into(),
                 })
         };
+        let config = ShiftConfig::new(self.method, self.features.clone())
+            .with_baseline(self.trials, self.seed);
         let mut report = shift(
-            self.method,
             &sets,
             &probe_acts,
             self.dictionary.as_ref(),
             &dict_acts,
-            &self.features,
-            self.trials,
-            self.seed,
+            &config,
             &mut ablated,
         )?;
         let mut heads = Vec::new();

@@ -283,6 +283,40 @@ pub fn choose_features(
     }
 }
 
+/// How [`shift`] probes, chooses the features to ablate, and draws its random baseline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShiftConfig {
+    /// The probe trained on each set.
+    pub method: ProbeMethod,
+    /// Which features are ablated.
+    pub features: FeatureChoice,
+    /// Random-feature baseline trials (0: none drawn).
+    pub trials: usize,
+    /// Seed of the random baseline.
+    pub seed: u64,
+}
+
+impl ShiftConfig {
+    /// `method` and `features`, with no random baseline.
+    pub fn new(method: ProbeMethod, features: FeatureChoice) -> Self {
+        Self {
+            method,
+            features,
+            trials: 0,
+            seed: 0,
+        }
+    }
+
+    /// With a random baseline of `trials` draws from `seed`.
+    pub fn with_baseline(self, trials: usize, seed: u64) -> Self {
+        Self {
+            trials,
+            seed,
+            ..self
+        }
+    }
+}
+
 /// The whole SHIFT comparison for a dictionary. `clean` holds the probe hook's activations of
 /// every dataset row; `dict_acts` the dictionary hook's (the same tensor when the probe reads
 /// the dictionary's hook); `ablated(features)` returns the probe hook's activations of every
@@ -292,18 +326,20 @@ pub fn choose_features(
 /// The random baseline ablates as many random features (seeded) as were selected, `trials`
 /// times, and reports the mean accuracies (its row is there even when nothing was selected, so
 /// the table always has the same rows).
-#[allow(clippy::too_many_arguments)]
 pub fn shift(
-    method: ProbeMethod,
     sets: &ShiftSets,
     clean: &HostTensor,
     dictionary: &dyn Dictionary,
     dict_acts: &HostTensor,
-    choice: &FeatureChoice,
-    trials: usize,
-    seed: u64,
+    config: &ShiftConfig,
     mut ablated: impl FnMut(&[usize]) -> Result<HostTensor>,
 ) -> Result<ShiftReport> {
+    let ShiftConfig {
+        method,
+        features: ref choice,
+        trials,
+        seed,
+    } = *config;
     let (probe, original) = train_and_measure(method, clean, sets, &sets.ambiguous, "original")?;
     let codes = sparse_codes(dictionary, dict_acts, 1024)?;
     let dec = prism_core::to_vec(dictionary.decoder_directions())?;

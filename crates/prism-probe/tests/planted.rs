@@ -6,8 +6,8 @@
 use burn::tensor::{Tensor, TensorData, activation::relu};
 use prism_core::{Device, Dictionary, HostTensor};
 use prism_probe::{
-    FeatureChoice, Probe, ProbeMethod, ShiftSets, decoder_cosines, score_features, shift,
-    top_classifiers,
+    FeatureChoice, Probe, ProbeMethod, ShiftConfig, ShiftSets, decoder_cosines, score_features,
+    shift, top_classifiers,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, StandardNormal};
@@ -197,7 +197,8 @@ fn shift_removes_a_planted_confound_and_random_ablations_do_not() {
         c: 1.0,
         bias: false,
     };
-    let report = shift(method, &sets, &x, &dict, &x, &choice, 5, 9, ablate).unwrap();
+    let config = ShiftConfig::new(method, choice).with_baseline(5, 9);
+    let report = shift(&sets, &x, &dict, &x, &config, ablate).unwrap();
     let acc = |i: usize| report.rows[i].label_accuracy;
     assert_eq!(
         report
@@ -225,18 +226,8 @@ fn shift_removes_a_planted_confound_and_random_ablations_do_not() {
     );
     assert!(acc(3) > 0.95, "skyline: {:?}", report.rows);
     // A list given by the user is ablated as given.
-    let given = shift(
-        method,
-        &sets,
-        &x,
-        &dict,
-        &x,
-        &FeatureChoice::Given(vec![2, 3]),
-        0,
-        0,
-        ablate,
-    )
-    .unwrap();
+    let config = ShiftConfig::new(method, FeatureChoice::Given(vec![2, 3]));
+    let given = shift(&sets, &x, &dict, &x, &config, ablate).unwrap();
     assert_eq!(given.ablated, vec![2, 3]);
     assert!(given.rows[1].label_accuracy > 0.95);
 }

@@ -7,32 +7,29 @@ use std::path::Path;
 use prism_core::{Dictionary, HookPoint, Result};
 use prism_models::Model;
 
-use crate::collect::CollectOptions;
-use crate::contexts::{FeatureScan, FeatureSelection, logit_effects, scan_features};
+use crate::contexts::{FeatureScan, ScanOptions, logit_effects, scan_features};
 use crate::site::{FeatureSite, SiteFiles, write_feature_site};
 
 /// How a browser is built.
 pub struct BrowserOptions<'a> {
-    /// Which features get panels.
-    pub selection: FeatureSelection,
-    /// What each panel keeps (top contexts, quantile samples, span radius).
-    pub collect: CollectOptions,
+    /// The page's title.
+    pub title: &'a str,
+    /// Which features get panels, what each keeps (top contexts, quantile samples, span
+    /// radius), windows per forward pass.
+    pub scan: ScanOptions,
     /// Nearest features listed per feature (0: none).
     pub nearest: usize,
     /// Another dictionary over the same space, whose nearest features are listed too.
     pub other: Option<(&'a str, &'a dyn Dictionary)>,
-    /// Windows per forward pass.
-    pub windows_per_forward: usize,
 }
 
 impl Default for BrowserOptions<'_> {
     fn default() -> Self {
         Self {
-            selection: FeatureSelection::All,
-            collect: CollectOptions::default(),
+            title: "features",
+            scan: ScanOptions::default(),
             nearest: 8,
             other: None,
-            windows_per_forward: 8,
         }
     }
 }
@@ -47,27 +44,17 @@ pub struct Browser {
 
 /// Scans `windows` with `dict` at `hook` and writes the browser to `page` (data beside it, see
 /// [`write_feature_site`]); `on_batch` gets the number of windows scanned so far.
-#[allow(clippy::too_many_arguments)]
 pub fn build_feature_browser(
     model: &Model,
     dict: &dyn Dictionary,
     hook: HookPoint,
     windows: &[Vec<u32>],
-    title: &str,
     page: &Path,
     options: &BrowserOptions<'_>,
     on_batch: impl FnMut(usize),
 ) -> Result<Browser> {
-    let scan = scan_features(
-        model,
-        dict,
-        hook,
-        windows,
-        &options.selection,
-        &options.collect,
-        options.windows_per_forward,
-        on_batch,
-    )?;
+    let scan = scan_features(model, dict, hook, windows, &options.scan, on_batch)?;
+    let title = options.title;
     let ids: Vec<usize> = scan.features.iter().map(|f| f.feature).collect();
     let logits = logit_effects(model, dict, &ids, 10, 40)?;
     let device = model.device();
@@ -106,7 +93,7 @@ pub fn build_feature_browser(
             .other
             .zip(other.as_deref())
             .map(|((n, _), l)| (n, l)),
-        radius: options.collect.radius,
+        radius: options.scan.collect.radius,
     };
     let files = write_feature_site(page, &site, |t| model.tokenizer.token_str(t))?;
     Ok(Browser { scan, files })

@@ -15,6 +15,28 @@ pub enum FeatureSelection {
     Only(Vec<usize>),
 }
 
+/// What a [`scan_features`] pass keeps and how it batches.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScanOptions {
+    /// Which features are collected.
+    pub selection: FeatureSelection,
+    /// What is kept per feature (top contexts, quantile samples, span radius).
+    pub collect: CollectOptions,
+    /// Windows per forward pass.
+    pub windows_per_forward: usize,
+}
+
+impl Default for ScanOptions {
+    /// Every feature, [`CollectOptions::default`], 8 windows per forward.
+    fn default() -> Self {
+        Self {
+            selection: FeatureSelection::All,
+            collect: CollectOptions::default(),
+            windows_per_forward: 8,
+        }
+    }
+}
+
 /// The result of [`scan_features`].
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct FeatureScan {
@@ -24,32 +46,29 @@ pub struct FeatureScan {
     pub features: Vec<FeatureActivity>,
 }
 
-/// Runs `windows` through the model up to `hook` (`windows_per_forward` at a time), encodes the
-/// activations with `dict` and streams the codes of the selected features through a
+/// Runs `windows` through the model up to `hook` (`options.windows_per_forward` at a time),
+/// encodes the activations with `dict` and streams the codes of the selected features through a
 /// [`FeatureCollector`]; memory is bounded per feature, not per token. `on_batch` is called with
 /// the number of windows done after each forward (for progress bars).
 ///
 /// ```no_run
 /// # fn run(model: &prism_models::Model, sae: &prism_sae::Sae, windows: &[Vec<u32>]) -> prism_core::Result<()> {
-/// use prism_stats::{CollectOptions, FeatureSelection, scan_features};
+/// use prism_stats::{ScanOptions, scan_features};
 /// let hook = "blocks.15.hook_mlp_out".parse()?;
-/// let scan = scan_features(model, sae, hook, windows, &FeatureSelection::All,
-///                          &CollectOptions::default(), 8, |_| {})?;
+/// let scan = scan_features(model, sae, hook, windows, &ScanOptions::default(), |_| {})?;
 /// println!("{} tokens, feature 0 fired on {}", scan.tokens, scan.features[0].fires);
 /// # Ok(()) }
 /// ```
-#[allow(clippy::too_many_arguments)]
 pub fn scan_features(
     model: &Model,
     dict: &dyn Dictionary,
     hook: HookPoint,
     windows: &[Vec<u32>],
-    selection: &FeatureSelection,
-    options: &CollectOptions,
-    windows_per_forward: usize,
+    options: &ScanOptions,
     mut on_batch: impl FnMut(usize),
 ) -> Result<FeatureScan> {
-    let (features, select) = match selection {
+    let windows_per_forward = options.windows_per_forward;
+    let (features, select) = match &options.selection {
         FeatureSelection::All => ((0..dict.d_sae()).collect(), None),
         FeatureSelection::Only(list) => {
             check_features(list, dict)?;
@@ -57,7 +76,7 @@ pub fn scan_features(
         }
     };
     let nf = features.len();
-    let mut collector = FeatureCollector::new(features, options.clone());
+    let mut collector = FeatureCollector::new(features, options.collect.clone());
     let per = windows_per_forward.max(1);
     let mut done = 0;
     for (g, group) in windows.chunks(per).enumerate() {
@@ -235,22 +254,16 @@ pub fn top_activating(
     n: usize,
     windows_per_forward: usize,
 ) -> Result<Vec<FeatureReport>> {
-    let options = CollectOptions {
-        top: n,
-        per_band: 0,
-        ..CollectOptions::default()
-    };
-    let selection = FeatureSelection::Only(features.to_vec());
-    let scan = scan_features(
-        model,
-        dict,
-        hook,
-        windows,
-        &selection,
-        &options,
+    let options = ScanOptions {
+        selection: FeatureSelection::Only(features.to_vec()),
+        collect: CollectOptions {
+            top: n,
+            per_band: 0,
+            ..CollectOptions::default()
+        },
         windows_per_forward,
-        |_| {},
-    )?;
+    };
+    let scan = scan_features(model, dict, hook, windows, &options, |_| {})?;
     let effects = logit_effects(model, dict, features, 10, 1)?;
     let tok = |i: u32| model.tokenizer.token_str(i);
     let named = |list: &[(u32, f32)]| list.iter().map(|&(t, v)| (tok(t), v)).collect();

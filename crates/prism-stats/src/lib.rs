@@ -26,7 +26,7 @@ mod site;
 pub use browser::{Browser, BrowserOptions, build_feature_browser};
 pub use collect::{Band, Bin, CollectOptions, Example, FeatureActivity, FeatureCollector};
 pub use contexts::{
-    Context, FeatureReport, FeatureScan, FeatureSelection, LogitEffect, logit_effects,
+    Context, FeatureReport, FeatureScan, FeatureSelection, LogitEffect, ScanOptions, logit_effects,
     scan_features, top_activating,
 };
 pub use correlation::pearson;

@@ -207,9 +207,13 @@ fn scan_and_check(
     options: &prism_stats::CollectOptions,
     (per, brute_per): (usize, usize),
 ) -> usize {
-    use prism_stats::{FeatureSelection, scan_features};
-    let all = FeatureSelection::All;
-    let scan = scan_features(model, sae, hook, windows, &all, options, per, |_| {}).unwrap();
+    use prism_stats::{FeatureSelection, ScanOptions, scan_features};
+    let scan_options = ScanOptions {
+        selection: FeatureSelection::All,
+        collect: options.clone(),
+        windows_per_forward: per,
+    };
+    let scan = scan_features(model, sae, hook, windows, &scan_options, |_| {}).unwrap();
     let tokens: usize = windows.iter().map(Vec::len).sum();
     assert_eq!(scan.tokens, tokens as u64);
     let m = sae.d_sae();

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use prism_core::{HookPoint, Result};
 use prism_models::Model;
 use prism_patch::{
-    Dictionaries, FaithfulnessPoint, MeanStates, Method, PairBatch, PatchOptions, attribute,
-    capital_pairs, circuit, dictionary_nodes, exact_vs_estimate, nodes, patch,
+    Dictionaries, FaithfulnessPoint, FaithfulnessSweep, MeanStates, Method, PairBatch,
+    PatchOptions, attribute, capital_pairs, circuit, dictionary_nodes, exact_vs_estimate, nodes,
+    patch,
 };
 use prism_stats::{Mark, Series, XyPlot, pearson, plot_heatmap, plot_xy};
 
@@ -134,10 +135,7 @@ pub fn patching_step(
         &[hook],
         &options.dictionaries,
     )?;
-    let sizes: Vec<usize> = std::iter::successors(Some(1usize), |n| Some(n * 4))
-        .take_while(|&n| n < universe.len())
-        .chain(std::iter::once(universe.len()))
-        .collect();
+    let sweep = FaithfulnessSweep::geometric(Arc::new(means), 4, universe.len());
     let c = circuit(
         model,
         &batch,
@@ -145,8 +143,7 @@ pub fn patching_step(
         Method::IntegratedGradients {
             steps: if quick { 4 } else { 10 },
         },
-        Arc::new(means),
-        &sizes,
+        &sweep,
         &options,
         |_, _| {},
     )?;

@@ -522,20 +522,15 @@ impl<'a> Stage<'a> {
             windows.len() as u64,
             &format!("feature browser of {}", r.name),
         );
+        let title = format!("{} at {}", r.name, self.hook);
         let options = BrowserOptions {
+            title: &title,
             other: Some((&other.name, &other.sae)),
             ..BrowserOptions::default()
         };
-        build_feature_browser(
-            model,
-            &r.sae,
-            self.hook,
-            windows,
-            &format!("{} at {}", r.name, self.hook),
-            &path,
-            &options,
-            |done| pb.set_position(done as u64),
-        )?;
+        build_feature_browser(model, &r.sae, self.hook, windows, &path, &options, |done| {
+            pb.set_position(done as u64)
+        })?;
         pb.finish_and_clear();
         Ok(path)
     }

@@ -13,7 +13,7 @@ use std::process::Command;
 use crate::common;
 use prism_core::HookPoint;
 use prism_stats::{
-    BrowserOptions, CollectOptions, FeatureSite, build_feature_browser, logit_effects,
+    BrowserOptions, CollectOptions, FeatureSite, ScanOptions, build_feature_browser, logit_effects,
     write_feature_site,
 };
 
@@ -48,26 +48,21 @@ fn the_browser_works_in_headless_chromium() {
     };
     let page = dir.join("features.html");
     let options = BrowserOptions {
-        collect: CollectOptions {
-            top: 6,
-            per_band: 2,
-            radius: 5,
-            ..CollectOptions::default()
+        title: "test",
+        scan: ScanOptions {
+            collect: CollectOptions {
+                top: 6,
+                per_band: 2,
+                radius: 5,
+                ..CollectOptions::default()
+            },
+            ..ScanOptions::default()
         },
         other: Some(("other seed", &other)),
         ..BrowserOptions::default()
     };
-    let browser = build_feature_browser(
-        &model,
-        &sae,
-        hook,
-        &windows,
-        "test",
-        &page,
-        &options,
-        |_| {},
-    )
-    .unwrap();
+    let browser =
+        build_feature_browser(&model, &sae, hook, &windows, &page, &options, |_| {}).unwrap();
     assert_eq!(browser.files.data, dir.join("features.data"));
     // 96 features in chunks of 128: one chunk, a summary, the windows and the tokens.
     assert_eq!(browser.files.files, 4);
