@@ -102,7 +102,7 @@ fn main() -> Result<()> {
     for (s, e) in saes.iter().zip(&evals) {
         println!(
             "{:>6} features: L0 {:>7.2}  variance explained {:.3}  loss recovered {:.3}",
-            s.w_dec.dims()[0],
+            s.w_dec().dims()[0],
             e.reconstruction.l0,
             e.reconstruction.frac_variance_explained,
             e.downstream.frac_recovered

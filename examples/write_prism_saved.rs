@@ -62,7 +62,7 @@ fn main() -> prism::Result<()> {
         let sae = trainer.to_sae(&device)?;
         let dir = out.join(arch);
         sae.save(&dir)?;
-        println!("{arch}: {} at {}", sae.architecture.name(), dir.display());
+        println!("{arch}: {} at {}", sae.architecture().name(), dir.display());
     }
     Ok(())
 }

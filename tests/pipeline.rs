@@ -144,7 +144,7 @@ fn cache_train_evaluate_prune_compare_on(name: &str) {
 
     // Evaluate on text after the cache's windows.
     let sae = Sae::load(&runs[0].dir, &device).unwrap();
-    let training: Vec<TrainingData> = TrainingData::from_cfg(&sae.extra_cfg)
+    let training: Vec<TrainingData> = TrainingData::from_cfg(sae.extra_cfg())
         .unwrap()
         .into_iter()
         .collect();
@@ -200,7 +200,7 @@ fn saelens_and_dictionary_learning_dictionaries_go_through_the_same_pipeline() {
         ),
     ] {
         let sae = Sae::open(&path, &device).unwrap();
-        let hook: HookPoint = sae.hook_name.as_deref().unwrap().parse().unwrap();
+        let hook: HookPoint = sae.hook_name().unwrap().parse().unwrap();
         assert_eq!(hook, HookPoint::ResidPost(0), "{label}");
         let windows = held_out(&model, &corpus, &[]);
         let e = eval_on(&model, &sae, hook, &windows);

@@ -109,15 +109,15 @@ proptest! {
         apply_b_dec in any::<bool>(),
     ) {
         let mut sae = dictionary(kind, d, m, &values);
-        sae.apply_b_dec_to_input = apply_b_dec;
-        sae.hook_name = Some("blocks.1.hook_mlp_out".into());
+        sae.set_apply_b_dec_to_input(apply_b_dec);
+        sae.set_hook_name(Some("blocks.1.hook_mlp_out".into()));
         let dir = tempfile::tempdir().unwrap();
         sae.save(dir.path()).unwrap();
         let back = Sae::load(dir.path(), &device()).unwrap();
-        prop_assert_eq!(back.architecture.name(), sae.architecture.name());
-        prop_assert_eq!(back.architecture.k(), sae.architecture.k());
-        prop_assert_eq!(&back.hook_name, &sae.hook_name);
-        prop_assert_eq!(back.apply_b_dec_to_input, apply_b_dec);
+        prop_assert_eq!(back.architecture().name(), sae.architecture().name());
+        prop_assert_eq!(back.architecture().k(), sae.architecture().k());
+        prop_assert_eq!(back.hook_name(), sae.hook_name());
+        prop_assert_eq!(back.applies_b_dec_to_input(), apply_b_dec);
         let x = Tensor::<2>::from_data(TensorData::new(values.iter().cycle().take(4 * d).map(|v| v * 2.0).collect::<Vec<_>>(), [4, d]), &device());
         prop_assert_eq!(host(back.encode(x.clone())), host(sae.encode(x.clone())));
         prop_assert_eq!(host(back.forward(x.clone())), host(sae.forward(x)));
@@ -139,7 +139,7 @@ proptest! {
         // JumpReLU and Gated codes jump where the pre-activation crosses the cut-off; a
         // pre-activation within rounding of it may land on either side in a narrower product.
         let pre = host(sae.pre_activations(x.clone()));
-        let cut: Option<Vec<f32>> = match &sae.architecture {
+        let cut: Option<Vec<f32>> = match &sae.architecture() {
             Architecture::JumpRelu { threshold } => Some(host(threshold.clone()).data),
             Architecture::Gated { .. } => Some(vec![0.0; m]),
             _ => None,

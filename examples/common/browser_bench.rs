@@ -42,7 +42,7 @@ pub fn run(args: &args::Args) -> Result<()> {
     let (sae, hook) = match args.opt("--sae") {
         Some(dir) => {
             let sae = Sae::open(dir.as_ref(), &device)?;
-            let hook: HookPoint = sae.hook_name.clone().unwrap_or_default().parse()?;
+            let hook: HookPoint = sae.hook_name().unwrap_or_default().parse()?;
             (sae, hook)
         }
         None => (

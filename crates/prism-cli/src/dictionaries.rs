@@ -75,7 +75,7 @@ impl EvalData {
 
     /// Held-out evaluation windows for `sae` (see `prism_cache::held_out_windows`).
     fn windows(&self, model: &prism_models::Model, sae: &Sae) -> Result<HeldOut> {
-        let training: Vec<TrainingData> = TrainingData::from_cfg(&sae.extra_cfg)?
+        let training: Vec<TrainingData> = TrainingData::from_cfg(sae.extra_cfg())?
             .into_iter()
             .collect();
         let corpus = Corpus::open(&self.data, "text")?;

@@ -481,8 +481,8 @@ fn write_dict(
         burn::tensor::Tensor::zeros([1, 64], &device),
     )
     .unwrap();
-    sae.hook_name = Some(hook.into());
-    sae.extra_cfg = extra;
+    sae.set_hook_name(Some(hook.into()));
+    sae.set_extra_cfg(extra);
     sae.save(dir).unwrap();
 }
 

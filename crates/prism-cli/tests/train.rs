@@ -202,10 +202,10 @@ fn trains_from_a_model_stream() {
     ]);
     assert_eq!(json["dictionaries"][0]["steps"], 16);
     let sae = prism_sae::Sae::load(&out, &prism_core::device("cpu").unwrap()).unwrap();
-    assert_eq!(sae.architecture.k(), Some(4));
+    assert_eq!(sae.architecture().k(), Some(4));
     // The record of the training data: every window the buffer took from the stream (at
     // least the 512 trained tokens' worth, 16 tokens each, in corpus order).
-    let t = prism_cache::TrainingData::from_cfg(&sae.extra_cfg)
+    let t = prism_cache::TrainingData::from_cfg(sae.extra_cfg())
         .unwrap()
         .unwrap();
     assert!(t.windows * 16 >= 512, "{t:?}");
@@ -293,8 +293,8 @@ fn evaluation_never_reuses_the_text_a_dictionary_was_trained_on() {
         "--json",
     ]);
     let sae = prism_sae::Sae::load(&dict, &prism_core::device("cpu").unwrap()).unwrap();
-    assert_eq!(sae.extra_cfg["training_tokens"], 256);
-    let t = prism_cache::TrainingData::from_cfg(&sae.extra_cfg)
+    assert_eq!(sae.extra_cfg()["training_tokens"], 256);
+    let t = prism_cache::TrainingData::from_cfg(sae.extra_cfg())
         .unwrap()
         .unwrap();
     assert_eq!((t.windows, t.corpus_tokens_end), (20, 23 * 32));

@@ -57,7 +57,7 @@ fn splicing_changes_nothing_until_a_feature_is_edited() {
     let x = out.take(hook).unwrap().into_rank3().unwrap();
     let [b, s, d] = x.dims();
     let codes = HostTensor::from_burn(sae.encode(x.clone().reshape([b * s, d]))).unwrap();
-    let w_dec = HostTensor::from_burn(sae.w_dec.clone()).unwrap();
+    let w_dec = HostTensor::from_burn(sae.w_dec().clone()).unwrap();
     let m = sae.d_sae();
     let j = (0..m)
         .max_by_key(|&j| (0..b * s).filter(|&r| codes.data[r * m + j] != 0.0).count())

@@ -83,25 +83,77 @@ impl Architecture {
     }
 }
 
-/// A sparse autoencoder with its weights on a device.
+/// A sparse autoencoder with its weights on a device. Its tensors' shapes are checked once, by
+/// [`Sae::new`] (and the loaders, which call it), so they are read through accessors only.
 #[derive(Clone, Debug)]
 pub struct Sae {
     /// Architecture.
-    pub architecture: Architecture,
+    pub(crate) architecture: Architecture,
     /// `[d_in, d_sae]`.
-    pub w_enc: Tensor<2>,
+    pub(crate) w_enc: Tensor<2>,
     /// `[1, d_sae]`.
-    pub b_enc: Tensor<2>,
+    pub(crate) b_enc: Tensor<2>,
     /// `[d_sae, d_in]`.
-    pub w_dec: Tensor<2>,
+    pub(crate) w_dec: Tensor<2>,
     /// `[1, d_in]`.
-    pub b_dec: Tensor<2>,
+    pub(crate) b_dec: Tensor<2>,
     /// Subtract `b_dec` from the input before encoding (SAELens' `apply_b_dec_to_input`).
-    pub apply_b_dec_to_input: bool,
+    pub(crate) apply_b_dec_to_input: bool,
     /// The hook point it was trained on (`hook_name` in SAELens), if known.
-    pub hook_name: Option<String>,
+    pub(crate) hook_name: Option<String>,
     /// Other `cfg.json` entries, kept so that saving does not lose them.
-    pub extra_cfg: serde_json::Map<String, Value>,
+    pub(crate) extra_cfg: serde_json::Map<String, Value>,
+}
+
+impl Sae {
+    /// The architecture, with its per-feature tensors.
+    pub fn architecture(&self) -> &Architecture {
+        &self.architecture
+    }
+    /// The encoder, `[d_in, d_sae]`.
+    pub fn w_enc(&self) -> &Tensor<2> {
+        &self.w_enc
+    }
+    /// The encoder bias, `[1, d_sae]`.
+    pub fn b_enc(&self) -> &Tensor<2> {
+        &self.b_enc
+    }
+    /// The decoder, `[d_sae, d_in]`.
+    pub fn w_dec(&self) -> &Tensor<2> {
+        &self.w_dec
+    }
+    /// The decoder bias, `[1, d_in]`.
+    pub fn b_dec(&self) -> &Tensor<2> {
+        &self.b_dec
+    }
+    /// Whether `b_dec` is subtracted from the input before encoding.
+    pub fn applies_b_dec_to_input(&self) -> bool {
+        self.apply_b_dec_to_input
+    }
+    /// Sets whether `b_dec` is subtracted from the input before encoding.
+    pub fn set_apply_b_dec_to_input(&mut self, apply: bool) {
+        self.apply_b_dec_to_input = apply;
+    }
+    /// The hook point it was trained on (`hook_name` in SAELens), if known.
+    pub fn hook_name(&self) -> Option<&str> {
+        self.hook_name.as_deref()
+    }
+    /// Sets the hook point it reads.
+    pub fn set_hook_name(&mut self, hook: Option<String>) {
+        self.hook_name = hook;
+    }
+    /// The other `cfg.json` entries, kept so that saving does not lose them.
+    pub fn extra_cfg(&self) -> &serde_json::Map<String, Value> {
+        &self.extra_cfg
+    }
+    /// Replaces the other `cfg.json` entries.
+    pub fn set_extra_cfg(&mut self, extra: serde_json::Map<String, Value>) {
+        self.extra_cfg = extra;
+    }
+    /// The other `cfg.json` entries, to add to (provenance, pruning notes, …).
+    pub fn extra_cfg_mut(&mut self) -> &mut serde_json::Map<String, Value> {
+        &mut self.extra_cfg
+    }
 }
 
 fn row(v: &HostTensor, device: &Device) -> Result<Tensor<2>> {

@@ -51,7 +51,7 @@ fn train(config: TrainConfig, steps: usize, engine: &EngineChoice) -> (f64, f64,
         .into_scalar::<f32>() as f64
         / 2048.0
         - truth;
-    let w_dec = HostTensor::from_burn(sae.w_dec.clone()).unwrap();
+    let w_dec = HostTensor::from_burn(sae.w_dec().clone()).unwrap();
     let mmcs = mmcs_truth_to_dict(&data.truth, &w_dec.data);
     eprintln!(
         "{} ({engine}): mmcs {mmcs:.3}, l0 − true active {l0:.2} (true {truth:.2}), last step {:?}",

@@ -27,7 +27,7 @@ fn encode_and_decode_match_the_saelens_formulas() {
     for arch in ["standard", "topk", "jumprelu", "gated"] {
         let sae = Sae::load(&fixtures().join(arch), &device).unwrap();
         assert_eq!((sae.d_in(), sae.d_sae()), (16, 48));
-        assert_eq!(sae.hook_name.as_deref(), Some("blocks.0.hook_resid_post"));
+        assert_eq!(sae.hook_name(), Some("blocks.0.hook_resid_post"));
         let f = HostTensor::from_burn(sae.encode(x.clone())).unwrap();
         let want = &refs[&format!("codes_{arch}")];
         assert!(max_diff(&f.data, &want.data) < 1e-5, "{arch}: codes differ");
@@ -64,8 +64,8 @@ fn save_then_load_gives_identical_outputs_and_saelens_names() {
         let out = dir.path().join(arch);
         sae.save(&out).unwrap();
         let back = Sae::load(&out, &device).unwrap();
-        assert_eq!(back.architecture.name(), sae.architecture.name());
-        assert_eq!(back.architecture.k(), sae.architecture.k());
+        assert_eq!(back.architecture().name(), sae.architecture().name());
+        assert_eq!(back.architecture().k(), sae.architecture().k());
         let a = HostTensor::from_burn(sae.forward(x.clone())).unwrap();
         let b = HostTensor::from_burn(back.forward(x.clone())).unwrap();
         assert_eq!(a.data, b.data, "{arch}: round trip changed the outputs");
@@ -99,7 +99,7 @@ fn save_then_load_gives_identical_outputs_and_saelens_names() {
     assert!(matches!(
         Sae::load(&fixtures().join("topk"), &device)
             .unwrap()
-            .architecture,
+            .architecture(),
         Architecture::TopK { k: 5 }
     ));
 }
@@ -222,8 +222,8 @@ fn dictionaries_prism_saves_load_in_saelens_with_the_same_outputs() {
             .map(|&c| char::from_u32(c as u32).unwrap())
             .collect();
         assert_eq!(
-            Some(hook),
-            sae.hook_name,
+            Some(hook.as_str()),
+            sae.hook_name(),
             "{arch}: sae-lens read another hook"
         );
         // Today's writer produces what sae-lens loaded.

@@ -246,7 +246,7 @@ fn exported_dictionaries_encode_like_the_trainer_and_round_trip_through_saelens_
             // Inference uses the learned threshold θ instead of the batch selection: each code
             // is the normalised pre-activation where it exceeds θ (and 0), divided by c —
             // computed here by hand from the trainer's parameters.
-            assert_eq!(sae.architecture.name(), "jumprelu");
+            assert_eq!(sae.architecture().name(), "jumprelu");
             let theta = t.batch_threshold().expect("tracked from step 2");
             let p = &params;
             let mut open = 0;
@@ -295,7 +295,7 @@ fn exported_dictionaries_encode_like_the_trainer_and_round_trip_through_saelens_
             ("W_enc".to_string(), vec![16, 40]),
             ("b_dec".to_string(), vec![16]),
         ];
-        match sae.architecture {
+        match sae.architecture() {
             Architecture::Gated { .. } => want.extend([
                 ("b_gate".to_string(), vec![40]),
                 ("b_mag".to_string(), vec![40]),
@@ -360,7 +360,7 @@ fn dictionary_learning_ae_pt_files_import_with_identical_outputs() {
     ] {
         let sae = Sae::open(&fix.join(file), &dev).unwrap();
         assert_eq!(
-            (sae.architecture.name(), sae.architecture.k()),
+            (sae.architecture().name(), sae.architecture().k()),
             (arch, k),
             "{file}"
         );
@@ -378,7 +378,7 @@ fn dictionary_learning_ae_pt_files_import_with_identical_outputs() {
     }
     // The trainer directory's config.json gives the hook point.
     let sae = Sae::open(&fix.join("batchtopk_trainer"), &dev).unwrap();
-    assert_eq!(sae.hook_name.as_deref(), Some("blocks.3.hook_mlp_out"));
+    assert_eq!(sae.hook_name(), Some("blocks.3.hook_mlp_out"));
     // A file that is not a PyTorch archive is a clear error.
     let tmp = tempfile::tempdir().unwrap();
     let bogus = tmp.path().join("ae.pt");

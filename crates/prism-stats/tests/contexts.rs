@@ -70,7 +70,7 @@ fn top_contexts_equal_a_brute_force_scan_and_logit_effects_use_the_unembedding()
         assert!(r.promoted.windows(2).all(|w| w[0].1 >= w[1].1));
         assert!(r.suppressed.windows(2).all(|w| w[0].1 <= w[1].1));
         assert!(r.promoted[0].1 > r.suppressed[0].1);
-        let w_dec = HostTensor::from_burn(sae.w_dec.clone()).unwrap();
+        let w_dec = HostTensor::from_burn(sae.w_dec().clone()).unwrap();
         let w_u = HostTensor::from_burn(model.transformer.unembed.clone()).unwrap();
         let vocab = w_u.shape[1];
         let effect: Vec<f32> = (0..vocab)

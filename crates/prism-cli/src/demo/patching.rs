@@ -127,7 +127,7 @@ pub fn patching_step(
         dictionaries,
         ..plain
     };
-    let d_sae = dict.sae.w_dec.dims()[0];
+    let d_sae = dict.sae.w_dec().dims()[0];
     let universe = dictionary_nodes(hook, d_sae, Some(seq));
     let means = MeanStates::compute(
         model,

@@ -404,10 +404,10 @@ impl<'a> Stage<'a> {
             )?;
             let mut pruned = base.sae.keep_features(&keep)?;
             pruned
-                .extra_cfg
+                .extra_cfg_mut()
                 .insert("pruned_from".into(), serde_json::json!(base.name));
             pruned
-                .extra_cfg
+                .extra_cfg_mut()
                 .insert("pruned_target_l0".into(), serde_json::json!(target_l0));
             let name = format!("{}_pruned", base.name);
             let dir = self.args.out.join("dictionaries").join(&name);
@@ -461,7 +461,7 @@ impl<'a> Stage<'a> {
                 .filter(|&j| r.eval.reconstruction.feature_density[j] > 0.0)
                 .collect();
             r.sae
-                .w_dec
+                .w_dec()
                 .clone()
                 .select(0, prism_core::index_tensor(&keep, self.device))
         };
