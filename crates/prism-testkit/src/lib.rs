@@ -36,8 +36,6 @@ pub enum Need {
     Assets,
     /// The wgpu backend (a cargo feature) and an adapter (lavapipe in CI).
     Wgpu,
-    /// burn's ndarray backend (the `ndarray-backend` cargo feature).
-    Ndarray,
     /// Headless Chromium (Debian's `chromium`).
     Browser,
 }
@@ -48,7 +46,6 @@ impl Need {
         match self {
             Need::Assets => "PRISM_REQUIRE_ASSETS",
             Need::Wgpu => "PRISM_REQUIRE_WGPU",
-            Need::Ndarray => "PRISM_REQUIRE_NDARRAY",
             Need::Browser => "PRISM_REQUIRE_BROWSER",
         }
     }
@@ -86,20 +83,10 @@ pub fn asset(file: &str, fetch: &str) -> Option<PathBuf> {
     require_or_skip(Need::Assets, found)
 }
 
-/// The device of a backend a build or machine may lack (`wgpu`, `ndarray`), gated on its
-/// [`Need`].
-pub fn optional_device(need: Need) -> Option<prism_core::Device> {
-    let name = match need {
-        Need::Wgpu => "wgpu",
-        Need::Ndarray => "ndarray",
-        other => panic!("{other:?} is not a backend"),
-    };
-    require_or_skip(need, prism_core::device(name))
-}
-
-/// The wgpu device, gated on [`Need::Wgpu`].
+/// The wgpu device, gated on [`Need::Wgpu`]. (burn's ndarray backend is a cargo feature only,
+/// so its tests are compiled in or `#[ignore]`d rather than gated.)
 pub fn wgpu_device() -> Option<prism_core::Device> {
-    optional_device(Need::Wgpu)
+    require_or_skip(Need::Wgpu, prism_core::device("wgpu"))
 }
 
 /// Headless Chromium ([`chromium::find`]), gated on [`Need::Browser`].
