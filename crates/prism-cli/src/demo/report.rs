@@ -133,11 +133,6 @@ impl Spread {
     }
 }
 
-/// One row of the findings table: the notes' claim, their figure, ours, the verdict.
-fn finding(w: &mut String, claim: &str, notes: &str, here: &str, verdict: &str) {
-    let _ = writeln!(w, "| {claim} | {notes} | {here} | {verdict} |");
-}
-
 /// Whether a finding reached the notes' level, and if not, whether training had converged.
 fn verdict(reached: bool, still_moving: Option<bool>) -> &'static str {
     match (reached, still_moving) {
@@ -163,6 +158,153 @@ fn still_moving(
 }
 
 /// Writes `out/README.md` and `out/summary.json`; returns the README's path.
+/// The notes' thresholds, each verdict's rule: seeds alike above, a randomised model's
+/// dictionary unlike the real one's below (MMCS of alive features); "most" features.
+const SEEDS_ALIKE: f64 = 0.95;
+const RANDOM_UNALIKE: f64 = 0.3;
+const MOST: f64 = 0.5;
+
+/// The notes' findings as this run measured them (over seeds), apart from how they are shown:
+/// the report's table renders [`Measured::verdicts`], `summary.json` serialises this.
+#[derive(Clone, Debug, serde::Serialize)]
+struct Measured {
+    seeds_mmcs_alive: Spread,
+    seeds_mmcs: Spread,
+    seeds_still_moving: Option<bool>,
+    vs_random_mmcs_alive: Vec<RandomSpread>,
+    pruned_frac_recovered: Spread,
+    sparse_frac_recovered: Spread,
+    pruned_mse: Spread,
+    sparse_mse: Spread,
+    fve_still_moving: Option<bool>,
+    real_frac_dense: Spread,
+    random_all_frac_dense: Spread,
+    real_single_token: Spread,
+    random_all_single_token: Spread,
+}
+
+/// The MMCS of the real model's dictionaries against one randomised model's.
+#[derive(Clone, Debug, serde::Serialize)]
+struct RandomSpread {
+    model: &'static str,
+    spread: Spread,
+}
+
+/// One row of the findings table: the notes' claim, their figure, ours, the verdict.
+struct Verdict {
+    claim: String,
+    notes: &'static str,
+    here: String,
+    verdict: &'static str,
+}
+
+impl Measured {
+    fn of(plan: &Plan, f: &Findings<'_>) -> Self {
+        let (small, large) = f.results.split_at(plan.seeds as usize);
+        let real_group = &f.groups[0].1;
+        let seed_sims: Vec<&SimRow> = f.sims.iter().filter(|s| s.kind == "seeds").collect();
+        let both = |a: fn(&SimRow) -> f64, b: fn(&SimRow) -> f64| {
+            Spread::of(seed_sims.iter().flat_map(|s| [a(s), b(s)]))
+        };
+        let traits = |rs: &[DictResult], f: &dyn Fn(&Traits) -> f64| {
+            Spread::of(rs.iter().filter_map(|r| r.traits.as_ref().map(f)))
+        };
+        let dense_share = |t: &Traits| t.frac_dense;
+        let single_share = |t: &Traits| t.single_token as f64 / t.sampled.max(1) as f64;
+        let downstream =
+            |rs: &[DictResult]| Spread::of(rs.iter().map(|r| r.eval.downstream.frac_recovered));
+        let mse = |rs: &[DictResult]| Spread::of(rs.iter().map(|r| r.eval.reconstruction.mse));
+        Measured {
+            seeds_mmcs_alive: both(|s| s.alive_a_to_b, |s| s.alive_b_to_a),
+            seeds_mmcs: both(|s| s.mmcs_a_to_b, |s| s.mmcs_b_to_a),
+            seeds_still_moving: still_moving(real_group, |h| h.mmcs_seeds_alive, 0.01),
+            vs_random_mmcs_alive: ["random_all", "random_but_embeddings"]
+                .into_iter()
+                .map(|model| RandomSpread {
+                    model,
+                    spread: Spread::of(
+                        f.sims
+                            .iter()
+                            .filter(|s| s.kind == model)
+                            .map(|s| s.alive_a_to_b),
+                    ),
+                })
+                .collect(),
+            pruned_frac_recovered: downstream(f.pruned),
+            sparse_frac_recovered: downstream(large),
+            pruned_mse: mse(f.pruned),
+            sparse_mse: mse(large),
+            fve_still_moving: still_moving(real_group, |h| Some(h.fve), 0.01),
+            real_frac_dense: traits(small, &dense_share),
+            random_all_frac_dense: traits(&f.random[0], &dense_share),
+            real_single_token: traits(small, &single_share),
+            random_all_single_token: traits(&f.random[0], &single_share),
+        }
+    }
+
+    /// Each claim of the notes against this run, by the rule its row states.
+    fn verdicts(&self) -> Vec<Verdict> {
+        let row = |claim: String, notes, here, verdict| Verdict {
+            claim,
+            notes,
+            here,
+            verdict,
+        };
+        let mut rows = vec![row(
+            "dictionaries from two seeds are alike (MMCS, alive features)".into(),
+            "> 0.95",
+            self.seeds_mmcs_alive.show(3),
+            verdict(
+                self.seeds_mmcs_alive.mean > SEEDS_ALIKE,
+                self.seeds_still_moving,
+            ),
+        )];
+        for r in &self.vs_random_mmcs_alive {
+            rows.push(row(
+                format!(
+                    "a dictionary of the real model vs one of the `{}` model (MMCS, alive)",
+                    r.model
+                ),
+                "< 0.3",
+                r.spread.show(3),
+                verdict(r.spread.mean < RANDOM_UNALIKE, self.seeds_still_moving),
+            ));
+        }
+        let (pr, sr) = (&self.pruned_frac_recovered, &self.sparse_frac_recovered);
+        rows.push(row(
+            "pruning the low-L1 dictionary's densest features to the sparse one's L0 keeps at \
+             least its loss recovered"
+                .into(),
+            "77.9 % vs a bit less",
+            format!("pruned {} vs trained sparse {}", pr.show(3), sr.show(3)),
+            verdict(pr.mean >= sr.mean, self.fve_still_moving),
+        ));
+        let (pm, sm) = (&self.pruned_mse, &self.sparse_mse);
+        rows.push(row(
+            "… at a worse MSE".into(),
+            "0.27, worse",
+            format!("pruned {} vs {}", pm.show(4), sm.show(4)),
+            verdict(pm.mean > sm.mean, self.fve_still_moving),
+        ));
+        // The notes' claim is about most features, not a direction: more than half must be dense.
+        let (rd, d) = (&self.random_all_frac_dense, &self.real_frac_dense);
+        rows.push(row(
+            "most features of a randomised model fire on > 10 % of tokens".into(),
+            "most (> 50 % of features)",
+            format!("`random_all` {} vs real {}", rd.show(3), d.show(3)),
+            verdict(rd.mean > MOST, None),
+        ));
+        let (rs, s) = (&self.random_all_single_token, &self.real_single_token);
+        rows.push(row(
+            "… and its interesting features are single-token".into(),
+            "the most interesting",
+            format!("`random_all` {} vs real {}", rs.show(3), s.show(3)),
+            verdict(rs.mean > s.mean, None),
+        ));
+        rows
+    }
+}
+
 pub fn write_report(
     out: &Path,
     plan: &Plan,
@@ -227,106 +369,20 @@ pub fn write_report(
     }
 
     // Findings first, next to the notes' claims.
-    let real_group = &groups[0].1;
-    let seed_sims: Vec<&SimRow> = sims.iter().filter(|s| s.kind == "seeds").collect();
-    let seeds_alive = Spread::of(
-        seed_sims
-            .iter()
-            .flat_map(|s| [s.alive_a_to_b, s.alive_b_to_a]),
-    );
-    let seeds_all = Spread::of(
-        seed_sims
-            .iter()
-            .flat_map(|s| [s.mmcs_a_to_b, s.mmcs_b_to_a]),
-    );
-    let vs_random: Vec<(&str, Spread)> = ["random_all", "random_but_embeddings"]
-        .iter()
-        .map(|k| {
-            (
-                *k,
-                Spread::of(sims.iter().filter(|s| s.kind == *k).map(|s| s.alive_a_to_b)),
-            )
-        })
-        .collect();
-    let seeds_moving = still_moving(real_group, |h| h.mmcs_seeds_alive, 0.01);
-    let pruned_rec = Spread::of(pruned.iter().map(|r| r.eval.downstream.frac_recovered));
-    let large_rec = Spread::of(large.iter().map(|r| r.eval.downstream.frac_recovered));
-    let pruned_mse = Spread::of(pruned.iter().map(|r| r.eval.reconstruction.mse));
-    let large_mse = Spread::of(large.iter().map(|r| r.eval.reconstruction.mse));
-    let fve_moving = still_moving(real_group, |h| Some(h.fve), 0.01);
-    let traits = |rs: &[DictResult], f: &dyn Fn(&Traits) -> f64| {
-        Spread::of(rs.iter().filter_map(|r| r.traits.as_ref().map(f)))
-    };
-    let dense_share = |t: &Traits| t.frac_dense;
-    let single_share = |t: &Traits| t.single_token as f64 / t.sampled.max(1) as f64;
-    let real_dense = traits(small, &dense_share);
-    let real_single = traits(small, &single_share);
-    let rand_dense = traits(&random[0], &dense_share);
-    let rand_single = traits(&random[0], &single_share);
+    let m = Measured::of(plan, findings);
     let _ = writeln!(w, "## The notes' findings, measured here\n");
     let _ = writeln!(
         w,
         "| claim in the notes | notes | here (mean ± sd over seeds) | verdict |"
     );
     let _ = writeln!(w, "|---|---|---|---|");
-    finding(
-        w,
-        "dictionaries from two seeds are alike (MMCS, alive features)",
-        "> 0.95",
-        &seeds_alive.show(3),
-        verdict(seeds_alive.mean > 0.95, seeds_moving),
-    );
-    for (kind, s) in &vs_random {
-        finding(
+    for v in m.verdicts() {
+        let _ = writeln!(
             w,
-            &format!("a dictionary of the real model vs one of the `{kind}` model (MMCS, alive)"),
-            "< 0.3",
-            &s.show(3),
-            verdict(s.mean < 0.3, seeds_moving),
+            "| {} | {} | {} | {} |",
+            v.claim, v.notes, v.here, v.verdict
         );
     }
-    finding(
-        w,
-        "pruning the low-L1 dictionary's densest features to the sparse one's L0 keeps at least \
-         its loss recovered",
-        "77.9 % vs a bit less",
-        &format!(
-            "pruned {} vs trained sparse {}",
-            pruned_rec.show(3),
-            large_rec.show(3)
-        ),
-        verdict(pruned_rec.mean >= large_rec.mean, fve_moving),
-    );
-    finding(
-        w,
-        "… at a worse MSE",
-        "0.27, worse",
-        &format!("pruned {} vs {}", pruned_mse.show(4), large_mse.show(4)),
-        verdict(pruned_mse.mean > large_mse.mean, fve_moving),
-    );
-    // The notes' claim is about most features, not a direction: more than half must be dense.
-    finding(
-        w,
-        "most features of a randomised model fire on > 10 % of tokens",
-        "most (> 50 % of features)",
-        &format!(
-            "`random_all` {} vs real {}",
-            rand_dense.show(3),
-            real_dense.show(3)
-        ),
-        verdict(rand_dense.mean > 0.5, None),
-    );
-    finding(
-        w,
-        "… and its interesting features are single-token",
-        "the most interesting",
-        &format!(
-            "`random_all` {} vs real {}",
-            rand_single.show(3),
-            real_single.show(3)
-        ),
-        verdict(rand_single.mean > real_single.mean, None),
-    );
     let _ = writeln!(
         w,
         "\nEach verdict applies the notes' figure as its threshold: MMCS above 0.95 between seeds \
@@ -339,7 +395,7 @@ pub fn write_report(
          on the same token. \"Not yet converged\" means a seed's held-out measurement still \
          moved by more than 0.01 over the last doubling of training tokens (see the curves \
          below); \"flat\" means it did not.\n",
-        seeds_all.show(3),
+        m.seeds_mmcs.show(3),
         plan.context_features
     );
 
@@ -481,10 +537,10 @@ pub fn write_report(
          evaluation tokens is at most {tl0:.2}, the L0 of `{}`. Loss recovered at that L0: \
          pruned {}, trained sparse {}; MSE pruned {}, trained sparse {}.\n",
         large[0].name,
-        pruned_rec.show(3),
-        large_rec.show(3),
-        pruned_mse.show(4),
-        large_mse.show(4),
+        m.pruned_frac_recovered.show(3),
+        m.sparse_frac_recovered.show(3),
+        m.pruned_mse.show(4),
+        m.sparse_mse.show(4),
     );
 
     let _ = writeln!(w, "## Mean max cosine similarity\n");
@@ -630,6 +686,14 @@ pub fn write_report(
             json!({"name": l.name, "points": points})
         })
         .collect();
+    // The measured findings under their names, and the verdicts the table shows.
+    let mut findings_json =
+        serde_json::to_value(&m).map_err(|e| PrismError::InvalidInput(e.to_string()))?;
+    findings_json["verdicts"] = m
+        .verdicts()
+        .iter()
+        .map(|v| json!({"claim": v.claim, "notes": v.notes, "here": v.here, "verdict": v.verdict}))
+        .collect();
     let summary = json!({
         "plan": plan,
         "seconds": seconds,
@@ -638,20 +702,7 @@ pub fn write_report(
         "timings": timings,
         "resumed_from": resumed_from,
         "dictionaries": all().map(dict).collect::<Vec<_>>(),
-        "findings": {
-            "seeds_mmcs_alive": seeds_alive,
-            "seeds_mmcs": seeds_all,
-            "seeds_still_moving": seeds_moving,
-            "vs_random_mmcs_alive": vs_random.iter().map(|(k, s)| json!({"model": k, "spread": s})).collect::<Vec<_>>(),
-            "pruned_frac_recovered": pruned_rec,
-            "sparse_frac_recovered": large_rec,
-            "pruned_mse": pruned_mse,
-            "sparse_mse": large_mse,
-            "real_frac_dense": real_dense,
-            "random_all_frac_dense": rand_dense,
-            "real_single_token": real_single,
-            "random_all_single_token": rand_single,
-        },
+        "findings": findings_json,
         "pruning": {"target_l0": tl0,
                     "pruned_l0": pruned.iter().map(|r| r.eval.reconstruction.l0).collect::<Vec<_>>(),
                     "removed_features": pruned.iter().zip(small).map(|(p, s)| s.sae.w_dec().dims()[0] - p.sae.w_dec().dims()[0]).collect::<Vec<_>>()},
