@@ -417,11 +417,18 @@ def llama3_rope_divisors(rope, theta, dims):
     return np.array(out, dtype=np.float32)
 
 
-def write_family_gguf(name, arch, out):
+def interleave_rotary(t, heads):
+    """llama.cpp's converter for `llama` files (it rotates adjacent pairs): each head's q or k
+    rows (and bias) [2][d/2] become [d/2][2]."""
+    return t.reshape(heads, 2, t.shape[0] // heads // 2, *t.shape[1:]).swapaxes(1, 2).reshape(t.shape)
+
+
+def write_family_gguf(name, arch, out, qtype_of=None):
     """The tiny HF model of models/<name> written by gguf-py as llama.cpp's converter lays an
     `arch` file out: its keys and tensor names, f32; Llama's q/k rows interleaved per head;
     Gemma's norm weights stored as 1 + w; a byte-level BPE vocabulary (`gpt2`) or, for Gemma, a
-    SentencePiece-style one (`llama`: the same tokens with `▁` for the byte-level space)."""
+    SentencePiece-style one (`llama`: the same tokens with `▁` for the byte-level space).
+    `qtype_of(gguf_name)` picks each tensor's type (F32 where not given; quantised by gguf-py)."""
     import gguf
     from safetensors.numpy import load_file
 
@@ -478,9 +485,14 @@ def write_family_gguf(name, arch, out):
     writer.add_add_bos_token(False)
     pre_norm = arch not in ("gemma2", "gemma3", "olmo2")
 
-    def permute(t, heads):
-        # llama.cpp rotates adjacent pairs: each head's rows [2][d/2] become [d/2][2].
-        return t.reshape(heads, 2, t.shape[0] // heads // 2, *t.shape[1:]).swapaxes(1, 2).reshape(t.shape)
+    def add(gname, t):
+        qtype = qtype_of(gname) if qtype_of else gguf.GGMLQuantizationType.F32
+        if qtype == gguf.GGMLQuantizationType.F32:
+            writer.add_tensor(gname, t)
+        elif qtype == gguf.GGMLQuantizationType.F16:
+            writer.add_tensor(gname, t.astype(np.float16))
+        else:
+            writer.add_tensor(gname, gguf.quants.quantize(t, qtype), raw_dtype=qtype)
 
     for hf_name, t in sorted(w.items()):
         t = t.astype(np.float32)
@@ -499,10 +511,10 @@ def write_family_gguf(name, arch, out):
                 tensor = GGUF_NAMES[module]
             gname = f"blk.{layer}.{tensor}.{kind_}"
             if arch == "llama" and module in ("self_attn.q_proj", "self_attn.k_proj"):
-                t = permute(t, n_head if module.endswith("q_proj") else n_kv)
+                t = interleave_rotary(t, n_head if module.endswith("q_proj") else n_kv)
         if gemma and hf_name.endswith("norm.weight"):
             t = t + 1.0  # llama.cpp stores Gemma's norms as 1 + w
-        writer.add_tensor(gname, t)
+        add(gname, t)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
