@@ -304,18 +304,14 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     match &source {
         Source::Cache(store) => {
             let held_out = args.held_out_tokens;
-            if held_out >= store.len() {
-                return Err(PrismError::InvalidInput(format!(
-                    "--held-out-tokens {held_out} leaves nothing of the cache's {} rows to train on",
-                    store.len()
-                )));
-            }
-            let rows = store.len() - held_out;
-            let epochs = (steps as f64 * batch as f64) / rows as f64;
-            if epochs > 1.0 {
-                eprintln!(
-                    "{rows} rows to train on: {epochs:.1} epochs, each in a new shuffled order"
-                );
+            // `train_on_store` refuses a held-out tail that leaves nothing to train on.
+            if let Some(rows) = store.len().checked_sub(held_out).filter(|&r| r > 0) {
+                let epochs = (steps as f64 * batch as f64) / rows as f64;
+                if epochs > 1.0 {
+                    eprintln!(
+                        "{rows} rows to train on: {epochs:.1} epochs, each in a new shuffled order"
+                    );
+                }
             }
             let config = StoreTrainingConfig::new(
                 hooks.iter().map(ToString::to_string).collect(),
