@@ -187,7 +187,7 @@ fn main() -> Result<()> {
     let cases = [
         (
             "relu_l1".to_string(),
-            ArchitectureConfig::Relu { l1 },
+            ArchitectureConfig::relu(l1),
             relu_warm,
         ),
         (topk_name, ArchitectureConfig::topk(k), 3),

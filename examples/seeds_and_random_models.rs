@@ -44,7 +44,7 @@ fn cache(
 fn train(store: &ActivationStore, seed: u64) -> Result<Trainer> {
     let d = store.manifest.hooks[0].d;
     let steps = store.len() / 1024 * 3;
-    let mut c = TrainConfig::for_steps(ArchitectureConfig::Relu { l1: 1.0 }, d, 8 * d, steps);
+    let mut c = TrainConfig::for_steps(ArchitectureConfig::relu(1.0), d, 8 * d, steps);
     c.normalize_activations = true;
     c.resample = None;
     c.seed = seed;

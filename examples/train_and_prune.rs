@@ -51,7 +51,7 @@ fn main() -> Result<()> {
     let steps = tokens / 1024;
     let make = |m: usize, l1: f32, seed: u64| {
         // The library's schedule for this many steps: warm-ups, resampling of dead features.
-        let mut c = TrainConfig::for_steps(ArchitectureConfig::Relu { l1 }, d, m, steps);
+        let mut c = TrainConfig::for_steps(ArchitectureConfig::relu(l1), d, m, steps);
         c.normalize_activations = true;
         c.seed = seed;
         c.hook_name = Some(hook.to_string());

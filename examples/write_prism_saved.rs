@@ -28,7 +28,7 @@ fn main() -> prism::Result<()> {
     for arch in ["relu", "topk", "batchtopk", "jumprelu", "gated"] {
         let base: ArchitectureConfig = arch.parse()?;
         let arch_cfg = match base {
-            ArchitectureConfig::TopK { .. } | ArchitectureConfig::BatchTopK { .. } => {
+            ArchitectureConfig::TopK(_) | ArchitectureConfig::BatchTopK(_) => {
                 base.with_sparsity(Some(4), None)?
             }
             _ => base.with_sparsity(None, Some(0.05))?,

@@ -19,6 +19,9 @@ What it writes under fixtures/:
   attention) models in HF layout (config.json, model.safetensors, tokenizer.json with a small
   byte-level BPE trained here), and reference.json / reference.safetensors: token ids, loss and
   full logits of HF `transformers` on a few texts.
+- matryoshka/: dictionary_learning's MatryoshkaBatchTopKTrainer run for 25 steps (initial and
+  final parameters, inputs, per-step losses, the inference threshold), and the trained
+  dictionary as its training loop saves it (ae.pt, config.json) with its encode/decode.
 - gguf/quants.gguf + quants_reference.safetensors: one tensor of every GGUF type Prism reads
   (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) from random blocks, with
   gguf-py's dequantisation.
@@ -822,6 +825,69 @@ def ae_fixtures():
     print("wrote", out)
 
 
+# The Matryoshka BatchTopK trainer run that fixtures/matryoshka/ records (Prism's test reads the
+# same numbers from trainer.json).
+MATRYOSHKA = dict(d=16, m=64, k=4, n=48, steps=25, lr=5e-3, fractions=[0.125, 0.25, 0.625],
+                  weights=[0.5, 0.3, 0.2], threshold_start_step=10, dead_after_tokens=96, seed=11,
+                  adam_eps=1e-6)
+
+
+def matryoshka_fixture():
+    """dictionary_learning's own MatryoshkaBatchTopKTrainer run for `steps` updates on seeded
+    inputs: its initial parameters, the inputs, the loss of every step, and the parameters and
+    inference threshold at the end (fixtures/matryoshka/). Without a learning-rate warm-up (its
+    schedule starts at 0 where Prism's starts at 1/warmup) and with a small dead-latent
+    threshold so that AuxK acts; the per-step dead-latent counts are recorded to show it does.
+    Adam's ε is 1e-6 (torch's default 1e-8 in Prism's test would compare rounding, not
+    arithmetic: Adam's first step moves a weight by lr·g/(|g| + ε), and at ε = 1e-8 the 16
+    encoder weights whose step-0 gradient is below 1e-7 — down to 3e-11 — moved by whatever
+    sign and size float32 rounding gave them; measured 2.2e-4 apart after one step)."""
+    from safetensors.torch import save_file
+    from dictionary_learning.trainers.matryoshka_batch_top_k import MatryoshkaBatchTopKTrainer
+
+    c = MATRYOSHKA
+    trainer = MatryoshkaBatchTopKTrainer(
+        steps=c["steps"], activation_dim=c["d"], dict_size=c["m"], k=c["k"], layer=0,
+        lm_name="fixture", group_fractions=c["fractions"], group_weights=c["weights"],
+        lr=c["lr"], warmup_steps=0, threshold_start_step=c["threshold_start_step"],
+        seed=c["seed"], device="cpu", submodule_name="resid_post_layer_0")
+    trainer.dead_feature_threshold = c["dead_after_tokens"]
+    for group in trainer.optimizer.param_groups:
+        group["eps"] = c["adam_eps"]
+    ae = trainer.ae
+    out = {"init_W_enc": ae.W_enc.detach().clone(), "init_b_enc": ae.b_enc.detach().clone(),
+           "init_W_dec": ae.W_dec.detach().clone()}
+    g = torch.Generator().manual_seed(c["seed"])
+    # Inputs with an uneven spectrum and an offset, so that the geometric median and the groups
+    # matter.
+    scales = torch.linspace(2.0, 0.2, c["d"])
+    offset = torch.randn(c["d"], generator=g)
+    xs = torch.randn(c["steps"], c["n"], c["d"], generator=g) * scales + offset
+    losses, dead = [], []
+    for step in range(c["steps"]):
+        losses.append(trainer.update(step, xs[step]))
+        dead.append(trainer.dead_features)
+    out.update({"x": xs, "W_enc": ae.W_enc.detach(), "b_enc": ae.b_enc.detach(),
+                "W_dec": ae.W_dec.detach(), "b_dec": ae.b_dec.detach(),
+                "threshold": ae.threshold.detach().reshape(1)})
+    # The trained dictionary as dictionary_learning's training loop saves it (ae.pt and the
+    # trainer's config.json), with its own encode (the learned threshold) and decode.
+    with torch.no_grad():
+        out["codes"] = ae.encode(xs[-1])
+        out["recon"] = ae.decode(out["codes"])
+    dst = FIX / "matryoshka"
+    dst.mkdir(parents=True, exist_ok=True)
+    torch.save(ae.state_dict(), dst / "ae.pt")
+    (dst / "config.json").write_text(json.dumps({"trainer": trainer.config}, indent=4) + "\n")
+    save_file({k: v.contiguous().float() for k, v in out.items()}, str(dst / "trainer.safetensors"))
+    (dst / "trainer.json").write_text(json.dumps(
+        {"config": c, "losses": losses, "dead_features": dead,
+         "group_sizes": trainer.group_sizes, "trainer": trainer.config}, indent=1) + "\n")
+    assert any(v > 0 for v in dead), "AuxK should act in the fixture run"
+    record_versions("matryoshka", ["dictionary-learning"])
+    print("wrote", dst)
+
+
 def hook_sites(name, model):
     """The model's blocks, and where each TransformerLens hook kind lives in the HF module tree:
     kind -> layer -> (module, "pre" = its input / "out" = its output)."""
@@ -1155,7 +1221,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smollm2", type=pathlib.Path, help="path of SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--gemma3", type=pathlib.Path, help="path of gemma-3-270m-q4_k_m.gguf")
-    ap.add_argument("--only", choices=["models", "families", "gemma3", "gguf", "sae", "ae", "smollm2", "prism_saved", "patching", "attribution", "probes"],
+    ap.add_argument("--only", choices=["models", "families", "gemma3", "gguf", "sae", "ae", "smollm2", "prism_saved", "patching", "attribution", "probes", "matryoshka"],
                     help="build one group only")
     args = ap.parse_args()
     pinned_versions()
@@ -1171,6 +1237,8 @@ if __name__ == "__main__":
         sae_fixtures()
     if args.only in (None, "ae"):
         ae_fixtures()
+    if args.only in (None, "matryoshka"):
+        matryoshka_fixture()
     if args.smollm2 and args.only in (None, "smollm2"):
         smollm2(args.smollm2)
     if args.smollm2 and args.only in (None, "probes"):

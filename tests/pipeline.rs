@@ -116,7 +116,7 @@ fn cache_train_evaluate_prune_compare_on(name: &str) {
     let steps = 3 * 2048 / 128;
     let specs = (0..2)
         .map(|seed| {
-            let arch = ArchitectureConfig::Relu { l1: 0.01 };
+            let arch = ArchitectureConfig::relu(0.01);
             let mut c = TrainConfig::for_steps(arch, d, 128, steps);
             c.seed = seed;
             c.lr = 3e-3;

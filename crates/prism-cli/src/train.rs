@@ -34,13 +34,14 @@ pub struct TrainArgs {
     /// Hook point(s), comma-separated: one dictionary family per hook, all from one stream.
     #[arg(long, value_delimiter = ',', required = true)]
     hook: Vec<String>,
-    /// relu (L1 + resampling), topk, batchtopk, jumprelu or gated.
+    /// relu (L1 + resampling), topk, batchtopk, jumprelu, gated or matryoshka_batchtopk
+    /// (`matryoshka`: nested prefixes of the dictionary each reconstruct).
     #[arg(long, default_value = "relu")]
     arch: String,
     /// Dictionary size(s), comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
     dict_size: Vec<usize>,
-    /// TopK/BatchTopK: active latents per token (comma-separated for several).
+    /// TopK/BatchTopK/Matryoshka: active latents per token (comma-separated for several).
     #[arg(long, value_delimiter = ',')]
     k: Vec<usize>,
     /// ReLU/Gated: L1 coefficient; JumpReLU: L0 coefficient (comma-separated for several).
@@ -133,7 +134,7 @@ impl TrainArgs {
             ([], ls) => ls.iter().map(|&l| (None, Some(l))).collect(),
             _ => {
                 return Err(PrismError::InvalidInput(
-                    "give --k (TopK, BatchTopK) or --l1 (ReLU, Gated, JumpReLU), not both".into(),
+                    "give --k (TopK, BatchTopK, Matryoshka) or --l1 (ReLU, Gated, JumpReLU), not both".into(),
                 ));
             }
         };

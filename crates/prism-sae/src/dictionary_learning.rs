@@ -17,6 +17,9 @@ impl Sae {
     /// - `AutoEncoderTopK` / `BatchTopKSAE`: `encoder.*`, `decoder.weight`, `b_dec`, `k`
     ///   (imported as TopK; a positive `threshold` is kept in `cfg.json` as `batch_threshold`);
     /// - `JumpReluAutoEncoder`: `W_enc [d, m]`, `b_enc`, `W_dec [m, d]`, `b_dec`, `threshold`;
+    /// - `MatryoshkaBatchTopKSAE`: `W_enc`, `b_enc`, `W_dec`, `b_dec`, `k`, `threshold`,
+    ///   `group_sizes` (imported as JumpReLU with its global threshold, as its `encode` does;
+    ///   the prefix widths kept in `cfg.json` as `matryoshka_widths`);
     /// - `GatedAutoEncoder`: `encoder.weight`, `gate_bias`, `r_mag`, `mag_bias`, `decoder.weight`,
     ///   `decoder_bias`.
     pub fn from_dictionary_learning(path: &Path, device: &Device) -> Result<Sae> {
@@ -36,7 +39,41 @@ impl Sae {
         let mut t = StateDict::new(path, read_state_dict(path)?);
         let mut extra = serde_json::Map::new();
         extra.insert("imported_from".into(), json!("dictionary_learning ae.pt"));
-        let sae = if t.has("W_enc") {
+        let sae = if t.has("W_enc") && t.has("group_sizes") {
+            // MatryoshkaBatchTopKSAE: encodes with its learned global threshold, like a
+            // BatchTopKSAE (a negative, untracked one lets every positive code through).
+            let w_enc = t.take("W_enc")?;
+            let [d, m] = dims2(path, "W_enc", &w_enc)?;
+            let threshold = scalar(path, "threshold", t.take("threshold")?)?;
+            let k = scalar(path, "k", t.take("k")?)?;
+            let sizes = t.take("group_sizes")?.data;
+            let widths: Vec<usize> = sizes
+                .iter()
+                .scan(0usize, |end, &s| {
+                    *end = end.saturating_add(s as usize);
+                    Some(*end)
+                })
+                .collect();
+            if widths.last() != Some(&m) || sizes.iter().any(|&s| s.is_nan() || s < 1.0) {
+                return Err(PrismError::Weight {
+                    path: path.to_path_buf(),
+                    name: "group_sizes".into(),
+                    message: format!("groups {sizes:?} do not add up to the {m} features"),
+                });
+            }
+            extra.insert("batch_k".into(), json!(k as u64));
+            extra.insert("matryoshka_widths".into(), json!(widths));
+            Parts {
+                architecture: Kind::JumpRelu(vec![threshold; m]),
+                w_enc_dm: w_enc.data,
+                b_enc: vector(path, "b_enc", t.take("b_enc")?, m)?,
+                w_dec_md: expect(path, "W_dec", t.take("W_dec")?, &[m, d])?,
+                b_dec: vector(path, "b_dec", t.take("b_dec")?, d)?,
+                apply_b_dec_to_input: true,
+                d,
+                m,
+            }
+        } else if t.has("W_enc") {
             let w_enc = t.take("W_enc")?;
             let [d, m] = dims2(path, "W_enc", &w_enc)?;
             Parts {
@@ -241,6 +278,14 @@ fn expect(path: &Path, name: &str, t: PtTensor, shape: &[usize]) -> Result<Vec<f
         return Err(shape_error(path, name, format!("{shape:?}"), &t.shape));
     }
     Ok(t.data)
+}
+
+/// A one-value tensor's value (a buffer such as `k` or a global `threshold`).
+fn scalar(path: &Path, name: &str, t: PtTensor) -> Result<f32> {
+    match t.data[..] {
+        [v] => Ok(v),
+        _ => Err(shape_error(path, name, "one value".into(), &t.shape)),
+    }
 }
 
 fn vector(path: &Path, name: &str, t: PtTensor, len: usize) -> Result<Vec<f32>> {

@@ -4,7 +4,8 @@
 //! read and written in SAELens' layout (`cfg.json` + `sae_weights.safetensors` with
 //! `W_enc [d_in, d_sae]`, `b_enc`, `W_dec [d_sae, d_in]`, `b_dec`, `threshold` for JumpReLU,
 //! `b_gate`/`r_mag`/`b_mag` for Gated), dictionary_learning `ae.pt` import, and training
-//! (ReLU + L1 with resampling, TopK and BatchTopK with AuxK, JumpReLU, Gated) on dedicated CPU
+//! (ReLU + L1 with resampling, TopK and BatchTopK with AuxK, JumpReLU, Gated, Matryoshka
+//! BatchTopK; one module per architecture behind one trait) on dedicated CPU
 //! kernels that exploit the codes' sparsity.
 
 #![warn(missing_docs)]

@@ -24,8 +24,7 @@ fn train_seeds(seeds: &[u64], dir: &std::path::Path) -> (Vec<Vec<StepLog>>, Host
         .iter()
         .enumerate()
         .map(|(i, &seed)| {
-            let mut c =
-                TrainConfig::for_steps(ArchitectureConfig::Relu { l1: 0.8 }, D, 1024, STEPS);
+            let mut c = TrainConfig::for_steps(ArchitectureConfig::relu(0.8), D, 1024, STEPS);
             c.warmup_steps = 100;
             c.sparsity_warmup_steps = 100;
             c.seed = seed;

@@ -8,8 +8,8 @@ use crate::common;
 
 use prism_sae::kernel::KernelMode;
 use prism_sae::train::{
-    Adam, AdamConfig, ArchitectureConfig as Objective, Engine, PARAM_NAMES, Params, StepInputs,
-    loss_and_grads,
+    Adam, AdamConfig, ArchitectureConfig as Objective, BatchTopK, Engine, Gated, JumpRelu,
+    Matryoshka, PARAM_NAMES, Params, Relu, StepInputs, TopK, loss_and_grads,
 };
 
 /// A small deterministic pseudo-random stream.
@@ -39,8 +39,8 @@ fn params(rng: &mut Lcg, objective: &Objective) -> Params {
             Vec::new()
         }
     };
-    let jump = matches!(objective, Objective::JumpRelu { .. });
-    let gated = matches!(objective, Objective::Gated { .. });
+    let jump = matches!(objective, Objective::JumpRelu(_));
+    let gated = matches!(objective, Objective::Gated(_));
     Params {
         d: D,
         m: M,
@@ -102,27 +102,31 @@ fn reference_loss(
     let mut sparsity_term = 0.0;
     let mut gate_codes = vec![0.0; N * M];
     match *obj {
-        Objective::Relu { l1 } => {
+        Objective::Relu(Relu { l1 }) => {
             for e in 0..N * M {
                 f[e] = pre[e].max(0.0);
             }
             sparsity_term = l1 as f64 * f.iter().sum::<f64>() / N as f64;
         }
-        Objective::TopK { k, .. } => {
+        Objective::TopK(TopK { k, .. }) => {
             for r in 0..N {
                 for j in top(&pre[r * M..(r + 1) * M], k, &[true; M]) {
                     f[r * M + j] = pre[r * M + j];
                 }
             }
         }
-        Objective::BatchTopK { k, .. } => {
+        Objective::BatchTopK(BatchTopK { k, .. })
+        | Objective::Matryoshka(Matryoshka {
+            batch_topk: BatchTopK { k, .. },
+            ..
+        }) => {
             let mut all: Vec<usize> = (0..N * M).filter(|&e| pre[e] > 0.0).collect();
             all.sort_by(|&a, &b| pre[b].total_cmp(&pre[a]));
             for &e in all.iter().take(k * N) {
                 f[e] = pre[e];
             }
         }
-        Objective::JumpRelu { l0_coeff, .. } => {
+        Objective::JumpRelu(JumpRelu { l0_coeff, .. }) => {
             for e in 0..N * M {
                 if pre[e].max(0.0) > log_th[e % M].exp() {
                     f[e] = pre[e];
@@ -131,7 +135,7 @@ fn reference_loss(
             let l0 = f.iter().filter(|&&v| v != 0.0).count() as f64;
             sparsity_term = l0_coeff as f64 * l0 / N as f64;
         }
-        Objective::Gated { l1 } => {
+        Objective::Gated(Gated { l1 }) => {
             for e in 0..N * M {
                 if pre[e] > 0.0 {
                     gate_codes[e] = pre[e];
@@ -158,10 +162,29 @@ fn reference_loss(
     let x_hat = decode(&f, w_dec, Some(b_dec));
     let residual: Vec<f64> = x.iter().zip(&x_hat).map(|(a, b)| a - b).collect();
     let mut loss = sq(x, &x_hat) + sparsity_term;
+    if let Objective::Matryoshka(mat) = obj {
+        // Each nested prefix reconstructs on its own: the mean of the weighted prefix errors.
+        let widths = mat.widths(M);
+        let g = widths.len() as f64;
+        let weights = mat
+            .group_weights
+            .clone()
+            .unwrap_or(vec![1.0 / g as f32; widths.len()]);
+        loss = 0.0;
+        for (&end, &weight) in widths.iter().zip(&weights) {
+            let prefix: Vec<f64> = (0..N * M)
+                .map(|e| if e % M < end { f[e] } else { 0.0 })
+                .collect();
+            loss += weight as f64 * sq(x, &decode(&prefix, w_dec, Some(b_dec))) / g;
+        }
+    }
     match *obj {
-        Objective::TopK { auxk_alpha, .. } | Objective::BatchTopK { auxk_alpha, .. }
-            if (0..M).any(|j| dead[j] && (0..N).all(|r| f[r * M + j] == 0.0)) =>
-        {
+        Objective::TopK(TopK { auxk_alpha, .. })
+        | Objective::BatchTopK(BatchTopK { auxk_alpha, .. })
+        | Objective::Matryoshka(Matryoshka {
+            batch_topk: BatchTopK { auxk_alpha, .. },
+            ..
+        }) if (0..M).any(|j| dead[j] && (0..N).all(|r| f[r * M + j] == 0.0)) => {
             let res = detached.map_or(residual.clone(), |dt| dt.residual.clone());
             // Latents firing in this batch are not dead.
             let dead: Vec<bool> = (0..M)
@@ -182,7 +205,7 @@ fn reference_loss(
             let centred: Vec<f64> = (0..N * D).map(|e| res[e] - mean[e % D]).collect();
             loss += auxk_alpha as f64 * sq(&res, &x_aux) / sq(&centred, &vec![0.0; N * D]);
         }
-        Objective::Gated { .. } => {
+        Objective::Gated(_) => {
             let (w, b) = detached.map_or((w_dec.clone(), b_dec.clone()), |dt| {
                 (dt.w_dec.clone(), dt.b_dec.clone())
             });
@@ -279,27 +302,27 @@ fn dead_at(latents: &[usize]) -> [bool; M] {
 
 #[test]
 fn relu_l1_gradient_matches_finite_differences() {
-    check(Objective::Relu { l1: 0.3 }, true, &[false; M], 1);
-    check(Objective::Relu { l1: 0.1 }, false, &[false; M], 2);
+    check(Objective::relu(0.3), true, &[false; M], 1);
+    check(Objective::relu(0.1), false, &[false; M], 2);
 }
 
 #[test]
 fn topk_gradient_with_auxk_matches_finite_differences() {
     let dead = dead_at(&[1, 4, 5, 8]);
     check(
-        Objective::TopK {
+        Objective::TopK(TopK {
             k: 3,
             auxk_alpha: 0.5,
-        },
+        }),
         true,
         &dead,
         3,
     );
     check(
-        Objective::TopK {
+        Objective::TopK(TopK {
             k: 2,
             auxk_alpha: 0.5,
-        },
+        }),
         true,
         &[false; M],
         4,
@@ -310,12 +333,12 @@ fn topk_gradient_with_auxk_matches_finite_differences() {
 fn batch_topk_gradient_matches_finite_differences() {
     let dead = dead_at(&[2, 3, 7, 9]);
     check(
-        Objective::BatchTopK {
+        Objective::BatchTopK(BatchTopK {
             k: 2,
             auxk_alpha: 0.25,
             threshold_beta: 0.999,
             threshold_start_step: 0,
-        },
+        }),
         true,
         &dead,
         5,
@@ -324,11 +347,11 @@ fn batch_topk_gradient_matches_finite_differences() {
 
 #[test]
 fn jumprelu_gradient_matches_finite_differences_and_the_threshold_estimator() {
-    let objective = Objective::JumpRelu {
+    let objective = Objective::JumpRelu(JumpRelu {
         l0_coeff: 0.2,
         bandwidth: 0.4,
         init_threshold: 0.001,
-    };
+    });
     check(objective.clone(), false, &[false; M], 6);
     // The threshold's straight-through estimate, from its formula:
     // ∂/∂θ_j = Σ_{t: |ReLU(pre)−θ| < ε/2} [ −(θ/ε) ∂L/∂f_tj − λ/(n ε) ], times θ for log θ.
@@ -407,9 +430,30 @@ fn jumprelu_gradient_matches_finite_differences_and_the_threshold_estimator() {
     }
 }
 
+/// Matryoshka groups of 3, 3 and 4 features for the tests' M = 10.
+fn matryoshka(k: usize, weights: Option<Vec<f32>>) -> Objective {
+    let mut m = Matryoshka::new(k);
+    m.group_fractions = vec![0.3, 0.3, 0.4];
+    m.group_weights = weights;
+    m.batch_topk.auxk_alpha = 0.25;
+    Objective::Matryoshka(m)
+}
+
+#[test]
+fn matryoshka_gradient_with_auxk_matches_finite_differences() {
+    let dead = dead_at(&[2, 3, 7, 9]);
+    check(matryoshka(2, None), true, &dead, 5);
+    check(
+        matryoshka(3, Some(vec![0.5, 1.0, 2.0])),
+        false,
+        &[false; M],
+        9,
+    );
+}
+
 #[test]
 fn gated_gradient_matches_finite_differences() {
-    check(Objective::Gated { l1: 0.2 }, true, &[false; M], 7);
+    check(Objective::gated(0.2), true, &[false; M], 7);
 }
 
 #[test]
@@ -417,23 +461,29 @@ fn sparse_dense_and_burn_engines_give_the_same_gradients() {
     let (n, d, m) = (64usize, 24usize, 96usize);
     let mut rng = Lcg(9);
     for objective in [
-        Objective::Relu { l1: 0.1 },
-        Objective::TopK {
+        Objective::relu(0.1),
+        Objective::TopK(TopK {
             k: 5,
             auxk_alpha: 0.1,
-        },
-        Objective::BatchTopK {
+        }),
+        Objective::BatchTopK(BatchTopK {
             k: 5,
             auxk_alpha: 0.1,
             threshold_beta: 0.999,
             threshold_start_step: 0,
-        },
-        Objective::JumpRelu {
+        }),
+        Objective::JumpRelu(JumpRelu {
             l0_coeff: 0.1,
             bandwidth: 0.3,
             init_threshold: 0.001,
+        }),
+        Objective::gated(0.1),
+        {
+            let mut m = Matryoshka::new(5);
+            m.group_fractions = vec![0.125, 0.25, 0.625];
+            m.group_weights = Some(vec![1.0, 0.5, 2.0]);
+            Objective::Matryoshka(m)
         },
-        Objective::Gated { l1: 0.1 },
     ] {
         let p = Params {
             d,
@@ -444,17 +494,17 @@ fn sparse_dense_and_burn_engines_give_the_same_gradients() {
             b_dec: rng.vec(d, 0.2),
             // Thresholds around 0.5 (log −0.7): some codes open, some shut, some within the
             // estimator's bandwidth.
-            log_threshold: if matches!(objective, Objective::JumpRelu { .. }) {
+            log_threshold: if matches!(objective, Objective::JumpRelu(_)) {
                 rng.vec(m, 0.5).iter().map(|v| v - 0.7).collect()
             } else {
                 Vec::new()
             },
-            r_mag: if matches!(objective, Objective::Gated { .. }) {
+            r_mag: if matches!(objective, Objective::Gated(_)) {
                 rng.vec(m, 0.2)
             } else {
                 Vec::new()
             },
-            b_mag: if matches!(objective, Objective::Gated { .. }) {
+            b_mag: if matches!(objective, Objective::Gated(_)) {
                 rng.vec(m, 0.2)
             } else {
                 Vec::new()
@@ -527,7 +577,7 @@ fn mismatched_inputs_are_typed_errors() {
         apply_b_dec_to_input: false,
         mode: KernelMode::Dense,
     };
-    let relu = Objective::Relu { l1: 0.1 };
+    let relu = Objective::relu(0.1);
     let p = params(&mut rng, &relu);
     let x = rng.vec(N * D, 1.0);
     let mut g = p.zeros_like();

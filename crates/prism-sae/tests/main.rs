@@ -5,6 +5,7 @@
 mod common;
 mod convergence;
 mod gradients;
+mod matryoshka;
 mod recovery;
 mod saelens;
 mod training;

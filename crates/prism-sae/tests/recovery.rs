@@ -2,7 +2,9 @@
 //! every sample a sparse non-negative combination of them (5 active on average).
 
 use prism_core::{Dictionary, HostTensor, device};
-use prism_sae::train::{ArchitectureConfig, EngineChoice, ResampleConfig, TrainConfig, Trainer};
+use prism_sae::train::{
+    ArchitectureConfig, EngineChoice, JumpRelu, ResampleConfig, TrainConfig, Trainer,
+};
 
 use crate::common::synthetic::{D, Synthetic, TRUTH};
 
@@ -91,7 +93,7 @@ fn relu_l1_recovers_the_directions() {
 
 fn relu_l1(engine: &EngineChoice) {
     let c = schedule(
-        config(ArchitectureConfig::Relu { l1: 0.8 }, 1e-3, DICT),
+        config(ArchitectureConfig::relu(0.8), 1e-3, DICT),
         2250,
         false,
     );
@@ -128,12 +130,8 @@ fn batch_topk_recovers_the_directions() {
 
 fn batch_topk(engine: &EngineChoice) {
     let mut arch = ArchitectureConfig::batch_topk(5);
-    if let ArchitectureConfig::BatchTopK {
-        threshold_start_step,
-        ..
-    } = &mut arch
-    {
-        *threshold_start_step = 200;
+    if let ArchitectureConfig::BatchTopK(b) = &mut arch {
+        b.threshold_start_step = 200;
     }
     let c = schedule(config(arch, 1e-3, 2 * DICT), 6900, true);
     let (mmcs, excess, _) = train(c, 6900, engine);
@@ -151,11 +149,11 @@ fn jumprelu_recovers_the_directions() {
 }
 
 fn jumprelu(engine: &EngineChoice) {
-    let arch = ArchitectureConfig::JumpRelu {
+    let arch = ArchitectureConfig::JumpRelu(JumpRelu {
         l0_coeff: 0.2,
         bandwidth: 0.05,
         init_threshold: 0.1,
-    };
+    });
     let (mmcs, excess, _) = train(schedule(config(arch, 1e-3, DICT), 6900, true), 6900, engine);
     assert!(mmcs >= 0.9, "MMCS {mmcs}");
     // The thresholds cut the weakest true codes: measured −1.39 per token.
@@ -169,7 +167,7 @@ fn gated_recovers_the_directions() {
 
 fn gated(engine: &EngineChoice) {
     let c = schedule(
-        config(ArchitectureConfig::Gated { l1: 1.0 }, 1e-3, DICT),
+        config(ArchitectureConfig::gated(1.0), 1e-3, DICT),
         9900,
         true,
     );

@@ -6,16 +6,10 @@ use std::path::PathBuf;
 use prism_core::{Dictionary, HostTensor, PrismError};
 use prism_sae::{Architecture, Sae};
 
+use crate::common::max_diff;
+
 fn fixtures() -> PathBuf {
     prism_testkit::fixtures().join("sae")
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use prism_core::{Dictionary, HostTensor, PrismError, device};
 use prism_sae::train::{
-    ArchitectureConfig, EngineChoice, Params, ResampleConfig, StepLog, TrainConfig, Trainer,
+    ArchitectureConfig, EngineChoice, JumpRelu, Matryoshka, Params, ResampleConfig, StepLog,
+    TrainConfig, Trainer,
 };
 use prism_sae::{Architecture, Sae};
 
@@ -27,23 +28,25 @@ fn batch(seed: u64, n: usize, d: usize) -> HostTensor {
 
 fn all_architectures() -> Vec<ArchitectureConfig> {
     let mut btk = ArchitectureConfig::batch_topk(4);
-    if let ArchitectureConfig::BatchTopK {
-        threshold_start_step,
-        ..
-    } = &mut btk
-    {
-        *threshold_start_step = 2;
+    if let ArchitectureConfig::BatchTopK(b) = &mut btk {
+        b.threshold_start_step = 2;
     }
     vec![
-        ArchitectureConfig::Relu { l1: 0.05 },
+        ArchitectureConfig::relu(0.05),
         ArchitectureConfig::topk(4),
         btk,
-        ArchitectureConfig::JumpRelu {
+        ArchitectureConfig::JumpRelu(JumpRelu {
             l0_coeff: 0.05,
             bandwidth: 0.05,
             init_threshold: 0.05,
+        }),
+        ArchitectureConfig::gated(0.05),
+        {
+            let mut m = Matryoshka::new(4);
+            m.batch_topk.threshold_start_step = 2;
+            m.group_fractions = vec![0.25, 0.25, 0.5];
+            ArchitectureConfig::Matryoshka(m)
         },
-        ArchitectureConfig::Gated { l1: 0.05 },
     ]
 }
 
@@ -58,7 +61,7 @@ fn small(arch: ArchitectureConfig) -> TrainConfig {
 
 #[test]
 fn resampling_revives_dead_features() {
-    let mut c = small(ArchitectureConfig::Relu { l1: 0.01 });
+    let mut c = small(ArchitectureConfig::relu(0.01));
     c.resample = Some(ResampleConfig {
         every: 30,
         window: 5,
@@ -189,7 +192,7 @@ fn non_finite_inputs_and_divergence_stop_training_and_keep_the_state() {
 
 #[test]
 fn wrong_width_and_bad_configurations_are_errors() {
-    let mut t = Trainer::new(small(ArchitectureConfig::Relu { l1: 0.1 })).unwrap();
+    let mut t = Trainer::new(small(ArchitectureConfig::relu(0.1))).unwrap();
     assert!(matches!(
         t.step(&batch(0, 8, 12)),
         Err(PrismError::Shape(_))
@@ -232,7 +235,10 @@ fn exported_dictionaries_encode_like_the_trainer_and_round_trip_through_saelens_
             &mut g,
         )
         .unwrap();
-        if !matches!(arch, ArchitectureConfig::BatchTopK { .. }) {
+        if !matches!(
+            arch,
+            ArchitectureConfig::BatchTopK(_) | ArchitectureConfig::Matryoshka(_)
+        ) {
             let want = pass.codes.to_dense();
             for (a, b) in codes.data.iter().zip(&want) {
                 assert!(
@@ -545,7 +551,9 @@ fn burn_engine_trains_like_the_host_engine() {
             );
             if matches!(
                 arch,
-                ArchitectureConfig::TopK { .. } | ArchitectureConfig::BatchTopK { .. }
+                ArchitectureConfig::TopK(_)
+                    | ArchitectureConfig::BatchTopK(_)
+                    | ArchitectureConfig::Matryoshka(_)
             ) {
                 assert!(
                     host_logs.iter().any(|l| l.aux > 0.0),
@@ -631,7 +639,7 @@ fn bad_input_is_the_same_error_on_the_burn_engine() {
 #[test]
 fn relu_starts_sparse_at_the_least_squares_scale() {
     let (n, d, m, l0) = (300, 16, 48, 4.0f32);
-    let mut c = TrainConfig::new(ArchitectureConfig::Relu { l1: 0.05 }, d, m);
+    let mut c = TrainConfig::new(ArchitectureConfig::relu(0.05), d, m);
     c.lr = 1e-9;
     c.fit_initial_scale = true;
     c.initial_l0 = Some(l0);
@@ -705,7 +713,7 @@ fn a_group_killed_while_writing_its_checkpoints_resumes_exactly_however_often() 
     let configs: Vec<TrainConfig> = [3, 4]
         .iter()
         .map(|&seed| {
-            let mut c = small(ArchitectureConfig::Relu { l1: 0.05 });
+            let mut c = small(ArchitectureConfig::relu(0.05));
             c.seed = seed;
             c
         })

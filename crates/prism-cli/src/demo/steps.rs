@@ -161,7 +161,7 @@ pub fn dictionary_config(
     seed: u64,
     steps: u64,
 ) -> TrainConfig {
-    let mut c = TrainConfig::for_steps(ArchitectureConfig::Relu { l1 }, d, m, steps);
+    let mut c = TrainConfig::for_steps(ArchitectureConfig::relu(l1), d, m, steps);
     c.seed = seed;
     c.lr = plan.lr;
     c.normalize_activations = true;

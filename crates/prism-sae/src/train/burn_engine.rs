@@ -17,21 +17,140 @@ use burn::tensor::{Bool, Device, Tensor, TensorData};
 use prism_core::{HostTensor, PrismError, Result};
 
 use super::adam::{Adam, AdamConfig};
-use super::config::ArchitectureConfig;
+use super::architecture::ArchitectureConfig;
 use super::engine::{Engine, EngineChoice, Reinit, StepStats};
 use super::params::{PARAM_NAMES, Params};
 
-const W_ENC: usize = 0;
-const B_ENC: usize = 1;
-const W_DEC: usize = 2;
-const B_DEC: usize = 3;
-const LOG_THRESHOLD: usize = 4;
-const R_MAG: usize = 5;
-const B_MAG: usize = 6;
+pub(crate) const W_ENC: usize = 0;
+pub(crate) const B_ENC: usize = 1;
+pub(crate) const W_DEC: usize = 2;
+pub(crate) const B_DEC: usize = 3;
+pub(crate) const LOG_THRESHOLD: usize = 4;
+pub(crate) const R_MAG: usize = 5;
+pub(crate) const B_MAG: usize = 6;
 
 /// One tensor per entry of [`super::PARAM_NAMES`] (`None` where the architecture has none):
 /// `[m, d]` for the encoder and decoder, `[1, m]` per feature, `[1, d]` for `b_dec`.
-type Slots = [Option<Tensor<2>>; 7];
+pub(crate) type Slots = [Option<Tensor<2>>; 7];
+
+/// What an architecture's burn pass reads.
+pub(crate) struct BurnStep<'a> {
+    engine: &'a BurnEngine,
+    /// The batch `[n, d]`.
+    pub x: Tensor<2>,
+    /// `x_in · W_encᵀ` `[n, m]`.
+    pub a: Tensor<2>,
+    /// `a + b_enc`.
+    pub pre: Tensor<2>,
+    /// `pre > 0`.
+    pub positive: Tensor<2, Bool>,
+    /// Rows, input width, features.
+    pub n: usize,
+    pub d: usize,
+    pub m: usize,
+    /// Features counted dead before this batch (AuxK).
+    pub dead: &'a [bool],
+}
+
+/// A reconstruction on burn and its squared error's gradient (see [`BurnStep::reconstruct`]).
+pub(crate) struct BurnRecon {
+    /// `x̂` `[n, d]`.
+    pub x_hat: Tensor<2>,
+    /// `Σ‖x − x̂‖² / n`.
+    pub recon: f64,
+    /// `‖x − x̂‖²` per token.
+    pub token_sq_err: Vec<f32>,
+    /// The gradient of `b_dec` so far.
+    pub g_b_dec: Tensor<2>,
+    /// The gradient of `W_dec` so far.
+    pub g_w_dec: Tensor<2>,
+    /// `∂L/∂f` `[n, m]` (dense; the caller masks it).
+    pub gf: Tensor<2>,
+    /// Whether each feature's code is non-zero on some token.
+    pub fired: Vec<bool>,
+    /// Mean non-zero codes per token.
+    pub l0: f64,
+}
+
+/// What an architecture's burn pass gives back; the per-feature gradients it sets directly.
+pub(crate) struct BurnLoss {
+    recon: BurnRecon,
+    /// `∂L/∂a` `[n, m]`.
+    ga: Tensor<2>,
+    loss: f64,
+    sparsity: f64,
+    aux: f64,
+    /// Batch-level selections: the smallest selected activation.
+    pub min_selected: Option<f32>,
+}
+
+impl BurnRecon {
+    /// The pass's result: `ga` the gradient with respect to `a`, and the loss's terms.
+    pub fn finish(self, ga: Tensor<2>, loss: f64, sparsity: f64, aux: f64) -> BurnLoss {
+        BurnLoss {
+            recon: self,
+            ga,
+            loss,
+            sparsity,
+            aux,
+            min_selected: None,
+        }
+    }
+}
+
+impl BurnStep<'_> {
+    /// A parameter.
+    pub fn p(&self, slot: usize) -> Tensor<2> {
+        self.engine.p(slot)
+    }
+
+    /// Host values onto the device.
+    pub fn upload(&self, values: Vec<f32>, shape: [usize; 2]) -> Tensor<2> {
+        self.engine.upload(values, shape)
+    }
+
+    /// A one-value tensor's value.
+    pub fn scalar(&self, t: Tensor<1>) -> Result<f64> {
+        scalar(t)
+    }
+
+    /// A tensor's values on the host.
+    pub fn readback(&self, t: Tensor<2>) -> Result<Vec<f32>> {
+        readback(t)
+    }
+
+    /// Which features fired in codes `f`, and the mean non-zero codes per token.
+    pub fn fired_and_l0(&self, f: &Tensor<2>) -> Result<(Vec<bool>, f64)> {
+        let nonzero = f.clone().not_equal_elem(0.0);
+        let fired = mask_readback(nonzero.clone().any_dim(0))?;
+        let l0 = scalar(nonzero.float().sum())? / self.n as f64;
+        Ok((fired, l0))
+    }
+
+    /// `x̂ = f · W_dec + b_dec`, its squared error and that error's gradient.
+    pub fn reconstruct(&self, f: &Tensor<2>) -> Result<BurnRecon> {
+        let (w_dec, b_dec) = (self.p(W_DEC), self.p(B_DEC));
+        let x_hat = f.clone().matmul(w_dec.clone()) + b_dec;
+        let e = x_hat.clone() - self.x.clone();
+        let token_sq_err = readback(e.clone().square().sum_dim(1))?;
+        let recon = token_sq_err.iter().map(|&v| v as f64).sum::<f64>() / self.n as f64;
+        let g = e.mul_scalar(2.0 / self.n as f32);
+        let g_b_dec = g.clone().sum_dim(0);
+        let g_w_dec = f.clone().transpose().matmul(g.clone());
+        let gf = g.matmul(w_dec.transpose());
+        let (fired, l0) = self.fired_and_l0(f)?;
+        Ok(BurnRecon {
+            x_hat,
+            recon,
+            token_sq_err,
+            g_b_dec,
+            g_w_dec,
+            gf,
+            fired,
+            l0,
+        })
+    }
+}
 
 /// Parameters, gradient and Adam's moments as burn tensors on one device.
 #[derive(Clone)]
@@ -75,7 +194,7 @@ const TOPK_MAX: usize = 64;
 
 /// Per row of `values` `[r, c]`, a cut-off `[r, 1]`: `values ≥ cut` holds for the row's `k`
 /// largest values (and ties); the caller keeps the positive ones.
-fn cut_for_top(values: Tensor<2>, k: usize) -> Tensor<2> {
+pub(crate) fn cut_for_top(values: Tensor<2>, k: usize) -> Tensor<2> {
     let k = k.min(values.dims()[1]);
     if k <= TOPK_MAX {
         values.topk(k, 1).min_dim(1)
@@ -220,154 +339,38 @@ impl Engine for BurnEngine {
                 x_host.len()
             )));
         }
-        let nf = n as f32;
         let x = self.upload(x_host.to_vec(), [n, d]);
-        let (w_enc, b_enc, w_dec, b_dec) =
-            (self.p(W_ENC), self.p(B_ENC), self.p(W_DEC), self.p(B_DEC));
+        let (w_enc, b_enc, b_dec) = (self.p(W_ENC), self.p(B_ENC), self.p(B_DEC));
         let x_in = if apply_b_dec_to_input {
-            x.clone() - b_dec.clone()
+            x.clone() - b_dec
         } else {
             x.clone()
         };
         let a = x_in.clone().matmul(w_enc.clone().transpose());
-        let pre = a.clone() + b_enc.clone();
+        let pre = a.clone() + b_enc;
         let positive = pre.clone().greater_elem(0.0);
-        let mut min_selected = None;
-
-        // Where the codes may be non-zero, and the codes.
-        let selected: Tensor<2, Bool> = match *objective {
-            ArchitectureConfig::Relu { .. } | ArchitectureConfig::Gated { .. } => positive,
-            ArchitectureConfig::TopK { k, .. } => {
-                let cut = cut_for_top(pre.clone(), k);
-                (pre.clone() - cut)
-                    .greater_equal_elem(0.0)
-                    .bool_and(positive)
-            }
-            ArchitectureConfig::BatchTopK { k, .. } => {
-                let cut = cut_for_top(pre.clone().reshape([1, n * m]), k * n);
-                let selected = (pre.clone() - cut)
-                    .greater_equal_elem(0.0)
-                    .bool_and(positive);
-                // The smallest selected activation (+∞ when nothing is positive).
-                let smallest = pre
-                    .clone()
-                    .mask_fill(selected.clone().bool_not(), f32::INFINITY)
-                    .min();
-                let smallest = scalar(smallest)? as f32;
-                min_selected = smallest.is_finite().then_some(smallest);
-                selected
-            }
-            ArchitectureConfig::JumpRelu { .. } => {
-                let theta = self.p(LOG_THRESHOLD).exp();
-                (pre.clone() - theta).greater_elem(0.0).bool_and(positive)
-            }
+        let step = BurnStep {
+            engine: self,
+            x,
+            a,
+            pre,
+            positive,
+            n,
+            d,
+            m,
+            dead,
         };
-        let mask = selected.float();
-        let f = match *objective {
-            ArchitectureConfig::Gated { .. } => {
-                let scale = self.p(R_MAG).exp();
-                (a.clone() * scale + self.p(B_MAG)).clamp_min(0.0) * mask.clone()
-            }
-            _ => pre.clone() * mask.clone(),
-        };
-
-        // Main reconstruction and the gradient through the codes.
-        let x_hat = f.clone().matmul(w_dec.clone()) + b_dec.clone();
-        let e = x_hat.clone() - x.clone();
-        let token_sq_err = readback(e.clone().square().sum_dim(1))?;
-        let recon = token_sq_err.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-        let g = e.mul_scalar(2.0 / nf);
-        let mut g_b_dec = g.clone().sum_dim(0);
-        let mut g_w_dec = f.clone().transpose().matmul(g.clone());
-        let gf = g.matmul(w_dec.clone().transpose());
-        let nonzero = f.clone().not_equal_elem(0.0);
-        let fired = mask_readback(nonzero.clone().any_dim(0))?;
-        let l0 = scalar(nonzero.float().sum())? / n as f64;
-
         let mut grads: Slots = Default::default();
-        let (mut sparsity, mut aux) = (0.0, 0.0);
-        let mut loss;
-        let ga = match *objective {
-            ArchitectureConfig::Relu { l1 } => {
-                sparsity = scalar(f.clone().sum())? / n as f64;
-                loss = recon + l1 as f64 * sparsity;
-                (gf + l1 / nf) * mask
-            }
-            ArchitectureConfig::TopK { auxk_alpha, .. }
-            | ArchitectureConfig::BatchTopK { auxk_alpha, .. } => {
-                loss = recon;
-                let mut ga = gf * mask;
-                // As in dictionary_learning, a latent that fires in this batch is not dead.
-                let dead_now: Vec<f32> = dead
-                    .iter()
-                    .zip(&fired)
-                    .map(|(&dd, &fi)| if dd && !fi { 1.0 } else { 0.0 })
-                    .collect();
-                let count = dead_now.iter().filter(|&&v| v > 0.0).count();
-                if count > 0 {
-                    let k_aux = (d / 2).min(count);
-                    // Live features sink far below zero, so the top k_aux are dead ones and
-                    // the positivity test drops the live ones.
-                    let shift = (self.upload(dead_now, [1, m]) - 1.0).mul_scalar(1e30);
-                    let pre_dead = pre.clone() + shift;
-                    let cut = cut_for_top(pre_dead.clone(), k_aux);
-                    let aux_mask = (pre_dead.clone() - cut)
-                        .greater_equal_elem(0.0)
-                        .bool_and(pre_dead.greater_elem(0.0))
-                        .float();
-                    if scalar(aux_mask.clone().sum())? > 0.0 {
-                        let residual = x.clone() - x_hat.clone();
-                        let mean = residual.clone().mean_dim(0);
-                        let denom = scalar((residual.clone() - mean).square().sum())? / n as f64;
-                        if denom > 0.0 {
-                            let aux_codes = pre.clone() * aux_mask.clone();
-                            let diff = aux_codes.clone().matmul(w_dec.clone()) - residual;
-                            aux = scalar(diff.clone().square().sum())? / n as f64 / denom;
-                            loss += auxk_alpha as f64 * aux;
-                            let g_aux =
-                                diff.mul_scalar((2.0 * auxk_alpha as f64 / denom) as f32 / nf);
-                            g_w_dec = g_w_dec + aux_codes.transpose().matmul(g_aux.clone());
-                            ga = ga + g_aux.matmul(w_dec.clone().transpose()) * aux_mask;
-                        }
-                    }
-                }
-                ga
-            }
-            ArchitectureConfig::JumpRelu {
-                l0_coeff,
-                bandwidth,
-                ..
-            } => {
-                sparsity = scalar(mask.clone().sum())? / n as f64;
-                loss = recon + l0_coeff as f64 * sparsity;
-                // Straight-through estimates for θ over the window |ReLU(pre) − θ| < ε/2.
-                let theta = self.p(LOG_THRESHOLD).exp();
-                let window = (pre.clamp_min(0.0) - theta.clone())
-                    .abs()
-                    .lower_elem(bandwidth / 2.0)
-                    .float();
-                let per_entry = (gf.clone() * theta.clone()).mul_scalar(-1.0 / bandwidth)
-                    - l0_coeff / (nf * bandwidth);
-                grads[LOG_THRESHOLD] = Some((per_entry * window).sum_dim(0) * theta);
-                gf * mask
-            }
-            ArchitectureConfig::Gated { l1 } => {
-                let gate = pre * mask.clone();
-                sparsity = scalar(gate.clone().sum())? / n as f64;
-                let eg = gate.clone().matmul(w_dec.clone()) + b_dec.clone() - x.clone();
-                aux = scalar(eg.clone().square().sum())? / n as f64;
-                loss = recon + l1 as f64 * sparsity + aux;
-                // The aux reconstruction uses a detached decoder: no decoder gradient from it.
-                let gg = eg.mul_scalar(2.0 / nf).matmul(w_dec.clone().transpose());
-                let scale = self.p(R_MAG).exp();
-                let d_mag = gf * f.greater_elem(0.0).float();
-                let d_gate = (gg + l1 / nf) * mask;
-                grads[B_MAG] = Some(d_mag.clone().sum_dim(0));
-                grads[R_MAG] = Some((d_mag.clone() * scale.clone() * a).sum_dim(0));
-                grads[B_ENC] = Some(d_gate.clone().sum_dim(0));
-                d_mag * scale + d_gate
-            }
-        };
+        let out = objective.objective().burn_pass(&step, &mut grads)?;
+        let BurnLoss {
+            recon: r,
+            ga,
+            loss,
+            sparsity,
+            aux,
+            min_selected,
+        } = out;
+        let mut g_b_dec = r.g_b_dec;
         let ga_sum = ga.clone().sum_dim(0);
         if grads[B_ENC].is_none() {
             grads[B_ENC] = Some(ga_sum.clone());
@@ -377,17 +380,17 @@ impl Engine for BurnEngine {
             // x_in = x − b_dec: the bias also reaches the loss through the encoder.
             g_b_dec = g_b_dec - ga_sum.matmul(w_enc);
         }
-        grads[W_DEC] = Some(g_w_dec);
+        grads[W_DEC] = Some(r.g_w_dec);
         grads[B_DEC] = Some(g_b_dec);
         self.grads = grads;
         Ok(StepStats {
             loss,
-            recon,
+            recon: r.recon,
             sparsity,
             aux,
-            l0,
-            fired,
-            token_sq_err,
+            l0: r.l0,
+            fired: r.fired,
+            token_sq_err: r.token_sq_err,
             min_selected,
         })
     }

@@ -13,8 +13,8 @@ use burn::tensor::Device;
 use prism_core::Result;
 
 use super::adam::Adam;
+use super::architecture::ArchitectureConfig;
 use super::burn_engine::BurnEngine;
-use super::config::ArchitectureConfig;
 use super::host_engine::HostEngine;
 use super::params::Params;
 use crate::kernel::KernelMode;

@@ -12,11 +12,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::adam::Adam;
-use super::config::{ArchitectureConfig, TrainConfig};
+use super::architecture::ExportState;
+use super::config::TrainConfig;
 use super::engine::Engine;
 use super::params::{PARAM_NAMES, Params};
 use super::trainer::Trainer;
-use crate::{Architecture, Sae};
+use crate::Sae;
 
 /// Metadata key holding the trainer's counters in a checkpoint.
 const STATE_KEY: &str = "prism_trainer_state";
@@ -52,40 +53,23 @@ impl Trainer {
                 w_enc[i * m + j] = p.w_enc[j * d + i];
             }
         }
-        let architecture = match &self.config.architecture {
-            ArchitectureConfig::Relu { .. } => Architecture::Standard,
-            ArchitectureConfig::TopK { k, .. } => Architecture::TopK { k: *k },
-            ArchitectureConfig::BatchTopK {
-                threshold_start_step,
-                ..
-            } => {
-                let t = self.batch_threshold().ok_or_else(|| {
-                    PrismError::InvalidInput(format!(
-                        "the BatchTopK threshold is tracked from step {threshold_start_step}; \
-                         this run has taken {} steps",
-                        self.step
-                    ))
-                })?;
-                Architecture::JumpRelu {
-                    threshold: row(vec![t / c; m]),
-                }
-            }
-            ArchitectureConfig::JumpRelu { .. } => Architecture::JumpRelu {
-                threshold: row(p.log_threshold.iter().map(|t| t.exp() / c).collect()),
+        let exported = self.config.architecture.objective().export(
+            p,
+            &ExportState {
+                batch_threshold: self.batch_threshold(),
+                step: self.step,
+                input_scale: c,
+                device,
             },
-            ArchitectureConfig::Gated { .. } => Architecture::Gated {
-                r_mag: row(p.r_mag.clone()),
-                b_mag: row(unscale(&p.b_mag)),
-            },
-        };
+        )?;
         let mut extra = serde_json::Map::new();
         extra.insert("training_tokens".into(), json!(self.tokens));
         extra.insert(
             "trained_architecture".into(),
             json!(self.config.architecture.name()),
         );
-        if let ArchitectureConfig::BatchTopK { k, .. } = self.config.architecture {
-            extra.insert("batch_k".into(), json!(k));
+        for (key, value) in exported.cfg {
+            extra.insert(key.into(), value);
         }
         extra.insert("normalize_activations".into(), json!("none"));
         extra.insert("folded_input_scale".into(), json!(c));
@@ -95,7 +79,7 @@ impl Trainer {
                 .map_err(|e| PrismError::InvalidInput(e.to_string()))?,
         );
         let mut sae = Sae::new(
-            architecture,
+            exported.architecture,
             Tensor::from_data(TensorData::new(w_enc, [d, m]), device),
             row(unscale(&p.b_enc)),
             Tensor::from_data(TensorData::new(p.w_dec.clone(), [m, d]), device),

@@ -4,7 +4,7 @@
 use prism_core::Result;
 
 use super::adam::Adam;
-use super::config::ArchitectureConfig;
+use super::architecture::ArchitectureConfig;
 use super::engine::{Engine, EngineChoice, Reinit, StepStats};
 use super::objective::{StepInputs, loss_and_grads};
 use super::params::{Params, remove_parallel_component};

@@ -6,7 +6,8 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use super::adam::Adam;
-use super::config::{ArchitectureConfig, TrainConfig};
+use super::architecture::{ArchitectureConfig, Extras};
+use super::config::TrainConfig;
 use super::engine::{Engine, EngineChoice, Reinit, StepStats, TrainingEngine};
 use super::params::Params;
 
@@ -106,13 +107,12 @@ impl Trainer {
             .map(|_| StandardNormal.sample(&mut rng))
             .collect();
         let per_feature = |on: bool, v: f32| if on { vec![v; m] } else { Vec::new() };
-        let (log_threshold, gated) = match config.architecture {
-            ArchitectureConfig::JumpRelu { init_threshold, .. } => {
-                (per_feature(true, init_threshold.ln()), false)
-            }
-            ArchitectureConfig::Gated { .. } => (Vec::new(), true),
-            _ => (Vec::new(), false),
+        let extras = config.architecture.objective().extras();
+        let log_threshold = match extras {
+            Extras::Threshold(init) => per_feature(true, init.ln()),
+            _ => Vec::new(),
         };
+        let gated = extras == Extras::Magnitude;
         let mut params = Params {
             d,
             m,
@@ -206,13 +206,16 @@ impl Trainer {
 
     /// Features currently counted dead (see [`StepLog::dead`]).
     pub fn dead_mask(&self) -> Vec<bool> {
-        match (&self.config.architecture, self.config.resample) {
-            (ArchitectureConfig::TopK { .. } | ArchitectureConfig::BatchTopK { .. }, _) => self
+        match (
+            self.config.architecture.objective().auxk(),
+            self.config.resample,
+        ) {
+            (true, _) => self
                 .tokens_since_fired
                 .iter()
                 .map(|&t| t >= self.config.dead_after_tokens)
                 .collect(),
-            (_, Some(r)) => self
+            (false, Some(r)) => self
                 .steps_since_fired
                 .iter()
                 .map(|&s| s >= r.window)
@@ -271,18 +274,13 @@ impl Trainer {
             batch.data.iter().map(|v| v * scale).collect()
         };
         let mut b_dec_before_init = None;
-        if first
-            && matches!(
-                self.config.architecture,
-                ArchitectureConfig::TopK { .. } | ArchitectureConfig::BatchTopK { .. }
-            )
-        {
+        if first && self.config.architecture.objective().auxk() {
             b_dec_before_init = Some(self.engine.b_dec()?);
             self.engine.set_b_dec(&geometric_median(&x, n, d, 100))?;
         }
         if first
             && self.config.fit_initial_scale
-            && matches!(self.config.architecture, ArchitectureConfig::Relu { .. })
+            && self.config.architecture.objective().fits_initial_scale()
         {
             self.fit_initial_scale(&x, n)?;
         }
@@ -325,17 +323,14 @@ impl Trainer {
         }
         let lr = self.learning_rate();
         self.engine.update(lr, self.config.grad_clip)?;
-        if let ArchitectureConfig::BatchTopK {
-            threshold_beta,
-            threshold_start_step,
-            ..
-        } = self.config.architecture
-            && self.step >= threshold_start_step
+        if let Some(tracking) = self.config.architecture.objective().threshold_tracking()
+            && self.step >= tracking.start_step
             && let Some(min) = pass.min_selected
         {
+            let beta = tracking.beta;
             self.batch_threshold = Some(match self.batch_threshold {
                 None => min,
-                Some(t) => threshold_beta * t + (1.0 - threshold_beta) * min,
+                Some(t) => beta * t + (1.0 - beta) * min,
             });
         }
         self.step += 1;

@@ -16,3 +16,12 @@ pub fn engines() -> Vec<(&'static str, EngineChoice)> {
         ("burn/flex", EngineChoice::burn_on("cpu").unwrap()),
     ]
 }
+
+/// The largest absolute difference between two equally long slices.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
