@@ -6,7 +6,10 @@ use std::path::PathBuf;
 ///
 /// Library code never panics on bad input: it returns one of these. Messages name the file
 /// (where there is one) and the problem.
+///
+/// New variants may be added (`#[non_exhaustive]`): callers match the ones they act on.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PrismError {
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
@@ -108,6 +111,28 @@ pub enum PrismError {
     /// A computation produced NaN or infinity where a finite number was required.
     #[error("non-finite value: {0}")]
     NonFinite(String),
+    /// Training diverged: the loss or a gradient was not finite, or the loss rose to 10⁴ times
+    /// the best so far. The dictionary is left as it was after step `step − 1` (a sweep can
+    /// retry the run with a lower learning rate from there).
+    #[error(
+        "non-finite value: {}training diverged at step {step}: loss {loss} (best so far \
+         {best:?}); the parameters are those after step {}{}",
+        .run.as_ref().map(|r| format!("{r}: ")).unwrap_or_default(),
+        .step.saturating_sub(1),
+        .checkpoint.as_ref().map(|c| format!("; its last checkpoint in {} is kept", c.display())).unwrap_or_default()
+    )]
+    Diverged {
+        /// The step that diverged (1-based).
+        step: u64,
+        /// Its loss.
+        loss: f64,
+        /// The lowest loss before it.
+        best: Option<f64>,
+        /// The run, when it was one of a group.
+        run: Option<String>,
+        /// The run's directory, whose last checkpoint is kept.
+        checkpoint: Option<PathBuf>,
+    },
     /// Reading a tensor back from the device failed.
     #[error("tensor readback failed: {0}")]
     Readback(String),

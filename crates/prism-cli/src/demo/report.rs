@@ -157,7 +157,6 @@ fn still_moving(
     (!changes.is_empty()).then(|| changes.iter().any(|c| c.abs() > tolerance))
 }
 
-/// Writes `out/README.md` and `out/summary.json`; returns the README's path.
 /// The notes' thresholds, each verdict's rule: seeds alike above, a randomised model's
 /// dictionary unlike the real one's below (MMCS of alive features); "most" features.
 const SEEDS_ALIKE: f64 = 0.95;
@@ -305,413 +304,527 @@ impl Measured {
     }
 }
 
+/// The report's inputs, and the findings measured from them once.
+struct Report<'a> {
+    out: &'a Path,
+    plan: &'a Plan,
+    f: &'a Findings<'a>,
+    m: Measured,
+    seconds: f64,
+}
+
+impl Report<'_> {
+    /// Every dictionary evaluated: the real model's, the pruned ones, the randomised models'.
+    fn all(&self) -> impl Iterator<Item = &DictResult> {
+        let f = self.f;
+        f.results
+            .iter()
+            .chain(f.pruned)
+            .chain(f.random.iter().flatten())
+    }
+
+    /// The title, the run's settings and time, and a note when it resumed.
+    fn intro(&self, w: &mut String) {
+        let Findings {
+            expected,
+            resumed_from,
+            ..
+        } = *self.f;
+        let plan = self.plan;
+        let seconds = self.seconds;
+        let _ = writeln!(
+            w,
+            "# Dictionaries on {} — the research notes' experiments\n",
+            plan.hook
+        );
+        let _ = writeln!(
+            w,
+            "Preset `{}`. Activations: {} distinct tokens of the corpus at `{}` (randomised \
+             models: {} each), windows of {} tokens, each cache's last {} rows held out for the \
+             convergence curves; evaluation on the {} tokens after the training text. Training: \
+             ReLU + L1 (dictionary_learning's standard trainer with resampling, the initial encoder \
+             scaled to the first batch), {} epochs over the cache ({} training tokens per \
+             dictionary), batches of {}, learning rate {}, inputs normalised to E‖x‖ = √d and folded \
+             back; {} seeds of every configuration. Run time {:.1} min (expected {:.1}).\n",
+            plan.preset.name(),
+            plan.tokens,
+            plan.hook,
+            plan.random_tokens,
+            plan.ctx,
+            plan.held_out,
+            plan.eval_tokens,
+            plan.epochs,
+            plan.epochs * plan.tokens,
+            plan.batch,
+            plan.lr,
+            plan.seeds,
+            seconds / 60.0,
+            expected.iter().map(|(_, s)| s).sum::<f64>() / 60.0
+        );
+        if *resumed_from != Done::default() {
+            let _ = writeln!(
+                w,
+                "This run resumed an interrupted one (`--resume`): {resumed_from}; its run time and \
+                 estimate count only what was left.\n"
+            );
+        }
+    }
+
+    /// The notes' findings against this run's measurements, with each verdict's rule.
+    fn findings(&self, w: &mut String) {
+        let plan = self.plan;
+        let m = &self.m;
+        // Findings first, next to the notes' claims.
+        let _ = writeln!(w, "## The notes' findings, measured here\n");
+        let _ = writeln!(
+            w,
+            "| claim in the notes | notes | here (mean ± sd over seeds) | verdict |"
+        );
+        let _ = writeln!(w, "|---|---|---|---|");
+        for v in m.verdicts() {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} |",
+                v.claim, v.notes, v.here, v.verdict
+            );
+        }
+        let _ = writeln!(
+            w,
+            "\nEach verdict applies the notes' figure as its threshold: MMCS above 0.95 between seeds \
+             and below 0.3 against a randomised model; pruned at least the sparse dictionary's loss \
+             recovered, at a higher MSE; more than half of a randomised model's features dense (> 10 % \
+             of tokens); a larger share of single-token features on the randomised model than on the \
+             real one (the notes give no share).\n\nMMCS over every feature across seeds: {}. A single-token feature is detected by a \
+             rule, not by eye: among {} features sampled evenly across log-density bands, its top 8 \
+             contexts (from distinct windows of the evaluation text) number at least 3 and all peak \
+             on the same token. \"Not yet converged\" means a seed's held-out measurement still \
+             moved by more than 0.01 over the last doubling of training tokens (see the curves \
+             below); \"flat\" means it did not.\n",
+            m.seeds_mmcs.show(3),
+            plan.context_features
+        );
+    }
+
+    /// The held-out curves: the last point of every run, and the plots.
+    fn convergence(&self, w: &mut String) {
+        let Findings { groups, .. } = *self.f;
+        let out = self.out;
+        let plan = self.plan;
+        let _ = writeln!(w, "## Convergence\n");
+        let _ = writeln!(
+            w,
+            "Measured during training at token counts ×√2 apart on each cache's held-out rows: \
+             variance explained, L0, dead and dense features, and the MMCS between the seeds of a \
+             configuration (each seed against the others, averaged; over every feature and over \
+             features alive in both). The change over the last doubling of tokens tells whether a \
+             curve has flattened. The training text is {} distinct tokens seen {} times; a \
+             dictionary that overfits them loses held-out variance explained in the later epochs, \
+             which the column \"FVE below its best\" shows (0 when the last point is the best; \
+             with the token count of the best point). A fall that starts within the first epoch, \
+             on text not seen before, is not overfitting but the sparsity penalty trading \
+             reconstruction for a lower L0.\n",
+            plan.tokens, plan.epochs
+        );
+        let _ = writeln!(
+            w,
+            "| run | tokens | held-out FVE | FVE below its best | L0 | alive | dense | seeds' MMCS (alive) | Δ FVE, last doubling | Δ MMCS, last doubling |"
+        );
+        let _ = writeln!(w, "|{}", "---|".repeat(10));
+        for (_, g) in groups {
+            for l in &g.logs {
+                let Some((last, h)) = l
+                    .entries
+                    .iter()
+                    .rev()
+                    .find_map(|e| Some((e, e.held_out.as_ref()?)))
+                else {
+                    continue;
+                };
+                let opt = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:+.3}"));
+                let (best, best_at) = l
+                    .entries
+                    .iter()
+                    .filter_map(|e| Some((e.held_out.as_ref()?.fve, e.tokens)))
+                    .fold((h.fve, last.tokens), |a, b| if b.0 > a.0 { b } else { a });
+                let below = if best > h.fve {
+                    format!("{:.3} (best at {best_at})", best - h.fve)
+                } else {
+                    "0".into()
+                };
+                let _ = writeln!(
+                    w,
+                    "| `{}` | {} | {:.3} | {} | {:.1} | {} | {} | {} | {} | {} |",
+                    l.name,
+                    last.tokens,
+                    h.fve,
+                    below,
+                    h.l0,
+                    h.alive,
+                    h.dense,
+                    h.mmcs_seeds_alive.map_or("–".into(), |v| format!("{v:.3}")),
+                    opt(last_doubling_change(&l.entries, |h| Some(h.fve))),
+                    opt(last_doubling_change(&l.entries, |h| h.mmcs_seeds_alive)),
+                );
+            }
+        }
+        let _ = writeln!(w);
+        for (label, g) in groups {
+            let _ = writeln!(w, "### {label}\n");
+            for png in &g.curves {
+                let _ = writeln!(w, "![{}]({})\n", rel(out, png), rel(out, png));
+            }
+        }
+    }
+
+    /// Reconstruction, sparsity and the effect on the model's loss, per dictionary.
+    fn metrics(&self, w: &mut String) {
+        let all = || self.all();
+        let plan = self.plan;
+        let _ = writeln!(w, "## Metrics\n");
+        let _ = writeln!(w, "### Reconstruction and sparsity\n");
+        let _ = writeln!(
+            w,
+            "| dictionary | evaluated on | features | L0 | frac_alive | mse | FVE | cossim | l2_ratio | rel. bias |"
+        );
+        let _ = writeln!(w, "|{}", "---|".repeat(10));
+        for r in all() {
+            let _ = writeln!(w, "{}", reconstruction_row(r));
+        }
+        let _ = writeln!(
+            w,
+            "\nL0: features active per token (mean). frac_alive: share of features that fired at \
+             least once on the evaluation tokens. mse: mean squared error per activation element. \
+             FVE (frac_variance_explained): 1 − residual variance / activation variance. cossim: mean \
+             cosine between an activation and its reconstruction. l2_ratio: mean ‖x̂‖ / ‖x‖ (below 1: \
+             shrinkage). rel. bias (relative_reconstruction_bias): how much a rescaling of x̂ would \
+             help (1 is unbiased). Formulas: docs/metrics.md.\n"
+        );
+        let _ = writeln!(w, "### Effect on the model's loss\n");
+        let _ = writeln!(
+            w,
+            "| dictionary | loss_original | loss_reconstructed | loss_zero | frac_recovered | kl_div_with_sae |"
+        );
+        let _ = writeln!(w, "|{}", "---|".repeat(6));
+        for r in all() {
+            let _ = writeln!(w, "{}", downstream_row(r));
+        }
+        let _ = writeln!(
+            w,
+            "\nLosses are next-token cross-entropy in nats on the held-out windows: the model as is \
+             (loss_original), with the hook's output replaced by the reconstruction \
+             (loss_reconstructed), and zero-ablated (loss_zero). frac_recovered = (loss_zero − \
+             loss_reconstructed) / (loss_zero − loss_original): 1 means the reconstruction loses \
+             nothing. kl_div_with_sae: KL(original ‖ spliced) of the next-token distributions, in \
+             nats per token. On a randomised model the zero-ablation loss is close to the clean \
+             loss, so its frac_recovered is ill-conditioned and shown only for completeness."
+        );
+        let _ = writeln!(
+            w,
+            "\n`small_low_l1_s*` use L1 = {} with {} features (the notes' \"0_8192\"); \
+             `large_high_l1_s*` L1 = {} with {} features (\"1_32768\"); the suffix is the seed.\n",
+            plan.l1[0], plan.sizes[0], plan.l1[1], plan.sizes[1]
+        );
+    }
+
+    /// The low-L1 dictionaries pruned to the sparser dictionary's L0.
+    fn pruning(&self, w: &mut String) {
+        let Findings { pruned, .. } = *self.f;
+        let (small, large) = self.f.results.split_at(self.plan.seeds as usize);
+        let m = &self.m;
+        let _ = writeln!(
+            w,
+            "## Pruning high-frequency features to the sparser dictionary's L0\n"
+        );
+        let tl0 = large[0].eval.reconstruction.l0;
+        let _ = writeln!(
+            w,
+            "| dictionary | features | L0 | frac_recovered | mse | frac_variance_explained |"
+        );
+        let _ = writeln!(w, "|---|---|---|---|---|---|");
+        for r in small.iter().chain(pruned).chain(large) {
+            let _ = writeln!(
+                w,
+                "| `{}` | {} | {:.2} | {:.3} | {:.4} | {:.3} |",
+                r.name,
+                r.sae.w_dec().dims()[0],
+                r.eval.reconstruction.l0,
+                r.eval.downstream.frac_recovered,
+                r.eval.reconstruction.mse,
+                r.eval.reconstruction.frac_variance_explained
+            );
+        }
+        let _ = writeln!(
+            w,
+            "\nEach seed of the low-L1 dictionary loses its densest features until its L0 on the \
+             evaluation tokens is at most {tl0:.2}, the L0 of `{}`. Loss recovered at that L0: \
+             pruned {}, trained sparse {}; MSE pruned {}, trained sparse {}.\n",
+            large[0].name,
+            m.pruned_frac_recovered.show(3),
+            m.sparse_frac_recovered.show(3),
+            m.pruned_mse.show(4),
+            m.sparse_mse.show(4),
+        );
+    }
+
+    /// MMCS between seeds and against the randomised models.
+    fn similarity(&self, w: &mut String) {
+        let Findings { sims, .. } = *self.f;
+        let _ = writeln!(w, "## Mean max cosine similarity\n");
+        let _ = writeln!(
+            w,
+            "| comparison | A | B | MMCS A→B | MMCS B→A | alive A→B | alive B→A |"
+        );
+        let _ = writeln!(w, "|---|---|---|---|---|---|---|");
+        for s in sims {
+            let _ = writeln!(
+                w,
+                "| {} | `{}` | `{}` | {:.3} | {:.3} | {:.3} | {:.3} |",
+                s.kind, s.a, s.b, s.mmcs_a_to_b, s.mmcs_b_to_a, s.alive_a_to_b, s.alive_b_to_a
+            );
+        }
+        let _ = writeln!(
+            w,
+            "\nMMCS A→B: for each decoder direction of A, the largest cosine with any direction of \
+             B, averaged over A (1: every feature of A has an exact copy in B); B→A the other way; \
+             \"alive\": over the features that fired on the evaluation tokens in both. Each seed of \
+             the real model is compared with the randomised model's dictionary of the same rank.\n"
+        );
+    }
+
+    /// What the randomised models' features respond to.
+    fn randomised(&self, w: &mut String) {
+        let Findings { random, .. } = *self.f;
+        let (small, _) = self.f.results.split_at(self.plan.seeds as usize);
+        let _ = writeln!(w, "## Randomised models: what the features respond to\n");
+        let _ = writeln!(
+            w,
+            "| dictionary | features firing on > 10% of tokens | sampled features | single-token features |"
+        );
+        let _ = writeln!(w, "|---|---|---|---|");
+        for r in small.iter().chain(random.iter().flatten()) {
+            if let Some(t) = &r.traits {
+                let _ = writeln!(
+                    w,
+                    "| `{}` | {:.1}% | {} | {} ({:.0}%) |",
+                    r.name,
+                    100.0 * t.frac_dense,
+                    t.sampled,
+                    t.single_token,
+                    100.0 * t.single_token as f64 / t.sampled.max(1) as f64
+                );
+            }
+        }
+        let _ = writeln!(
+            w,
+            "\nThe notes found dictionaries on randomised models full of token detectors (the \
+             embedding still carries token identity) and of features that fire on a large fraction \
+             of tokens. Examples (feature, density, peak tokens of its top contexts):\n"
+        );
+        for r in std::iter::once(&small[0]).chain(random.iter().map(|rs| &rs[0])) {
+            if let Some(t) = &r.traits {
+                let _ = writeln!(w, "- `{}`:", r.name);
+                for (f, d, peaks) in t.examples.iter().take(4) {
+                    let shown: Vec<String> = peaks.iter().take(5).map(|p| code(p)).collect();
+                    let _ = writeln!(w, "  - {f} (density {d:.4}): {}", shown.join(", "));
+                }
+            }
+        }
+    }
+
+    /// The feature-density plots.
+    fn densities(&self, w: &mut String) {
+        let Findings {
+            density_overlay, ..
+        } = *self.f;
+        let all = || self.all();
+        let out = self.out;
+        let plan = self.plan;
+        let _ = writeln!(w, "\n## Feature densities\n");
+        let _ = writeln!(
+            w,
+            "Share of each dictionary's live features per log10-density bin, on {} held-out tokens \
+             (the dashed markers: a feature that fired once, and the notes' 10 % threshold):\n\n\
+             ![densities]({})\n\nEach dictionary alone (dead features counted in the subtitle):\n",
+            plan.eval_tokens,
+            rel(out, density_overlay)
+        );
+        for r in all() {
+            let _ = writeln!(w, "![{}]({})\n", r.name, rel(out, &r.density_png));
+        }
+    }
+
+    /// Where the feature browser is and what it shows.
+    fn browser(&self, w: &mut String) {
+        let Findings { browser, .. } = *self.f;
+        let (small, _) = self.f.results.split_at(self.plan.seeds as usize);
+        let out = self.out;
+        let plan = self.plan;
+        let _ = writeln!(
+            w,
+            "## Feature browser\n\n[{}]({}) (open it in a browser; it works offline) shows every \
+             feature of `{}` scanned over {} held-out tokens: density, activation histogram, top \
+             contexts from distinct windows centred on the peak, uniform samples from activation \
+             quantile bands, the logit effect of the decoder direction (histogram over the \
+             vocabulary, most promoted and suppressed tokens), and the nearest features by decoder \
+             cosine in the same dictionary and in `{}` (another seed). Search by feature id or \
+             token; filter by density band.\n",
+            rel(out, browser),
+            rel(out, browser),
+            small[0].name,
+            plan.browser_tokens,
+            small[1].name
+        );
+    }
+
+    /// Where the time went.
+    fn timings(&self, w: &mut String) {
+        let Findings {
+            rates,
+            expected,
+            timings,
+            ..
+        } = *self.f;
+        let seconds = self.seconds;
+        let _ = writeln!(w, "## Where the time went\n");
+        let _ = writeln!(
+            w,
+            "Measured at the start: {:.0} tokens/s through the model to the hook, {:.0} tokens/s \
+             through the whole model, {:.0} and {:.0} training tokens/s for one dictionary of each \
+             size.\n",
+            rates.to_hook, rates.full, rates.train[0], rates.train[1]
+        );
+        let _ = writeln!(w, "| phase | seconds |\n|---|---|");
+        for (phase, s) in &timings.phases {
+            let _ = writeln!(w, "| {phase} | {s:.0} |");
+        }
+        let _ = writeln!(w, "| total | {seconds:.0} |\n");
+        let _ = writeln!(
+            w,
+            "Expected from the rates: {}.\n",
+            expected
+                .iter()
+                .map(|(p, s)| format!("{p} {s:.0} s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+
+    /// `summary.json`: the same numbers as the README, and the verdicts.
+    fn summary(&self) -> Result<serde_json::Value> {
+        let Findings {
+            pruned,
+            groups,
+            sims,
+            patching,
+            probes,
+            rates,
+            expected,
+            timings,
+            resumed_from,
+            ..
+        } = *self.f;
+        let (small, large) = self.f.results.split_at(self.plan.seeds as usize);
+        let all = || self.all();
+        let plan = self.plan;
+        let seconds = self.seconds;
+        let m = &self.m;
+        let tl0 = large[0].eval.reconstruction.l0;
+        let dict = |r: &DictResult| {
+            json!({
+                "name": r.name,
+                "dir": r.dir.display().to_string(),
+                "evaluated_on": r.on,
+                "d_sae": r.sae.w_dec().dims()[0],
+                "metrics": {
+                    "l0": r.eval.reconstruction.l0,
+                    "mse": r.eval.reconstruction.mse,
+                    "frac_variance_explained": r.eval.reconstruction.frac_variance_explained,
+                    "cossim": r.eval.reconstruction.cossim,
+                    "frac_alive": r.eval.reconstruction.frac_alive,
+                    "loss_original": r.eval.downstream.loss_original,
+                    "loss_reconstructed": r.eval.downstream.loss_reconstructed,
+                    "loss_zero": r.eval.downstream.loss_zero,
+                    "frac_recovered": r.eval.downstream.frac_recovered,
+                    "kl_div_with_sae": r.eval.downstream.kl_div_with_sae,
+                },
+                "traits": r.traits,
+            })
+        };
+        let convergence: Vec<_> = groups
+            .iter()
+            .flat_map(|(_, g)| &g.logs)
+            .map(|l| {
+                let points: Vec<_> = l
+                    .entries
+                    .iter()
+                    .filter_map(|e| {
+                        Some(json!({"tokens": e.tokens, "held_out": e.held_out.as_ref()?}))
+                    })
+                    .collect();
+                json!({"name": l.name, "points": points})
+            })
+            .collect();
+        // The measured findings under their names, and the verdicts the table shows.
+        let mut findings_json =
+            serde_json::to_value(m).map_err(|e| PrismError::InvalidInput(e.to_string()))?;
+        findings_json["verdicts"] = m
+            .verdicts()
+            .iter()
+            .map(|v| json!({"claim": v.claim, "notes": v.notes, "here": v.here, "verdict": v.verdict}))
+            .collect();
+        let summary = json!({
+            "plan": plan,
+            "seconds": seconds,
+            "rates": rates,
+            "expected_seconds": expected,
+            "timings": timings,
+            "resumed_from": resumed_from,
+            "dictionaries": all().map(dict).collect::<Vec<_>>(),
+            "findings": findings_json,
+            "pruning": {"target_l0": tl0,
+                        "pruned_l0": pruned.iter().map(|r| r.eval.reconstruction.l0).collect::<Vec<_>>(),
+                        "removed_features": pruned.iter().zip(small).map(|(p, s)| s.sae.w_dec().dims()[0] - p.sae.w_dec().dims()[0]).collect::<Vec<_>>()},
+            "similarity": sims,
+            "convergence": convergence,
+            "patching": patching,
+            "probes": probes,
+        });
+        Ok(summary)
+    }
+}
+
+/// Writes `out/README.md` (each section rendered by one [`Report`] method, in order) and
+/// `out/summary.json`; returns the README's path.
 pub fn write_report(
     out: &Path,
     plan: &Plan,
     findings: &Findings<'_>,
     seconds: f64,
 ) -> Result<PathBuf> {
-    let Findings {
-        results,
-        pruned,
-        random,
-        groups,
-        sims,
-        browser,
-        density_overlay,
-        patching,
-        probes,
-        rates,
-        expected,
-        timings,
-        resumed_from,
-    } = *findings;
-    let seeds = plan.seeds as usize;
-    let (small, large) = results.split_at(seeds);
-    let all = || results.iter().chain(pruned).chain(random.iter().flatten());
+    let report = Report {
+        out,
+        plan,
+        f: findings,
+        m: Measured::of(plan, findings),
+        seconds,
+    };
     let mut md = String::new();
     let w = &mut md;
-    let _ = writeln!(
-        w,
-        "# Dictionaries on {} — the research notes' experiments\n",
-        plan.hook
-    );
-    let _ = writeln!(
-        w,
-        "Preset `{}`. Activations: {} distinct tokens of the corpus at `{}` (randomised \
-         models: {} each), windows of {} tokens, each cache's last {} rows held out for the \
-         convergence curves; evaluation on the {} tokens after the training text. Training: \
-         ReLU + L1 (dictionary_learning's standard trainer with resampling, the initial encoder \
-         scaled to the first batch), {} epochs over the cache ({} training tokens per \
-         dictionary), batches of {}, learning rate {}, inputs normalised to E‖x‖ = √d and folded \
-         back; {} seeds of every configuration. Run time {:.1} min (expected {:.1}).\n",
-        plan.preset.name(),
-        plan.tokens,
-        plan.hook,
-        plan.random_tokens,
-        plan.ctx,
-        plan.held_out,
-        plan.eval_tokens,
-        plan.epochs,
-        plan.epochs * plan.tokens,
-        plan.batch,
-        plan.lr,
-        plan.seeds,
-        seconds / 60.0,
-        expected.iter().map(|(_, s)| s).sum::<f64>() / 60.0
-    );
-    if *resumed_from != Done::default() {
-        let _ = writeln!(
-            w,
-            "This run resumed an interrupted one (`--resume`): {resumed_from}; its run time and \
-             estimate count only what was left.\n"
-        );
-    }
-
-    // Findings first, next to the notes' claims.
-    let m = Measured::of(plan, findings);
-    let _ = writeln!(w, "## The notes' findings, measured here\n");
-    let _ = writeln!(
-        w,
-        "| claim in the notes | notes | here (mean ± sd over seeds) | verdict |"
-    );
-    let _ = writeln!(w, "|---|---|---|---|");
-    for v in m.verdicts() {
-        let _ = writeln!(
-            w,
-            "| {} | {} | {} | {} |",
-            v.claim, v.notes, v.here, v.verdict
-        );
-    }
-    let _ = writeln!(
-        w,
-        "\nEach verdict applies the notes' figure as its threshold: MMCS above 0.95 between seeds \
-         and below 0.3 against a randomised model; pruned at least the sparse dictionary's loss \
-         recovered, at a higher MSE; more than half of a randomised model's features dense (> 10 % \
-         of tokens); a larger share of single-token features on the randomised model than on the \
-         real one (the notes give no share).\n\nMMCS over every feature across seeds: {}. A single-token feature is detected by a \
-         rule, not by eye: among {} features sampled evenly across log-density bands, its top 8 \
-         contexts (from distinct windows of the evaluation text) number at least 3 and all peak \
-         on the same token. \"Not yet converged\" means a seed's held-out measurement still \
-         moved by more than 0.01 over the last doubling of training tokens (see the curves \
-         below); \"flat\" means it did not.\n",
-        m.seeds_mmcs.show(3),
-        plan.context_features
-    );
-
-    let _ = writeln!(w, "## Convergence\n");
-    let _ = writeln!(
-        w,
-        "Measured during training at token counts ×√2 apart on each cache's held-out rows: \
-         variance explained, L0, dead and dense features, and the MMCS between the seeds of a \
-         configuration (each seed against the others, averaged; over every feature and over \
-         features alive in both). The change over the last doubling of tokens tells whether a \
-         curve has flattened. The training text is {} distinct tokens seen {} times; a \
-         dictionary that overfits them loses held-out variance explained in the later epochs, \
-         which the column \"FVE below its best\" shows (0 when the last point is the best; \
-         with the token count of the best point). A fall that starts within the first epoch, \
-         on text not seen before, is not overfitting but the sparsity penalty trading \
-         reconstruction for a lower L0.\n",
-        plan.tokens, plan.epochs
-    );
-    let _ = writeln!(
-        w,
-        "| run | tokens | held-out FVE | FVE below its best | L0 | alive | dense | seeds' MMCS (alive) | Δ FVE, last doubling | Δ MMCS, last doubling |"
-    );
-    let _ = writeln!(w, "|{}", "---|".repeat(10));
-    for (_, g) in groups {
-        for l in &g.logs {
-            let Some((last, h)) = l
-                .entries
-                .iter()
-                .rev()
-                .find_map(|e| Some((e, e.held_out.as_ref()?)))
-            else {
-                continue;
-            };
-            let opt = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:+.3}"));
-            let (best, best_at) = l
-                .entries
-                .iter()
-                .filter_map(|e| Some((e.held_out.as_ref()?.fve, e.tokens)))
-                .fold((h.fve, last.tokens), |a, b| if b.0 > a.0 { b } else { a });
-            let below = if best > h.fve {
-                format!("{:.3} (best at {best_at})", best - h.fve)
-            } else {
-                "0".into()
-            };
-            let _ = writeln!(
-                w,
-                "| `{}` | {} | {:.3} | {} | {:.1} | {} | {} | {} | {} | {} |",
-                l.name,
-                last.tokens,
-                h.fve,
-                below,
-                h.l0,
-                h.alive,
-                h.dense,
-                h.mmcs_seeds_alive.map_or("–".into(), |v| format!("{v:.3}")),
-                opt(last_doubling_change(&l.entries, |h| Some(h.fve))),
-                opt(last_doubling_change(&l.entries, |h| h.mmcs_seeds_alive)),
-            );
-        }
-    }
-    let _ = writeln!(w);
-    for (label, g) in groups {
-        let _ = writeln!(w, "### {label}\n");
-        for png in &g.curves {
-            let _ = writeln!(w, "![{}]({})\n", rel(out, png), rel(out, png));
-        }
-    }
-
-    let _ = writeln!(w, "## Metrics\n");
-    let _ = writeln!(w, "### Reconstruction and sparsity\n");
-    let _ = writeln!(
-        w,
-        "| dictionary | evaluated on | features | L0 | frac_alive | mse | FVE | cossim | l2_ratio | rel. bias |"
-    );
-    let _ = writeln!(w, "|{}", "---|".repeat(10));
-    for r in all() {
-        let _ = writeln!(w, "{}", reconstruction_row(r));
-    }
-    let _ = writeln!(
-        w,
-        "\nL0: features active per token (mean). frac_alive: share of features that fired at \
-         least once on the evaluation tokens. mse: mean squared error per activation element. \
-         FVE (frac_variance_explained): 1 − residual variance / activation variance. cossim: mean \
-         cosine between an activation and its reconstruction. l2_ratio: mean ‖x̂‖ / ‖x‖ (below 1: \
-         shrinkage). rel. bias (relative_reconstruction_bias): how much a rescaling of x̂ would \
-         help (1 is unbiased). Formulas: docs/metrics.md.\n"
-    );
-    let _ = writeln!(w, "### Effect on the model's loss\n");
-    let _ = writeln!(
-        w,
-        "| dictionary | loss_original | loss_reconstructed | loss_zero | frac_recovered | kl_div_with_sae |"
-    );
-    let _ = writeln!(w, "|{}", "---|".repeat(6));
-    for r in all() {
-        let _ = writeln!(w, "{}", downstream_row(r));
-    }
-    let _ = writeln!(
-        w,
-        "\nLosses are next-token cross-entropy in nats on the held-out windows: the model as is \
-         (loss_original), with the hook's output replaced by the reconstruction \
-         (loss_reconstructed), and zero-ablated (loss_zero). frac_recovered = (loss_zero − \
-         loss_reconstructed) / (loss_zero − loss_original): 1 means the reconstruction loses \
-         nothing. kl_div_with_sae: KL(original ‖ spliced) of the next-token distributions, in \
-         nats per token. On a randomised model the zero-ablation loss is close to the clean \
-         loss, so its frac_recovered is ill-conditioned and shown only for completeness."
-    );
-    let _ = writeln!(
-        w,
-        "\n`small_low_l1_s*` use L1 = {} with {} features (the notes' \"0_8192\"); \
-         `large_high_l1_s*` L1 = {} with {} features (\"1_32768\"); the suffix is the seed.\n",
-        plan.l1[0], plan.sizes[0], plan.l1[1], plan.sizes[1]
-    );
-
-    let _ = writeln!(
-        w,
-        "## Pruning high-frequency features to the sparser dictionary's L0\n"
-    );
-    let tl0 = large[0].eval.reconstruction.l0;
-    let _ = writeln!(
-        w,
-        "| dictionary | features | L0 | frac_recovered | mse | frac_variance_explained |"
-    );
-    let _ = writeln!(w, "|---|---|---|---|---|---|");
-    for r in small.iter().chain(pruned).chain(large) {
-        let _ = writeln!(
-            w,
-            "| `{}` | {} | {:.2} | {:.3} | {:.4} | {:.3} |",
-            r.name,
-            r.sae.w_dec().dims()[0],
-            r.eval.reconstruction.l0,
-            r.eval.downstream.frac_recovered,
-            r.eval.reconstruction.mse,
-            r.eval.reconstruction.frac_variance_explained
-        );
-    }
-    let _ = writeln!(
-        w,
-        "\nEach seed of the low-L1 dictionary loses its densest features until its L0 on the \
-         evaluation tokens is at most {tl0:.2}, the L0 of `{}`. Loss recovered at that L0: \
-         pruned {}, trained sparse {}; MSE pruned {}, trained sparse {}.\n",
-        large[0].name,
-        m.pruned_frac_recovered.show(3),
-        m.sparse_frac_recovered.show(3),
-        m.pruned_mse.show(4),
-        m.sparse_mse.show(4),
-    );
-
-    let _ = writeln!(w, "## Mean max cosine similarity\n");
-    let _ = writeln!(
-        w,
-        "| comparison | A | B | MMCS A→B | MMCS B→A | alive A→B | alive B→A |"
-    );
-    let _ = writeln!(w, "|---|---|---|---|---|---|---|");
-    for s in sims {
-        let _ = writeln!(
-            w,
-            "| {} | `{}` | `{}` | {:.3} | {:.3} | {:.3} | {:.3} |",
-            s.kind, s.a, s.b, s.mmcs_a_to_b, s.mmcs_b_to_a, s.alive_a_to_b, s.alive_b_to_a
-        );
-    }
-    let _ = writeln!(
-        w,
-        "\nMMCS A→B: for each decoder direction of A, the largest cosine with any direction of \
-         B, averaged over A (1: every feature of A has an exact copy in B); B→A the other way; \
-         \"alive\": over the features that fired on the evaluation tokens in both. Each seed of \
-         the real model is compared with the randomised model's dictionary of the same rank.\n"
-    );
-
-    let _ = writeln!(w, "## Randomised models: what the features respond to\n");
-    let _ = writeln!(
-        w,
-        "| dictionary | features firing on > 10% of tokens | sampled features | single-token features |"
-    );
-    let _ = writeln!(w, "|---|---|---|---|");
-    for r in small.iter().chain(random.iter().flatten()) {
-        if let Some(t) = &r.traits {
-            let _ = writeln!(
-                w,
-                "| `{}` | {:.1}% | {} | {} ({:.0}%) |",
-                r.name,
-                100.0 * t.frac_dense,
-                t.sampled,
-                t.single_token,
-                100.0 * t.single_token as f64 / t.sampled.max(1) as f64
-            );
-        }
-    }
-    let _ = writeln!(
-        w,
-        "\nThe notes found dictionaries on randomised models full of token detectors (the \
-         embedding still carries token identity) and of features that fire on a large fraction \
-         of tokens. Examples (feature, density, peak tokens of its top contexts):\n"
-    );
-    for r in std::iter::once(&small[0]).chain(random.iter().map(|rs| &rs[0])) {
-        if let Some(t) = &r.traits {
-            let _ = writeln!(w, "- `{}`:", r.name);
-            for (f, d, peaks) in t.examples.iter().take(4) {
-                let shown: Vec<String> = peaks.iter().take(5).map(|p| code(p)).collect();
-                let _ = writeln!(w, "  - {f} (density {d:.4}): {}", shown.join(", "));
-            }
-        }
-    }
-
-    let _ = writeln!(w, "\n## Feature densities\n");
-    let _ = writeln!(
-        w,
-        "Share of each dictionary's live features per log10-density bin, on {} held-out tokens \
-         (the dashed markers: a feature that fired once, and the notes' 10 % threshold):\n\n\
-         ![densities]({})\n\nEach dictionary alone (dead features counted in the subtitle):\n",
-        plan.eval_tokens,
-        rel(out, density_overlay)
-    );
-    for r in all() {
-        let _ = writeln!(w, "![{}]({})\n", r.name, rel(out, &r.density_png));
-    }
-    let _ = writeln!(
-        w,
-        "## Feature browser\n\n[{}]({}) (open it in a browser; it works offline) shows every \
-         feature of `{}` scanned over {} held-out tokens: density, activation histogram, top \
-         contexts from distinct windows centred on the peak, uniform samples from activation \
-         quantile bands, the logit effect of the decoder direction (histogram over the \
-         vocabulary, most promoted and suppressed tokens), and the nearest features by decoder \
-         cosine in the same dictionary and in `{}` (another seed). Search by feature id or \
-         token; filter by density band.\n",
-        rel(out, browser),
-        rel(out, browser),
-        small[0].name,
-        plan.browser_tokens,
-        small[1].name
-    );
-    write_patching(w, out, patching);
-    write_probes(w, out, probes);
-    let _ = writeln!(w, "## Where the time went\n");
-    let _ = writeln!(
-        w,
-        "Measured at the start: {:.0} tokens/s through the model to the hook, {:.0} tokens/s \
-         through the whole model, {:.0} and {:.0} training tokens/s for one dictionary of each \
-         size.\n",
-        rates.to_hook, rates.full, rates.train[0], rates.train[1]
-    );
-    let _ = writeln!(w, "| phase | seconds |\n|---|---|");
-    for (phase, s) in &timings.phases {
-        let _ = writeln!(w, "| {phase} | {s:.0} |");
-    }
-    let _ = writeln!(w, "| total | {seconds:.0} |\n");
-    let _ = writeln!(
-        w,
-        "Expected from the rates: {}.\n",
-        expected
-            .iter()
-            .map(|(p, s)| format!("{p} {s:.0} s"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    report.intro(w);
+    report.findings(w);
+    report.convergence(w);
+    report.metrics(w);
+    report.pruning(w);
+    report.similarity(w);
+    report.randomised(w);
+    report.densities(w);
+    report.browser(w);
+    write_patching(w, out, findings.patching);
+    write_probes(w, out, findings.probes);
+    report.timings(w);
     let readme = out.join("README.md");
     atomic_write(&readme, md.as_bytes())?;
-
-    let dict = |r: &DictResult| {
-        json!({
-            "name": r.name,
-            "dir": r.dir.display().to_string(),
-            "evaluated_on": r.on,
-            "d_sae": r.sae.w_dec().dims()[0],
-            "metrics": {
-                "l0": r.eval.reconstruction.l0,
-                "mse": r.eval.reconstruction.mse,
-                "frac_variance_explained": r.eval.reconstruction.frac_variance_explained,
-                "cossim": r.eval.reconstruction.cossim,
-                "frac_alive": r.eval.reconstruction.frac_alive,
-                "loss_original": r.eval.downstream.loss_original,
-                "loss_reconstructed": r.eval.downstream.loss_reconstructed,
-                "loss_zero": r.eval.downstream.loss_zero,
-                "frac_recovered": r.eval.downstream.frac_recovered,
-                "kl_div_with_sae": r.eval.downstream.kl_div_with_sae,
-            },
-            "traits": r.traits,
-        })
-    };
-    let convergence: Vec<_> = groups
-        .iter()
-        .flat_map(|(_, g)| &g.logs)
-        .map(|l| {
-            let points: Vec<_> = l
-                .entries
-                .iter()
-                .filter_map(|e| Some(json!({"tokens": e.tokens, "held_out": e.held_out.as_ref()?})))
-                .collect();
-            json!({"name": l.name, "points": points})
-        })
-        .collect();
-    // The measured findings under their names, and the verdicts the table shows.
-    let mut findings_json =
-        serde_json::to_value(&m).map_err(|e| PrismError::InvalidInput(e.to_string()))?;
-    findings_json["verdicts"] = m
-        .verdicts()
-        .iter()
-        .map(|v| json!({"claim": v.claim, "notes": v.notes, "here": v.here, "verdict": v.verdict}))
-        .collect();
-    let summary = json!({
-        "plan": plan,
-        "seconds": seconds,
-        "rates": rates,
-        "expected_seconds": expected,
-        "timings": timings,
-        "resumed_from": resumed_from,
-        "dictionaries": all().map(dict).collect::<Vec<_>>(),
-        "findings": findings_json,
-        "pruning": {"target_l0": tl0,
-                    "pruned_l0": pruned.iter().map(|r| r.eval.reconstruction.l0).collect::<Vec<_>>(),
-                    "removed_features": pruned.iter().zip(small).map(|(p, s)| s.sae.w_dec().dims()[0] - p.sae.w_dec().dims()[0]).collect::<Vec<_>>()},
-        "similarity": sims,
-        "convergence": convergence,
-        "patching": patching,
-        "probes": probes,
-    });
-    let text = serde_json::to_string_pretty(&summary)
+    let text = serde_json::to_string_pretty(&report.summary()?)
         .map_err(|e| PrismError::InvalidInput(e.to_string()))?;
     atomic_write(&out.join("summary.json"), text.as_bytes())?;
     Ok(readme)

@@ -235,6 +235,15 @@ pub fn fit(
                     r.name,
                     r.dir.display()
                 )),
+                PrismError::Diverged {
+                    step, loss, best, ..
+                } => PrismError::Diverged {
+                    step,
+                    loss,
+                    best,
+                    run: Some(r.name.clone()),
+                    checkpoint: Some(r.dir.clone()),
+                },
                 other => other,
             })?;
             step_logs.push(entry);

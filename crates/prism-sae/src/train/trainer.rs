@@ -229,8 +229,9 @@ impl Trainer {
     }
 
     /// One optimisation step on `batch` (`[n, d_in]` activations, raw scale). Non-finite
-    /// inputs, a non-finite loss or gradient, or a loss 10⁴ times the best (`DIVERGENCE_FACTOR`)
-    /// so far are errors, and leave the trainer exactly as it was.
+    /// inputs ([`PrismError::NonFinite`]), a non-finite loss or gradient, or a loss 10⁴ times the
+    /// best (`DIVERGENCE_FACTOR`) so far ([`PrismError::Diverged`]) are errors, and leave the
+    /// trainer exactly as it was.
     pub fn step(&mut self, batch: &HostTensor) -> Result<StepLog> {
         let [n, d] = batch.dims2()?;
         if d != self.config.d_in {
@@ -300,14 +301,13 @@ impl Trainer {
             if let Some(b) = b_dec_before_init {
                 self.engine.set_b_dec(&b)?;
             }
-            return Err(PrismError::NonFinite(format!(
-                "training diverged at step {}: loss {} (best so far {:?}); the parameters are \
-                 those after step {}",
-                self.step + 1,
-                pass.loss,
-                self.best_loss,
-                self.step
-            )));
+            return Err(PrismError::Diverged {
+                step: self.step + 1,
+                loss: pass.loss,
+                best: self.best_loss,
+                run: None,
+                checkpoint: None,
+            });
         }
         self.input_scale = Some(scale);
         self.best_loss = Some(self.best_loss.map_or(pass.loss, |b| b.min(pass.loss)));

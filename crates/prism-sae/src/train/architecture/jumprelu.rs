@@ -1,7 +1,7 @@
 //! JumpReLU (Rajamanoharan et al.; dictionary_learning's `JumpReluTrainer`):
 //! `f = pre · [ReLU(pre) > θ]` with a learned per-feature threshold `θ = e^{log_threshold}`,
 //! loss `Σ‖x − x̂‖²/n + λ₀ · L0`; the threshold's gradient is the straight-through estimate of a
-//! rectangle kernel of width ε (see docs/metrics.md).
+//! rectangle kernel of width ε (docs/metrics.md, "Training objectives").
 
 use prism_core::{PrismError, Result};
 use rayon::prelude::*;
