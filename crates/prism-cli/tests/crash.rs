@@ -162,15 +162,15 @@ fn interrupt(trial: u64, args: &[String], dir: &Path, at: Duration) -> (bool, bo
 }
 
 /// Every file under `dir` (relative path → bytes), the hidden temporary files of an
-/// interrupted atomic write excepted (they are never read; counted separately).
-fn files(dir: &Path) -> (BTreeMap<String, Vec<u8>>, usize) {
+/// interrupted atomic write excepted (they are never read; listed separately).
+fn files(dir: &Path) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
     let mut out = BTreeMap::new();
-    let mut stale = 0;
+    let mut stale = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let e = e.unwrap();
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') && name.contains(".tmp-") {
-            stale += 1;
+            stale.push(name);
         } else if e.path().is_file() {
             out.insert(name, std::fs::read(e.path()).unwrap());
         }
@@ -181,9 +181,9 @@ fn files(dir: &Path) -> (BTreeMap<String, Vec<u8>>, usize) {
 fn assert_same(reference: &Path, resumed: &Path, what: &str) {
     let (a, _) = files(reference);
     let (b, stale) = files(resumed);
-    assert_eq!(
-        stale, 0,
-        "{what}: temporary files of the killed run were left behind"
+    assert!(
+        stale.is_empty(),
+        "{what}: temporary files of the killed run were left behind: {stale:?}"
     );
     assert_eq!(
         a.keys().collect::<Vec<_>>(),
@@ -209,7 +209,10 @@ fn kill_and_resume(
     for trial in 0..trials() {
         let dir = tmp.join(format!("{job}-trial-{trial}"));
         let args = args(&dir);
-        let at = full.mul_f64(unit(seed + trial));
+        // Within the first 80 % of the uninterrupted run's time: a resumed or warmed-up run can
+        // be faster than the reference was (measured: 1 in 15 runs of this test had fewer than
+        // half of its kills land when they were drawn over the whole time).
+        let at = full.mul_f64(0.8 * unit(seed + trial));
         let (k, w) = interrupt(trial, &args, &dir, at);
         killed += k as u64;
         in_write += w as u64;

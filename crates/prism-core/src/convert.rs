@@ -410,7 +410,10 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Makes `to` a copy of `from` atomically — a hard link where the file system has them, else a
 /// copy — through the same hidden temporary name as [`atomic_write`], so `to` is always either
-/// its old content or all of `from`'s, and `from` is left in place.
+/// its old content or all of `from`'s, and `from` is left in place. When `to` already is a hard
+/// link of `from`, `rename` does nothing (POSIX: renaming one link of a file onto another link
+/// of the same file succeeds and leaves both); the temporary link is then removed here, not
+/// left behind.
 ///
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
@@ -420,6 +423,9 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 /// prism_core::atomic_link(&a, &b).unwrap();
 /// assert_eq!(std::fs::read(&b).unwrap(), b"new");
 /// assert!(a.exists());
+/// // Again, now that `b` is a link of `a`: still only the two files.
+/// prism_core::atomic_link(&a, &b).unwrap();
+/// assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
 /// ```
 pub fn atomic_link(from: &Path, to: &Path) -> Result<()> {
     let (_, tmp) = temporary_path(to);
@@ -430,7 +436,10 @@ pub fn atomic_link(from: &Path, to: &Path) -> Result<()> {
         .map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             PrismError::io(to, e)
-        })
+        })?;
+    // Gone after a rename that moved it; still there after one that did nothing (see above).
+    let _ = std::fs::remove_file(&tmp);
+    Ok(())
 }
 
 /// `path`'s directory and the hidden `.NAME.tmp-PID` file an atomic write of it goes through
