@@ -128,6 +128,7 @@ impl Target {
             Target::AePt => ["standard", "topk", "batchtopk", "jumprelu", "gated"]
                 .iter()
                 .map(|a| f.join("ae").join(format!("{a}.pt")))
+                .chain([f.join("matryoshka/ae.pt")])
                 .collect(),
             Target::SaeCfg => saes
                 .iter()

@@ -107,7 +107,7 @@ impl Sae {
                     m,
                 }
             } else if t.has("k") {
-                let k = t.take("k")?.data.first().copied().unwrap_or(0.0) as usize;
+                let k = scalar(path, "k", t.take("k")?)? as usize;
                 if k == 0 || k > m {
                     return Err(PrismError::Weight {
                         path: path.to_path_buf(),

@@ -478,7 +478,6 @@ impl Report<'_> {
 
     /// Reconstruction, sparsity and the effect on the model's loss, per dictionary.
     fn metrics(&self, w: &mut String) {
-        let all = || self.all();
         let plan = self.plan;
         let _ = writeln!(w, "## Metrics\n");
         let _ = writeln!(w, "### Reconstruction and sparsity\n");
@@ -487,7 +486,7 @@ impl Report<'_> {
             "| dictionary | evaluated on | features | L0 | frac_alive | mse | FVE | cossim | l2_ratio | rel. bias |"
         );
         let _ = writeln!(w, "|{}", "---|".repeat(10));
-        for r in all() {
+        for r in self.all() {
             let _ = writeln!(w, "{}", reconstruction_row(r));
         }
         let _ = writeln!(
@@ -505,7 +504,7 @@ impl Report<'_> {
             "| dictionary | loss_original | loss_reconstructed | loss_zero | frac_recovered | kl_div_with_sae |"
         );
         let _ = writeln!(w, "|{}", "---|".repeat(6));
-        for r in all() {
+        for r in self.all() {
             let _ = writeln!(w, "{}", downstream_row(r));
         }
         let _ = writeln!(
@@ -636,7 +635,6 @@ impl Report<'_> {
         let Findings {
             density_overlay, ..
         } = *self.f;
-        let all = || self.all();
         let out = self.out;
         let plan = self.plan;
         let _ = writeln!(w, "\n## Feature densities\n");
@@ -648,7 +646,7 @@ impl Report<'_> {
             plan.eval_tokens,
             rel(out, density_overlay)
         );
-        for r in all() {
+        for r in self.all() {
             let _ = writeln!(w, "![{}]({})\n", r.name, rel(out, &r.density_png));
         }
     }
@@ -724,7 +722,6 @@ impl Report<'_> {
             ..
         } = *self.f;
         let (small, large) = self.f.results.split_at(self.plan.seeds as usize);
-        let all = || self.all();
         let plan = self.plan;
         let seconds = self.seconds;
         let m = &self.m;
@@ -779,7 +776,7 @@ impl Report<'_> {
             "expected_seconds": expected,
             "timings": timings,
             "resumed_from": resumed_from,
-            "dictionaries": all().map(dict).collect::<Vec<_>>(),
+            "dictionaries": self.all().map(dict).collect::<Vec<_>>(),
             "findings": findings_json,
             "pruning": {"target_l0": tl0,
                         "pruned_l0": pruned.iter().map(|r| r.eval.reconstruction.l0).collect::<Vec<_>>(),

@@ -339,6 +339,9 @@ impl Engine for BurnEngine {
                 x_host.len()
             )));
         }
+        // As the host engine checks: `k` in range, penalties ≥ 0, the architecture's own rules
+        // (a Matryoshka dictionary's groups) — the passes below rely on them.
+        objective.validate(m)?;
         let x = self.upload(x_host.to_vec(), [n, d]);
         let (w_enc, b_enc, b_dec) = (self.p(W_ENC), self.p(B_ENC), self.p(B_DEC));
         let x_in = if apply_b_dec_to_input {
