@@ -736,6 +736,86 @@ def sae_fixtures():
     print("wrote", FIX / "sae")
 
 
+def suites_fixture():
+    """Published dictionary suites, written in their own layouts and read back by the packages
+    that publish or load them (fixtures/suites/):
+    - Gemma Scope: `params.npz` (numpy's savez, as published; keys W_enc, W_dec, b_enc, b_dec,
+      threshold) under `gemma-scope-2b-pt-res/layer_3/width_16k/average_l0_10/`, read by
+      sae-lens's own `gemma_2_sae_huggingface_loader` through huggingface_hub's cache (offline);
+    - EleutherAI sparsify: a run directory of two hooks saved by `SparseCoder.save_to_disk`
+      (cfg.json + sae.safetensors) and read back by `SparseCoder.load_from_disk`.
+    reference.safetensors: the inputs and each dictionary's codes and reconstructions from those
+    packages' own encode/decode."""
+    import os
+    import shutil
+    import tempfile
+    from safetensors.torch import save_file
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+    os.environ["SPARSIFY_DISABLE_TRITON"] = "1"  # its CPU decoder (Triton's needs a GPU)
+    from sparsify import SparseCoder, SparseCoderConfig
+
+    out = FIX / "suites"
+    shutil.rmtree(out, ignore_errors=True)
+    g = torch.Generator().manual_seed(34)
+    d_in, d_sae, n = 16, 48, 8
+    x = torch.randn(n, d_in, generator=g)
+    refs = {"x": x}
+
+    # Gemma Scope: numpy arrays in an npz, as Google published them.
+    folder = "layer_3/width_16k/average_l0_10"
+    params = {
+        "W_enc": 0.3 * torch.randn(d_in, d_sae, generator=g),
+        "W_dec": 0.3 * torch.randn(d_sae, d_in, generator=g),
+        "b_enc": 0.1 * torch.randn(d_sae, generator=g),
+        "b_dec": 0.1 * torch.randn(d_in, generator=g),
+        "threshold": 0.2 * torch.rand(d_sae, generator=g),
+    }
+    repo_dir = out / "gemma-scope-2b-pt-res" / folder
+    repo_dir.mkdir(parents=True)
+    np.savez(repo_dir / "params.npz", **{k: v.numpy() for k, v in params.items()})
+    # sae-lens downloads through huggingface_hub; give it a cache holding the file, offline.
+    with tempfile.TemporaryDirectory() as cache:
+        commit = "0" * 40
+        snap = pathlib.Path(cache) / "models--google--gemma-scope-2b-pt-res" / "snapshots" / commit
+        shutil.copytree(out / "gemma-scope-2b-pt-res", snap)
+        (snap.parent.parent / "refs").mkdir()
+        (snap.parent.parent / "refs" / "main").write_text(commit)
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_HUB_CACHE"] = cache
+        import huggingface_hub.constants as hc
+        hc.HF_HUB_OFFLINE = True
+        hc.HF_HUB_CACHE = cache
+        from sae_lens.loading.pretrained_sae_loaders import gemma_2_sae_huggingface_loader
+        cfg, state, _ = gemma_2_sae_huggingface_loader(
+            "google/gemma-scope-2b-pt-res", folder, cfg_overrides={"d_in": d_in, "d_sae": d_sae})
+    assert cfg["hook_name"] == "blocks.3.hook_resid_post", cfg["hook_name"]
+    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=cfg["d_in"], d_sae=cfg["d_sae"],
+                                        apply_b_dec_to_input=cfg["apply_b_dec_to_input"]))
+    sae.load_state_dict(state)
+    with torch.no_grad():
+        f = sae.encode(x)
+        refs["codes_gemma_scope"] = f
+        refs["recon_gemma_scope"] = sae.decode(f)
+
+    # sparsify: a run directory with one dictionary per hook point.
+    run = out / "sparsify-run"
+    for hookpoint, k in [("layers.1", 4), ("layers.2.mlp", 6)]:
+        coder = SparseCoder(d_in, SparseCoderConfig(num_latents=d_sae, k=k))
+        with torch.no_grad():
+            for p in coder.parameters():
+                p.copy_((0.3 if p.dim() == 2 else 0.1) * torch.randn(p.shape, generator=g))
+        coder.save_to_disk(run / hookpoint)
+        coder = SparseCoder.load_from_disk(run / hookpoint)
+        with torch.no_grad():
+            enc = coder.encode(x)
+            dense = torch.zeros(n, d_sae).scatter(1, enc.top_indices, enc.top_acts)
+            refs[f"codes_sparsify_{hookpoint}"] = dense
+            refs[f"recon_sparsify_{hookpoint}"] = coder.decode(enc.top_acts, enc.top_indices)
+    save_file({k: v.contiguous() for k, v in refs.items()}, str(out / "reference.safetensors"))
+    record_versions("suites", ["sae-lens", "eai-sparsify", "huggingface_hub"])
+    print("wrote", out)
+
+
 def prism_saved():
     """Prism-trained dictionaries (fixtures/prism_saved/<arch>/, SAELens layout) loaded by sae-lens:
     the codes and reconstructions of sae-lens's `encode`/`decode` on the same inputs."""
@@ -1221,7 +1301,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smollm2", type=pathlib.Path, help="path of SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--gemma3", type=pathlib.Path, help="path of gemma-3-270m-q4_k_m.gguf")
-    ap.add_argument("--only", choices=["models", "families", "gemma3", "gguf", "sae", "ae", "smollm2", "prism_saved", "patching", "attribution", "probes", "matryoshka"],
+    ap.add_argument("--only", choices=["models", "families", "gemma3", "gguf", "sae", "ae", "smollm2", "prism_saved", "patching", "attribution", "probes", "matryoshka", "suites"],
                     help="build one group only")
     args = ap.parse_args()
     pinned_versions()
@@ -1239,6 +1319,8 @@ if __name__ == "__main__":
         ae_fixtures()
     if args.only in (None, "matryoshka"):
         matryoshka_fixture()
+    if args.only in (None, "suites"):
+        suites_fixture()
     if args.smollm2 and args.only in (None, "smollm2"):
         smollm2(args.smollm2)
     if args.smollm2 and args.only in (None, "probes"):

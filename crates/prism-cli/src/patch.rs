@@ -104,7 +104,8 @@ pub fn open_dictionary(spec: &str, model: &Model) -> Result<(HookPoint, prism_sa
         Some((h, d)) if h.parse::<HookPoint>().is_ok() => (Some(h.parse()?), d),
         _ => (None, spec),
     };
-    let sae = prism_sae::Sae::open(Path::new(dir), model.device())?;
+    let name = hook.as_ref().map(|h: &HookPoint| h.to_string());
+    let sae = crate::hub::open_sae(Path::new(dir), name.as_deref(), model.device())?;
     let hook = sae.hook_in(&model.config().shape(), hook)?;
     Ok((hook, sae))
 }

@@ -207,7 +207,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let source = match (&args.cache, &args.model, &args.data) {
         (Some(dir), _, _) => Source::Cache(Box::new(ActivationStore::open(dir)?)),
         (None, Some(model), Some(data)) => Source::Model(
-            Box::new(Model::load(model, &device)?),
+            Box::new(Model::load(&crate::hub::model(model)?, &device)?),
             Corpus::open(data, &args.text_field)?,
         ),
         _ => {

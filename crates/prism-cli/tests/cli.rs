@@ -97,7 +97,7 @@ fn hooks_lists_every_hook_point_with_shapes() {
 
 #[test]
 fn bad_input_is_a_clear_error_not_a_panic() {
-    let out = prism(&["forward", "--model", "no/such/model", "--text", "hi"]);
+    let out = prism(&["forward", "--model", "./no/such/model", "--text", "hi"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod crash;
 mod demo;
+mod hub;
 mod patching;
 mod probes;
 mod train;

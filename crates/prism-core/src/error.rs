@@ -146,6 +146,16 @@ pub enum PrismError {
         /// What is wrong with it.
         message: String,
     },
+    /// A model hub request failed, or a hub file is not in the local cache while offline.
+    #[error("hub repository `{repo}`{}: {problem}", .file.as_ref().map(|f| format!(", file `{f}`")).unwrap_or_default())]
+    Hub {
+        /// The repository (`ORG/NAME`, with `@REVISION` when not the default branch).
+        repo: String,
+        /// The file within it, when the problem concerns one.
+        file: Option<String>,
+        /// What went wrong.
+        problem: HubProblem,
+    },
     /// An external command (e.g. `pip`) failed.
     #[error("command `{command}` failed: {message}")]
     Command {
@@ -154,6 +164,50 @@ pub enum PrismError {
         /// Its error output or exit status.
         message: String,
     },
+}
+
+/// Why a model hub request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubProblem {
+    /// No such repository, or a private one the token (if any) cannot see.
+    #[error(
+        "repository not found (if it is private or gated, set HF_TOKEN or log in with \
+         `hf auth login`)"
+    )]
+    RepoNotFound,
+    /// The branch, tag or commit does not exist.
+    #[error("revision not found")]
+    RevisionNotFound,
+    /// The repository has no such file at that revision.
+    #[error("no such file in the repository")]
+    EntryNotFound,
+    /// HTTP 401: the token is missing or invalid.
+    #[error("unauthorized (HTTP 401): set HF_TOKEN to a valid token")]
+    Unauthorized,
+    /// HTTP 403: the token is valid but has no access (a gated repository whose terms are not
+    /// accepted, or a token without read access).
+    #[error("access denied (HTTP 403){}", if .0.is_empty() { String::new() } else { format!(": {}", .0) })]
+    Forbidden(String),
+    /// `HF_HUB_OFFLINE` is set (or the hub could not be reached) and the file is not cached.
+    #[error("not in the local cache {0} and the hub is not reachable (offline)")]
+    NotCached(String),
+    /// The connection failed or was lost (after retrying); a partial download is kept and
+    /// resumed by the next attempt.
+    #[error("connection problem: {0}")]
+    Connection(String),
+    /// Any other HTTP error status.
+    #[error("HTTP {status}: {message}")]
+    Http {
+        /// The status code.
+        status: u16,
+        /// The server's message, if any.
+        message: String,
+    },
+    /// The hub answered something Prism cannot use (a missing header, malformed JSON), or a
+    /// downloaded file does not match its checksum or size.
+    #[error("bad answer from the hub: {0}")]
+    BadAnswer(String),
 }
 
 /// Shorthand for results in Prism.

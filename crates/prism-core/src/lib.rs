@@ -25,7 +25,7 @@ pub use convert::{
 };
 pub use device::{Backend, device};
 pub use dictionary::Dictionary;
-pub use error::{PrismError, Result};
+pub use error::{HubProblem, PrismError, Result};
 pub use hook_point::{HookPoint, ModelShape};
 pub use hooks::{Activation, Edit, HookFn, HookRun, Hooks, Intervention};
 pub use lock::{DirLock, LOCK_FILE};

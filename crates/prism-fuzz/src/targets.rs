@@ -40,11 +40,18 @@ pub enum Target {
     Geonames,
     /// A corpus file (`.jsonl`, `.jsonl.zst`, `.rst`), read piece by piece and cut into windows.
     Corpus,
+    /// Gemma Scope's `params.npz` (zip + `.npy` arrays), opened as a dictionary.
+    Npz,
+    /// A sparsify hook folder's `cfg.json` beside valid `sae.safetensors`.
+    SparsifyCfg,
+    /// The hub's JSON answers: the model-info listing and a sharded model's
+    /// `model.safetensors.index.json`.
+    HubJson,
 }
 
 impl Target {
     /// Every target, in the order the tests and the long run visit them.
-    pub const ALL: [Target; 13] = [
+    pub const ALL: [Target; 16] = [
         Target::Gguf,
         Target::HfConfig,
         Target::Safetensors,
@@ -58,6 +65,9 @@ impl Target {
         Target::PairsJsonl,
         Target::Geonames,
         Target::Corpus,
+        Target::Npz,
+        Target::SparsifyCfg,
+        Target::HubJson,
     ];
 
     /// The target's name (the directory of its regression inputs, the long run's argument).
@@ -76,6 +86,9 @@ impl Target {
             Target::PairsJsonl => "pairs-jsonl",
             Target::Geonames => "geonames",
             Target::Corpus => "corpus",
+            Target::Npz => "npz",
+            Target::SparsifyCfg => "sparsify-cfg",
+            Target::HubJson => "hub-json",
         }
     }
 
@@ -97,7 +110,8 @@ impl Target {
             | Target::Safetensors
             | Target::AePt
             | Target::SaeWeights
-            | Target::CacheShard => Format::Binary,
+            | Target::CacheShard
+            | Target::Npz => Format::Binary,
             _ => Format::Text,
         }
     }
@@ -151,9 +165,21 @@ impl Target {
                 s.join("corpus.jsonl.zst"),
                 s.join("corpus.rst"),
             ],
+            Target::Npz => vec![f.join(GEMMA_SCOPE).join("params.npz")],
+            Target::SparsifyCfg => ["layers.1", "layers.2.mlp"]
+                .iter()
+                .map(|h| f.join("suites/sparsify-run").join(h).join("cfg.json"))
+                .collect(),
+            Target::HubJson => vec![
+                s.join("hub-model-info.json"),
+                s.join("model.safetensors.index.json"),
+            ],
         }
     }
 }
+
+/// The Gemma Scope fixture's folder (its path names the repository and the hook).
+const GEMMA_SCOPE: &str = "suites/gemma-scope-2b-pt-res/layer_3/width_16k/average_l0_10";
 
 /// This crate's `seeds/`.
 pub fn seeds_dir() -> PathBuf {
@@ -250,6 +276,15 @@ impl Workbench {
                 }
             }
             Target::PairsJsonl => model = Some(Model::load(&f.join("models/llama_gqa"), &device)?),
+            Target::SparsifyCfg => copy_dir_files(
+                &f.join("suites/sparsify-run/layers.1"),
+                &dir.path().join("layers.1"),
+                &["sae.safetensors"],
+            )?,
+            Target::Npz => {
+                let d = dir.path().join(GEMMA_SCOPE);
+                std::fs::create_dir_all(&d).map_err(|e| PrismError::io(&d, e))?;
+            }
             Target::CacheManifest | Target::CacheShard => {
                 let m = Model::load(&f.join("models/llama_gqa"), &device)?;
                 let corpus = prism_cache::Corpus::open(&seeds_dir().join("corpus.jsonl"), "text")?;
@@ -454,6 +489,26 @@ impl Workbench {
                     prism_probe::geonames_cities(&p, &countries, 0).and_then(statements),
                 ])
             }
+            Target::Npz => {
+                let p = self.write(Path::new(GEMMA_SCOPE).join("params.npz"), input)?;
+                let _ = prism_sae::npz::read_npz(&p);
+                let sae = prism_sae::Sae::open(&root.join(GEMMA_SCOPE), d)?;
+                exercise_dictionary(&sae, d)
+            }
+            Target::SparsifyCfg => {
+                self.write("layers.1/cfg.json", input)?;
+                let sae = prism_sae::Sae::open(&root.join("layers.1"), d)?;
+                exercise_dictionary(&sae, d)
+            }
+            Target::HubJson => {
+                let text = String::from_utf8_lossy(input);
+                let listing = prism_hub::parse_listing(&text).map(|l| l.under("layer_3"));
+                let shards = prism_hub::shards_of_index(&text);
+                match (listing, shards) {
+                    (Err(e), Err(_)) => Err(PrismError::InvalidInput(e.to_string())),
+                    _ => Ok(()),
+                }
+            }
             Target::Corpus => {
                 let name = if input.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
                     "corpus.jsonl.zst"
@@ -484,6 +539,14 @@ impl Workbench {
             }
         }
     }
+}
+
+/// Encodes and decodes a few rows with a loaded dictionary.
+fn exercise_dictionary(sae: &prism_sae::Sae, d: &Device) -> Result<()> {
+    use prism_core::Dictionary;
+    let x = burn::tensor::Tensor::<2>::ones([2, sae.d_in()], d);
+    let _ = prism_core::to_vec(sae.forward(x))?;
+    Ok(())
 }
 
 /// `Ok` when one outcome is, else the first error.

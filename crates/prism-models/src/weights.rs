@@ -55,11 +55,7 @@ impl SafetensorsDir {
     /// The files are memory-mapped: they must not be modified or truncated while this value
     /// lives.
     pub fn open(dir: &Path) -> Result<Self> {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| PrismError::io(dir, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-            .collect();
+        let mut paths = Self::weight_files(dir)?;
         paths.sort();
         if paths.is_empty() {
             return Err(PrismError::Config {
@@ -88,6 +84,49 @@ impl SafetensorsDir {
             files,
             index,
         })
+    }
+}
+
+impl SafetensorsDir {
+    /// The weight files: the shards `model.safetensors.index.json` names when there is one,
+    /// else `model.safetensors` when there is one, else every `*.safetensors` (a directory
+    /// holding a whole hub snapshot may also have consolidated copies or adapters).
+    fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+        let index = dir.join("model.safetensors.index.json");
+        if index.exists() {
+            let text = std::fs::read_to_string(&index).map_err(|e| PrismError::io(&index, e))?;
+            let bad = |message: String| PrismError::Config {
+                path: index.clone(),
+                message,
+            };
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+            let map = json
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| bad("no `weight_map` object".into()))?;
+            let mut files: Vec<PathBuf> = Vec::new();
+            for v in map.values() {
+                let name = v
+                    .as_str()
+                    .filter(|n| !n.contains(['/', '\\']) && n.ends_with(".safetensors"))
+                    .ok_or_else(|| bad(format!("`{v}` is not a shard file name")))?;
+                let p = dir.join(name);
+                if !files.contains(&p) {
+                    files.push(p);
+                }
+            }
+            return Ok(files);
+        }
+        let single = dir.join("model.safetensors");
+        if single.exists() {
+            return Ok(vec![single]);
+        }
+        Ok(std::fs::read_dir(dir)
+            .map_err(|e| PrismError::io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect())
     }
 }
 

@@ -7,6 +7,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use prism_core::{PrismError, Result};
 use serde_json::json;
 
+use crate::suites::{Suite, sparsify_run};
 use crate::torch_pickle::{PtTensor, read_state_dict};
 use crate::{Architecture, Sae};
 
@@ -248,7 +249,7 @@ impl Parts {
     }
 }
 
-fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0f32; v.len()];
     for r in 0..rows {
         for c in 0..cols {
@@ -299,16 +300,59 @@ impl Sae {
     /// files the hook point comes from `config.json` beside them (`trainer.submodule_name` and
     /// `trainer.layer`, e.g. `mlp_out_layer3` → `blocks.3.hook_mlp_out`) when it can be read.
     pub fn open(path: &Path, device: &Device) -> Result<Sae> {
+        Sae::open_at(path, None, device)
+    }
+
+    /// [`Sae::open`], also choosing within a folder of several dictionaries (a sparsify
+    /// training run: one folder per hook point) the one at `hook`.
+    pub fn open_at(path: &Path, hook: Option<&str>, device: &Device) -> Result<Sae> {
+        if path.is_file() && path.file_name().is_some_and(|n| n == "params.npz") {
+            return Sae::from_gemma_scope(path.parent().unwrap_or(Path::new(".")), device);
+        }
         let (pt, dir) = if path.is_dir() {
+            match Suite::detect(path) {
+                Some(Suite::GemmaScope) => return Sae::from_gemma_scope(path, device),
+                Some(Suite::Sparsify) => return Sae::from_sparsify(path, device),
+                None => {}
+            }
             if path.join("cfg.json").exists() {
                 return Sae::load(path, device);
+            }
+            let run = sparsify_run(path);
+            if !run.is_empty() {
+                if let Some(want) = hook
+                    && let Some((folder, _)) = run.iter().find(|(_, h)| h.as_deref() == Some(want))
+                {
+                    return Sae::from_sparsify(folder, device);
+                }
+                let listed: Vec<String> = run
+                    .iter()
+                    .map(|(p, h)| {
+                        format!(
+                            "{} ({})",
+                            p.file_name().unwrap_or_default().to_string_lossy(),
+                            h.as_deref().unwrap_or("no hook")
+                        )
+                    })
+                    .collect();
+                return Err(PrismError::Config {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "a sparsify run with {} dictionaries{}: name one folder, or give \
+                         HOOK=DIR; it has {}",
+                        run.len(),
+                        hook.map(|h| format!(", none at {h}")).unwrap_or_default(),
+                        listed.join(", ")
+                    ),
+                });
             }
             let pt = path.join("ae.pt");
             if !pt.exists() {
                 return Err(PrismError::Config {
                     path: path.to_path_buf(),
-                    message: "neither a SAELens dictionary (cfg.json) nor a dictionary_learning \
-                              one (ae.pt)"
+                    message: "not a dictionary Prism reads: no SAELens cfg.json, \
+                              dictionary_learning ae.pt, Gemma Scope params.npz or sparsify \
+                              sae.safetensors"
                         .into(),
                 });
             }

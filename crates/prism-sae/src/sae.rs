@@ -156,7 +156,7 @@ impl Sae {
     }
 }
 
-fn row(v: &HostTensor, device: &Device) -> Result<Tensor<2>> {
+pub(crate) fn row(v: &HostTensor, device: &Device) -> Result<Tensor<2>> {
     HostTensor::new(vec![1, v.len()], v.data.clone())?.to_burn(device)
 }
 

@@ -8,4 +8,5 @@ mod gradients;
 mod matryoshka;
 mod recovery;
 mod saelens;
+mod suites;
 mod training;

@@ -11,6 +11,7 @@ use std::fmt::Display;
 use std::path::PathBuf;
 
 pub mod chromium;
+pub mod hub_server;
 
 /// The repository's root.
 pub fn root() -> PathBuf {

@@ -1,0 +1,161 @@
+//! Published dictionary suites (fixtures/suites/, written by scripts/make_fixtures.py --only
+//! suites): Gemma Scope's params.npz as sae-lens's own Gemma Scope loader reads it, sparsify
+//! folders as `SparseCoder.save_to_disk` writes them; codes and reconstructions against those
+//! packages' own encode/decode.
+
+use std::path::PathBuf;
+
+use prism_core::{Dictionary, HostTensor, PrismError};
+use prism_sae::Sae;
+use prism_sae::npz::parse_npy;
+
+use crate::common::max_diff;
+
+fn suites() -> PathBuf {
+    prism_testkit::fixtures().join("suites")
+}
+
+/// Codes (same active features, values within 1e-5) and reconstructions within 1e-5.
+fn check(sae: &Sae, name: &str) {
+    let device = prism_core::device("cpu").unwrap();
+    let refs = prism_core::read_safetensors(&suites().join("reference.safetensors")).unwrap();
+    let x = refs["x"].to_burn::<2>(&device).unwrap();
+    let f = HostTensor::from_burn(sae.encode(x.clone())).unwrap();
+    let want = &refs[&format!("codes_{name}")];
+    let nz = |v: &[f32]| v.iter().map(|&a| a != 0.0).collect::<Vec<_>>();
+    assert_eq!(
+        nz(&f.data),
+        nz(&want.data),
+        "{name}: active features differ"
+    );
+    assert!(max_diff(&f.data, &want.data) < 1e-5, "{name}: codes differ");
+    let recon = HostTensor::from_burn(sae.forward(x)).unwrap();
+    assert!(
+        max_diff(&recon.data, &refs[&format!("recon_{name}")].data) < 1e-5,
+        "{name}: reconstructions differ"
+    );
+}
+
+/// Catches: a transposed W_enc, b_dec subtracted from the input (Gemma Scope does not), a
+/// threshold compared with ≥ instead of >, the hook not derived from the published layout.
+#[test]
+fn gemma_scope_npz_matches_sae_lens_loader() {
+    let device = prism_core::device("cpu").unwrap();
+    let dir = suites().join("gemma-scope-2b-pt-res/layer_3/width_16k/average_l0_10");
+    for path in [dir.clone(), dir.join("params.npz")] {
+        let sae = Sae::open(&path, &device).unwrap();
+        assert_eq!((sae.d_in(), sae.d_sae()), (16, 48));
+        assert_eq!(sae.hook_name(), Some("blocks.3.hook_resid_post"));
+        check(&sae, "gemma_scope");
+    }
+    // Written back in SAELens' layout, it reads the same.
+    let tmp = tempfile::tempdir().unwrap();
+    Sae::open(&dir, &device).unwrap().save(tmp.path()).unwrap();
+    let back = Sae::load(tmp.path(), &device).unwrap();
+    assert_eq!(back.hook_name(), Some("blocks.3.hook_resid_post"));
+    check(&back, "gemma_scope");
+}
+
+/// Catches: encoder.weight not transposed, b_dec not subtracted before encoding, the hook
+/// folder's module name mapped to the wrong hook, a run directory opened as one dictionary.
+#[test]
+fn sparsify_folders_match_sparse_coder() {
+    let device = prism_core::device("cpu").unwrap();
+    let run = suites().join("sparsify-run");
+    for (folder, hook, k) in [
+        ("layers.1", "blocks.1.hook_resid_post", 4),
+        ("layers.2.mlp", "blocks.2.hook_mlp_out", 6),
+    ] {
+        let sae = Sae::open(&run.join(folder), &device).unwrap();
+        assert_eq!(sae.hook_name(), Some(hook));
+        assert!(
+            matches!(sae.architecture(), prism_sae::Architecture::TopK { k: got } if *got == k)
+        );
+        check(&sae, &format!("sparsify_{folder}"));
+        // The run directory with a hook picks that folder.
+        let picked = Sae::open_at(&run, Some(hook), &device).unwrap();
+        check(&picked, &format!("sparsify_{folder}"));
+    }
+    match Sae::open(&run, &device) {
+        Err(PrismError::Config { message, .. }) => {
+            assert!(
+                message.contains("layers.2.mlp (blocks.2.hook_mlp_out)"),
+                "{message}"
+            )
+        }
+        other => panic!(
+            "a run directory must ask which hook, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+    // A transcoder is refused by name, not misread as an autoencoder.
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().join("layers.1.mlp");
+    std::fs::create_dir(&t).unwrap();
+    std::fs::copy(
+        run.join("layers.1/sae.safetensors"),
+        t.join("sae.safetensors"),
+    )
+    .unwrap();
+    let cfg = std::fs::read_to_string(run.join("layers.1/cfg.json")).unwrap();
+    std::fs::write(
+        t.join("cfg.json"),
+        cfg.replace("\"transcode\": false", "\"transcode\": true"),
+    )
+    .unwrap();
+    match Sae::open(&t, &device) {
+        Err(PrismError::Config { message, .. }) => {
+            assert!(message.contains("transcode"), "{message}")
+        }
+        other => panic!("expected a config error, got {:?}", other.map(|_| ())),
+    }
+}
+
+fn npy(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
+    let header = format!(
+        "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
+        if fortran { "True" } else { "False" }
+    );
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    b.extend_from_slice(header.as_bytes());
+    b.extend_from_slice(data);
+    b
+}
+
+/// Catches: big-endian or Fortran-ordered arrays read as if C-ordered little-endian, a shape
+/// that does not fit the data accepted, a scalar's empty shape mishandled.
+#[test]
+fn npy_arrays_are_read_or_refused_clearly() {
+    let two = [1.5f32.to_le_bytes(), (-2.0f32).to_le_bytes()].concat();
+    let t = parse_npy(&npy("<f4", false, "(1, 2)", &two)).unwrap();
+    assert_eq!(
+        (t.shape.clone(), t.data.clone()),
+        (vec![1, 2], vec![1.5, -2.0])
+    );
+    let t = parse_npy(&npy(
+        "<f8",
+        false,
+        "(2,)",
+        &[1.0f64.to_le_bytes(), 3.0f64.to_le_bytes()].concat(),
+    ))
+    .unwrap();
+    assert_eq!(t.data, [1.0, 3.0]);
+    let scalar = parse_npy(&npy("<f4", false, "()", &2.5f32.to_le_bytes())).unwrap();
+    assert_eq!(scalar.data, [2.5]);
+    for (bytes, why) in [
+        (npy(">f4", false, "(2,)", &two), "little-endian"),
+        (npy("<f4", true, "(2,)", &two), "Fortran"),
+        (npy("<f4", false, "(3,)", &two), "needs 12 bytes"),
+        (npy("<i8", false, "(1,)", &two), "little-endian float"),
+        (
+            npy("<f4", false, "(99999999999, 99999999999)", &two),
+            "overflows",
+        ),
+        (b"\x93NUMPY\x01\x00\xff\xff".to_vec(), "truncated"),
+        (b"PK\x03\x04".to_vec(), "bad magic"),
+    ] {
+        let e = parse_npy(&bytes).unwrap_err();
+        assert!(e.contains(why), "{e} (wanted {why})");
+    }
+}
