@@ -7,6 +7,11 @@ Rust tests and CI need no Python:
     python3 -m venv /tmp/pyref && /tmp/pyref/bin/pip install -r scripts/requirements-fixtures.txt
     /tmp/pyref/bin/python scripts/make_fixtures.py [--smollm2 assets/SmolLM2-135M-Instruct.Q4_1.gguf] \
         [--gemma3 assets/gemma-3-270m-q4_k_m.gguf]
+    # the stand-in hub and prism for --only suites / hub_cache:
+    cargo build -p prism-cli -p prism-testkit --examples
+    /tmp/pyref/bin/python scripts/make_fixtures.py --only suites --hub-server target/debug/examples/hub_server
+    /tmp/pyref/bin/python scripts/make_fixtures.py --only hub_cache \
+        --hub-server target/debug/examples/hub_server --prism target/debug/prism
     # after `cargo run --release --example write_prism_saved -- fixtures/prism_saved`:
     /tmp/pyref/bin/python scripts/make_fixtures.py --only prism_saved
 
@@ -19,6 +24,13 @@ What it writes under fixtures/:
   attention) models in HF layout (config.json, model.safetensors, tokenizer.json with a small
   byte-level BPE trained here), and reference.json / reference.safetensors: token ids, loss and
   full logits of HF `transformers` on a few texts.
+- suites/: published dictionary layouts (Gemma Scope params.npz, Gemma Scope 2
+  params.safetensors, Llama Scope, a sparsify run directory) with codes and reconstructions from
+  sae-lens's own loaders and sparsify's own SparseCoder (needs --hub-server: huggingface_hub
+  downloads them from the stand-in hub).
+- registry/registry.zip: the pinned sae-lens's pretrained_saes.yaml and its own reading of it.
+- hub_cache/: a hub cache filled by huggingface_hub's snapshot_download (with --hub-server and
+  --prism; also checks that a cache Prism filled opens in transformers, interop.json).
 - matryoshka/: dictionary_learning's MatryoshkaBatchTopKTrainer run for 25 steps (initial and
   final parameters, inputs, per-step losses, the inference threshold), and the trained
   dictionary as its training loop saves it (ae.pt, config.json) with its encode/decode.
@@ -736,66 +748,128 @@ def sae_fixtures():
     print("wrote", FIX / "sae")
 
 
-def suites_fixture():
+def suites_fixture(hub_server: pathlib.Path):
     """Published dictionary suites, written in their own layouts and read back by the packages
     that publish or load them (fixtures/suites/):
     - Gemma Scope: `params.npz` (numpy's savez, as published; keys W_enc, W_dec, b_enc, b_dec,
-      threshold) under `gemma-scope-2b-pt-res/layer_3/width_16k/average_l0_10/`, read by
-      sae-lens's own `gemma_2_sae_huggingface_loader` through huggingface_hub's cache (offline);
+      threshold) under `gemma-scope-2b-pt-res/layer_1/width_16k/average_l0_10/`, read by
+      sae-lens's own `gemma_2_sae_huggingface_loader`;
+    - Gemma Scope 2: `params.safetensors` (w_enc, w_dec, b_enc, b_dec, threshold) under
+      `gemma-scope-2-270m-pt/resid_post_all/layer_1_width_16k_l0_small/`, read by sae-lens's own
+      `gemma_3_sae_huggingface_loader` (which reads the shapes with Range requests);
+    - Llama Scope: `hyperparams.json` + `checkpoints/final.safetensors` (bfloat16, as published)
+      under `Llama3_1-8B-Base-LXR-8x/Llama3_1-8B-Base-L1R-8x/`, read by sae-lens's own
+      `llama_scope_sae_huggingface_loader`, then (in float32) the registry's norm scaling factor
+      for `llama_scope_lxr_8x/l1r_8x` folded in by sae-lens's `fold_activation_norm_scaling_factor`,
+      as `SAE.from_pretrained` does;
+    all downloaded by huggingface_hub from the loopback stand-in hub (prism-testkit's
+    `hub_server` example) serving the three repositories;
     - EleutherAI sparsify: a run directory of two hooks saved by `SparseCoder.save_to_disk`
       (cfg.json + sae.safetensors) and read back by `SparseCoder.load_from_disk`.
     reference.safetensors: the inputs and each dictionary's codes and reconstructions from those
     packages' own encode/decode."""
     import os
     import shutil
+    import subprocess
     import tempfile
     from safetensors.torch import save_file
-    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
     os.environ["SPARSIFY_DISABLE_TRITON"] = "1"  # its CPU decoder (Triton's needs a GPU)
+    import huggingface_hub.constants as hc
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+    from sae_lens.loading.pretrained_sae_loaders import (
+        gemma_2_sae_huggingface_loader, gemma_3_sae_huggingface_loader,
+        llama_scope_sae_huggingface_loader)
+    from sae_lens.loading.pretrained_saes_directory import get_norm_scaling_factor
     from sparsify import SparseCoder, SparseCoderConfig
 
     out = FIX / "suites"
     shutil.rmtree(out, ignore_errors=True)
     g = torch.Generator().manual_seed(34)
-    d_in, d_sae, n = 16, 48, 8
+    # d_in 64: the width of the tiny Gemma 2 fixture model, so `prism eval` can run them at its
+    # hooks (blocks.1.hook_resid_post) against sae-lens's own saved copies (suites/saelens/).
+    d_in, d_sae, n = 64, 48, 8
     x = torch.randn(n, d_in, generator=g)
     refs = {"x": x}
 
+    def jumprelu_params():
+        return {
+            "W_enc": 0.15 * torch.randn(d_in, d_sae, generator=g),
+            "W_dec": 0.3 * torch.randn(d_sae, d_in, generator=g),
+            "b_enc": 0.1 * torch.randn(d_sae, generator=g),
+            "b_dec": 0.1 * torch.randn(d_in, generator=g),
+            "threshold": 0.2 * torch.rand(d_sae, generator=g),
+        }
+
     # Gemma Scope: numpy arrays in an npz, as Google published them.
-    folder = "layer_3/width_16k/average_l0_10"
-    params = {
-        "W_enc": 0.3 * torch.randn(d_in, d_sae, generator=g),
-        "W_dec": 0.3 * torch.randn(d_sae, d_in, generator=g),
-        "b_enc": 0.1 * torch.randn(d_sae, generator=g),
-        "b_dec": 0.1 * torch.randn(d_in, generator=g),
-        "threshold": 0.2 * torch.rand(d_sae, generator=g),
-    }
-    repo_dir = out / "gemma-scope-2b-pt-res" / folder
-    repo_dir.mkdir(parents=True)
-    np.savez(repo_dir / "params.npz", **{k: v.numpy() for k, v in params.items()})
-    # sae-lens downloads through huggingface_hub; give it a cache holding the file, offline.
-    with tempfile.TemporaryDirectory() as cache:
-        commit = "0" * 40
-        snap = pathlib.Path(cache) / "models--google--gemma-scope-2b-pt-res" / "snapshots" / commit
-        shutil.copytree(out / "gemma-scope-2b-pt-res", snap)
-        (snap.parent.parent / "refs").mkdir()
-        (snap.parent.parent / "refs" / "main").write_text(commit)
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["HF_HUB_CACHE"] = cache
-        import huggingface_hub.constants as hc
-        hc.HF_HUB_OFFLINE = True
-        hc.HF_HUB_CACHE = cache
-        from sae_lens.loading.pretrained_sae_loaders import gemma_2_sae_huggingface_loader
-        cfg, state, _ = gemma_2_sae_huggingface_loader(
-            "google/gemma-scope-2b-pt-res", folder, cfg_overrides={"d_in": d_in, "d_sae": d_sae})
-    assert cfg["hook_name"] == "blocks.3.hook_resid_post", cfg["hook_name"]
-    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=cfg["d_in"], d_sae=cfg["d_sae"],
-                                        apply_b_dec_to_input=cfg["apply_b_dec_to_input"]))
-    sae.load_state_dict(state)
-    with torch.no_grad():
-        f = sae.encode(x)
-        refs["codes_gemma_scope"] = f
-        refs["recon_gemma_scope"] = sae.decode(f)
+    gs_folder = "layer_1/width_16k/average_l0_10"
+    gs = out / "gemma-scope-2b-pt-res"
+    (gs / gs_folder).mkdir(parents=True)
+    np.savez(gs / gs_folder / "params.npz", **{k: v.numpy() for k, v in jumprelu_params().items()})
+    # Gemma Scope 2: lower-case names in a safetensors file.
+    gs2_folder = "resid_post_all/layer_1_width_16k_l0_small"
+    gs2 = out / "gemma-scope-2-270m-pt"
+    (gs2 / gs2_folder).mkdir(parents=True)
+    save_file({k.lower(): v.contiguous() for k, v in jumprelu_params().items()},
+              str(gs2 / gs2_folder / "params.safetensors"))
+
+    # Llama Scope: encoder/decoder in nn.Linear layout, bfloat16, a scalar threshold.
+    ls_folder = "Llama3_1-8B-Base-L1R-8x"
+    ls = out / "Llama3_1-8B-Base-LXR-8x"
+    (ls / ls_folder / "checkpoints").mkdir(parents=True)
+    p = jumprelu_params()
+    p["W_enc"] = p["W_enc"] / 50  # the registry's factor (about 60) multiplies it back
+    save_file({"encoder.weight": p["W_enc"].T.contiguous().bfloat16(), "encoder.bias": p["b_enc"].bfloat16(),
+               "decoder.weight": p["W_dec"].T.contiguous().bfloat16(), "decoder.bias": p["b_dec"].bfloat16()},
+              str(ls / ls_folder / "checkpoints" / "final.safetensors"))
+    (ls / ls_folder / "hyperparams.json").write_text(json.dumps({
+        "d_model": d_in, "d_sae": d_sae, "hook_point_in": "blocks.1.hook_resid_post",
+        "hook_point_out": "blocks.1.hook_resid_post", "jump_relu_threshold": 2.5,
+        "dataset_average_activation_norm": {"in": 40.0, "out": 40.0}}))
+    server = subprocess.Popen(
+        [str(hub_server), f"google/gemma-scope-2b-pt-res={gs}", f"google/gemma-scope-2-270m-pt={gs2}",
+         f"fnlp/Llama3_1-8B-Base-LXR-8x={ls}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    url = server.stdout.readline().strip()
+    try:
+        with tempfile.TemporaryDirectory() as cache:
+            # huggingface_hub derives its URLs from HF_ENDPOINT when its constants load.
+            os.environ.update(HF_ENDPOINT=url, HF_HUB_CACHE=cache, HF_HUB_OFFLINE="0")
+            importlib.reload(hc)
+            loaded = {
+                "gemma_scope": gemma_2_sae_huggingface_loader(
+                    "google/gemma-scope-2b-pt-res", gs_folder,
+                    cfg_overrides={"d_in": d_in, "d_sae": d_sae}),
+                "gemma_scope_2": gemma_3_sae_huggingface_loader(
+                    "google/gemma-scope-2-270m-pt", gs2_folder),
+                "llama_scope": llama_scope_sae_huggingface_loader(
+                    "fnlp/Llama3_1-8B-Base-LXR-8x", ls_folder),
+            }
+    finally:
+        server.stdin.close()
+        server.wait()
+    for name, (cfg, state, _), hook in [
+        ("gemma_scope", loaded["gemma_scope"], "blocks.1.hook_resid_post"),
+        ("gemma_scope_2", loaded["gemma_scope_2"], "blocks.1.hook_resid_post"),
+        ("llama_scope", loaded["llama_scope"], "blocks.1.hook_resid_post"),
+    ]:
+        assert cfg["hook_name"] == hook, (name, cfg["hook_name"])
+        assert (cfg["d_in"], cfg["d_sae"]) == (d_in, d_sae), (name, cfg)
+        sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=cfg["d_in"], d_sae=cfg["d_sae"],
+                                            apply_b_dec_to_input=cfg["apply_b_dec_to_input"],
+                                            metadata=SAEMetadata(hook_name=hook)))
+        sae.load_state_dict({k: v.float() for k, v in state.items()})
+        if name == "llama_scope":
+            factor = get_norm_scaling_factor("llama_scope_lxr_8x", "l1r_8x")
+            assert cfg["normalize_activations"] == "expected_average_only_in" and factor
+            sae.fold_activation_norm_scaling_factor(factor)
+            refs["llama_scope_norm_scaling_factor"] = torch.tensor([factor], dtype=torch.float32)
+        # sae-lens's own copy in its layout, for `prism eval` on both.
+        sae.save_model(out / "saelens" / name)
+        with torch.no_grad():
+            f = sae.encode(x)
+            refs[f"codes_{name}"] = f
+            refs[f"recon_{name}"] = sae.decode(f)
 
     # sparsify: a run directory with one dictionary per hook point.
     run = out / "sparsify-run"
@@ -813,6 +887,79 @@ def suites_fixture():
             refs[f"recon_sparsify_{hookpoint}"] = coder.decode(enc.top_acts, enc.top_indices)
     save_file({k: v.contiguous() for k, v in refs.items()}, str(out / "reference.safetensors"))
     record_versions("suites", ["sae-lens", "eai-sparsify", "huggingface_hub"])
+    print("wrote", out)
+
+
+def registry_fixture():
+    """SAELens' registry as the pinned sae-lens ships it (`pretrained_saes.yaml`) and as its own
+    `get_pretrained_saes_directory()` reads it (release → repo_id, model, conversion_func,
+    saes_map), zipped: fixtures/registry/registry.zip."""
+    import importlib.resources
+    import zipfile
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    text = importlib.resources.files("sae_lens").joinpath("pretrained_saes.yaml").read_text()
+    directory = {
+        name: {"repo_id": r.repo_id, "model": r.model, "conversion_func": r.conversion_func,
+               "saes_map": r.saes_map, "norm_scaling_factor": r.norm_scaling_factor}
+        for name, r in get_pretrained_saes_directory().items()
+    }
+    out = FIX / "registry"
+    out.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(out / "registry.zip", "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        z.writestr("pretrained_saes.yaml", text)
+        z.writestr("directory.json", json.dumps(directory, sort_keys=True))
+    record_versions("registry", ["sae-lens"])
+    print("wrote", out, len(directory), "releases,", sum(len(r["saes_map"]) for r in directory.values()), "SAEs")
+
+
+def hub_cache_fixture(hub_server: pathlib.Path, prism: pathlib.Path):
+    """The hub cache both ways, through the loopback stand-in hub (prism-testkit's
+    `hub_server` example) serving fixtures/models/llama3 as `tiny-org/tiny-llama`:
+    - Python's huggingface_hub (`snapshot_download`) fills fixtures/hub_cache/ (committed, links
+      and all), which Prism's test then reads offline;
+    - `prism fetch hf:tiny-org/tiny-llama` fills a fresh cache that `transformers` then opens
+      offline (`local_files_only`), its logits equal to the local directory's (asserted here;
+      recorded in fixtures/hub_cache/interop.json)."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+    from huggingface_hub import snapshot_download
+    from transformers import AutoModelForCausalLM
+
+    src = FIX / "models" / "llama3"
+    server = subprocess.Popen([str(hub_server), f"tiny-org/tiny-llama={src}"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    url = server.stdout.readline().strip()
+    out = FIX / "hub_cache"
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        snapshot_download("tiny-org/tiny-llama", endpoint=url, cache_dir=str(out),
+                          allow_patterns=["config.json", "tokenizer.json", "model.safetensors"])
+        shutil.rmtree(out / ".locks")  # empty lock files, nothing a reader needs
+        with tempfile.TemporaryDirectory() as home:
+            env = dict(os.environ, HF_HOME=home, HF_ENDPOINT=url)
+            env.pop("HF_HUB_CACHE", None)
+            env.pop("HF_HUB_OFFLINE", None)
+            subprocess.run([str(prism), "fetch", "hf:tiny-org/tiny-llama"], env=env, check=True)
+            cache = pathlib.Path(home) / "hub"
+            ids = torch.tensor([[1, 5, 9, 13, 17, 21]])
+            theirs = AutoModelForCausalLM.from_pretrained(
+                "tiny-org/tiny-llama", cache_dir=str(cache), local_files_only=True).eval()
+            local = AutoModelForCausalLM.from_pretrained(str(src)).eval()
+            with torch.no_grad():
+                diff = (theirs(ids).logits - local(ids).logits).abs().max().item()
+            assert diff == 0.0, diff
+            files = sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file() or p.is_symlink())
+    finally:
+        server.stdin.close()
+        server.wait()
+    (out / "interop.json").write_text(json.dumps({
+        "prism_cache_opened_by_transformers": True, "max_logit_diff": diff,
+        "prism_cache_files": [f for f in files if not f.startswith(".locks")],
+    }, indent=1) + "\n")
+    record_versions("hub_cache", ["huggingface_hub", "transformers"])
     print("wrote", out)
 
 
@@ -1301,7 +1448,11 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smollm2", type=pathlib.Path, help="path of SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--gemma3", type=pathlib.Path, help="path of gemma-3-270m-q4_k_m.gguf")
-    ap.add_argument("--only", choices=["models", "families", "gemma3", "gguf", "sae", "ae", "smollm2", "prism_saved", "patching", "attribution", "probes", "matryoshka", "suites"],
+    ap.add_argument("--hub-server", type=pathlib.Path,
+                    help="the stand-in hub, for --only suites and hub_cache "
+                         "(cargo build --release -p prism-testkit --example hub_server)")
+    ap.add_argument("--prism", type=pathlib.Path, help="the prism binary (for --only hub_cache)")
+    ap.add_argument("--only", choices=["models", "families", "gemma3", "gguf", "sae", "ae", "smollm2", "prism_saved", "patching", "attribution", "probes", "matryoshka", "suites", "registry", "hub_cache"],
                     help="build one group only")
     args = ap.parse_args()
     pinned_versions()
@@ -1319,8 +1470,12 @@ if __name__ == "__main__":
         ae_fixtures()
     if args.only in (None, "matryoshka"):
         matryoshka_fixture()
-    if args.only in (None, "suites"):
-        suites_fixture()
+    if args.hub_server and args.only in (None, "suites"):
+        suites_fixture(args.hub_server)
+    if args.only in (None, "registry"):
+        registry_fixture()
+    if args.hub_server and args.prism and args.only in (None, "hub_cache"):
+        hub_cache_fixture(args.hub_server, args.prism)
     if args.smollm2 and args.only in (None, "smollm2"):
         smollm2(args.smollm2)
     if args.smollm2 and args.only in (None, "probes"):

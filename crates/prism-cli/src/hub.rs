@@ -53,8 +53,11 @@ pub fn model(spec: &Path) -> Result<PathBuf> {
 /// A dictionary from a local path or a hub folder, in any format `Sae::open` reads (the one at
 /// `hook` in a folder of several).
 pub fn open_sae(spec: &Path, hook: Option<&str>, device: &Device) -> Result<prism_sae::Sae> {
-    let path = with_bars(|p| prism_hub::resolve_folder(&spec.to_string_lossy(), p))?;
-    prism_sae::Sae::open_at(&path, hook, device)
+    let found = with_bars(|p| prism_hub::resolve_dictionary(&spec.to_string_lossy(), p))?;
+    let options = prism_sae::OpenOptions::default()
+        .with_hook(hook.map(str::to_string))
+        .with_norm_scaling_factor(found.norm_scaling_factor);
+    prism_sae::Sae::open_with(&found.path, &options, device)
 }
 
 /// `prism fetch hf:ORG/NAME[@REV][/PATH]`: a model's files (or the named folder, or the whole

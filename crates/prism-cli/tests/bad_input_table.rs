@@ -202,6 +202,40 @@ fn cases(root: &Path) -> Vec<Case> {
         kept: vec![],
         expect: "ae.pt",
     });
+    let gemma = root.join("gemma-scope-2b-pt-res/layer_1/width_16k/average_l0_10");
+    copy(
+        &fixtures().join("suites/gemma-scope-2b-pt-res/layer_1/width_16k/average_l0_10"),
+        &gemma,
+        &["params.npz"],
+    );
+    truncate(&gemma.join("params.npz"), 2000);
+    out.push(Case {
+        input: "Gemma Scope `params.npz` truncated",
+        args: s(&["similarity", "--a", gemma.to_str().unwrap(), "--b", &good]),
+        kept: vec![],
+        expect: "params.npz",
+    });
+    let transcoder = root.join("layers.1.mlp");
+    copy(
+        &fixtures().join("suites/sparsify-run/layers.1"),
+        &transcoder,
+        &["cfg.json", "sae.safetensors"],
+    );
+    edit_json(&transcoder.join("cfg.json"), |c| {
+        c["transcode"] = true.into()
+    });
+    out.push(Case {
+        input: "sparsify transcoder (not read yet)",
+        args: s(&[
+            "similarity",
+            "--a",
+            transcoder.to_str().unwrap(),
+            "--b",
+            &good,
+        ]),
+        kept: vec![],
+        expect: "transcode",
+    });
 
     // Corpora and datasets.
     let corpus = root.join("corpus.pdf");

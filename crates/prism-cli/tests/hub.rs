@@ -134,3 +134,104 @@ fn missing_repositories_and_files_are_clear_errors() {
         );
     }
 }
+
+/// Catches: a published layout evaluated with other settings than sae-lens's own copy of the
+/// same weights in its layout (the hook, `b_dec` subtracted or not, the Llama Scope scaling):
+/// `prism eval` must give the same metrics for both.
+#[test]
+fn eval_of_published_layouts_equals_eval_of_sae_lens_copies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("corpus.txt");
+    std::fs::write(
+        &corpus,
+        "Published dictionaries read as their authors' code reads them. ".repeat(40),
+    )
+    .unwrap();
+    let suites = fixtures().join("suites");
+    let model = fixtures().join("models/gemma2");
+    // `prism eval --json` on a dictionary, its metrics (the dictionary's path left out).
+    let args = |sae: &str| -> Vec<String> {
+        let (model, corpus) = (model.to_str().unwrap(), corpus.to_str().unwrap());
+        [
+            "eval",
+            "--model",
+            model,
+            "--data",
+            corpus,
+            "--sae",
+            sae,
+            "--tokens",
+            "128",
+            "--ctx",
+            "32",
+            "--allow-overlap",
+            "--json",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let metrics = |out: Output| {
+        let mut j: serde_json::Value = serde_json::from_str(&success(&out)).unwrap();
+        j.as_object_mut().unwrap().remove("sae");
+        j
+    };
+    let eval = |sae: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_prism"))
+            .args(args(sae.to_str().unwrap()))
+            .output()
+            .unwrap();
+        metrics(out)
+    };
+    for (published, copy) in [
+        (
+            "gemma-scope-2b-pt-res/layer_1/width_16k/average_l0_10",
+            "gemma_scope",
+        ),
+        (
+            "gemma-scope-2-270m-pt/resid_post_all/layer_1_width_16k_l0_small",
+            "gemma_scope_2",
+        ),
+    ] {
+        let a = eval(&suites.join(published));
+        let b = eval(&suites.join("saelens").join(copy));
+        assert_eq!(a["hook"], "blocks.1.hook_resid_post");
+        assert_eq!(a, b, "{published}");
+    }
+
+    // Llama Scope by its registry name, as `SAE.from_pretrained("llama_scope_lxr_8x",
+    // "l1r_8x")` loads it: the registry file (the pinned sae-lens's), the stand-in hub serving
+    // the repository; the registry's norm scaling factor must reach the reader.
+    use std::io::Read;
+    let mut zip = zip::ZipArchive::new(
+        std::fs::File::open(fixtures().join("registry/registry.zip")).unwrap(),
+    )
+    .unwrap();
+    let mut yaml = Vec::new();
+    zip.by_name("pretrained_saes.yaml")
+        .unwrap()
+        .read_to_end(&mut yaml)
+        .unwrap();
+    let registry = tmp.path().join("pretrained_saes.yaml");
+    std::fs::write(&registry, yaml).unwrap();
+    let server = HubServer::start(
+        BTreeMap::from([(
+            "fnlp/Llama3_1-8B-Base-LXR-8x".to_string(),
+            ServedRepo::from_dir(&suites.join("Llama3_1-8B-Base-LXR-8x")),
+        )]),
+        None,
+    );
+    let home = tmp.path().join("hf");
+    let by_name = |name: &str| {
+        let args = args(name);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let registry = [("PRISM_SAE_REGISTRY", registry.to_str().unwrap())];
+        metrics(
+            prism_with(&home, &server.url(), &registry, &args)
+                .output()
+                .unwrap(),
+        )
+    };
+    let a = by_name("llama_scope_lxr_8x/l1r_8x");
+    let b = eval(&suites.join("saelens/llama_scope"));
+    assert_eq!(a, b, "llama_scope_lxr_8x/l1r_8x");
+}

@@ -47,11 +47,16 @@ pub enum Target {
     /// The hub's JSON answers: the model-info listing and a sharded model's
     /// `model.safetensors.index.json`.
     HubJson,
+    /// SAELens' registry `pretrained_saes.yaml` (Prism's YAML subset reader), every name
+    /// resolved.
+    RegistryYaml,
+    /// A Llama Scope folder's `hyperparams.json` beside valid weights.
+    LlamaScopeJson,
 }
 
 impl Target {
     /// Every target, in the order the tests and the long run visit them.
-    pub const ALL: [Target; 16] = [
+    pub const ALL: [Target; 18] = [
         Target::Gguf,
         Target::HfConfig,
         Target::Safetensors,
@@ -68,6 +73,8 @@ impl Target {
         Target::Npz,
         Target::SparsifyCfg,
         Target::HubJson,
+        Target::RegistryYaml,
+        Target::LlamaScopeJson,
     ];
 
     /// The target's name (the directory of its regression inputs, the long run's argument).
@@ -89,6 +96,8 @@ impl Target {
             Target::Npz => "npz",
             Target::SparsifyCfg => "sparsify-cfg",
             Target::HubJson => "hub-json",
+            Target::RegistryYaml => "registry-yaml",
+            Target::LlamaScopeJson => "llama-scope-json",
         }
     }
 
@@ -174,12 +183,17 @@ impl Target {
                 s.join("hub-model-info.json"),
                 s.join("model.safetensors.index.json"),
             ],
+            Target::RegistryYaml => vec![s.join("pretrained_saes.yaml")],
+            Target::LlamaScopeJson => vec![f.join(LLAMA_SCOPE).join("hyperparams.json")],
         }
     }
 }
 
 /// The Gemma Scope fixture's folder (its path names the repository and the hook).
-const GEMMA_SCOPE: &str = "suites/gemma-scope-2b-pt-res/layer_3/width_16k/average_l0_10";
+const GEMMA_SCOPE: &str = "suites/gemma-scope-2b-pt-res/layer_1/width_16k/average_l0_10";
+
+/// The Llama Scope fixture's folder.
+const LLAMA_SCOPE: &str = "suites/Llama3_1-8B-Base-LXR-8x/Llama3_1-8B-Base-L1R-8x";
 
 /// This crate's `seeds/`.
 pub fn seeds_dir() -> PathBuf {
@@ -285,6 +299,11 @@ impl Workbench {
                 let d = dir.path().join(GEMMA_SCOPE);
                 std::fs::create_dir_all(&d).map_err(|e| PrismError::io(&d, e))?;
             }
+            Target::LlamaScopeJson => copy_dir_files(
+                &f.join(LLAMA_SCOPE).join("checkpoints"),
+                &dir.path().join("llama-scope/checkpoints"),
+                &["final.safetensors"],
+            )?,
             Target::CacheManifest | Target::CacheShard => {
                 let m = Model::load(&f.join("models/llama_gqa"), &device)?;
                 let corpus = prism_cache::Corpus::open(&seeds_dir().join("corpus.jsonl"), "text")?;
@@ -508,6 +527,23 @@ impl Workbench {
                     (Err(e), Err(_)) => Err(PrismError::InvalidInput(e.to_string())),
                     _ => Ok(()),
                 }
+            }
+            Target::RegistryYaml => {
+                let registry = prism_hub::Registry::parse(&String::from_utf8_lossy(input))
+                    .map_err(PrismError::InvalidInput)?;
+                for (name, release) in registry.releases() {
+                    for id in release.saes.keys() {
+                        let _ = registry.resolve(&format!("{name}/{id}"));
+                    }
+                }
+                Ok(())
+            }
+            Target::LlamaScopeJson => {
+                self.write("llama-scope/hyperparams.json", input)?;
+                let options =
+                    prism_sae::OpenOptions::default().with_norm_scaling_factor(Some(60.0));
+                let sae = prism_sae::Sae::open_with(&root.join("llama-scope"), &options, d)?;
+                exercise_dictionary(&sae, d)
             }
             Target::Corpus => {
                 let name = if input.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {

@@ -10,15 +10,20 @@
 //! size and sha256 the hub announces, and one process at a time writes a file (a lock per
 //! blob). Failures are [`prism_core::PrismError::Hub`] with a [`prism_core::HubProblem`].
 //!
-//! [`resolve_model`] and [`resolve_folder`] are what commands call with a user's argument: a
-//! local path always wins over a hub name.
+//! SAELens' registry ([`Registry`], its `pretrained_saes.yaml`) turns `RELEASE/SAE_ID` into the
+//! repository and folder `SAE.from_pretrained` would load.
+//!
+//! [`resolve_model`] and [`resolve_dictionary`] are what commands call with a user's argument:
+//! a local path always wins over a registry name, which wins over a hub name.
 
 mod cache;
 mod client;
 mod http;
 mod reference;
+mod registry;
 mod settings;
 mod transfer;
+mod yaml;
 
 use std::path::{Path, PathBuf};
 
@@ -27,8 +32,10 @@ use prism_core::{PrismError, Result};
 pub use cache::{RepoCache, is_commit};
 pub use client::{Hub, Listing, parse_listing, shards_of_index};
 pub use reference::{DEFAULT_REVISION, HubRef};
+pub use registry::{READABLE_CONVERSIONS, REGISTRY_FILE, Registry, Release};
 pub use settings::{DEFAULT_ENDPOINT, HubConfig, hf_home};
 pub use transfer::{FileMeta, Transfer, normalise_etag};
+pub use yaml::parse_yaml;
 
 /// What a user's argument names: a local path (it exists, or looks like one), or a hub
 /// reference.
@@ -85,5 +92,61 @@ pub fn resolve_folder(spec: &str, progress: &mut dyn FnMut(Transfer<'_>)) -> Res
             }
             Hub::from_env().folder(&r, progress)
         }
+    }
+}
+
+/// Where a dictionary named by a user was found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FoundDictionary {
+    /// Its local file or folder.
+    pub path: PathBuf,
+    /// The registry's norm scaling factor for it, if the name came from the registry and it
+    /// has one.
+    pub norm_scaling_factor: Option<f64>,
+}
+
+/// A dictionary named by `spec` ([`Hub::dictionary`] with the registry [`Registry::find`]
+/// finds, if any, and the environment's hub settings).
+pub fn resolve_dictionary(
+    spec: &str,
+    progress: &mut dyn FnMut(Transfer<'_>),
+) -> Result<FoundDictionary> {
+    let registry = Registry::find().map(|p| Registry::load(&p)).transpose()?;
+    Hub::from_env().dictionary(spec, registry.as_ref(), progress)
+}
+
+impl Hub {
+    /// A dictionary named by `spec`: the local path itself; else a SAELens registry name
+    /// `RELEASE/SAE_ID` (with `registry`); else a hub folder `ORG/NAME/PATH`. Hub folders are
+    /// downloaded into the cache with everything below them.
+    pub fn dictionary(
+        &self,
+        spec: &str,
+        registry: Option<&Registry>,
+        progress: &mut dyn FnMut(Transfer<'_>),
+    ) -> Result<FoundDictionary> {
+        let found = |path| FoundDictionary {
+            path,
+            norm_scaling_factor: None,
+        };
+        let r = match Location::of(spec) {
+            Location::Local(p) => return Ok(found(p)),
+            Location::Hub(r) => r,
+        };
+        let name = spec.strip_prefix("hf:").unwrap_or(spec);
+        if let Some(registry) = registry
+            && let Some((r, release, id)) = registry.lookup(name)?
+        {
+            return Ok(FoundDictionary {
+                path: self.folder(&r, progress)?,
+                norm_scaling_factor: release.norm_scaling_factors.get(id).copied(),
+            });
+        }
+        if r.path().is_none() {
+            return Err(PrismError::InvalidInput(format!(
+                "`{spec}`: name the folder or file inside the repository (ORG/NAME/PATH)"
+            )));
+        }
+        self.folder(&r, progress).map(found)
     }
 }

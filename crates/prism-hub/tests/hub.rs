@@ -252,16 +252,16 @@ fn a_gemma_scope_folder_by_name_opens_with_its_hook() {
         None,
     );
     let cache = tempfile::tempdir().unwrap();
-    let r: HubRef = "google/gemma-scope-2b-pt-res/layer_3/width_16k/average_l0_10"
+    let r: HubRef = "google/gemma-scope-2b-pt-res/layer_1/width_16k/average_l0_10"
         .parse()
         .unwrap();
     let dir = hub(&server, cache.path()).folder(&r, &mut |_| {}).unwrap();
     let device = prism_core::device("cpu").unwrap();
     let sae = prism_sae::Sae::open(&dir, &device).unwrap();
-    assert_eq!(sae.hook_name(), Some("blocks.3.hook_resid_post"));
+    assert_eq!(sae.hook_name(), Some("blocks.1.hook_resid_post"));
     let local =
-        prism_sae::Sae::open(&published.join("layer_3/width_16k/average_l0_10"), &device).unwrap();
-    let x = sample_rows(&device, 16);
+        prism_sae::Sae::open(&published.join("layer_1/width_16k/average_l0_10"), &device).unwrap();
+    let x = sample_rows(&device, 64);
     use prism_core::Dictionary;
     assert_eq!(
         prism_core::to_vec(sae.forward(x.clone())).unwrap(),
@@ -277,4 +277,158 @@ fn sample_rows(device: &prism_core::Device, d: usize) -> prism_core::Tensor<2> {
         .unwrap()
         .to_burn(device)
         .unwrap()
+}
+
+fn pinned_registry() -> (prism_hub::Registry, serde_json::Value) {
+    use std::io::Read;
+    let file = std::fs::File::open(fixtures().join("registry/registry.zip")).unwrap();
+    let mut zip = zip::ZipArchive::new(file).unwrap();
+    let mut read = |name: &str| {
+        let mut s = String::new();
+        zip.by_name(name).unwrap().read_to_string(&mut s).unwrap();
+        s
+    };
+    let registry = prism_hub::Registry::parse(&read("pretrained_saes.yaml")).unwrap();
+    (
+        registry,
+        serde_json::from_str(&read("directory.json")).unwrap(),
+    )
+}
+
+/// Catches: a YAML construct of the pinned registry read wrongly (a numeric path, a nested
+/// block, a list at its key's indentation), a release or SAE id dropped, a path resolved to
+/// another repository or folder than `SAE.from_pretrained` uses.
+#[test]
+fn every_registry_name_resolves_as_sae_lens_does() {
+    let (registry, want) = pinned_registry();
+    let want = want.as_object().unwrap();
+    assert_eq!(registry.releases().len(), want.len());
+    let (mut resolved, mut refused) = (0, 0);
+    for (name, w) in want {
+        let r = &registry.releases()[name];
+        assert_eq!(r.repo_id, w["repo_id"].as_str().unwrap(), "{name}");
+        assert_eq!(r.model, w["model"].as_str().unwrap(), "{name}");
+        assert_eq!(
+            r.conversion.as_deref(),
+            w["conversion_func"].as_str(),
+            "{name}"
+        );
+        let saes = w["saes_map"].as_object().unwrap();
+        assert_eq!(r.saes.len(), saes.len(), "{name}");
+        let norms = w["norm_scaling_factor"].as_object().unwrap();
+        assert_eq!(r.norm_scaling_factors.len(), norms.len(), "{name}");
+        for (id, f) in norms {
+            // serde_json's float parsing may be one unit in the last place off (it is not
+            // correctly rounded without its `float_roundtrip` feature); the YAML side is.
+            let (got, want) = (r.norm_scaling_factors[id], f.as_f64().unwrap());
+            assert!(
+                (got - want).abs() <= 4.0 * f64::EPSILON * want.abs(),
+                "{name}/{id}"
+            );
+        }
+        for (id, path) in saes {
+            let path = path.as_str().unwrap();
+            assert_eq!(r.saes[id], path, "{name}/{id}");
+            let conversion = r.conversion.as_deref().unwrap_or("sae_lens");
+            match registry.resolve(&format!("{name}/{id}")) {
+                Ok(Some((hub_ref, _))) => {
+                    assert_eq!(hub_ref.repo(), r.repo_id, "{name}/{id}");
+                    assert_eq!(hub_ref.path(), Some(path.trim_matches('/')), "{name}/{id}");
+                    resolved += 1;
+                }
+                Err(PrismError::InvalidInput(m))
+                    if !prism_hub::READABLE_CONVERSIONS.contains(&conversion) =>
+                {
+                    assert!(m.contains(conversion), "{m}");
+                    refused += 1;
+                }
+                other => panic!("{name}/{id}: {:?}", other.map(|o| o.map(|(r, _)| r))),
+            }
+        }
+    }
+    assert!(resolved > 5000, "{resolved} resolved, {refused} refused");
+    println!("{resolved} registry names resolved, {refused} in formats not read yet");
+}
+
+/// Catches: a cache layout that differs from huggingface_hub's (refs, relative links to blobs),
+/// so that what Python downloaded is fetched again or not found offline. The cache was filled by
+/// huggingface_hub's own `snapshot_download` from the stand-in hub (scripts/make_fixtures.py
+/// --only hub_cache, which also checks the reverse: a cache Prism filled opens in transformers).
+#[test]
+fn a_cache_filled_by_python_huggingface_hub_is_used_offline() {
+    let cache = fixtures().join("hub_cache");
+    let offline = Hub::new(HubConfig::new(&cache).with_offline(true));
+    let dir = offline.model(&MODEL.parse().unwrap(), &mut |_| {}).unwrap();
+    assert!(dir.starts_with(cache.join("models--tiny-org--tiny-llama/snapshots")));
+    assert!(
+        std::fs::symlink_metadata(dir.join("model.safetensors"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(logits(&dir), logits(&fixtures().join("models/llama3")));
+}
+
+/// Catches: a registry name resolved to another folder, the registry's norm scaling factor not
+/// reaching the Llama Scope reader (its codes would be those of unscaled inputs), a Gemma Scope
+/// hook lost on the way through the cache.
+#[test]
+fn registry_names_open_the_published_dictionaries_as_sae_lens_does() {
+    let suites = fixtures().join("suites");
+    let server = HubServer::start(
+        BTreeMap::from([
+            (
+                "google/gemma-scope-2b-pt-res".to_string(),
+                ServedRepo::from_dir(&suites.join("gemma-scope-2b-pt-res")),
+            ),
+            (
+                "fnlp/Llama3_1-8B-Base-LXR-8x".to_string(),
+                ServedRepo::from_dir(&suites.join("Llama3_1-8B-Base-LXR-8x")),
+            ),
+        ]),
+        None,
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let hub = hub(&server, cache.path());
+    let (registry, _) = pinned_registry();
+    let refs = prism_core::read_safetensors(&suites.join("reference.safetensors")).unwrap();
+    let device = prism_core::device("cpu").unwrap();
+    let x = refs["x"].to_burn::<2>(&device).unwrap();
+    for (name, key, hook) in [
+        (
+            "gemma-scope-2b-pt-res/layer_1/width_16k/average_l0_10",
+            "gemma_scope",
+            "blocks.1.hook_resid_post",
+        ),
+        (
+            "llama_scope_lxr_8x/l1r_8x",
+            "llama_scope",
+            "blocks.1.hook_resid_post",
+        ),
+    ] {
+        let found = hub.dictionary(name, Some(&registry), &mut |_| {}).unwrap();
+        let options =
+            prism_sae::OpenOptions::default().with_norm_scaling_factor(found.norm_scaling_factor);
+        let sae = prism_sae::Sae::open_with(&found.path, &options, &device).unwrap();
+        assert_eq!(sae.hook_name(), Some(hook), "{name}");
+        use prism_core::Dictionary;
+        let codes = prism_core::to_vec(sae.encode(x.clone())).unwrap();
+        let want = &refs[&format!("codes_{key}")].data;
+        let diff = codes
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-4, "{name}: codes differ by {diff}");
+    }
+    let llama = hub
+        .dictionary("llama_scope_lxr_8x/l1r_8x", Some(&registry), &mut |_| {})
+        .unwrap();
+    assert_eq!(
+        llama.norm_scaling_factor,
+        registry.releases()["llama_scope_lxr_8x"]
+            .norm_scaling_factors
+            .get("l1r_8x")
+            .copied()
+    );
 }

@@ -300,18 +300,23 @@ impl Sae {
     /// files the hook point comes from `config.json` beside them (`trainer.submodule_name` and
     /// `trainer.layer`, e.g. `mlp_out_layer3` → `blocks.3.hook_mlp_out`) when it can be read.
     pub fn open(path: &Path, device: &Device) -> Result<Sae> {
-        Sae::open_at(path, None, device)
+        Sae::open_with(path, &OpenOptions::default(), device)
     }
 
-    /// [`Sae::open`], also choosing within a folder of several dictionaries (a sparsify
-    /// training run: one folder per hook point) the one at `hook`.
-    pub fn open_at(path: &Path, hook: Option<&str>, device: &Device) -> Result<Sae> {
+    /// [`Sae::open`] with what the files alone may not say: which hook's dictionary to take
+    /// from a folder of several (a sparsify training run), and a registry's norm scaling factor.
+    pub fn open_with(path: &Path, options: &OpenOptions, device: &Device) -> Result<Sae> {
+        let hook = options.hook.as_deref();
         if path.is_file() && path.file_name().is_some_and(|n| n == "params.npz") {
             return Sae::from_gemma_scope(path.parent().unwrap_or(Path::new(".")), device);
         }
         let (pt, dir) = if path.is_dir() {
             match Suite::detect(path) {
                 Some(Suite::GemmaScope) => return Sae::from_gemma_scope(path, device),
+                Some(Suite::GemmaScope2) => return Sae::from_gemma_scope_2(path, device),
+                Some(Suite::LlamaScope) => {
+                    return Sae::from_llama_scope(path, options.norm_scaling_factor, device);
+                }
                 Some(Suite::Sparsify) => return Sae::from_sparsify(path, device),
                 None => {}
             }
@@ -351,7 +356,8 @@ impl Sae {
                 return Err(PrismError::Config {
                     path: path.to_path_buf(),
                     message: "not a dictionary Prism reads: no SAELens cfg.json, \
-                              dictionary_learning ae.pt, Gemma Scope params.npz or sparsify \
+                              dictionary_learning ae.pt, Gemma Scope params.npz, Gemma Scope 2 \
+                              params.safetensors, Llama Scope hyperparams.json or sparsify \
                               sae.safetensors"
                         .into(),
                 });
@@ -387,6 +393,34 @@ impl Sae {
                 .insert("dictionary_learning_config".into(), cfg);
         }
         Ok(sae)
+    }
+}
+
+/// What [`Sae::open_with`] may need besides the files.
+///
+/// ```
+/// let o = prism_sae::OpenOptions::default().with_hook(Some("blocks.6.hook_mlp_out".into()));
+/// assert_eq!(o.hook.as_deref(), Some("blocks.6.hook_mlp_out"));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OpenOptions {
+    /// The hook whose dictionary to take from a folder of several.
+    pub hook: Option<String>,
+    /// sae-lens's `norm_scaling_factor` for the dictionary (its registry entry), folded into
+    /// the weights of a dictionary trained on normalised inputs (Llama Scope).
+    pub norm_scaling_factor: Option<f64>,
+}
+
+impl OpenOptions {
+    /// With the hook to choose.
+    pub fn with_hook(mut self, hook: Option<String>) -> Self {
+        self.hook = hook;
+        self
+    }
+    /// With a registry's norm scaling factor.
+    pub fn with_norm_scaling_factor(mut self, factor: Option<f64>) -> Self {
+        self.norm_scaling_factor = factor;
+        self
     }
 }
 

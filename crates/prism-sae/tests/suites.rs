@@ -41,18 +41,18 @@ fn check(sae: &Sae, name: &str) {
 #[test]
 fn gemma_scope_npz_matches_sae_lens_loader() {
     let device = prism_core::device("cpu").unwrap();
-    let dir = suites().join("gemma-scope-2b-pt-res/layer_3/width_16k/average_l0_10");
+    let dir = suites().join("gemma-scope-2b-pt-res/layer_1/width_16k/average_l0_10");
     for path in [dir.clone(), dir.join("params.npz")] {
         let sae = Sae::open(&path, &device).unwrap();
-        assert_eq!((sae.d_in(), sae.d_sae()), (16, 48));
-        assert_eq!(sae.hook_name(), Some("blocks.3.hook_resid_post"));
+        assert_eq!((sae.d_in(), sae.d_sae()), (64, 48));
+        assert_eq!(sae.hook_name(), Some("blocks.1.hook_resid_post"));
         check(&sae, "gemma_scope");
     }
     // Written back in SAELens' layout, it reads the same.
     let tmp = tempfile::tempdir().unwrap();
     Sae::open(&dir, &device).unwrap().save(tmp.path()).unwrap();
     let back = Sae::load(tmp.path(), &device).unwrap();
-    assert_eq!(back.hook_name(), Some("blocks.3.hook_resid_post"));
+    assert_eq!(back.hook_name(), Some("blocks.1.hook_resid_post"));
     check(&back, "gemma_scope");
 }
 
@@ -73,7 +73,8 @@ fn sparsify_folders_match_sparse_coder() {
         );
         check(&sae, &format!("sparsify_{folder}"));
         // The run directory with a hook picks that folder.
-        let picked = Sae::open_at(&run, Some(hook), &device).unwrap();
+        let options = prism_sae::OpenOptions::default().with_hook(Some(hook.into()));
+        let picked = Sae::open_with(&run, &options, &device).unwrap();
         check(&picked, &format!("sparsify_{folder}"));
     }
     match Sae::open(&run, &device) {
@@ -158,4 +159,54 @@ fn npy_arrays_are_read_or_refused_clearly() {
         let e = parse_npy(&bytes).unwrap_err();
         assert!(e.contains(why), "{e} (wanted {why})");
     }
+}
+
+/// Catches: Gemma Scope 2's lower-case names not found, its folder's site mapped to the wrong
+/// hook, a transcoder read as an autoencoder.
+#[test]
+fn gemma_scope_2_safetensors_matches_sae_lens_loader() {
+    let device = prism_core::device("cpu").unwrap();
+    let published =
+        suites().join("gemma-scope-2-270m-pt/resid_post_all/layer_1_width_16k_l0_small");
+    let sae = Sae::open(&published, &device).unwrap();
+    assert_eq!(sae.hook_name(), Some("blocks.1.hook_resid_post"));
+    check(&sae, "gemma_scope_2");
+    // Copied out of its repository, the site and layer folders still give the hook.
+    let tmp = tempfile::tempdir().unwrap();
+    for site in ["mlp_out", "transcoder"] {
+        let dir = tmp.path().join(site).join("layer_1_width_16k_l0_small");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(
+            published.join("params.safetensors"),
+            dir.join("params.safetensors"),
+        )
+        .unwrap();
+        match (site, Sae::open(&dir, &device)) {
+            ("mlp_out", Ok(sae)) => assert_eq!(sae.hook_name(), Some("blocks.1.hook_mlp_out")),
+            ("transcoder", Err(PrismError::Config { message, .. })) => {
+                assert!(message.contains("transcoder"), "{message}")
+            }
+            (site, other) => panic!("{site}: {:?}", other.map(|_| ())),
+        }
+    }
+}
+
+/// Catches: Llama Scope's nn.Linear layouts not transposed, the threshold not scaled (or not
+/// rounded to bfloat16 as sae-lens builds it), the registry's factor not folded into W_enc,
+/// W_dec and b_dec.
+#[test]
+fn llama_scope_matches_sae_lens_from_pretrained() {
+    let device = prism_core::device("cpu").unwrap();
+    let refs = prism_core::read_safetensors(&suites().join("reference.safetensors")).unwrap();
+    let factor = refs["llama_scope_norm_scaling_factor"].data[0] as f64;
+    let dir = suites().join("Llama3_1-8B-Base-LXR-8x/Llama3_1-8B-Base-L1R-8x");
+    let options = prism_sae::OpenOptions::default().with_norm_scaling_factor(Some(factor));
+    let sae = Sae::open_with(&dir, &options, &device).unwrap();
+    assert_eq!(sae.hook_name(), Some("blocks.1.hook_resid_post"));
+    check(&sae, "llama_scope");
+    // Without the registry's factor the file's own (√d / average norm) is folded: other codes.
+    let own = Sae::open(&dir, &device).unwrap();
+    let x = refs["x"].to_burn::<2>(&device).unwrap();
+    let a = HostTensor::from_burn(own.encode(x)).unwrap();
+    assert!(max_diff(&a.data, &refs["codes_llama_scope"].data) > 1e-3);
 }

@@ -30,6 +30,8 @@ pub struct ServedRepo {
     pub commit: String,
     /// Path → bytes.
     pub files: BTreeMap<String, Vec<u8>>,
+    /// Path → sha256 of the bytes (hex).
+    pub shas: BTreeMap<String, String>,
     /// Served only with the server's token.
     pub private: bool,
 }
@@ -62,14 +64,17 @@ impl ServedRepo {
 
     /// These files, the commit a hash of them all.
     pub fn from_files(files: BTreeMap<String, Vec<u8>>) -> ServedRepo {
+        let shas: BTreeMap<String, String> =
+            files.iter().map(|(k, v)| (k.clone(), sha256(v))).collect();
         let mut h = Sha256::new();
-        for (k, v) in &files {
+        for (k, s) in &shas {
             h.update(k.as_bytes());
-            h.update(sha256(v).as_bytes());
+            h.update(s.as_bytes());
         }
         ServedRepo {
             commit: hex::encode(h.finalize())[..40].to_string(),
             files,
+            shas,
             private: false,
         }
     }
@@ -107,7 +112,7 @@ pub struct Served {
 }
 
 struct State {
-    repos: Mutex<BTreeMap<String, ServedRepo>>,
+    repos: Mutex<BTreeMap<String, Arc<ServedRepo>>>,
     token: Option<String>,
     cut_after: AtomicU64,
     cuts_left: AtomicUsize,
@@ -134,7 +139,7 @@ impl HubServer {
         let storage = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
         let storage_port = storage.local_addr().unwrap().port();
         let state = Arc::new(State {
-            repos: Mutex::new(repos),
+            repos: Mutex::new(repos.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
             token: token.map(str::to_string),
             cut_after: AtomicU64::new(0),
             cuts_left: AtomicUsize::new(0),
@@ -198,7 +203,7 @@ impl HubServer {
             .repos
             .lock()
             .unwrap()
-            .insert(repo.to_string(), served);
+            .insert(repo.to_string(), Arc::new(served));
     }
 }
 
@@ -217,9 +222,24 @@ impl Drop for HubServer {
 struct Reply {
     status: u16,
     headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    body: Body,
     /// A file transfer (may be cut, slowed down, ranged).
     transfer: bool,
+}
+
+/// A reply's bytes: its own, or a served file (shared, not copied).
+enum Body {
+    Owned(Vec<u8>),
+    File(Arc<ServedRepo>, String),
+}
+
+impl Body {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Body::Owned(b) => b,
+            Body::File(repo, path) => repo.files.get(path).map(Vec::as_slice).unwrap_or(&[]),
+        }
+    }
 }
 
 impl Reply {
@@ -227,9 +247,15 @@ impl Reply {
         Reply {
             status,
             headers: Vec::new(),
-            body: Vec::new(),
+            body: Body::Owned(Vec::new()),
             transfer: false,
         }
+    }
+    fn file(repo: &Arc<ServedRepo>, path: &str) -> Reply {
+        let mut r = Reply::new(200);
+        r.body = Body::File(repo.clone(), path.to_string());
+        r.transfer = true;
+        r
     }
     fn header(mut self, k: &str, v: impl Into<String>) -> Reply {
         self.headers.push((k.to_string(), v.into()));
@@ -320,33 +346,30 @@ fn route(state: &State, target: &str, authorized: bool, storage_port: u16) -> Re
     let repos = state.repos.lock().unwrap();
     if segs.first().map(String::as_str) == Some("cdn") && segs.len() == 2 {
         for repo in repos.values() {
-            for bytes in repo.files.values() {
-                if sha256(bytes) == segs[1] {
-                    let mut r = Reply::new(200);
-                    r.body = bytes.clone();
-                    r.transfer = true;
-                    return r;
-                }
+            if let Some((path, _)) = repo.shas.iter().find(|(_, s)| **s == segs[1]) {
+                return Reply::file(repo, path);
             }
         }
         return Reply::new(404);
     }
-    let (repo_id, rev, file, api) = if segs.len() >= 6 && segs[0] == "api" && segs[1] == "models" {
-        if segs[4] != "revision" {
-            return Reply::new(404);
-        }
-        (
-            format!("{}/{}", segs[2], segs[3]),
-            segs[5].clone(),
-            None,
-            true,
-        )
+    // What is asked: model info, the file tree (under a folder), or a file.
+    enum Ask {
+        Info,
+        Tree(String),
+        File(String),
+    }
+    let (repo_id, rev, ask) = if segs.len() >= 6 && segs[0] == "api" && segs[1] == "models" {
+        let ask = match segs[4].as_str() {
+            "revision" => Ask::Info,
+            "tree" => Ask::Tree(segs[6..].join("/")),
+            _ => return Reply::new(404),
+        };
+        (format!("{}/{}", segs[2], segs[3]), segs[5].clone(), ask)
     } else if segs.len() >= 5 && segs[2] == "resolve" {
         (
             format!("{}/{}", segs[0], segs[1]),
             segs[3].clone(),
-            Some(segs[4..].join("/")),
-            false,
+            Ask::File(segs[4..].join("/")),
         )
     } else {
         return Reply::new(404);
@@ -360,28 +383,71 @@ fn route(state: &State, target: &str, authorized: bool, storage_port: u16) -> Re
     if rev != "main" && rev != repo.commit {
         return Reply::error(404, "RevisionNotFound");
     }
-    if api {
-        let siblings: Vec<String> = repo
-            .files
-            .keys()
-            .map(|k| format!("{{\"rfilename\": {:?}}}", k))
-            .collect();
+    let json = |text: String| {
         let mut r = Reply::new(200).header("Content-Type", "application/json");
-        r.body = format!(
-            "{{\"id\": {:?}, \"sha\": {:?}, \"private\": {}, \"siblings\": [{}]}}",
-            repo_id,
-            repo.commit,
-            repo.private,
-            siblings.join(", ")
-        )
-        .into_bytes();
-        return r;
-    }
-    let file = file.unwrap_or_default();
-    let Some(bytes) = repo.files.get(&file) else {
+        r.body = Body::Owned(text.into_bytes());
+        r
+    };
+    let file = match ask {
+        Ask::Info => {
+            let siblings: Vec<String> = repo
+                .files
+                .keys()
+                .map(|k| format!("{{\"rfilename\": {k:?}}}"))
+                .collect();
+            return json(format!(
+                "{{\"id\": {:?}, \"sha\": {:?}, \"private\": {}, \"siblings\": [{}]}}",
+                repo_id,
+                repo.commit,
+                repo.private,
+                siblings.join(", ")
+            ));
+        }
+        Ask::Tree(under) => {
+            // Every file (and folder) below `under`, recursively, as the tree API lists them.
+            let prefix = if under.is_empty() {
+                String::new()
+            } else {
+                format!("{under}/")
+            };
+            let mut folders = std::collections::BTreeSet::new();
+            let mut entries = Vec::new();
+            for (path, bytes) in repo.files.iter().filter(|(p, _)| p.starts_with(&prefix)) {
+                let mut at = path.as_str();
+                while let Some((parent, _)) = at.rsplit_once('/') {
+                    if parent.len() >= prefix.len() {
+                        folders.insert(parent.to_string());
+                    }
+                    at = parent;
+                }
+                let sha = &repo.shas[path];
+                let lfs = if is_large(path) {
+                    format!(
+                        ", \"lfs\": {{\"oid\": {sha:?}, \"size\": {}, \"pointerSize\": 134}}",
+                        bytes.len()
+                    )
+                } else {
+                    String::new()
+                };
+                entries.push(format!(
+                    "{{\"type\": \"file\", \"oid\": {:?}, \"size\": {}, \"path\": {path:?}{lfs}}}",
+                    &sha[..40],
+                    bytes.len()
+                ));
+            }
+            for f in folders {
+                entries.push(format!(
+                    "{{\"type\": \"directory\", \"oid\": {:?}, \"size\": 0, \"path\": {f:?}}}",
+                    &sha256(f.as_bytes())[..40]
+                ));
+            }
+            return json(format!("[{}]", entries.join(", ")));
+        }
+        Ask::File(f) => f,
+    };
+    let (Some(bytes), Some(sha)) = (repo.files.get(&file), repo.shas.get(&file)) else {
         return Reply::error(404, "EntryNotFound");
     };
-    let sha = sha256(bytes);
     if is_large(&file) {
         return Reply::new(302)
             .header(
@@ -392,12 +458,9 @@ fn route(state: &State, target: &str, authorized: bool, storage_port: u16) -> Re
             .header("X-Linked-Size", bytes.len().to_string())
             .header("X-Repo-Commit", repo.commit.clone());
     }
-    let mut r = Reply::new(200)
+    Reply::file(repo, &file)
         .header("ETag", format!("\"{}\"", &sha[..40]))
-        .header("X-Repo-Commit", repo.commit.clone());
-    r.body = bytes.clone();
-    r.transfer = true;
-    r
+        .header("X-Repo-Commit", repo.commit.clone())
 }
 
 fn write_reply(
@@ -407,30 +470,40 @@ fn write_reply(
     mut reply: Reply,
     range: Option<&str>,
 ) -> std::io::Result<()> {
-    let total = reply.body.len() as u64;
-    let mut start = 0u64;
+    let total = reply.body.bytes().len() as u64;
+    let (mut start, mut end) = (0u64, total);
     if reply.transfer
         && let Some(r) = range
     {
-        match r
+        // `bytes=START-` or `bytes=START-END` (END inclusive).
+        let parsed = r
             .strip_prefix("bytes=")
-            .and_then(|r| r.strip_suffix('-'))
-            .and_then(|n| n.parse::<u64>().ok())
-        {
-            Some(n) if n < total => {
-                start = n;
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(a, b)| {
+                let a = a.parse::<u64>().ok()?;
+                let b = if b.is_empty() {
+                    total.checked_sub(1)?
+                } else {
+                    b.parse::<u64>().ok()?
+                };
+                Some((a, b.min(total.saturating_sub(1))))
+            });
+        match parsed {
+            Some((a, b)) if a < total && a <= b => {
+                (start, end) = (a, b + 1);
                 reply.status = 206;
-                reply.headers.push((
-                    "Content-Range".into(),
-                    format!("bytes {n}-{}/{total}", total - 1),
-                ));
+                reply
+                    .headers
+                    .push(("Content-Range".into(), format!("bytes {a}-{b}/{total}")));
             }
             _ => {
                 reply = Reply::new(416).header("Content-Range", format!("bytes */{total}"));
+                end = 0;
             }
         }
     }
-    let body = &reply.body[start.min(reply.body.len() as u64) as usize..];
+    let all = reply.body.bytes();
+    let body = &all[(start.min(end) as usize).min(all.len())..(end as usize).min(all.len())];
     let mut head = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
     for (k, v) in &reply.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
