@@ -13,12 +13,14 @@
 mod dictionary_learning;
 pub mod kernel;
 pub mod npz;
+mod open;
 mod sae;
 mod suites;
 mod torch_pickle;
 pub mod train;
 
-pub use dictionary_learning::{OpenOptions, hook_from_trainer_config};
+pub use dictionary_learning::hook_from_trainer_config;
+pub use open::OpenOptions;
 pub use sae::{Architecture, Sae};
 pub use suites::{Suite, gemma_scope_2_hook, gemma_scope_hook, sparsify_hook, sparsify_run};
 pub use torch_pickle::{PtTensor, read_state_dict};

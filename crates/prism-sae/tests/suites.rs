@@ -210,3 +210,25 @@ fn llama_scope_matches_sae_lens_from_pretrained() {
     let a = HostTensor::from_burn(own.encode(x)).unwrap();
     assert!(max_diff(&a.data, &refs["codes_llama_scope"].data) > 1e-3);
 }
+
+/// Catches: an archive entry that inflates far beyond its size (a zip bomb) read whole into
+/// memory; a plain np.savez archive of the same array still read.
+#[test]
+fn npz_entries_that_inflate_too_far_are_refused() {
+    use std::io::Write;
+    let zeros = vec![0u8; 4 << 20];
+    let array = npy("<f4", false, &format!("({},)", zeros.len() / 4), &zeros);
+    let archive = |method| {
+        let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default().compression_method(method);
+        z.start_file("W_enc.npy", options).unwrap();
+        z.write_all(&array).unwrap();
+        z.finish().unwrap().into_inner()
+    };
+    let bomb = archive(zip::CompressionMethod::Deflated);
+    assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+    let e = prism_sae::npz::parse_npz(&bomb).unwrap_err();
+    assert!(e.contains("W_enc.npy"), "{e}");
+    let stored = prism_sae::npz::parse_npz(&archive(zip::CompressionMethod::Stored)).unwrap();
+    assert_eq!(stored["W_enc"].data.len(), 1 << 20);
+}
