@@ -522,7 +522,7 @@ impl Workbench {
             Target::HubJson => {
                 let text = String::from_utf8_lossy(input);
                 let listing = prism_hub::parse_listing(&text).map(|l| l.under("layer_3"));
-                let shards = prism_hub::shards_of_index(&text);
+                let shards = prism_models::shards_of_index(&text);
                 match (listing, shards) {
                     (Err(e), Err(_)) => Err(PrismError::InvalidInput(e.to_string())),
                     _ => Ok(()),

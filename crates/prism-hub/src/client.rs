@@ -300,7 +300,7 @@ impl Hub {
             let index_path = root.join(WEIGHTS_INDEX);
             let text =
                 std::fs::read_to_string(&index_path).map_err(|e| PrismError::io(&index_path, e))?;
-            let shards = shards_of_index(&text).map_err(|m| PrismError::Config {
+            let shards = prism_models::shards_of_index(&text).map_err(|m| PrismError::Config {
                 path: index_path.clone(),
                 message: m,
             })?;
@@ -392,30 +392,4 @@ pub fn parse_listing(text: &str) -> std::result::Result<Listing, HubProblem> {
     files.sort();
     files.dedup();
     Ok(Listing { commit, files })
-}
-
-/// The shard files a `model.safetensors.index.json` names (its `weight_map` values), each once.
-pub fn shards_of_index(text: &str) -> std::result::Result<Vec<String>, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-    let map = v
-        .get("weight_map")
-        .and_then(Value::as_object)
-        .ok_or("no `weight_map` object")?;
-    let mut shards: Vec<String> = Vec::new();
-    for file in map.values() {
-        let f = file
-            .as_str()
-            .ok_or("a `weight_map` value is not a file name")?;
-        if !safe_path(f) || f.contains('/') || !f.ends_with(".safetensors") {
-            return Err(format!("`{f}` is not a shard file name"));
-        }
-        if !shards.iter().any(|s| s == f) {
-            shards.push(f.to_string());
-        }
-    }
-    if shards.is_empty() {
-        return Err("`weight_map` is empty".into());
-    }
-    shards.sort();
-    Ok(shards)
 }

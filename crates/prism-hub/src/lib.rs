@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use prism_core::{PrismError, Result};
 
 pub use cache::{RepoCache, is_commit};
-pub use client::{Hub, Listing, parse_listing, shards_of_index};
+pub use client::{Hub, Listing, parse_listing};
 pub use reference::{DEFAULT_REVISION, HubRef};
 pub use registry::{READABLE_CONVERSIONS, REGISTRY_FILE, Registry, Release};
 pub use settings::{DEFAULT_ENDPOINT, HubConfig, hf_home};
@@ -76,22 +76,6 @@ pub fn resolve_model(spec: &str, progress: &mut dyn FnMut(Transfer<'_>)) -> Resu
     match Location::of(spec) {
         Location::Local(p) => Ok(p),
         Location::Hub(r) => Hub::from_env().model(&r, progress),
-    }
-}
-
-/// The local path of a file or folder named by `spec` (a dictionary's folder, say): the path
-/// itself, or the hub folder downloaded into the cache with everything below it.
-pub fn resolve_folder(spec: &str, progress: &mut dyn FnMut(Transfer<'_>)) -> Result<PathBuf> {
-    match Location::of(spec) {
-        Location::Local(p) => Ok(p),
-        Location::Hub(r) => {
-            if r.path().is_none() {
-                return Err(PrismError::InvalidInput(format!(
-                    "`{spec}`: name the folder or file inside the repository (ORG/NAME/PATH)"
-                )));
-            }
-            Hub::from_env().folder(&r, progress)
-        }
     }
 }
 

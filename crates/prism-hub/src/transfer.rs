@@ -97,9 +97,9 @@ pub fn fetch_blob(
     }
     let (retries, mut pause) = retries;
     let mut attempt = 0;
-    loop {
+    let (len, digest) = loop {
         match transfer(request, meta, &part, file, progress) {
-            Ok(()) => break,
+            Ok(done) => break done,
             Err(Failure::Retry(_)) if attempt < retries => {
                 attempt += 1;
                 std::thread::sleep(pause);
@@ -108,8 +108,8 @@ pub fn fetch_blob(
             Err(Failure::Retry(p)) | Err(Failure::Hub(p)) => return Err(hub_error(p)),
             Err(Failure::Local(e)) => return Err(e),
         }
-    }
-    verify(&part, meta).map_err(|p| {
+    };
+    verify(meta, len, digest).map_err(|p| {
         let _ = std::fs::remove_file(&part);
         hub_error(p)
     })?;
@@ -132,12 +132,18 @@ fn transfer(
     part: &Path,
     file: &str,
     progress: &mut dyn FnMut(Transfer<'_>),
-) -> std::result::Result<(), Failure> {
+) -> std::result::Result<(u64, Sha256), Failure> {
     let local = |e| Failure::Local(PrismError::io(part, e));
+    // What an earlier attempt left is hashed once here; the rest as it arrives.
+    let hash_existing = || -> std::io::Result<Sha256> {
+        let mut h = Sha256::new();
+        std::io::copy(&mut File::open(part)?, &mut h)?;
+        Ok(h)
+    };
     let mut have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
     if let Some(size) = meta.size {
         if have == size {
-            return Ok(());
+            return Ok((have, hash_existing().map_err(local)?));
         }
         if have > size {
             have = 0;
@@ -174,10 +180,12 @@ fn transfer(
         500..=599 => return Err(Failure::Retry(problem(&response, true))),
         _ => return Err(Failure::Hub(problem(&response, true))),
     };
-    let mut out = if start == 0 {
-        File::create(part).map_err(local)?
+    let (mut out, mut hash) = if start == 0 {
+        (File::create(part).map_err(local)?, Sha256::new())
     } else {
-        OpenOptions::new().append(true).open(part).map_err(local)?
+        let hash = hash_existing().map_err(local)?;
+        let out = OpenOptions::new().append(true).open(part).map_err(local)?;
+        (out, hash)
     };
     let mut done = start;
     progress(Transfer {
@@ -200,6 +208,7 @@ fn transfer(
             }
         };
         out.write_all(&buf[..n]).map_err(local)?;
+        hash.update(&buf[..n]);
         done += n as u64;
         progress(Transfer {
             file,
@@ -215,13 +224,12 @@ fn transfer(
             "the transfer ended after {done} of {size} bytes"
         ))));
     }
-    Ok(())
+    Ok((done, hash))
 }
 
-/// The finished file has the announced size, and the announced sha256 when the ETag is one
-/// (64 hex digits: large files' ETags are their sha256).
-fn verify(part: &Path, meta: &FileMeta) -> std::result::Result<(), HubProblem> {
-    let len = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+/// The finished file (`len` bytes hashing to `digest`) has the announced size, and the
+/// announced sha256 when the ETag is one (64 hex digits: large files' ETags are their sha256).
+fn verify(meta: &FileMeta, len: u64, digest: Sha256) -> std::result::Result<(), HubProblem> {
     if let Some(size) = meta.size
         && len != size
     {
@@ -230,10 +238,7 @@ fn verify(part: &Path, meta: &FileMeta) -> std::result::Result<(), HubProblem> {
         )));
     }
     if meta.etag.len() == 64 && meta.etag.bytes().all(|b| b.is_ascii_hexdigit()) {
-        let mut f = File::open(part).map_err(|e| HubProblem::Connection(e.to_string()))?;
-        let mut h = Sha256::new();
-        std::io::copy(&mut f, &mut h).map_err(|e| HubProblem::Connection(e.to_string()))?;
-        let got = hex::encode(h.finalize());
+        let got = hex::encode(digest.finalize());
         if !got.eq_ignore_ascii_case(&meta.etag) {
             return Err(HubProblem::BadAnswer(format!(
                 "sha256 {got} differs from the announced {}; the partial file was removed",

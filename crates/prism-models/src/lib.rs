@@ -48,4 +48,4 @@ pub use randomize::Randomization;
 pub use scores::PositionScores;
 pub use tokenizer::Tokenizer;
 pub use transformer::{Attention, Block, ForwardOutput, Mlp, TokenBatch, Transformer};
-pub use weights::{SafetensorsDir, WeightSource};
+pub use weights::{SafetensorsDir, WeightSource, shards_of_index};

@@ -95,28 +95,11 @@ impl SafetensorsDir {
         let index = dir.join("model.safetensors.index.json");
         if index.exists() {
             let text = std::fs::read_to_string(&index).map_err(|e| PrismError::io(&index, e))?;
-            let bad = |message: String| PrismError::Config {
+            let shards = shards_of_index(&text).map_err(|message| PrismError::Config {
                 path: index.clone(),
                 message,
-            };
-            let json: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-            let map = json
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .ok_or_else(|| bad("no `weight_map` object".into()))?;
-            let mut files: Vec<PathBuf> = Vec::new();
-            for v in map.values() {
-                let name = v
-                    .as_str()
-                    .filter(|n| !n.contains(['/', '\\']) && n.ends_with(".safetensors"))
-                    .ok_or_else(|| bad(format!("`{v}` is not a shard file name")))?;
-                let p = dir.join(name);
-                if !files.contains(&p) {
-                    files.push(p);
-                }
-            }
-            return Ok(files);
+            })?;
+            return Ok(shards.iter().map(|s| dir.join(s)).collect());
         }
         let single = dir.join("model.safetensors");
         if single.exists() {
@@ -128,6 +111,41 @@ impl SafetensorsDir {
             .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
             .collect())
     }
+}
+
+/// The shard files a `model.safetensors.index.json` names (its `weight_map` values), each once,
+/// sorted; each must be a plain `*.safetensors` file name beside the index.
+///
+/// ```
+/// let index = r#"{"weight_map": {"a": "model-2.safetensors", "b": "model-1.safetensors",
+///                                "c": "model-2.safetensors"}}"#;
+/// assert_eq!(prism_models::shards_of_index(index).unwrap(), ["model-1.safetensors", "model-2.safetensors"]);
+/// assert!(prism_models::shards_of_index(r#"{"weight_map": {"a": "../x.safetensors"}}"#).is_err());
+/// ```
+pub fn shards_of_index(text: &str) -> std::result::Result<Vec<String>, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or("no `weight_map` object")?;
+    let mut shards: Vec<String> = Vec::new();
+    for file in map.values() {
+        let f = file
+            .as_str()
+            .filter(|n| {
+                !n.contains(['/', '\\']) && n.ends_with(".safetensors") && !n.starts_with('.')
+            })
+            .ok_or_else(|| format!("`{file}` is not a shard file name"))?;
+        if !shards.iter().any(|s| s == f) {
+            shards.push(f.to_string());
+        }
+    }
+    if shards.is_empty() {
+        return Err("`weight_map` is empty".into());
+    }
+    shards.sort();
+    Ok(shards)
 }
 
 impl WeightSource for SafetensorsDir {
