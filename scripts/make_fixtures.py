@@ -5,11 +5,13 @@ Run once, by hand, after changing what the fixtures cover; the outputs are commi
 Rust tests and CI need no Python:
 
     python3 -m venv /tmp/pyref && /tmp/pyref/bin/pip install -r scripts/requirements-fixtures.txt
+    /tmp/pyref/bin/pip install --no-deps -r scripts/requirements-fixtures-nodeps.txt
     /tmp/pyref/bin/python scripts/make_fixtures.py [--smollm2 assets/SmolLM2-135M-Instruct.Q4_1.gguf] \
         [--gemma3 assets/gemma-3-270m-q4_k_m.gguf]
     # the stand-in hub and prism for --only suites / hub_cache:
     cargo build -p prism-cli -p prism-testkit --examples
     /tmp/pyref/bin/python scripts/make_fixtures.py --only suites --hub-server target/debug/examples/hub_server
+    /tmp/pyref/bin/python scripts/make_fixtures.py --only transcoders --hub-server target/debug/examples/hub_server
     /tmp/pyref/bin/python scripts/make_fixtures.py --only hub_cache \
         --hub-server target/debug/examples/hub_server --prism target/debug/prism
     # after `cargo run --release --example write_prism_saved -- fixtures/prism_saved`:
@@ -65,6 +67,7 @@ What it writes under fixtures/:
 """
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -76,12 +79,14 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIX = ROOT / "fixtures"
 REQUIREMENTS = ROOT / "scripts" / "requirements-fixtures.txt"
+REQUIREMENTS_NODEPS = ROOT / "scripts" / "requirements-fixtures-nodeps.txt"
 
 
 def pinned_versions() -> dict:
     """The pins of requirements-fixtures.txt, checked against what is installed."""
     pins = {}
-    for line in REQUIREMENTS.read_text().splitlines():
+    lines = REQUIREMENTS.read_text().splitlines() + REQUIREMENTS_NODEPS.read_text().splitlines()
+    for line in lines:
         line = line.split("#")[0].strip()
         if line:
             name, version = line.split("==")
@@ -364,7 +369,20 @@ def family_hooks(name, model, ids):
             (layer.self_attn.o_proj, b + "attn.hook_z",
              lambda a, k, o: hidden_in(a, k, o).reshape(*a[0].shape[:2], n_heads, -1)),
             (layer.mlp.down_proj, b + "mlp.hook_post", hidden_in),
+            (layer.mlp, b + "mlp.hook_in", hidden_in),
         ]
+        # ln2.hook_normalized: the pre-MLP norm's input over its RMS (float64), without the
+        # norm's learned scale; OLMo 2 has no pre-MLP norm, so there it is the MLP's input.
+        pre_norm = (layer.pre_feedforward_layernorm if hasattr(layer, "pre_feedforward_layernorm")
+                    else None if name == "olmo2" else layer.post_attention_layernorm)
+        if pre_norm is None:
+            sites.append((layer.mlp, b + "ln2.hook_normalized", hidden_in))
+        else:
+            eps = getattr(pre_norm, "variance_epsilon", getattr(pre_norm, "eps", None))
+            def standardized(a, k, o, eps=eps):
+                x = hidden_in(a, k, o).double()
+                return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+            sites.append((pre_norm, b + "ln2.hook_normalized", standardized))
         for module, key, fn in sites:
             handles.append(module.register_forward_hook(keep(key, fn), with_kwargs=True))
     handles.append(model.model.norm.register_forward_hook(
@@ -748,6 +766,40 @@ def sae_fixtures():
     print("wrote", FIX / "sae")
 
 
+
+def random_jumprelu_params(g, d_in, d_sae):
+    """Gemma Scope's tensors for a `d_in` → `d_sae` JumpReLU dictionary, drawn from `g`."""
+    return {
+        "W_enc": 0.15 * torch.randn(d_in, d_sae, generator=g),
+        "W_dec": 0.3 * torch.randn(d_sae, d_in, generator=g),
+        "b_enc": 0.1 * torch.randn(d_sae, generator=g),
+        "b_dec": 0.1 * torch.randn(d_in, generator=g),
+        "threshold": 0.2 * torch.rand(d_sae, generator=g),
+    }
+
+
+@contextlib.contextmanager
+def stand_in_hub(hub_server: pathlib.Path, repos: dict):
+    """The loopback stand-in hub (prism-testkit's `hub_server` example) serving `repos`
+    (`ORG/NAME` -> folder), with huggingface_hub pointed at it and an empty cache, for the block."""
+    import os
+    import subprocess
+    import tempfile
+    import huggingface_hub.constants as hc
+    server = subprocess.Popen([str(hub_server), *(f"{r}={d}" for r, d in repos.items())],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    url = server.stdout.readline().strip()
+    try:
+        with tempfile.TemporaryDirectory() as cache:
+            # huggingface_hub derives its URLs from HF_ENDPOINT when its constants load.
+            os.environ.update(HF_ENDPOINT=url, HF_HUB_CACHE=cache, HF_HUB_OFFLINE="0")
+            importlib.reload(hc)
+            yield url
+    finally:
+        server.stdin.close()
+        server.wait()
+
+
 def suites_fixture(hub_server: pathlib.Path):
     """Published dictionary suites, written in their own layouts and read back by the packages
     that publish or load them (fixtures/suites/):
@@ -770,11 +822,8 @@ def suites_fixture(hub_server: pathlib.Path):
     packages' own encode/decode."""
     import os
     import shutil
-    import subprocess
-    import tempfile
     from safetensors.torch import save_file
     os.environ["SPARSIFY_DISABLE_TRITON"] = "1"  # its CPU decoder (Triton's needs a GPU)
-    import huggingface_hub.constants as hc
     from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
     from sae_lens.saes.sae import SAEMetadata
     from sae_lens.loading.pretrained_sae_loaders import (
@@ -792,14 +841,7 @@ def suites_fixture(hub_server: pathlib.Path):
     x = torch.randn(n, d_in, generator=g)
     refs = {"x": x}
 
-    def jumprelu_params():
-        return {
-            "W_enc": 0.15 * torch.randn(d_in, d_sae, generator=g),
-            "W_dec": 0.3 * torch.randn(d_sae, d_in, generator=g),
-            "b_enc": 0.1 * torch.randn(d_sae, generator=g),
-            "b_dec": 0.1 * torch.randn(d_in, generator=g),
-            "threshold": 0.2 * torch.rand(d_sae, generator=g),
-        }
+    jumprelu_params = lambda: random_jumprelu_params(g, d_in, d_sae)
 
     # Gemma Scope: numpy arrays in an npz, as Google published them.
     gs_folder = "layer_1/width_16k/average_l0_10"
@@ -826,28 +868,18 @@ def suites_fixture(hub_server: pathlib.Path):
         "d_model": d_in, "d_sae": d_sae, "hook_point_in": "blocks.1.hook_resid_post",
         "hook_point_out": "blocks.1.hook_resid_post", "jump_relu_threshold": 2.5,
         "dataset_average_activation_norm": {"in": 40.0, "out": 40.0}}))
-    server = subprocess.Popen(
-        [str(hub_server), f"google/gemma-scope-2b-pt-res={gs}", f"google/gemma-scope-2-270m-pt={gs2}",
-         f"fnlp/Llama3_1-8B-Base-LXR-8x={ls}"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    url = server.stdout.readline().strip()
-    try:
-        with tempfile.TemporaryDirectory() as cache:
-            # huggingface_hub derives its URLs from HF_ENDPOINT when its constants load.
-            os.environ.update(HF_ENDPOINT=url, HF_HUB_CACHE=cache, HF_HUB_OFFLINE="0")
-            importlib.reload(hc)
-            loaded = {
-                "gemma_scope": gemma_2_sae_huggingface_loader(
-                    "google/gemma-scope-2b-pt-res", gs_folder,
-                    cfg_overrides={"d_in": d_in, "d_sae": d_sae}),
-                "gemma_scope_2": gemma_3_sae_huggingface_loader(
-                    "google/gemma-scope-2-270m-pt", gs2_folder),
-                "llama_scope": llama_scope_sae_huggingface_loader(
-                    "fnlp/Llama3_1-8B-Base-LXR-8x", ls_folder),
-            }
-    finally:
-        server.stdin.close()
-        server.wait()
+    repos = {"google/gemma-scope-2b-pt-res": gs, "google/gemma-scope-2-270m-pt": gs2,
+             "fnlp/Llama3_1-8B-Base-LXR-8x": ls}
+    with stand_in_hub(hub_server, repos):
+        loaded = {
+            "gemma_scope": gemma_2_sae_huggingface_loader(
+                "google/gemma-scope-2b-pt-res", gs_folder,
+                cfg_overrides={"d_in": d_in, "d_sae": d_sae}),
+            "gemma_scope_2": gemma_3_sae_huggingface_loader(
+                "google/gemma-scope-2-270m-pt", gs2_folder),
+            "llama_scope": llama_scope_sae_huggingface_loader(
+                "fnlp/Llama3_1-8B-Base-LXR-8x", ls_folder),
+        }
     for name, (cfg, state, _), hook in [
         ("gemma_scope", loaded["gemma_scope"], "blocks.1.hook_resid_post"),
         ("gemma_scope_2", loaded["gemma_scope_2"], "blocks.1.hook_resid_post"),
@@ -887,6 +919,144 @@ def suites_fixture(hub_server: pathlib.Path):
             refs[f"recon_sparsify_{hookpoint}"] = coder.decode(enc.top_acts, enc.top_indices)
     save_file({k: v.contiguous() for k, v in refs.items()}, str(out / "reference.safetensors"))
     record_versions("suites", ["sae-lens", "eai-sparsify", "huggingface_hub"])
+    print("wrote", out)
+
+
+def transcoders_fixture(hub_server: pathlib.Path):
+    """Published transcoders, written in their own layouts and read back by the packages that
+    publish or load them (fixtures/transcoders/; d_in = d_out = 64, the tiny Gemma 2's width):
+    - Gemma Scope: `params.npz` under `gemma-scope-2b-pt-transcoders/layer_1/width_16k/
+      average_l0_65/`, read by sae-lens's `gemma_2_transcoder_huggingface_loader` through the
+      stand-in hub and by circuit-tracer's `load_gemma_scope_transcoder`;
+    - Gemma Scope 2: `params.safetensors` with `affine_skip_connection` under
+      `gemma-scope-2-270m-pt/transcoder_all/layer_1_width_16k_l0_small_affine/`, read by
+      sae-lens's `gemma_3_sae_huggingface_loader` (a `jumprelu_skip_transcoder`) through the
+      stand-in hub and by circuit-tracer's `load_gemma_scope_2_transcoder`;
+    - EleutherAI sparsify: `sparsify-run/layers.1.mlp` (a TopK transcoder with a skip
+      connection) and `sparsify-run/layers.2` (a TopK autoencoder with a skip connection), saved
+      by `SparseCoder.save_to_disk` and read back by `SparseCoder.load_from_disk`;
+    - circuit-tracer: `circuit-tracer/layer_0.safetensors` (JumpReLU with W_skip) and
+      `layer_1.safetensors` (ReLU) written by `SingleLayerTranscoder.to_safetensors`, with a
+      `config.yaml` naming the hooks, read back by `load_relu_transcoder`;
+    - saelens/: sae-lens's own `save_model` of the two Gemma Scope transcoders.
+    reference.safetensors: the input, and each transcoder's codes and outputs from those
+    packages' own encode and forward (sae-lens's and circuit-tracer's agree within 1e-5)."""
+    import os
+    import shutil
+    from safetensors.torch import save_file
+    os.environ["SPARSIFY_DISABLE_TRITON"] = "1"
+    from sae_lens import (JumpReLUSkipTranscoder, JumpReLUSkipTranscoderConfig, JumpReLUTranscoder,
+                          JumpReLUTranscoderConfig)
+    from sae_lens.saes.sae import SAEMetadata
+    from sae_lens.loading.pretrained_sae_loaders import (
+        gemma_2_transcoder_huggingface_loader, gemma_3_sae_huggingface_loader)
+    from sparsify import SparseCoder, SparseCoderConfig
+    from circuit_tracer.transcoder.activation_functions import JumpReLU
+    from circuit_tracer.transcoder.single_layer_transcoder import (
+        SingleLayerTranscoder, load_gemma_scope_2_transcoder, load_gemma_scope_transcoder,
+        load_relu_transcoder)
+
+    out = FIX / "transcoders"
+    shutil.rmtree(out, ignore_errors=True)
+    g = torch.Generator().manual_seed(38)
+    d_in, d_sae, n = 64, 48, 8
+    x = torch.randn(n, d_in, generator=g)
+    refs = {"x": x}
+    cpu = torch.device("cpu")
+
+    params = lambda: random_jumprelu_params(g, d_in, d_sae)
+
+    gs_folder = "layer_1/width_16k/average_l0_65"  # an id in the registry
+    gs = out / "gemma-scope-2b-pt-transcoders"
+    (gs / gs_folder).mkdir(parents=True)
+    np.savez(gs / gs_folder / "params.npz", **{k: v.numpy() for k, v in params().items()})
+    gs2_folder = "transcoder_all/layer_1_width_16k_l0_small_affine"
+    gs2 = out / "gemma-scope-2-270m-pt"
+    (gs2 / gs2_folder).mkdir(parents=True)
+    p = {k.lower(): v.contiguous() for k, v in params().items()}
+    p["affine_skip_connection"] = 0.1 * torch.randn(d_in, d_in, generator=g)
+    save_file(p, str(gs2 / gs2_folder / "params.safetensors"))
+
+    repos = {"google/gemma-scope-2b-pt-transcoders": gs, "google/gemma-scope-2-270m-pt": gs2}
+    with stand_in_hub(hub_server, repos):
+        loaded = {
+            "gemma_scope": gemma_2_transcoder_huggingface_loader(
+                "google/gemma-scope-2b-pt-transcoders", gs_folder,
+                cfg_overrides={"d_in": d_in, "d_out": d_in, "d_sae": d_sae}),
+            "gemma_scope_2": gemma_3_sae_huggingface_loader(
+                "google/gemma-scope-2-270m-pt", gs2_folder),
+        }
+    tracer = {
+        "gemma_scope": load_gemma_scope_transcoder(
+            str(gs / gs_folder / "params.npz"), 1, device=cpu),
+        "gemma_scope_2": load_gemma_scope_2_transcoder(
+            str(gs2 / gs2_folder / "params.safetensors"), 1, device=cpu),
+    }
+    for name, hooks, cls, cfg_cls in [
+        ("gemma_scope", ("blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out"),
+         JumpReLUTranscoder, JumpReLUTranscoderConfig),
+        ("gemma_scope_2", ("blocks.1.hook_mlp_in", "blocks.1.hook_mlp_out"),
+         JumpReLUSkipTranscoder, JumpReLUSkipTranscoderConfig),
+    ]:
+        cfg, state, _ = loaded[name]
+        assert (cfg["hook_name"], cfg["hook_name_out"]) == hooks, (name, cfg)
+        assert cfg["architecture"] == cfg_cls.architecture(), (name, cfg["architecture"])
+        tc = cls(cfg_cls(d_in=d_in, d_sae=d_sae, d_out=d_in, apply_b_dec_to_input=False,
+                         metadata=SAEMetadata(hook_name=hooks[0], hook_name_out=hooks[1])))
+        tc.load_state_dict({k: v.float() for k, v in state.items()})
+        tc.save_model(out / "saelens" / name)
+        with torch.no_grad():
+            f = tc.encode(x)
+            refs[f"codes_{name}"] = f
+            refs[f"out_{name}"] = tc(x)
+            t = tracer[name]
+            assert (t.encode(x) - f).abs().max() < 1e-5, name
+            assert (t(x) - refs[f"out_{name}"]).abs().max() < 1e-5, name
+
+    run = out / "sparsify-run"
+    for hookpoint, k, transcode in [("layers.1.mlp", 6, True), ("layers.2", 4, False)]:
+        coder = SparseCoder(d_in, SparseCoderConfig(num_latents=d_sae, k=k, transcode=transcode,
+                                                    skip_connection=True))
+        with torch.no_grad():
+            for p_ in coder.parameters():
+                p_.copy_((0.3 if p_.dim() == 2 else 0.1) * torch.randn(p_.shape, generator=g))
+        coder.save_to_disk(run / hookpoint)
+        coder = SparseCoder.load_from_disk(run / hookpoint)
+        with torch.no_grad():
+            res = coder(x)
+            dense = torch.zeros(n, d_sae).scatter(1, res.latent_indices, res.latent_acts)
+            refs[f"codes_sparsify_{hookpoint}"] = dense
+            refs[f"out_sparsify_{hookpoint}"] = res.sae_out
+
+    ct = out / "circuit-tracer"
+    ct.mkdir(parents=True)
+    for layer, jump in [(0, True), (1, False)]:
+        p = params()
+        act = JumpReLU(p["threshold"], 0.1) if jump else torch.nn.functional.relu
+        t = SingleLayerTranscoder(d_in, d_sae, act, layer, skip_connection=jump, device=cpu,
+                                  dtype=torch.float32)
+        with torch.no_grad():
+            t.W_enc.copy_(p["W_enc"].T)
+            t.W_dec.copy_(p["W_dec"])
+            t.b_enc.copy_(p["b_enc"])
+            t.b_dec.copy_(p["b_dec"])
+            if jump:
+                t.W_skip.copy_(0.1 * torch.randn(d_in, d_in, generator=g))
+        t.to_safetensors(str(ct / f"layer_{layer}.safetensors"))
+        back = load_relu_transcoder(str(ct / f"layer_{layer}.safetensors"), layer, device=cpu,
+                                    lazy_encoder=False, lazy_decoder=False)
+        with torch.no_grad():
+            refs[f"codes_circuit_tracer_{layer}"] = back.encode(x)
+            refs[f"out_circuit_tracer_{layer}"] = back(x)
+    (ct / "config.yaml").write_text(
+        "model_kind: transcoder_set\n"
+        "feature_input_hook: mlp.hook_in\n"
+        "feature_output_hook: mlp.hook_out\n"
+        "scan: prism-fixture\n"
+        "transcoders:\n"
+        + "".join(f"- layer_{l}.safetensors\n" for l in (0, 1)))
+    save_file({k: v.contiguous() for k, v in refs.items()}, str(out / "reference.safetensors"))
+    record_versions("transcoders", ["sae-lens", "eai-sparsify", "circuit-tracer", "huggingface_hub"])
     print("wrote", out)
 
 
@@ -1452,7 +1622,7 @@ if __name__ == "__main__":
                     help="the stand-in hub, for --only suites and hub_cache "
                          "(cargo build --release -p prism-testkit --example hub_server)")
     ap.add_argument("--prism", type=pathlib.Path, help="the prism binary (for --only hub_cache)")
-    ap.add_argument("--only", choices=["models", "families", "gemma3", "gguf", "sae", "ae", "smollm2", "prism_saved", "patching", "attribution", "probes", "matryoshka", "suites", "registry", "hub_cache"],
+    ap.add_argument("--only", choices=["models", "families", "gemma3", "gguf", "sae", "ae", "smollm2", "prism_saved", "patching", "attribution", "probes", "matryoshka", "suites", "transcoders", "registry", "hub_cache"],
                     help="build one group only")
     args = ap.parse_args()
     pinned_versions()
@@ -1472,6 +1642,8 @@ if __name__ == "__main__":
         matryoshka_fixture()
     if args.hub_server and args.only in (None, "suites"):
         suites_fixture(args.hub_server)
+    if args.hub_server and args.only in (None, "transcoders"):
+        transcoders_fixture(args.hub_server)
     if args.only in (None, "registry"):
         registry_fixture()
     if args.hub_server and args.prism and args.only in (None, "hub_cache"):

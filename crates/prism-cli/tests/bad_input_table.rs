@@ -225,7 +225,7 @@ fn cases(root: &Path) -> Vec<Case> {
         c["transcode"] = true.into()
     });
     out.push(Case {
-        input: "sparsify transcoder (not read yet)",
+        input: "sparsify transcoder where a sparse autoencoder is expected",
         args: s(&[
             "similarity",
             "--a",
@@ -234,7 +234,7 @@ fn cases(root: &Path) -> Vec<Case> {
             &good,
         ]),
         kept: vec![],
-        expect: "transcode",
+        expect: "not a sparse autoencoder",
     });
 
     // Corpora and datasets.

@@ -91,8 +91,8 @@ fn hooks_lists_every_hook_point_with_shapes() {
         None,
         "parallel residual has no resid_mid"
     );
-    // embed + 2 layers × 7 hooks (no resid_mid) + ln_final
-    assert_eq!(hooks.len(), 1 + 2 * 7 + 1);
+    // embed + 2 layers × 9 hooks (no resid_mid) + ln_final
+    assert_eq!(hooks.len(), 1 + 2 * 9 + 1);
 }
 
 #[test]

@@ -32,12 +32,17 @@ pub trait Dictionary {
     fn d_sae(&self) -> usize;
     /// Codes for a batch of activations: `[n, d_in]` → `[n, d_sae]`.
     fn encode(&self, x: Tensor<2>) -> Tensor<2>;
-    /// Reconstructions from codes: `[n, d_sae]` → `[n, d_in]`.
+    /// Width of what it writes: `d_in` for an autoencoder (the default), the output hook's
+    /// width for a transcoder.
+    fn d_out(&self) -> usize {
+        self.d_in()
+    }
+    /// Reconstructions from codes: `[n, d_sae]` → `[n, d_out]`.
     fn decode(&self, f: Tensor<2>) -> Tensor<2>;
-    /// `decode(encode(x))`.
+    /// The output for input `x`: `decode(encode(x))` (a transcoder adds its skip term).
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         self.decode(self.encode(x))
     }
-    /// Each feature's decoder direction, one per row: `[d_sae, d_in]`.
+    /// Each feature's decoder direction, one per row: `[d_sae, d_out]`.
     fn decoder_directions(&self) -> Tensor<2>;
 }

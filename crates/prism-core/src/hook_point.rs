@@ -16,6 +16,8 @@ use crate::error::{PrismError, Result};
 /// | `blocks.{l}.hook_resid_pre` | `[batch, seq, d_model]` |
 /// | `blocks.{l}.hook_attn_out` | `[batch, seq, d_model]` |
 /// | `blocks.{l}.hook_resid_mid` | `[batch, seq, d_model]` (sequential-residual models only) |
+/// | `blocks.{l}.ln2.hook_normalized` | `[batch, seq, d_model]` the MLP's input normalised, before the norm's learned scale and bias |
+/// | `blocks.{l}.mlp.hook_in` | `[batch, seq, d_model]` the MLP's input (after its pre-norm) |
 /// | `blocks.{l}.hook_mlp_out` | `[batch, seq, d_model]` |
 /// | `blocks.{l}.hook_resid_post` | `[batch, seq, d_model]` |
 /// | `blocks.{l}.mlp.hook_post` | `[batch, seq, d_mlp]` (after the nonlinearity / gating) |
@@ -46,6 +48,14 @@ pub enum HookPoint {
     AttnOut(usize),
     /// `blocks.{l}.hook_resid_mid`
     ResidMid(usize),
+    /// `blocks.{l}.ln2.hook_normalized`: the MLP's input through its pre-norm without the
+    /// norm's learned scale and bias (`x/rms(x)`, or `(x − mean)/std`), as TransformerLens
+    /// exposes it with its default weight folding; the MLP's input itself where the block has
+    /// no pre-MLP norm. What Gemma Scope's transcoders read.
+    Ln2Normalized(usize),
+    /// `blocks.{l}.mlp.hook_in`: the MLP's input, after its pre-norm (with the norm's scale
+    /// and bias) — circuit-tracer's name for what its transcoders read.
+    MlpIn(usize),
     /// `blocks.{l}.mlp.hook_post`
     MlpPost(usize),
     /// `blocks.{l}.hook_mlp_out`
@@ -57,12 +67,14 @@ pub enum HookPoint {
 }
 
 /// The per-layer hook names, in forward order, as they follow `blocks.{l}.`.
-const BLOCK_HOOKS: [&str; 8] = [
+const BLOCK_HOOKS: [&str; 10] = [
     "hook_resid_pre",
     "attn.hook_pattern",
     "attn.hook_z",
     "hook_attn_out",
     "hook_resid_mid",
+    "ln2.hook_normalized",
+    "mlp.hook_in",
     "mlp.hook_post",
     "hook_mlp_out",
     "hook_resid_post",
@@ -73,8 +85,8 @@ impl HookPoint {
     pub fn layer(&self) -> Option<usize> {
         use HookPoint::*;
         match *self {
-            ResidPre(l) | AttnPattern(l) | AttnZ(l) | AttnOut(l) | ResidMid(l) | MlpPost(l)
-            | MlpOut(l) | ResidPost(l) => Some(l),
+            ResidPre(l) | AttnPattern(l) | AttnZ(l) | AttnOut(l) | ResidMid(l)
+            | Ln2Normalized(l) | MlpIn(l) | MlpPost(l) | MlpOut(l) | ResidPost(l) => Some(l),
             Embed | PosEmbed | LnFinal => None,
         }
     }
@@ -164,7 +176,7 @@ impl HookPoint {
     /// let all = HookPoint::all(&shape);
     /// assert_eq!(all.first(), Some(&HookPoint::Embed));
     /// assert_eq!(all.last(), Some(&HookPoint::LnFinal));
-    /// assert_eq!(all.len(), 2 + 8 + 1);
+    /// assert_eq!(all.len(), 2 + 10 + 1);
     /// ```
     pub fn all(shape: &ModelShape) -> Vec<HookPoint> {
         let mut out = vec![HookPoint::Embed, HookPoint::PosEmbed];
@@ -184,6 +196,8 @@ fn block_hook(name: &str, l: usize) -> Option<HookPoint> {
         "attn.hook_z" => HookPoint::AttnZ(l),
         "hook_attn_out" => HookPoint::AttnOut(l),
         "hook_resid_mid" => HookPoint::ResidMid(l),
+        "ln2.hook_normalized" => HookPoint::Ln2Normalized(l),
+        "mlp.hook_in" => HookPoint::MlpIn(l),
         "mlp.hook_post" => HookPoint::MlpPost(l),
         "hook_mlp_out" => HookPoint::MlpOut(l),
         "hook_resid_post" => HookPoint::ResidPost(l),
@@ -203,9 +217,11 @@ impl fmt::Display for HookPoint {
             AttnZ(l) => (l, BLOCK_HOOKS[2]),
             AttnOut(l) => (l, BLOCK_HOOKS[3]),
             ResidMid(l) => (l, BLOCK_HOOKS[4]),
-            MlpPost(l) => (l, BLOCK_HOOKS[5]),
-            MlpOut(l) => (l, BLOCK_HOOKS[6]),
-            ResidPost(l) => (l, BLOCK_HOOKS[7]),
+            Ln2Normalized(l) => (l, BLOCK_HOOKS[5]),
+            MlpIn(l) => (l, BLOCK_HOOKS[6]),
+            MlpPost(l) => (l, BLOCK_HOOKS[7]),
+            MlpOut(l) => (l, BLOCK_HOOKS[8]),
+            ResidPost(l) => (l, BLOCK_HOOKS[9]),
         };
         write!(f, "blocks.{l}.{name}")
     }

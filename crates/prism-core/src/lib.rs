@@ -17,6 +17,7 @@ mod hook_point;
 mod hooks;
 mod lock;
 pub mod simd;
+mod yaml;
 
 pub use convert::{
     FloatDtype, HostTensor, RawTensor, atomic_link, atomic_write, decode_floats, encode_floats,
@@ -29,6 +30,7 @@ pub use error::{HubProblem, PrismError, Result};
 pub use hook_point::{HookPoint, ModelShape};
 pub use hooks::{Activation, Edit, HookFn, HookRun, Hooks, Intervention};
 pub use lock::{DirLock, LOCK_FILE};
+pub use yaml::parse_yaml;
 
 pub use burn;
 pub use burn::tensor::{Device, Tensor};

@@ -52,11 +52,17 @@ pub enum Target {
     RegistryYaml,
     /// A Llama Scope folder's `hyperparams.json` beside valid weights.
     LlamaScopeJson,
+    /// A circuit-tracer transcoder file (`layer_N.safetensors`), opened as a transcoder.
+    TranscoderFile,
+    /// A SAELens transcoder `cfg.json` beside valid weights (with `W_skip`).
+    TranscoderCfg,
+    /// A circuit-tracer `config.yaml` (the hooks) beside a valid layer file.
+    CircuitTracerYaml,
 }
 
 impl Target {
     /// Every target, in the order the tests and the long run visit them.
-    pub const ALL: [Target; 18] = [
+    pub const ALL: [Target; 21] = [
         Target::Gguf,
         Target::HfConfig,
         Target::Safetensors,
@@ -75,6 +81,9 @@ impl Target {
         Target::HubJson,
         Target::RegistryYaml,
         Target::LlamaScopeJson,
+        Target::TranscoderFile,
+        Target::TranscoderCfg,
+        Target::CircuitTracerYaml,
     ];
 
     /// The target's name (the directory of its regression inputs, the long run's argument).
@@ -98,6 +107,9 @@ impl Target {
             Target::HubJson => "hub-json",
             Target::RegistryYaml => "registry-yaml",
             Target::LlamaScopeJson => "llama-scope-json",
+            Target::TranscoderFile => "transcoder-file",
+            Target::TranscoderCfg => "transcoder-cfg",
+            Target::CircuitTracerYaml => "circuit-tracer-yaml",
         }
     }
 
@@ -120,7 +132,8 @@ impl Target {
             | Target::AePt
             | Target::SaeWeights
             | Target::CacheShard
-            | Target::Npz => Format::Binary,
+            | Target::Npz
+            | Target::TranscoderFile => Format::Binary,
             _ => Format::Text,
         }
     }
@@ -185,12 +198,22 @@ impl Target {
             ],
             Target::RegistryYaml => vec![s.join("pretrained_saes.yaml")],
             Target::LlamaScopeJson => vec![f.join(LLAMA_SCOPE).join("hyperparams.json")],
+            Target::TranscoderFile => [0, 1]
+                .map(|l| {
+                    f.join(CIRCUIT_TRACER)
+                        .join(format!("layer_{l}.safetensors"))
+                })
+                .into(),
+            Target::TranscoderCfg => vec![f.join(SAELENS_TRANSCODER).join("cfg.json")],
+            Target::CircuitTracerYaml => vec![f.join(CIRCUIT_TRACER).join("config.yaml")],
         }
     }
 }
 
 /// The Gemma Scope fixture's folder (its path names the repository and the hook).
 const GEMMA_SCOPE: &str = "suites/gemma-scope-2b-pt-res/layer_1/width_16k/average_l0_10";
+const CIRCUIT_TRACER: &str = "transcoders/circuit-tracer";
+const SAELENS_TRANSCODER: &str = "transcoders/saelens/gemma_scope_2";
 
 /// The Llama Scope fixture's folder.
 const LLAMA_SCOPE: &str = "suites/Llama3_1-8B-Base-LXR-8x/Llama3_1-8B-Base-L1R-8x";
@@ -303,6 +326,16 @@ impl Workbench {
                 &f.join(LLAMA_SCOPE).join("checkpoints"),
                 &dir.path().join("llama-scope/checkpoints"),
                 &["final.safetensors"],
+            )?,
+            Target::TranscoderCfg => copy_dir_files(
+                &f.join(SAELENS_TRANSCODER),
+                &dir.path().join("transcoder"),
+                &["sae_weights.safetensors"],
+            )?,
+            Target::CircuitTracerYaml => copy_dir_files(
+                &f.join(CIRCUIT_TRACER),
+                &dir.path().join("circuit-tracer"),
+                &["layer_0.safetensors"],
             )?,
             Target::CacheManifest | Target::CacheShard => {
                 let m = Model::load(&f.join("models/llama_gqa"), &device)?;
@@ -545,6 +578,35 @@ impl Workbench {
                 let sae = prism_sae::Sae::open_with(&root.join("llama-scope"), &options, d)?;
                 exercise_dictionary(&sae, d)
             }
+            Target::TranscoderFile => {
+                let p = self.write("layer_0.safetensors", input)?;
+                let t = prism_sae::Transcoder::open(&p, d)?;
+                exercise_dictionary(&t, d)
+            }
+            Target::TranscoderCfg => {
+                self.write("transcoder/cfg.json", input)?;
+                let t = prism_sae::Transcoder::load(&root.join("transcoder"), d)?;
+                exercise_dictionary(&t, d)
+            }
+            Target::CircuitTracerYaml => {
+                use prism_core::Dictionary;
+                self.write("circuit-tracer/config.yaml", input)?;
+                let t = prism_sae::Transcoder::open(
+                    &root.join("circuit-tracer/layer_0.safetensors"),
+                    d,
+                )?;
+                let shape = prism_core::ModelShape {
+                    n_layers: 2,
+                    d_model: t.d_in(),
+                    n_heads: 1,
+                    d_head: t.d_in(),
+                    d_mlp: 4 * t.d_in(),
+                    parallel_residual: false,
+                    learned_positions: false,
+                };
+                t.hooks(&shape, None, None)?;
+                exercise_dictionary(&t, d)
+            }
             Target::Corpus => {
                 let name = if input.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
                     "corpus.jsonl.zst"
@@ -578,8 +640,7 @@ impl Workbench {
 }
 
 /// Encodes and decodes a few rows with a loaded dictionary.
-fn exercise_dictionary(sae: &prism_sae::Sae, d: &Device) -> Result<()> {
-    use prism_core::Dictionary;
+fn exercise_dictionary(sae: &impl prism_core::Dictionary, d: &Device) -> Result<()> {
     let x = burn::tensor::Tensor::<2>::ones([2, sae.d_in()], d);
     let _ = prism_core::to_vec(sae.forward(x))?;
     Ok(())

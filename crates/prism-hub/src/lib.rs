@@ -23,7 +23,6 @@ mod reference;
 mod registry;
 mod settings;
 mod transfer;
-mod yaml;
 
 use std::path::{Path, PathBuf};
 
@@ -31,11 +30,11 @@ use prism_core::{PrismError, Result};
 
 pub use cache::{RepoCache, is_commit};
 pub use client::{Hub, Listing, parse_listing};
+pub use prism_core::parse_yaml;
 pub use reference::{DEFAULT_REVISION, HubRef};
 pub use registry::{READABLE_CONVERSIONS, REGISTRY_FILE, Registry, Release};
 pub use settings::{DEFAULT_ENDPOINT, HubConfig, hf_home};
 pub use transfer::{FileMeta, Transfer, normalise_etag};
-pub use yaml::parse_yaml;
 
 /// What a user's argument names: a local path (it exists, or looks like one), or a hub
 /// reference.

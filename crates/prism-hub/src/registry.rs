@@ -10,20 +10,23 @@ use prism_core::{PrismError, Result};
 use serde_json::Value;
 
 use crate::HubRef;
-use crate::yaml::parse_yaml;
+use prism_core::parse_yaml;
 
 /// The registry file's name (as in the sae-lens package and the assets folder).
 pub const REGISTRY_FILE: &str = "pretrained_saes.yaml";
 
 /// sae-lens's conversions whose files Prism reads (`sae_lens`: no conversion, sae-lens' own
-/// layout; `gemma_2`: Gemma Scope; `gemma_3`: Gemma Scope 2; `dictionary_learning_1`: `ae.pt`;
-/// `llama_scope`: Llama Scope).
-pub const READABLE_CONVERSIONS: [&str; 5] = [
+/// layout; `gemma_2`: Gemma Scope; `gemma_3`: Gemma Scope 2, its transcoders too;
+/// `dictionary_learning_1`: `ae.pt`; `llama_scope`: Llama Scope; `gemma_2_transcoder`: Gemma
+/// Scope's transcoders; `mwhanna_transcoder`: circuit-tracer's layer files).
+pub const READABLE_CONVERSIONS: [&str; 7] = [
     "sae_lens",
     "gemma_2",
     "gemma_3",
     "dictionary_learning_1",
     "llama_scope",
+    "gemma_2_transcoder",
+    "mwhanna_transcoder",
 ];
 
 /// One release: a repository and its dictionaries.

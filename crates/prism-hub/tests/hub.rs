@@ -350,6 +350,62 @@ fn every_registry_name_resolves_as_sae_lens_does() {
     println!("{resolved} registry names resolved, {refused} in formats not read yet");
 }
 
+/// Catches: a transcoder registry name resolved to another file, the repository's name (which
+/// says "transcoders") lost on the way through the cache, so the hooks of a residual SAE are
+/// assumed; a single circuit-tracer layer file not read as one.
+#[test]
+fn registry_names_open_published_transcoders() {
+    let transcoders = fixtures().join("transcoders");
+    let server = HubServer::start(
+        BTreeMap::from([
+            (
+                "google/gemma-scope-2b-pt-transcoders".to_string(),
+                ServedRepo::from_dir(&transcoders.join("gemma-scope-2b-pt-transcoders")),
+            ),
+            (
+                "mwhanna/qwen3-4b-transcoders".to_string(),
+                ServedRepo::from_dir(&transcoders.join("circuit-tracer")),
+            ),
+        ]),
+        None,
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let hub = hub(&server, cache.path());
+    let (registry, _) = pinned_registry();
+    let refs = prism_core::read_safetensors(&transcoders.join("reference.safetensors")).unwrap();
+    let device = prism_core::device("cpu").unwrap();
+    let x = refs["x"].to_burn::<2>(&device).unwrap();
+    for (name, key, hooks) in [
+        (
+            "gemma-scope-2b-pt-transcoders/layer_1/width_16k/average_l0_65",
+            "gemma_scope",
+            ("blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out"),
+        ),
+        (
+            "mwhanna-qwen3-4b-transcoders/layer_0",
+            "circuit_tracer_0",
+            ("blocks.0.mlp.hook_in", "blocks.0.hook_mlp_out"),
+        ),
+    ] {
+        let found = hub.dictionary(name, Some(&registry), &mut |_| {}).unwrap();
+        let t = prism_sae::Transcoder::open(&found.path, &device).unwrap();
+        assert_eq!(
+            (t.hook_name(), t.hook_name_out()),
+            (Some(hooks.0), Some(hooks.1)),
+            "{name}"
+        );
+        use prism_core::Dictionary;
+        let out = prism_core::to_vec(t.forward(x.clone())).unwrap();
+        let want = &refs[&format!("out_{key}")].data;
+        let diff = out
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-4, "{name}: outputs differ by {diff}");
+    }
+}
+
 /// Catches: a cache layout that differs from huggingface_hub's (refs, relative links to blobs),
 /// so that what Python downloaded is fetched again or not found offline. The cache was filled by
 /// huggingface_hub's own `snapshot_download` from the stand-in hub (scripts/make_fixtures.py

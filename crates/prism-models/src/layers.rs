@@ -104,9 +104,15 @@ pub struct Norm {
 }
 
 impl Norm {
-    /// Normalises each row of `[rows, d]`.
+    /// Normalises each row of `[rows, d]`: [`Norm::standardize`] then [`Norm::scale`].
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let normed = match self.kind {
+        self.scale(self.standardize(x))
+    }
+
+    /// Each row of `[rows, d]` normalised without the learned scale and bias: `x/rms(x)`
+    /// (RMSNorm) or `(x − mean)/std` (LayerNorm).
+    pub fn standardize(&self, x: Tensor<2>) -> Tensor<2> {
+        match self.kind {
             NormKind::LayerNorm => {
                 let centred = x.clone() - x.mean_dim(1);
                 let var = centred.clone().square().mean_dim(1);
@@ -116,7 +122,11 @@ impl Norm {
                 let ms = x.clone().square().mean_dim(1);
                 x * ms.add_scalar(self.eps).sqrt().recip()
             }
-        };
+        }
+    }
+
+    /// A standardised `[rows, d]` times the learned scale, plus the bias where there is one.
+    pub fn scale(&self, normed: Tensor<2>) -> Tensor<2> {
         let y = normed * self.weight.clone();
         match &self.bias {
             Some(b) => y + b.clone(),

@@ -458,13 +458,14 @@ impl Transformer {
             post_normed(&block.post_attn, attn_out),
         )?;
         let resid_post = if self.config.parallel_residual {
-            let mlp_out = self.mlp(l, block, normed(&block.ln2, flat), b, s, run)?;
+            let mlp_in = self.mlp_input(l, block, flat, b, s, run)?;
+            let mlp_out = self.mlp(l, block, mlp_in, b, s, run)?;
             let mlp_out =
                 run.visit3(HookPoint::MlpOut(l), post_normed(&block.post_mlp, mlp_out))?;
             mlp_out + attn_out + resid_pre
         } else {
             let mid = run.visit3(HookPoint::ResidMid(l), resid_pre + attn_out)?;
-            let mlp_in = normed(&block.ln2, mid.clone().reshape([b * s, d]));
+            let mlp_in = self.mlp_input(l, block, mid.clone().reshape([b * s, d]), b, s, run)?;
             let mlp_out = self.mlp(l, block, mlp_in, b, s, run)?;
             let mlp_out =
                 run.visit3(HookPoint::MlpOut(l), post_normed(&block.post_mlp, mlp_out))?;
@@ -591,6 +592,35 @@ impl Transformer {
         let pattern = activation::softmax(scores, 3);
         let pattern = run.visit4(HookPoint::AttnPattern(l), pattern)?;
         Ok(pattern.matmul(v).swap_dims(1, 2))
+    }
+
+    /// The MLP's input from the stream it reads (`[b·s, d]`): through the pre-MLP norm, with
+    /// `ln2.hook_normalized` between its standardisation and its learned scale, and
+    /// `mlp.hook_in` after it.
+    fn mlp_input(
+        &self,
+        l: usize,
+        block: &Block,
+        x: Tensor<2>,
+        b: usize,
+        s: usize,
+        run: &mut HookRun<'_>,
+    ) -> Result<Tensor<2>> {
+        let d = self.config.d_model;
+        let mlp_in = match &block.ln2 {
+            Some(norm) if run.touches(HookPoint::Ln2Normalized(l)) => {
+                let z = norm.standardize(x).reshape([b, s, d]);
+                let z = run.visit3(HookPoint::Ln2Normalized(l), z)?;
+                norm.scale(z.reshape([b * s, d]))
+            }
+            Some(norm) => norm.forward(x),
+            None => run
+                .visit3(HookPoint::Ln2Normalized(l), x.reshape([b, s, d]))?
+                .reshape([b * s, d]),
+        };
+        Ok(run
+            .visit3(HookPoint::MlpIn(l), mlp_in.reshape([b, s, d]))?
+            .reshape([b * s, d]))
     }
 
     fn mlp(

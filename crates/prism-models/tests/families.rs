@@ -44,7 +44,7 @@ fn every_hook_matches_the_transformers_module_behind_it() {
             .collect();
         assert_eq!(
             hooks.len(),
-            7 * model.config().n_layers + 2,
+            9 * model.config().n_layers + 2,
             "{name}: the reference's hooks"
         );
         for patterns in [false, true] {

@@ -516,3 +516,35 @@ fn the_fused_cpu_path_gives_burn_ops_captures_edits_and_patterns() {
         }
     }
 }
+
+/// `ln2.hook_normalized` sits between the pre-MLP norm's standardisation and its learned scale:
+/// its rows have unit mean square (less where ε is large against a tiny model's variance), and zeroing it leaves the MLP an input
+/// that is the norm's bias alone — one vector, the same at every position.
+#[test]
+fn ln2_normalized_is_the_standardised_mlp_input() {
+    for name in MODELS {
+        let (model, _) = load(name);
+        // One unpadded sequence: every row is a real token's.
+        let batch = TokenBatch::from_sequences(&reference(name).tokens[..1], 0).unwrap();
+        let l = model.config().n_layers - 1;
+        let z = capture_at(&model, &batch, Hooks::new(), HookPoint::Ln2Normalized(l));
+        let d = *z.shape.last().unwrap();
+        // OLMo 2 has no pre-MLP norm: there the hook is the MLP's input as it is.
+        for row in z.data.chunks(d).filter(|_| name != "olmo2") {
+            let ms = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
+            assert!(ms > 0.5 && ms < 1.0 + 1e-4, "{name}: mean square {ms}");
+        }
+        let zeroed =
+            Hooks::new().intervene(Intervention::new(HookPoint::Ln2Normalized(l), Edit::Zero));
+        let mlp_in = capture_at(&model, &batch, zeroed, HookPoint::MlpIn(l));
+        let first = &mlp_in.data[..d];
+        for row in mlp_in.data.chunks(d) {
+            assert_eq!(row, first, "{name}: the MLP's input after a zeroed ln2");
+        }
+        let plain = capture_at(&model, &batch, Hooks::new(), HookPoint::MlpIn(l));
+        assert!(
+            plain.data.chunks(d).any(|r| r != first),
+            "{name}: the edit must reach the MLP"
+        );
+    }
+}

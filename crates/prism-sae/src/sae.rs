@@ -11,6 +11,8 @@ use prism_core::{
 };
 use serde_json::{Value, json};
 
+use crate::transcoder::{Output, Read};
+
 /// How codes are computed from pre-activations `pre = (x − b_dec·[apply_b_dec_to_input]) W_enc + b_enc`,
 /// with the tensors only that architecture has (so a JumpReLU dictionary always has its
 /// thresholds and a Gated one its magnitude path).
@@ -161,10 +163,12 @@ pub(crate) fn row(v: &HostTensor, device: &Device) -> Result<Tensor<2>> {
 }
 
 /// `cfg.json` keys that [`Sae`] owns (everything else is kept in `extra_cfg`).
-const KNOWN_CFG: [&str; 6] = [
+const KNOWN_CFG: [&str; 8] = [
     "architecture",
     "d_in",
     "d_sae",
+    "d_out",
+    "hook_name_out",
     "k",
     "apply_b_dec_to_input",
     "hook_name",
@@ -194,20 +198,34 @@ impl Sae {
         w_dec: Tensor<2>,
         b_dec: Tensor<2>,
     ) -> Result<Self> {
+        let d_in = w_enc.dims()[0];
+        Sae::with_output(architecture, w_enc, b_enc, w_dec, b_dec, d_in)
+    }
+
+    /// [`Sae::new`] for a decoder that writes vectors of width `d_out` (`W_dec [d_sae, d_out]`,
+    /// `b_dec [1, d_out]`): a transcoder's encoder and decoder.
+    pub(crate) fn with_output(
+        architecture: Architecture,
+        w_enc: Tensor<2>,
+        b_enc: Tensor<2>,
+        w_dec: Tensor<2>,
+        b_dec: Tensor<2>,
+        d_out: usize,
+    ) -> Result<Self> {
         let [d, m] = w_enc.dims();
         let check = |name: &str, t: &Tensor<2>, want: [usize; 2]| {
             if t.dims() == want {
                 Ok(())
             } else {
                 Err(PrismError::Shape(format!(
-                    "{name} has shape {:?}; a {d} → {m} dictionary needs {want:?}",
+                    "{name} has shape {:?}; a {d} → {m} → {d_out} dictionary needs {want:?}",
                     t.dims()
                 )))
             }
         };
         check("b_enc", &b_enc, [1, m])?;
-        check("W_dec", &w_dec, [m, d])?;
-        check("b_dec", &b_dec, [1, d])?;
+        check("W_dec", &w_dec, [m, d_out])?;
+        check("b_dec", &b_dec, [1, d_out])?;
         for (name, t) in architecture.tensors() {
             check(name, t, [1, m])?;
         }
@@ -224,7 +242,7 @@ impl Sae {
             b_enc,
             w_dec,
             b_dec,
-            apply_b_dec_to_input: true,
+            apply_b_dec_to_input: d_out == d,
             hook_name: None,
             extra_cfg: serde_json::Map::new(),
         })
@@ -234,6 +252,13 @@ impl Sae {
     /// comes from `hook_name` (SAELens ≤ 5) or `metadata.hook_name` (SAELens 6); a tensor the
     /// architecture needs and the file lacks is an error naming it.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        Sae::read_saelens(dir, device)?.into_sae(&dir.join("cfg.json"))
+    }
+
+    /// An SAELens-layout directory, autoencoder or transcoder (`transcoder`,
+    /// `skip_transcoder`, `jumprelu_transcoder`, `jumprelu_skip_transcoder`: `W_dec [d_sae,
+    /// d_out]`, `W_skip [d_out, d_in]` for the skip ones, `hook_name_out`).
+    pub(crate) fn read_saelens(dir: &Path, device: &Device) -> Result<Read> {
         let cfg_path = dir.join("cfg.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| PrismError::io(&cfg_path, e))?;
         let cfg: Value = serde_json::from_str(&text).map_err(|e| PrismError::Config {
@@ -247,10 +272,27 @@ impl Sae {
         let get_usize = |k: &str| cfg.get(k).and_then(Value::as_u64).map(|v| v as usize);
         let d_in = get_usize("d_in").ok_or_else(|| bad("key `d_in` is missing".into()))?;
         let d_sae = get_usize("d_sae").ok_or_else(|| bad("key `d_sae` is missing".into()))?;
-        let arch_name = cfg
+        let full_name = cfg
             .get("architecture")
             .and_then(Value::as_str)
             .unwrap_or("standard");
+        // `ARCH_skip_transcoder` / `ARCH_transcoder` (`transcoder` alone: standard).
+        let (arch_name, transcoder, skip) = match full_name {
+            "transcoder" => ("standard", true, false),
+            "skip_transcoder" => ("standard", true, true),
+            other => match other.strip_suffix("_skip_transcoder") {
+                Some(a) => (a, true, true),
+                None => match other.strip_suffix("_transcoder") {
+                    Some(a) => (a, true, false),
+                    None => (other, false, false),
+                },
+            },
+        };
+        let d_out = if transcoder {
+            get_usize("d_out").unwrap_or(d_in)
+        } else {
+            d_in
+        };
         // Settings under which sae-lens computes other codes than these weights alone give.
         match cfg.get("normalize_activations") {
             None | Some(Value::Null) | Some(Value::Bool(false)) => {}
@@ -304,13 +346,15 @@ impl Sae {
             "jumprelu" => Architecture::JumpRelu {
                 threshold: per_feature("threshold")?,
             },
-            "gated" => Architecture::Gated {
+            "gated" if !transcoder => Architecture::Gated {
                 r_mag: per_feature("r_mag")?,
                 b_mag: per_feature("b_mag")?,
             },
-            other => {
+            _ => {
                 return Err(bad(format!(
-                    "architecture `{other}` is not supported (standard, topk, jumprelu, gated)"
+                    "architecture `{full_name}` is not supported (standard, topk, jumprelu, \
+                     gated; transcoder, skip_transcoder, jumprelu_transcoder, \
+                     jumprelu_skip_transcoder, topk_transcoder, topk_skip_transcoder)"
                 )));
             }
         };
@@ -319,18 +363,37 @@ impl Sae {
         } else {
             "b_enc"
         };
-        let mut sae = Sae::new(
+        let mut sae = Sae::with_output(
             architecture,
             take("W_enc", &[d_in, d_sae])?.to_burn(device)?,
             row(take(b_enc_name, &[d_sae])?, device)?,
-            take("W_dec", &[d_sae, d_in])?.to_burn(device)?,
-            row(take("b_dec", &[d_in])?, device)?,
+            take("W_dec", &[d_sae, d_out])?.to_burn(device)?,
+            row(take("b_dec", &[d_out])?, device)?,
+            d_out,
         )
         .map_err(|e| bad(e.to_string()))?;
         sae.apply_b_dec_to_input = cfg
             .get("apply_b_dec_to_input")
             .and_then(Value::as_bool)
-            .unwrap_or(true);
+            .unwrap_or(!transcoder);
+        if sae.apply_b_dec_to_input && d_out != d_in {
+            return Err(bad(format!(
+                "apply_b_dec_to_input = true needs b_dec as wide as the input ({d_in}), \
+                 not {d_out}"
+            )));
+        }
+        let skip = if skip {
+            let w = take("W_skip", &[d_out, d_in])?;
+            Some(
+                HostTensor::new(
+                    vec![d_in, d_out],
+                    crate::dictionary_learning::transpose(&w.data, d_out, d_in),
+                )?
+                .to_burn(device)?,
+            )
+        } else {
+            None
+        };
         sae.hook_name = cfg
             .get("hook_name")
             .or_else(|| cfg.pointer("/metadata/hook_name"))
@@ -345,7 +408,19 @@ impl Sae {
                     .collect()
             })
             .unwrap_or_default();
-        Ok(sae)
+        let hook_out = cfg
+            .get("hook_name_out")
+            .or_else(|| cfg.pointer("/metadata/hook_name_out"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        Ok(Read {
+            sae,
+            output: transcoder.then(|| Output {
+                kind: full_name.to_string(),
+                skip,
+                hook_out,
+            }),
+        })
     }
 
     /// The hook point this dictionary reads on a model of `shape`: `explicit` where given, else
@@ -369,6 +444,23 @@ impl Sae {
 
     /// Writes the SAE in SAELens' layout into `dir` (created if needed; files written atomically).
     pub fn save(&self, dir: &Path) -> Result<()> {
+        self.save_layout(
+            dir,
+            self.architecture.name(),
+            Vec::new(),
+            serde_json::Map::new(),
+        )
+    }
+
+    /// [`Sae::save`] under SAELens' name `architecture`, with more tensors and `cfg.json`
+    /// entries (a transcoder's `W_skip`, `d_out`, `hook_name_out`).
+    pub(crate) fn save_layout(
+        &self,
+        dir: &Path,
+        architecture: &str,
+        more_tensors: Vec<RawTensor>,
+        more_cfg: serde_json::Map<String, Value>,
+    ) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| PrismError::io(dir, e))?;
         let flat = |t: &Tensor<2>| -> Result<HostTensor> {
             let h = HostTensor::from_burn(t.clone())?;
@@ -396,13 +488,15 @@ impl Sae {
         for (name, t) in self.architecture.tensors() {
             tensors.push(RawTensor::floats(name, &flat(t)?, FloatDtype::F32));
         }
+        tensors.extend(more_tensors);
         let weights = dir.join("sae_weights.safetensors");
         atomic_write(
             &weights,
             &serialize_safetensors(&weights, &tensors, Some(HashMap::new()))?,
         )?;
         let mut cfg = self.extra_cfg.clone();
-        cfg.insert("architecture".into(), json!(self.architecture.name()));
+        cfg.extend(more_cfg);
+        cfg.insert("architecture".into(), json!(architecture));
         cfg.insert("d_in".into(), json!(self.d_in()));
         cfg.insert("d_sae".into(), json!(self.d_sae()));
         cfg.insert(

@@ -10,3 +10,4 @@ mod recovery;
 mod saelens;
 mod suites;
 mod training;
+mod transcoders;

@@ -9,7 +9,7 @@ use prism_core::{Dictionary, HostTensor, PrismError};
 use prism_sae::Sae;
 use prism_sae::npz::parse_npy;
 
-use crate::common::max_diff;
+use crate::common::{check_against_reference, max_diff};
 
 fn suites() -> PathBuf {
     prism_testkit::fixtures().join("suites")
@@ -17,23 +17,7 @@ fn suites() -> PathBuf {
 
 /// Codes (same active features, values within 1e-5) and reconstructions within 1e-5.
 fn check(sae: &Sae, name: &str) {
-    let device = prism_core::device("cpu").unwrap();
-    let refs = prism_core::read_safetensors(&suites().join("reference.safetensors")).unwrap();
-    let x = refs["x"].to_burn::<2>(&device).unwrap();
-    let f = HostTensor::from_burn(sae.encode(x.clone())).unwrap();
-    let want = &refs[&format!("codes_{name}")];
-    let nz = |v: &[f32]| v.iter().map(|&a| a != 0.0).collect::<Vec<_>>();
-    assert_eq!(
-        nz(&f.data),
-        nz(&want.data),
-        "{name}: active features differ"
-    );
-    assert!(max_diff(&f.data, &want.data) < 1e-5, "{name}: codes differ");
-    let recon = HostTensor::from_burn(sae.forward(x)).unwrap();
-    assert!(
-        max_diff(&recon.data, &refs[&format!("recon_{name}")].data) < 1e-5,
-        "{name}: reconstructions differ"
-    );
+    check_against_reference(sae, &suites().join("reference.safetensors"), name, "recon");
 }
 
 /// Catches: a transposed W_enc, b_dec subtracted from the input (Gemma Scope does not), a

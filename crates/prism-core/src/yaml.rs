@@ -1,4 +1,5 @@
-//! The part of YAML that sae-lens's `pretrained_saes.yaml` is written in, read into JSON
+//! The part of YAML that sae-lens's `pretrained_saes.yaml` and circuit-tracer's `config.yaml`
+//! are written in, read into JSON
 //! values: block mappings (`key: value`, `key:` + an indented block), block sequences
 //! (`- item`, `- key: value` starting a mapping), plain and quoted scalars, comments. Flow
 //! collections, anchors, tags and multi-line scalars are refused with an error naming the line.
@@ -31,10 +32,10 @@ fn strip_comment(s: &str) -> &str {
 /// Parses a document into a JSON value.
 ///
 /// ```
-/// let v = prism_hub::parse_yaml("a:\n  repo_id: x/y\n  saes:\n  - id: one\n    path: p/1\n    l0: 12\n").unwrap();
+/// let v = prism_core::parse_yaml("a:\n  repo_id: x/y\n  saes:\n  - id: one\n    path: p/1\n    l0: 12\n").unwrap();
 /// assert_eq!(v["a"]["saes"][0]["path"], "p/1");
 /// assert_eq!(v["a"]["saes"][0]["l0"], 12);
-/// assert!(prism_hub::parse_yaml("a: [1, 2]").is_err());
+/// assert!(prism_core::parse_yaml("a: [1, 2]").is_err());
 /// ```
 pub fn parse_yaml(text: &str) -> Result<Value, String> {
     let mut lines = Vec::new();
