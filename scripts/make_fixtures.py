@@ -1005,6 +1005,8 @@ def transcoders_fixture(hub_server: pathlib.Path):
                          metadata=SAEMetadata(hook_name=hooks[0], hook_name_out=hooks[1])))
         tc.load_state_dict({k: v.float() for k, v in state.items()})
         tc.save_model(out / "saelens" / name)
+        if name == "gemma_scope":
+            tc_gemma_scope = tc
         with torch.no_grad():
             f = tc.encode(x)
             refs[f"codes_{name}"] = f
@@ -1027,6 +1029,10 @@ def transcoders_fixture(hub_server: pathlib.Path):
             dense = torch.zeros(n, d_sae).scatter(1, res.latent_indices, res.latent_acts)
             refs[f"codes_sparsify_{hookpoint}"] = dense
             refs[f"out_sparsify_{hookpoint}"] = res.sae_out
+
+    # The Gemma Scope transcoder standing in for block 1's MLP of the tiny Gemma 2 (width 64):
+    # the metrics prism_stats::evaluate gives for it, computed here with transformers' hooks.
+    refs.update(transcoder_evaluation(tc_gemma_scope, 1))
 
     ct = out / "circuit-tracer"
     ct.mkdir(parents=True)
@@ -1056,8 +1062,82 @@ def transcoders_fixture(hub_server: pathlib.Path):
         "transcoders:\n"
         + "".join(f"- layer_{l}.safetensors\n" for l in (0, 1)))
     save_file({k: v.contiguous() for k, v in refs.items()}, str(out / "reference.safetensors"))
-    record_versions("transcoders", ["sae-lens", "eai-sparsify", "circuit-tracer", "huggingface_hub"])
+    record_versions("transcoders", ["sae-lens", "eai-sparsify", "circuit-tracer", "huggingface_hub",
+                                    "transformers"])
     print("wrote", out)
+
+
+def transcoder_evaluation(tc, layer):
+    """`prism_stats::evaluate`'s metrics (docs/metrics.md) for a transcoder from
+    `blocks.L.ln2.hook_normalized` to `blocks.L.hook_mlp_out` of the tiny Gemma 2 on its three
+    reference texts (one batch each): the MLP output replaced by the transcoder's output for the
+    pre-MLP norm's standardised input (Gemma2RMSNorm's `_norm`), and zeroed, by forward hooks."""
+    from transformers import AutoModelForCausalLM
+    d = FIX / "models" / "gemma2"
+    model = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32,
+                                                 attn_implementation="eager").eval()
+    block = model.model.layers[layer]
+    texts = [t["tokens"] for t in json.loads((d / "reference.json").read_text())["texts"]]
+    seen = {}
+
+    def keep_input(mod, args):
+        seen["resid_mid"] = args[0]
+
+    def replace(mode):
+        def hook(mod, args, output):
+            seen["mlp_out"] = output
+            if mode == "zero":
+                return torch.zeros_like(output)
+            if mode == "transcoder":
+                x = seen["resid_mid"].float()
+                z = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + block.pre_feedforward_layernorm.eps)
+                return tc(z)
+            return output
+        return hook
+
+    h1 = block.pre_feedforward_layernorm.register_forward_pre_hook(keep_input)
+    sums = {k: 0.0 for k in ["nll_o", "nll_r", "nll_z", "kl_r", "kl_z", "sq", "l0"]}
+    ys, yhats, targets, positions = [], [], 0, 0
+    for ids in texts:
+        x = torch.tensor([ids])
+        logp = {}
+        for mode in ["clean", "zero", "transcoder"]:
+            h2 = block.post_feedforward_layernorm.register_forward_hook(replace(mode))
+            with torch.no_grad():
+                logp[mode] = torch.log_softmax(model(x).logits[0].double(), -1)
+            h2.remove()
+            if mode == "clean":
+                y = seen["mlp_out"][0].double()
+                r = seen["resid_mid"][0].float()
+                z = r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + block.pre_feedforward_layernorm.eps)
+                with torch.no_grad():
+                    y_hat = tc(z).double()
+                    sums["l0"] += float((tc.encode(z) != 0).sum())
+                ys.append(y)
+                yhats.append(y_hat)
+        tgt = torch.tensor(ids[1:])
+        nll = lambda m: float(-logp[m][:-1].gather(1, tgt[:, None]).sum())
+        sums["nll_o"] += nll("clean")
+        sums["nll_r"] += nll("transcoder")
+        sums["nll_z"] += nll("zero")
+        kl = lambda m: float((logp["clean"].exp() * (logp["clean"] - logp[m])).sum())
+        sums["kl_r"] += kl("transcoder")
+        sums["kl_z"] += kl("zero")
+        targets += len(ids) - 1
+        positions += len(ids)
+    h1.remove()
+    y, y_hat = torch.cat(ys), torch.cat(yhats)
+    lo, lr, lz = sums["nll_o"] / targets, sums["nll_r"] / targets, sums["nll_z"] / targets
+    fve = 1 - (y - y_hat).var(0, unbiased=False).sum() / y.var(0, unbiased=False).sum()
+    metrics = {
+        "loss_original": lo, "loss_reconstructed": lr, "loss_zero": lz,
+        "frac_recovered": (lr - lz) / (lo - lz),
+        "kl_div_with_sae": sums["kl_r"] / positions, "kl_div_with_ablation": sums["kl_z"] / positions,
+        "mse": float(((y - y_hat) ** 2).sum(1).mean()), "frac_variance_explained": float(fve),
+        "l0": sums["l0"] / positions,
+    }
+    print("transcoder evaluation", metrics)
+    return {f"eval_{k}": torch.tensor([v], dtype=torch.float32) for k, v in metrics.items()}
 
 
 def registry_fixture():

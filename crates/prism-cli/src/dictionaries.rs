@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use prism_cache::{Corpus, EvalStart, HeldOut, HeldOutRequest, TrainingData, held_out_windows};
 use prism_core::{Dictionary, HookPoint, PrismError, Result};
 use prism_models::TokenBatch;
-use prism_sae::Sae;
+use prism_sae::{Loaded, Sae};
 use prism_similarity::{SimilarityOptions, compare};
 use prism_stats::{
-    BrowserOptions, CollectOptions, Evaluation, FeatureSelection, PruneRule, ScanOptions,
-    build_feature_browser, evaluate, features_to_keep,
+    BrowserOptions, CollectOptions, Evaluation, FeatureSelection, Placement, PruneRule,
+    ScanOptions, build_feature_browser, evaluate, features_to_keep,
 };
 use serde_json::json;
 
@@ -32,14 +32,16 @@ pub struct EvalArgs {
 #[derive(clap::Args)]
 pub struct EvalData {
     /// Dictionary: a SAELens directory (`cfg.json` + `sae_weights.safetensors`), a
-    /// dictionary_learning `ae.pt` file or directory (`ae.pt` + `config.json`), or either on
-    /// the hub as `ORG/NAME/PATH`.
+    /// dictionary_learning `ae.pt` file or directory (`ae.pt` + `config.json`), a published
+    /// suite's folder, or any of them on the hub as `ORG/NAME/PATH` or a SAELens registry name.
+    /// `prism eval` also takes transcoders (docs/transcoders.md).
     #[arg(long)]
     sae: PathBuf,
     /// Corpus to evaluate on.
     #[arg(long)]
     data: PathBuf,
-    /// Hook point (default: the dictionary's own, from cfg.json or config.json).
+    /// Hook point (default: the dictionary's own, from cfg.json or config.json); for a
+    /// transcoder, the hook it reads.
     #[arg(long)]
     hook: Option<String>,
     /// Tokens to evaluate on.
@@ -74,11 +76,27 @@ impl EvalData {
         sae.hook_in(&model.config().shape(), explicit)
     }
 
-    /// Held-out evaluation windows for `sae` (see `prism_cache::held_out_windows`).
-    fn windows(&self, model: &prism_models::Model, sae: &Sae) -> Result<HeldOut> {
-        let training: Vec<TrainingData> = TrainingData::from_cfg(sae.extra_cfg())?
-            .into_iter()
-            .collect();
+    /// Where the dictionary sits on the model: `--hook` (or its own hook) for an autoencoder;
+    /// for a transcoder, the hook it reads (`--hook` or its own) and the one it writes.
+    fn placement(&self, dict: &Loaded, model: &prism_models::Model) -> Result<Placement> {
+        match dict {
+            Loaded::Autoencoder(sae) => Ok(self.hook(sae, model)?.into()),
+            Loaded::Transcoder(t) => {
+                let explicit = self.hook.as_deref().map(str::parse).transpose()?;
+                let (reads, writes) = t.hooks(&model.config().shape(), explicit, None)?;
+                Placement::transcoding(reads, writes)
+            }
+        }
+    }
+
+    /// Held-out evaluation windows for a dictionary with configuration `cfg` (its
+    /// `training_data`; see `prism_cache::held_out_windows`).
+    fn windows(
+        &self,
+        model: &prism_models::Model,
+        cfg: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<HeldOut> {
+        let training: Vec<TrainingData> = TrainingData::from_cfg(cfg)?.into_iter().collect();
         let corpus = Corpus::open(&self.data, "text")?;
         let held = held_out_windows(
             &corpus,
@@ -109,27 +127,29 @@ impl EvalData {
     }
 }
 
-/// Evaluates `sae` on the held-out corpus slice `data` describes, with a progress bar.
+/// Evaluates `dict` at `at` on the held-out corpus slice `data` describes (after the training
+/// data its configuration `cfg` records), with a progress bar.
 fn evaluate_on_corpus(
     model: &prism_models::Model,
-    sae: &Sae,
+    dict: &dyn Dictionary,
+    at: Placement,
+    cfg: &serde_json::Map<String, serde_json::Value>,
     data: &EvalData,
-) -> Result<(HookPoint, Evaluation, usize)> {
-    let hook = data.hook(sae, model)?;
+) -> Result<(Evaluation, usize)> {
     let HeldOut {
         windows: wins,
         skipped,
-    } = data.windows(model, sae)?;
+    } = data.windows(model, cfg)?;
     let bar = crate::progress::bar(wins.len() as u64, "evaluating", "windows");
     let e = evaluate(
         model,
-        sae,
-        hook,
+        dict,
+        at,
         TokenBatch::batches(&wins, data.batch, model.pad_id()),
         |b| bar.inc(b.batch as u64),
     )?;
     bar.finish_and_clear();
-    Ok((hook, e, skipped))
+    Ok((e, skipped))
 }
 
 fn evaluation_json(e: &Evaluation) -> serde_json::Value {
@@ -147,8 +167,16 @@ fn print_metrics(title: &str, v: &serde_json::Value) {
 
 pub fn eval(args: &EvalArgs) -> Result<()> {
     let model = args.model.load()?;
-    let sae = args.data.load(model.device())?;
-    let (hook, e, skipped) = evaluate_on_corpus(&model, &sae, &args.data)?;
+    let dict =
+        crate::hub::open_dictionary(&args.data.sae, args.data.hook.as_deref(), model.device())?;
+    let at = args.data.placement(&dict, &model)?;
+    let (e, skipped) = match &dict {
+        Loaded::Autoencoder(sae) => {
+            evaluate_on_corpus(&model, sae, at, sae.extra_cfg(), &args.data)?
+        }
+        Loaded::Transcoder(t) => evaluate_on_corpus(&model, t, at, t.extra_cfg(), &args.data)?,
+    };
+    let hook = at.reads;
     if let Some(png) = &args.plot {
         let title = format!("feature density at {hook}");
         let svg = png.with_extension("svg");
@@ -165,6 +193,10 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let mut out = evaluation_json(&e);
     if let Some(o) = out.as_object_mut() {
         o.insert("hook".into(), json!(hook.to_string()));
+        if at.writes != at.reads {
+            // A transcoder: the reconstruction metrics compare its output with this hook's.
+            o.insert("hook_out".into(), json!(at.writes.to_string()));
+        }
         o.insert("sae".into(), json!(args.data.sae.display().to_string()));
         o.insert("skipped_windows".into(), json!(skipped));
     }
@@ -173,7 +205,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     } else {
         print_metrics(
             &format!(
-                "{} on {} tokens at {hook}:",
+                "{} on {} tokens at {at}:",
                 args.data.sae.display(),
                 e.reconstruction.tokens
             ),
@@ -217,12 +249,13 @@ pub fn prune(args: &PruneArgs) -> Result<()> {
     };
     let model = args.model.load()?;
     let sae = args.data.load(model.device())?;
-    let (hook, before, _) = evaluate_on_corpus(&model, &sae, &args.data)?;
+    let hook = args.data.hook(&sae, &model)?;
+    let (before, _) = evaluate_on_corpus(&model, &sae, hook.into(), sae.extra_cfg(), &args.data)?;
     let keep = features_to_keep(&before.reconstruction.feature_density, rule)?;
     let pruned = sae.keep_features(&keep)?;
     pruned.save(&args.out)?;
     // The pruned dictionary is evaluated on the same text as the original.
-    let (_, after, _) = evaluate_on_corpus(&model, &pruned, &args.data)?;
+    let (after, _) = evaluate_on_corpus(&model, &pruned, hook.into(), sae.extra_cfg(), &args.data)?;
     let removed = sae.d_sae() - keep.len();
     if args.model.json {
         println!(
@@ -339,7 +372,7 @@ pub fn features(args: &FeaturesArgs) -> Result<()> {
         .transpose()?;
     let other_name = args.compare.as_ref().map(|p| p.display().to_string());
     let hook = args.data.hook(&sae, &model)?;
-    let wins = args.data.windows(&model, &sae)?.windows;
+    let wins = args.data.windows(&model, sae.extra_cfg())?.windows;
     let title = format!("{} at {hook}", args.data.sae.display());
     let options = BrowserOptions {
         title: &title,

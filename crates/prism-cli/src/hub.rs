@@ -53,11 +53,27 @@ pub fn model(spec: &Path) -> Result<PathBuf> {
 /// A dictionary from a local path or a hub folder, in any format `Sae::open` reads (the one at
 /// `hook` in a folder of several).
 pub fn open_sae(spec: &Path, hook: Option<&str>, device: &Device) -> Result<prism_sae::Sae> {
+    let (path, options) = find_dictionary(spec, hook)?;
+    prism_sae::Sae::open_with(&path, &options, device)
+}
+
+/// [`open_sae`] for a dictionary of either kind (`prism eval` takes transcoders too).
+pub fn open_dictionary(
+    spec: &Path,
+    hook: Option<&str>,
+    device: &Device,
+) -> Result<prism_sae::Loaded> {
+    let (path, options) = find_dictionary(spec, hook)?;
+    prism_sae::Loaded::open_with(&path, &options, device)
+}
+
+/// Where `spec` is (downloaded first when it names one on the hub), and how to open it.
+fn find_dictionary(spec: &Path, hook: Option<&str>) -> Result<(PathBuf, prism_sae::OpenOptions)> {
     let found = with_bars(|p| prism_hub::resolve_dictionary(&spec.to_string_lossy(), p))?;
     let options = prism_sae::OpenOptions::default()
         .with_hook(hook.map(str::to_string))
         .with_norm_scaling_factor(found.norm_scaling_factor);
-    prism_sae::Sae::open_with(&found.path, &options, device)
+    Ok((found.path, options))
 }
 
 /// `prism fetch hf:ORG/NAME[@REV][/PATH]`: a model's files (or the named folder, or the whole

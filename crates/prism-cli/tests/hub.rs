@@ -197,6 +197,15 @@ fn eval_of_published_layouts_equals_eval_of_sae_lens_copies() {
         assert_eq!(a["hook"], "blocks.1.hook_resid_post");
         assert_eq!(a, b, "{published}");
     }
+    // A transcoder replacing block 1's MLP: Gemma Scope's layout and sae-lens's own copy of it
+    // give the same metrics, read at the MLP's normalised input and written at its output.
+    let transcoders = fixtures().join("transcoders");
+    let a =
+        eval(&transcoders.join("gemma-scope-2b-pt-transcoders/layer_1/width_16k/average_l0_65"));
+    let b = eval(&transcoders.join("saelens/gemma_scope"));
+    assert_eq!(a["hook"], "blocks.1.ln2.hook_normalized");
+    assert_eq!(a["hook_out"], "blocks.1.hook_mlp_out");
+    assert_eq!(a, b, "the Gemma Scope transcoder");
 
     // Llama Scope by its registry name, as `SAE.from_pretrained("llama_scope_lxr_8x",
     // "l1r_8x")` loads it: the registry file (the pinned sae-lens's), the stand-in hub serving

@@ -39,9 +39,16 @@ pub trait Dictionary {
     }
     /// Reconstructions from codes: `[n, d_sae]` → `[n, d_out]`.
     fn decode(&self, f: Tensor<2>) -> Tensor<2>;
-    /// The output for input `x`: `decode(encode(x))` (a transcoder adds its skip term).
+    /// The output for input `x` whose codes `f = encode(x)` are already known: `decode(f)`,
+    /// plus a transcoder's skip term (which needs `x`).
+    fn output(&self, x: Tensor<2>, f: Tensor<2>) -> Tensor<2> {
+        let _ = x;
+        self.decode(f)
+    }
+    /// The output for input `x`: `output(x, encode(x))`.
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.decode(self.encode(x))
+        let f = self.encode(x.clone());
+        self.output(x, f)
     }
     /// Each feature's decoder direction, one per row: `[d_sae, d_out]`.
     fn decoder_directions(&self) -> Tensor<2>;

@@ -83,12 +83,43 @@ const BLOCK_HOOKS: [&str; 10] = [
 impl HookPoint {
     /// The layer this hook point belongs to, if any.
     pub fn layer(&self) -> Option<usize> {
-        use HookPoint::*;
-        match *self {
-            ResidPre(l) | AttnPattern(l) | AttnZ(l) | AttnOut(l) | ResidMid(l)
-            | Ln2Normalized(l) | MlpIn(l) | MlpPost(l) | MlpOut(l) | ResidPost(l) => Some(l),
-            Embed | PosEmbed | LnFinal => None,
+        self.block_site().map(|(l, _)| l)
+    }
+
+    /// Where the forward pass reaches this hook: hooks compare by it in the order a pass visits
+    /// them (the derived `Ord` does not: it orders by kind first).
+    ///
+    /// ```
+    /// use prism_core::HookPoint;
+    /// assert!(HookPoint::MlpOut(1).forward_position() < HookPoint::MlpIn(3).forward_position());
+    /// assert!(HookPoint::MlpIn(3).forward_position() < HookPoint::MlpOut(3).forward_position());
+    /// assert!(HookPoint::ResidPost(9).forward_position() < HookPoint::LnFinal.forward_position());
+    /// ```
+    pub fn forward_position(&self) -> (usize, usize) {
+        match (self, self.block_site()) {
+            (_, Some((l, i))) => (l + 1, i),
+            (HookPoint::Embed, None) => (0, 0),
+            (HookPoint::PosEmbed, None) => (0, 1),
+            (_, None) => (usize::MAX, 0),
         }
+    }
+
+    /// A per-layer hook's layer and its index in [`BLOCK_HOOKS`] (forward order in a block).
+    fn block_site(&self) -> Option<(usize, usize)> {
+        use HookPoint::*;
+        Some(match *self {
+            Embed | PosEmbed | LnFinal => return None,
+            ResidPre(l) => (l, 0),
+            AttnPattern(l) => (l, 1),
+            AttnZ(l) => (l, 2),
+            AttnOut(l) => (l, 3),
+            ResidMid(l) => (l, 4),
+            Ln2Normalized(l) => (l, 5),
+            MlpIn(l) => (l, 6),
+            MlpPost(l) => (l, 7),
+            MlpOut(l) => (l, 8),
+            ResidPost(l) => (l, 9),
+        })
     }
 
     /// True for hooks whose activation has a head axis (`hook_z`, `hook_pattern`).
@@ -207,23 +238,12 @@ fn block_hook(name: &str, l: usize) -> Option<HookPoint> {
 
 impl fmt::Display for HookPoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use HookPoint::*;
-        let (l, name) = match *self {
-            Embed => return f.write_str("hook_embed"),
-            PosEmbed => return f.write_str("hook_pos_embed"),
-            LnFinal => return f.write_str("ln_final.hook_normalized"),
-            ResidPre(l) => (l, BLOCK_HOOKS[0]),
-            AttnPattern(l) => (l, BLOCK_HOOKS[1]),
-            AttnZ(l) => (l, BLOCK_HOOKS[2]),
-            AttnOut(l) => (l, BLOCK_HOOKS[3]),
-            ResidMid(l) => (l, BLOCK_HOOKS[4]),
-            Ln2Normalized(l) => (l, BLOCK_HOOKS[5]),
-            MlpIn(l) => (l, BLOCK_HOOKS[6]),
-            MlpPost(l) => (l, BLOCK_HOOKS[7]),
-            MlpOut(l) => (l, BLOCK_HOOKS[8]),
-            ResidPost(l) => (l, BLOCK_HOOKS[9]),
-        };
-        write!(f, "blocks.{l}.{name}")
+        match (self, self.block_site()) {
+            (_, Some((l, i))) => write!(f, "blocks.{l}.{}", BLOCK_HOOKS[i]),
+            (HookPoint::Embed, None) => f.write_str("hook_embed"),
+            (HookPoint::PosEmbed, None) => f.write_str("hook_pos_embed"),
+            (_, None) => f.write_str("ln_final.hook_normalized"),
+        }
     }
 }
 

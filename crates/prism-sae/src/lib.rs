@@ -22,7 +22,7 @@ pub mod train;
 mod transcoder;
 
 pub use dictionary_learning::hook_from_trainer_config;
-pub use open::OpenOptions;
+pub use open::{Loaded, OpenOptions};
 pub use sae::{Architecture, Sae};
 pub use suites::{
     Suite, circuit_tracer_hooks, circuit_tracer_layers, gemma_scope_2_hook, gemma_scope_hook,

@@ -53,6 +53,29 @@ impl Transcoder {
     }
 }
 
+/// A dictionary of either kind, as [`Loaded::open_with`] found it in the files.
+#[derive(Clone, Debug)]
+// One value per opened dictionary: boxing the transcoder would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Loaded {
+    /// A sparse autoencoder: it reconstructs the hook it reads.
+    Autoencoder(Sae),
+    /// A transcoder: it reads one hook and writes another.
+    Transcoder(Transcoder),
+}
+
+impl Loaded {
+    /// Opens whatever dictionary `path` holds, autoencoder or transcoder, in any format
+    /// [`Sae::open`] and [`Transcoder::open`] read.
+    pub fn open_with(path: &Path, options: &OpenOptions, device: &Device) -> Result<Loaded> {
+        let read = read_any(path, options, device)?;
+        Ok(match read.output {
+            None => Loaded::Autoencoder(read.sae),
+            Some(_) => Loaded::Transcoder(read.into_transcoder(path)?),
+        })
+    }
+}
+
 /// The dictionary `path` holds, in whichever format Prism reads.
 fn read_any(path: &Path, options: &OpenOptions, device: &Device) -> Result<Read> {
     let hook = options.hook.as_deref();

@@ -167,6 +167,10 @@ impl Transcoder {
         self.sae.set_hook_name(input);
         self.hook_out = output;
     }
+    /// The other `cfg.json` entries (provenance, training data, …).
+    pub fn extra_cfg(&self) -> &serde_json::Map<String, Value> {
+        self.sae.extra_cfg()
+    }
     /// The other `cfg.json` entries, to add to (provenance, …).
     pub fn extra_cfg_mut(&mut self) -> &mut serde_json::Map<String, Value> {
         self.sae.extra_cfg_mut()
@@ -262,9 +266,9 @@ impl Dictionary for Transcoder {
     fn decode(&self, f: Tensor<2>) -> Tensor<2> {
         self.sae.decode(f)
     }
-    /// `decode(encode(x)) + x · skip`.
-    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let out = self.decode(self.encode(x.clone()));
+    /// `decode(f) + x · skip`.
+    fn output(&self, x: Tensor<2>, f: Tensor<2>) -> Tensor<2> {
+        let out = self.decode(f);
         match &self.skip {
             Some(s) => out + x.matmul(s.clone()),
             None => out,

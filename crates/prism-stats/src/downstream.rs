@@ -1,5 +1,7 @@
-//! "Percent loss recovered" and KL: the model run clean, with the reconstruction spliced in at
-//! the hook point, and with the activation zeroed (docs/metrics.md).
+//! "Percent loss recovered" and KL: the model run clean, with the dictionary's output spliced
+//! in at the hook it writes, and with that hook's activation zeroed (docs/metrics.md). For a
+//! transcoder the output replaces what it stands for (the MLP's output, computed from the MLP's
+//! input of the same run), and zeroing it ablates the MLP.
 
 use burn::tensor::Tensor;
 use prism_core::{
@@ -8,6 +10,60 @@ use prism_core::{
 use prism_models::{Model, PositionScores, TokenBatch};
 
 use crate::reconstruction::ReconstructionStats;
+
+/// Where a dictionary reads and what it writes: one hook for a sparse autoencoder, an input and
+/// an output hook for a transcoder.
+///
+/// ```
+/// use prism_core::HookPoint;
+/// use prism_stats::Placement;
+/// let sae: Placement = HookPoint::MlpOut(3).into();
+/// assert_eq!(sae.reads, sae.writes);
+/// let t = Placement::transcoding(HookPoint::MlpIn(3), HookPoint::MlpOut(3)).unwrap();
+/// assert_eq!(t.to_string(), "blocks.3.mlp.hook_in → blocks.3.hook_mlp_out");
+/// // Writing before it reads cannot be spliced into one forward pass.
+/// assert!(Placement::transcoding(HookPoint::MlpOut(3), HookPoint::MlpIn(3)).is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// The hook it reads.
+    pub reads: HookPoint,
+    /// The hook whose activation its output replaces.
+    pub writes: HookPoint,
+}
+
+impl Placement {
+    /// A transcoder from `reads` to `writes`, which must come later in the forward pass (its
+    /// output is spliced in from the same run's input).
+    pub fn transcoding(reads: HookPoint, writes: HookPoint) -> Result<Placement> {
+        if writes.forward_position() <= reads.forward_position() {
+            return Err(PrismError::InvalidInput(format!(
+                "a transcoder must write a hook after the one it reads: {writes} does not come \
+                 after {reads}"
+            )));
+        }
+        Ok(Placement { reads, writes })
+    }
+}
+
+impl From<HookPoint> for Placement {
+    fn from(hook: HookPoint) -> Placement {
+        Placement {
+            reads: hook,
+            writes: hook,
+        }
+    }
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.reads == self.writes {
+            write!(f, "{}", self.reads)
+        } else {
+            write!(f, "{} → {}", self.reads, self.writes)
+        }
+    }
+}
 
 /// Running sums for the downstream metrics.
 #[derive(Clone, Debug, Default)]
@@ -87,16 +143,17 @@ fn add_downstream(down: &mut DownstreamStats, scores: &[PositionScores], run: us
 }
 
 /// Evaluates one batch for every dictionary of `dicts` (one `(recon, down)` pair of sums
-/// each): reconstruction metrics on the real (unpadded) positions and the runs for loss
-/// recovered and KL — the clean run, then the zeroed run and one spliced run per dictionary from
-/// the hook's block on ([`prism_models::Transformer::capture_only_from`]), each to the final norm,
-/// and all of them scored in one blocked unembedding
-/// ([`prism_models::Transformer::score_runs`]); the clean and zeroed runs are shared by all the
-/// dictionaries. The hook must carry one vector per token.
+/// each): reconstruction metrics on the real (unpadded) positions — the dictionary's output for
+/// the activation at `at.reads` against the activation at `at.writes` — and the runs for loss
+/// recovered and KL — the clean run, then the run with `at.writes` zeroed and one run per
+/// dictionary with its output spliced in there, from the block of `at.reads` on
+/// ([`prism_models::Transformer::capture_only_from`]), each to the final norm, and all of them
+/// scored in one blocked unembedding ([`prism_models::Transformer::score_runs`]); the clean and
+/// zeroed runs are shared by all the dictionaries. Both hooks must carry one vector per token.
 pub fn evaluate_batch(
     model: &Model,
     dicts: &[&dyn Dictionary],
-    hook: HookPoint,
+    at: Placement,
     batch: &TokenBatch,
     stats: &mut [(ReconstructionStats, DownstreamStats)],
 ) -> Result<()> {
@@ -111,17 +168,23 @@ pub fn evaluate_batch(
     // from the residual stream entering the hook's block. Every run stops at the final norm;
     // `score_runs` unembeds them a vocabulary block at a time.
     let transformer = &model.transformer;
-    let resume_at = hook.layer();
-    let mut capture = Hooks::new().capture(hook).capture(HookPoint::LnFinal);
+    let Placement { reads, writes } = at;
+    let resume_at = reads.layer();
+    let mut capture = Hooks::new()
+        .capture(reads)
+        .capture(writes)
+        .capture(HookPoint::LnFinal);
     if let Some(l) = resume_at {
         capture = capture.capture(HookPoint::ResidPre(l));
     }
-    let mut clean = transformer.capture_only(batch, &capture)?;
+    let clean = transformer.capture_only(batch, &capture)?;
     let resume = match resume_at {
-        Some(l) if hook == HookPoint::ResidPre(l) => {
-            Some((l, clean.captures[&hook].clone().into_rank3()?))
-        }
-        Some(l) => Some((l, clean.take(HookPoint::ResidPre(l))?.into_rank3()?)),
+        Some(l) => Some((
+            l,
+            clean.captures[&HookPoint::ResidPre(l)]
+                .clone()
+                .into_rank3()?,
+        )),
         None => None,
     };
     let finish = |hooks: Hooks| -> Result<Tensor<3>> {
@@ -133,21 +196,30 @@ pub fn evaluate_batch(
         out.take(HookPoint::LnFinal)?.into_rank3()
     };
     let original = clean.captures[&HookPoint::LnFinal].clone().into_rank3()?;
-    let act = clean
-        .take(hook)?
-        .into_rank3()
-        .map_err(|_| PrismError::Hook {
-            hook: hook.to_string(),
-            message: "dictionaries are evaluated on hooks with one vector per token".into(),
-        })?;
+    let per_token = |hook: HookPoint| -> Result<Tensor<3>> {
+        clean.captures[&hook]
+            .clone()
+            .into_rank3()
+            .map_err(|_| PrismError::Hook {
+                hook: hook.to_string(),
+                message: "dictionaries are evaluated on hooks with one vector per token".into(),
+            })
+    };
+    let (act, target) = (per_token(reads)?, per_token(writes)?);
     let [b, s, d] = act.dims();
-    if let Some(dict) = dicts.iter().find(|dict| dict.d_in() != d) {
+    let d_out = target.dims()[2];
+    if let Some(dict) = dicts
+        .iter()
+        .find(|dict| dict.d_in() != d || dict.d_out() != d_out)
+    {
         return Err(PrismError::Shape(format!(
-            "the dictionary reads d_in = {}, {hook} has d = {d}",
-            dict.d_in()
+            "the dictionary maps width {} to {}; {at} has widths {d} and {d_out}",
+            dict.d_in(),
+            dict.d_out()
         )));
     }
     let x = act.reshape([b * s, d]);
+    let y = target.reshape([b * s, d_out]);
     // Reconstruction metrics on real positions only.
     let real: Vec<usize> = batch.real_positions().map(|(i, t)| i * s + t).collect();
     let keep = |t: HostTensor| -> Result<HostTensor> {
@@ -158,20 +230,20 @@ pub fn evaluate_batch(
         }
         HostTensor::new(vec![real.len(), w], data)
     };
-    let x_real = keep(HostTensor::from_burn(x.clone())?)?;
-    let zeroed = finish(Hooks::new().intervene(Intervention::new(hook, Edit::Zero)))?;
+    let y_real = keep(HostTensor::from_burn(y)?)?;
+    let zeroed = finish(Hooks::new().intervene(Intervention::new(writes, Edit::Zero)))?;
     let mut finals = vec![original, zeroed];
     for (dict, (recon, _)) in dicts.iter().zip(stats.iter_mut()) {
         let codes = dict.encode(x.clone());
-        let x_hat = dict.decode(codes.clone());
+        let y_hat = dict.output(x.clone(), codes.clone());
         recon.add(
-            &x_real,
-            &keep(HostTensor::from_burn(x_hat.clone())?)?,
+            &y_real,
+            &keep(HostTensor::from_burn(y_hat.clone())?)?,
             &keep(HostTensor::from_burn(codes)?)?,
         )?;
         finals.push(finish(Hooks::new().intervene(Intervention::new(
-            hook,
-            Edit::Replace(Activation::Rank3(x_hat.reshape([b, s, d]))),
+            writes,
+            Edit::Replace(Activation::Rank3(y_hat.reshape([b, s, d_out]))),
         )))?);
     }
     let scores = transformer.score_runs(batch, &finals)?;

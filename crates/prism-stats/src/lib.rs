@@ -33,7 +33,7 @@ pub use correlation::pearson;
 #[cfg(feature = "plot")]
 pub use curves::{RunLog, last_doubling_change, plot_convergence};
 pub use density::{DensityHistogram, density_histogram, sample_across_density_bands};
-pub use downstream::{DownstreamMetrics, DownstreamStats, evaluate_batch};
+pub use downstream::{DownstreamMetrics, DownstreamStats, Placement, evaluate_batch};
 #[cfg(feature = "plot")]
 pub use plot::{
     Mark, Series, XyPlot, density_overlay_series, plot_density_histogram, plot_heatmap, plot_xy,
@@ -42,7 +42,7 @@ pub use prune::{PruneRule, features_to_keep};
 pub use reconstruction::{ReconstructionMetrics, ReconstructionStats};
 pub use site::{CHUNK, FeatureSite, SiteFiles, write_feature_site};
 
-use prism_core::{Dictionary, HookPoint, Result};
+use prism_core::{Dictionary, Result};
 use prism_models::{Model, TokenBatch};
 
 /// Both kinds of metrics for one evaluation.
@@ -56,7 +56,8 @@ pub struct Evaluation {
     pub downstream: DownstreamMetrics,
 }
 
-/// Evaluates `dict` at `hook` over `batches` of token windows (any iterator: a `Vec`, or
+/// Evaluates `dict` at `at` — a hook for a sparse autoencoder, or a [`Placement`] for a
+/// transcoder — over `batches` of token windows (any iterator: a `Vec`, or
 /// [`TokenBatch::batches`] over held-out windows), calling `on_batch` after each batch (for
 /// progress bars). Every metric is accumulated in f64 over the real (unpadded) positions.
 ///
@@ -72,28 +73,29 @@ pub struct Evaluation {
 pub fn evaluate(
     model: &Model,
     dict: &dyn Dictionary,
-    hook: HookPoint,
+    at: impl Into<Placement>,
     batches: impl IntoIterator<Item = Result<TokenBatch>>,
     on_batch: impl FnMut(&TokenBatch),
 ) -> Result<Evaluation> {
-    let mut all = evaluate_many(model, &[dict], hook, batches, on_batch)?;
+    let mut all = evaluate_many(model, &[dict], at, batches, on_batch)?;
     Ok(all.remove(0))
 }
 
-/// [`evaluate`] for several dictionaries at the same hook on the same batches, in one pass
+/// [`evaluate`] for several dictionaries at the same place on the same batches, in one pass
 /// over the text: the clean and zero-ablated runs are shared, so `k` dictionaries cost one
 /// clean run, one zeroed and `k` spliced runs from the hook's block on (instead of `k` of each).
 pub fn evaluate_many(
     model: &Model,
     dicts: &[&dyn Dictionary],
-    hook: HookPoint,
+    at: impl Into<Placement>,
     batches: impl IntoIterator<Item = Result<TokenBatch>>,
     mut on_batch: impl FnMut(&TokenBatch),
 ) -> Result<Vec<Evaluation>> {
+    let at = at.into();
     let mut stats = vec![(ReconstructionStats::default(), DownstreamStats::default()); dicts.len()];
     for batch in batches {
         let batch = batch?;
-        evaluate_batch(model, dicts, hook, &batch, &mut stats)?;
+        evaluate_batch(model, dicts, at, &batch, &mut stats)?;
         on_batch(&batch);
     }
     stats
