@@ -1563,6 +1563,36 @@ def smollm2(gguf_path: pathlib.Path):
     print("wrote", out)
 
 
+def pairs_fixture(gguf_path: pathlib.Path):
+    """Which lines of feature-circuits' own `simple_train.json` its `load_examples` keeps with
+    SmolLM2's tokenizer (transformers' tokenizer from the GGUF, called as load_examples calls it:
+    prompts and answers through `tokenizer(text).input_ids`; a pair is kept when both prompts
+    have the same length and both answers are one token), with the kept pairs' token ids."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    d = FIX / "pairs" / "feature-circuits"
+    kept, unequal, answers = [], 0, 0
+    for i, line in enumerate((d / "simple_train.json").read_text().splitlines()):
+        if not line.strip():
+            continue
+        data = json.loads(line)
+        ids = {k: tok(data[k]).input_ids for k in
+               ["clean_prefix", "patch_prefix", "clean_answer", "patch_answer"]}
+        if len(ids["clean_prefix"]) != len(ids["patch_prefix"]):
+            unequal += 1
+            continue
+        if len(ids["clean_answer"]) != 1 or len(ids["patch_answer"]) != 1:
+            answers += 1
+            continue
+        kept.append({"line": i + 1, "clean": ids["clean_prefix"], "corrupt": ids["patch_prefix"],
+                     "answer": ids["clean_answer"][0], "wrong": ids["patch_answer"][0]})
+    (d / "simple_train.smollm2.json").write_text(json.dumps(
+        {"gguf": gguf_path.name, "kept": kept, "skipped_unequal_lengths": unequal,
+         "skipped_multi_token_answers": answers}) + "\n")
+    record_versions("pairs", ["transformers", "gguf", "tokenizers"])
+    print("wrote", d, len(kept), "kept", unequal, "unequal", answers, "answers")
+
+
 # Texts for Gemma 3 270M that no other test uses: prose, numbers, code, several languages, runs of
 # spaces and newlines, an emoji (byte fallback) and a chat turn (control tokens kept whole).
 GEMMA3_TEXTS = [
@@ -1702,7 +1732,7 @@ if __name__ == "__main__":
                     help="the stand-in hub, for --only suites and hub_cache "
                          "(cargo build --release -p prism-testkit --example hub_server)")
     ap.add_argument("--prism", type=pathlib.Path, help="the prism binary (for --only hub_cache)")
-    ap.add_argument("--only", choices=["models", "families", "gemma3", "gguf", "sae", "ae", "smollm2", "prism_saved", "patching", "attribution", "probes", "matryoshka", "suites", "transcoders", "registry", "hub_cache"],
+    ap.add_argument("--only", choices=["models", "families", "gemma3", "gguf", "sae", "ae", "smollm2", "prism_saved", "patching", "attribution", "probes", "matryoshka", "suites", "transcoders", "registry", "hub_cache", "pairs"],
                     help="build one group only")
     args = ap.parse_args()
     pinned_versions()
@@ -1732,6 +1762,8 @@ if __name__ == "__main__":
         smollm2(args.smollm2)
     if args.smollm2 and args.only in (None, "probes"):
         probes(args.smollm2)
+    if args.smollm2 and args.only in (None, "pairs"):
+        pairs_fixture(args.smollm2)
     if args.gemma3 and args.only in (None, "gemma3"):
         gemma3(args.gemma3)
     if args.only in (None, "patching"):

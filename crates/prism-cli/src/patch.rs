@@ -152,7 +152,14 @@ impl PairArgs {
             &self.answer,
             &self.wrong,
         ) {
-            (Some(path), ..) => read_pairs(path, &model)?,
+            (Some(path), ..) => {
+                let file = read_pairs(path, &model)?;
+                eprintln!("{} prompt pairs from {}", file.pairs.len(), path.display());
+                if let Some(note) = file.skipped_note() {
+                    eprintln!("{note}");
+                }
+                file.pairs
+            }
             (None, Some(c), Some(k), Some(a), Some(w)) => {
                 vec![PromptPair::from_texts(&model, c, k, a, w)?]
             }

@@ -298,7 +298,7 @@ fn cases(root: &Path) -> Vec<Case> {
     )
     .unwrap();
     out.push(Case {
-        input: "prompt pair whose answer is several tokens",
+        input: "pairs file whose only pair has an answer of several tokens",
         args: s(&[
             "patch",
             "--model",
@@ -307,7 +307,7 @@ fn cases(root: &Path) -> Vec<Case> {
             pairs.to_str().unwrap(),
         ]),
         kept: vec![],
-        expect: "exactly one",
+        expect: "no usable prompt pairs",
     });
 
     // Saved state: a cache and a training run that must survive bad input untouched.

@@ -524,8 +524,8 @@ impl Workbench {
                     .model
                     .as_ref()
                     .ok_or_else(|| PrismError::InvalidInput("no model".into()))?;
-                let pairs = prism_patch::read_pairs(&p, model)?;
-                prism_patch::PairBatch::new(&pairs, model.pad_id()).map(|_| ())
+                let file = prism_patch::read_pairs(&p, model)?;
+                prism_patch::PairBatch::new(&file.pairs, model.pad_id()).map(|_| ())
             }
             Target::Geonames => {
                 let p = self.write("countries.json", input)?;

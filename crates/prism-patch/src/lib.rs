@@ -3,8 +3,8 @@
 //! Which activations *cause* a behaviour? Run a clean and a corrupted prompt, put one
 //! activation of one run into the other, and see how far a metric moves.
 //!
-//! - [`PromptPair`] / [`read_pairs`]: clean and corrupted prompts of equal token length with the
-//!   answer and the wrong answer (feature-circuits' JSONL format, or [`template_pairs`] from a
+//! - [`PromptPair`] / [`read_pairs`] ([`PairFile`]): clean and corrupted prompts of equal
+//!   token length with the answer and the wrong answer (feature-circuits' JSONL format, or [`template_pairs`] from a
 //!   template and a word list; [`capital_pairs`] from GeoNames' countries);
 //! - [`Metric`]: logit difference at the last real position (and its normalised form), the
 //!   answer's loss or probability, or any function of the logits;
@@ -45,6 +45,6 @@ pub use datasets::{CAPITAL_TEMPLATE, capital_pairs, geonames_capitals, most_comm
 pub use exact::{Direction, PatchOptions, PatchResult, PatchSweep, patch};
 pub use metric::{Metric, MetricFn};
 pub use node::{Node, NodeKind, Sweep, Unit, dictionary_nodes, nodes};
-pub use pairs::{PairBatch, PromptPair, read_pairs, template_pairs};
+pub use pairs::{PairBatch, PairFile, PromptPair, read_pairs, template_pairs};
 pub use splice::{FeatureEdit, Splice};
 pub use state::Dictionaries;

@@ -159,13 +159,49 @@ struct PairLine {
     patch_answer: String,
 }
 
+/// The pairs of a file, and the lines left out as feature-circuits' `load_examples` leaves them
+/// out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairFile {
+    /// The usable pairs, in file order.
+    pub pairs: Vec<PromptPair>,
+    /// Each pair's line in the file (1-based).
+    pub lines: Vec<usize>,
+    /// Lines whose clean and corrupted prompts have different token lengths.
+    pub skipped_unequal_lengths: usize,
+    /// Lines with an answer that is not exactly one token.
+    pub skipped_multi_token_answers: usize,
+}
+
+impl PairFile {
+    /// A sentence saying what was left out, or `None` when nothing was.
+    pub fn skipped_note(&self) -> Option<String> {
+        let skipped = self.skipped_unequal_lengths + self.skipped_multi_token_answers;
+        (skipped > 0).then(|| {
+            format!(
+                "left out {skipped} of {} lines as feature-circuits' load_examples does: {} with \
+                 prompts of unequal token length, {} with an answer that is not one token",
+                skipped + self.pairs.len(),
+                self.skipped_unequal_lengths,
+                self.skipped_multi_token_answers
+            )
+        })
+    }
+}
+
 /// Reads a JSONL file of pairs in feature-circuits' format (`clean_prefix`, `patch_prefix`,
-/// `clean_answer`, `patch_answer`; other keys ignored). A line that is not such an object, has
-/// prompts of unequal token length or an answer that is not one token is an error naming the
-/// line.
-pub fn read_pairs(path: &Path, model: &Model) -> Result<Vec<PromptPair>> {
+/// `clean_answer`, `patch_answer`; other keys ignored). As feature-circuits' `load_examples`
+/// does, a line whose prompts have different token lengths, or whose answers are not one token
+/// each, is left out and counted ([`PairFile`]); a line that is not such an object is an error
+/// naming the line, and so is a file with no usable pair.
+pub fn read_pairs(path: &Path, model: &Model) -> Result<PairFile> {
     let text = std::fs::read_to_string(path).map_err(|e| PrismError::io(path, e))?;
-    let mut out = Vec::new();
+    let mut out = PairFile {
+        pairs: Vec::new(),
+        lines: Vec::new(),
+        skipped_unequal_lengths: 0,
+        skipped_multi_token_answers: 0,
+    };
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -173,27 +209,43 @@ pub fn read_pairs(path: &Path, model: &Model) -> Result<Vec<PromptPair>> {
         let at = |e: String| {
             PrismError::InvalidInput(format!("{}, line {}: {e}", path.display(), i + 1))
         };
-        // The inner error's own message, without a second "invalid input:" in front.
-        let message = |e: PrismError| match e {
-            PrismError::InvalidInput(m) => m,
-            other => other.to_string(),
-        };
         let p: PairLine = serde_json::from_str(line).map_err(|e| at(e.to_string()))?;
-        out.push(
-            PromptPair::from_texts(
-                model,
-                &p.clean_prefix,
-                &p.patch_prefix,
-                &p.clean_answer,
-                &p.patch_answer,
-            )
-            .map_err(|e| at(message(e)))?,
-        );
+        let clean = model
+            .encode(&p.clean_prefix)
+            .map_err(|e| at(e.to_string()))?;
+        let corrupt = model
+            .encode(&p.patch_prefix)
+            .map_err(|e| at(e.to_string()))?;
+        if clean.len() != corrupt.len() || clean.is_empty() {
+            out.skipped_unequal_lengths += 1;
+            continue;
+        }
+        let one = |text: &str| -> Result<Option<u32>> {
+            let ids = model
+                .tokenizer
+                .encode_plain(text)
+                .map_err(|e| at(e.to_string()))?;
+            Ok(match ids[..] {
+                [id] => Some(id),
+                _ => None,
+            })
+        };
+        match (one(&p.clean_answer)?, one(&p.patch_answer)?) {
+            (Some(answer), Some(wrong)) => {
+                out.pairs
+                    .push(PromptPair::new(clean, corrupt, answer, wrong)?);
+                out.lines.push(i + 1);
+            }
+            _ => out.skipped_multi_token_answers += 1,
+        }
     }
-    if out.is_empty() {
+    if out.pairs.is_empty() {
         return Err(PrismError::InvalidInput(format!(
-            "{}: no prompt pairs",
-            path.display()
+            "{}: no usable prompt pairs{}",
+            path.display(),
+            out.skipped_note()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
         )));
     }
     Ok(out)

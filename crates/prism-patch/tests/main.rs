@@ -5,5 +5,6 @@
 mod ablation;
 mod attribution;
 mod common;
+mod pairs;
 mod patching;
 mod splice;

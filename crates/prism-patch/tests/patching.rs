@@ -98,7 +98,7 @@ fn bad_pairs_are_typed_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("pairs.jsonl");
     // Line 1 is fine (single-byte answers are single tokens in a byte-level BPE); line 2's
-    // prompts have different token lengths.
+    // prompts have different token lengths: left out and counted, as feature-circuits does.
     std::fs::write(
         &path,
         concat!(
@@ -109,11 +109,16 @@ fn bad_pairs_are_typed_errors() {
         ),
     )
     .unwrap();
-    let e = prism_patch::read_pairs(&path, &c.model)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("line 2") && e.contains("tokens"), "{e}");
-    // An answer of several tokens.
+    let file = prism_patch::read_pairs(&path, &c.model).unwrap();
+    assert_eq!((file.pairs.len(), file.lines.clone()), (1, vec![1]));
+    assert_eq!(
+        (
+            file.skipped_unequal_lengths,
+            file.skipped_multi_token_answers
+        ),
+        (1, 0)
+    );
+    // An answer of several tokens, and nothing else: no usable pair.
     std::fs::write(
         &path,
         r#"{"clean_prefix": "The fox", "patch_prefix": "The fox", "clean_answer": "a b c d", "patch_answer": "b"}"#,
@@ -122,7 +127,11 @@ fn bad_pairs_are_typed_errors() {
     let e = prism_patch::read_pairs(&path, &c.model)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("line 1") && e.contains("exactly one"), "{e}");
+    assert!(
+        e.contains("no usable prompt pairs")
+            && e.contains("1 with an answer that is not one token"),
+        "{e}"
+    );
     std::fs::write(&path, "{\"clean_prefix\": 3}\n").unwrap();
     let e = prism_patch::read_pairs(&path, &c.model)
         .unwrap_err()

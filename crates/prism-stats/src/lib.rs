@@ -64,7 +64,7 @@ pub struct Evaluation {
 /// ```no_run
 /// # fn run(model: &prism_models::Model, sae: &prism_sae::Sae, windows: &[Vec<u32>]) -> prism_core::Result<()> {
 /// use prism_models::TokenBatch;
-/// let hook = "blocks.15.hook_mlp_out".parse()?;
+/// let hook: prism_core::HookPoint = "blocks.15.hook_mlp_out".parse()?;
 /// let batches = TokenBatch::batches(windows, 8, model.pad_id());
 /// let e = prism_stats::evaluate(model, sae, hook, batches, |b| eprintln!("{} windows", b.batch))?;
 /// println!("L0 {:.1}, loss recovered {:.3}", e.reconstruction.l0, e.downstream.frac_recovered);
