@@ -12,6 +12,8 @@ Rust tests and CI need no Python:
     cargo build -p prism-cli -p prism-testkit --examples
     /tmp/pyref/bin/python scripts/make_fixtures.py --only suites --hub-server target/debug/examples/hub_server
     /tmp/pyref/bin/python scripts/make_fixtures.py --only transcoders --hub-server target/debug/examples/hub_server
+    # after `PRISM_WRITE_FIXTURES=1 cargo test -p prism-sae --test sae transcoders::transcoders_prism_writes`:
+    /tmp/pyref/bin/python scripts/make_fixtures.py --only transcoders_saved
     /tmp/pyref/bin/python scripts/make_fixtures.py --only hub_cache \
         --hub-server target/debug/examples/hub_server --prism target/debug/prism
     # after `cargo run --release --example write_prism_saved -- fixtures/prism_saved`:
@@ -1140,6 +1142,42 @@ def transcoder_evaluation(tc, layer):
     return {f"eval_{k}": torch.tensor([v], dtype=torch.float32) for k, v in metrics.items()}
 
 
+def transcoders_saved():
+    """Transcoders Prism wrote (fixtures/transcoders/prism_saved/, by
+    `PRISM_WRITE_FIXTURES=1 cargo test -p prism-sae --test sae transcoders::transcoders_prism_writes`)
+    loaded by the packages whose layouts they are in: sae-lens's `SAE.load_from_disk`, sparsify's
+    `SparseCoder.load_from_disk`, circuit-tracer's `load_relu_transcoder`; their codes and
+    outputs on the same inputs."""
+    import os
+    from safetensors.torch import save_file
+    os.environ["SPARSIFY_DISABLE_TRITON"] = "1"
+    from sae_lens import SAE
+    from sparsify import SparseCoder
+    from circuit_tracer.transcoder.single_layer_transcoder import load_relu_transcoder
+
+    root = FIX / "transcoders" / "prism_saved"
+    g = torch.Generator().manual_seed(39)
+    x = torch.randn(8, 64, generator=g)
+    refs = {"x": x}
+    tc = SAE.load_from_disk(root / "saelens")
+    assert type(tc).__name__ == "JumpReLUSkipTranscoder", type(tc).__name__
+    coder = SparseCoder.load_from_disk(root / "sparsify" / "layers.1.mlp")
+    assert coder.cfg.transcode and coder.W_skip is not None
+    tracer = load_relu_transcoder(str(root / "circuit-tracer" / "layer_1.safetensors"), 1,
+                                  device=torch.device("cpu"), lazy_encoder=False, lazy_decoder=False)
+    assert tracer.W_skip is not None and hasattr(tracer.activation_function, "threshold")
+    with torch.no_grad():
+        refs["codes_saelens"], refs["out_saelens"] = tc.encode(x), tc(x)
+        res = coder(x)
+        refs["codes_sparsify"] = torch.zeros(8, coder.num_latents).scatter(
+            1, res.latent_indices, res.latent_acts)
+        refs["out_sparsify"] = res.sae_out
+        refs["codes_circuit_tracer"], refs["out_circuit_tracer"] = tracer.encode(x), tracer(x)
+    save_file({k: v.contiguous() for k, v in refs.items()}, str(root / "reference.safetensors"))
+    record_versions("transcoders_saved", ["sae-lens", "eai-sparsify", "circuit-tracer"])
+    print("wrote", root / "reference.safetensors")
+
+
 def registry_fixture():
     """SAELens' registry as the pinned sae-lens ships it (`pretrained_saes.yaml`) and as its own
     `get_pretrained_saes_directory()` reads it (release → repo_id, model, conversion_func,
@@ -1732,7 +1770,7 @@ if __name__ == "__main__":
                     help="the stand-in hub, for --only suites and hub_cache "
                          "(cargo build --release -p prism-testkit --example hub_server)")
     ap.add_argument("--prism", type=pathlib.Path, help="the prism binary (for --only hub_cache)")
-    ap.add_argument("--only", choices=["models", "families", "gemma3", "gguf", "sae", "ae", "smollm2", "prism_saved", "patching", "attribution", "probes", "matryoshka", "suites", "transcoders", "registry", "hub_cache", "pairs"],
+    ap.add_argument("--only", choices=["models", "families", "gemma3", "gguf", "sae", "ae", "smollm2", "prism_saved", "patching", "attribution", "probes", "matryoshka", "suites", "transcoders", "transcoders_saved", "registry", "hub_cache", "pairs"],
                     help="build one group only")
     args = ap.parse_args()
     pinned_versions()
@@ -1754,6 +1792,8 @@ if __name__ == "__main__":
         suites_fixture(args.hub_server)
     if args.hub_server and args.only in (None, "transcoders"):
         transcoders_fixture(args.hub_server)
+    if args.only in (None, "transcoders_saved"):
+        transcoders_saved()
     if args.only in (None, "registry"):
         registry_fixture()
     if args.hub_server and args.prism and args.only in (None, "hub_cache"):

@@ -13,6 +13,7 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor};
 use prism_core::{
     Dictionary, FloatDtype, HookPoint, HostTensor, ModelShape, PrismError, RawTensor, Result,
+    atomic_write, serialize_safetensors,
 };
 use serde_json::{Value, json};
 
@@ -220,13 +221,7 @@ impl Transcoder {
     pub fn save(&self, dir: &Path) -> Result<()> {
         let mut tensors = Vec::new();
         if let Some(skip) = &self.skip {
-            let [d_in, d_out] = skip.dims();
-            let host = HostTensor::from_burn(skip.clone())?;
-            let t = HostTensor::new(
-                vec![d_out, d_in],
-                crate::dictionary_learning::transpose(&host.data, d_in, d_out),
-            )?;
-            tensors.push(RawTensor::floats("W_skip", &t, FloatDtype::F32));
+            tensors.push(Self::transposed_raw("W_skip", skip)?);
         }
         let mut cfg = serde_json::Map::new();
         cfg.insert("d_out".into(), json!(self.d_out()));
@@ -245,6 +240,131 @@ impl Transcoder {
         }
         self.sae
             .save_layout(dir, &self.saelens_architecture(), tensors, cfg)
+    }
+}
+
+impl Transcoder {
+    /// `[rows, cols]` on the host, as a `[cols, rows]` raw f32 tensor named `name`.
+    fn transposed_raw(name: &str, t: &Tensor<2>) -> Result<RawTensor> {
+        let h = HostTensor::from_burn(t.clone())?;
+        let [rows, cols] = t.dims();
+        let data = crate::dictionary_learning::transpose(&h.data, rows, cols);
+        Ok(RawTensor::floats(
+            name,
+            &HostTensor::new(vec![cols, rows], data)?,
+            FloatDtype::F32,
+        ))
+    }
+
+    /// A `[1, n]` row as a 1-D raw f32 tensor named `name`.
+    fn flat_raw(name: &str, t: &Tensor<2>) -> Result<RawTensor> {
+        let h = HostTensor::from_burn(t.clone())?;
+        Ok(RawTensor::floats(
+            name,
+            &HostTensor::new(vec![h.len()], h.data)?,
+            FloatDtype::F32,
+        ))
+    }
+
+    /// Writes it as an EleutherAI sparsify hook folder (`cfg.json` + `sae.safetensors`:
+    /// `encoder.weight [d_sae, d_in]`, `encoder.bias`, `W_dec`, `b_dec`, `W_skip [d_out, d_in]`),
+    /// as `SparseCoder.save_to_disk` writes one; `SparseCoder.load_from_disk` reads it. Only a
+    /// TopK transcoder whose widths are equal fits sparsify's layout; `transcode` is set unless
+    /// it is a skip autoencoder (its input centred by `b_dec`). Name the folder after the module
+    /// (`layers.6.mlp`) for the hooks to be found again.
+    pub fn save_sparsify(&self, dir: &Path) -> Result<()> {
+        let Architecture::TopK { k } = self.architecture() else {
+            return Err(PrismError::InvalidInput(format!(
+                "sparsify's layout holds TopK dictionaries; this one is {}",
+                self.architecture().name()
+            )));
+        };
+        if self.d_out() != self.d_in() {
+            return Err(PrismError::InvalidInput(format!(
+                "sparsify's layout needs equal widths; this transcoder maps {} to {}",
+                self.d_in(),
+                self.d_out()
+            )));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| PrismError::io(dir, e))?;
+        let mut tensors = vec![
+            Self::transposed_raw("encoder.weight", self.w_enc())?,
+            Self::flat_raw("encoder.bias", self.b_enc())?,
+            RawTensor::floats(
+                "W_dec",
+                &HostTensor::from_burn(self.w_dec().clone())?,
+                FloatDtype::F32,
+            ),
+            Self::flat_raw("b_dec", self.b_dec())?,
+        ];
+        if let Some(s) = &self.skip {
+            tensors.push(Self::transposed_raw("W_skip", s)?);
+        }
+        let weights = dir.join("sae.safetensors");
+        atomic_write(
+            &weights,
+            &serialize_safetensors(&weights, &tensors, Some(std::collections::HashMap::new()))?,
+        )?;
+        let cfg = json!({
+            "activation": "topk",
+            "expansion_factor": self.d_sae() / self.d_in().max(1),
+            "normalize_decoder": true,
+            "num_latents": self.d_sae(),
+            "k": k,
+            "multi_topk": false,
+            "skip_connection": self.skip.is_some(),
+            "transcode": !self.sae.applies_b_dec_to_input(),
+            "d_in": self.d_in(),
+        });
+        let text =
+            serde_json::to_string(&cfg).map_err(|e| PrismError::InvalidInput(e.to_string()))?;
+        atomic_write(&dir.join("cfg.json"), text.as_bytes())
+    }
+
+    /// Writes it as one of circuit-tracer's single-layer transcoder files (`W_enc [d_sae,
+    /// d_in]`, `W_dec`, `b_enc`, `b_dec`, `W_skip [d_out, d_in]`, and
+    /// `activation_function.threshold` for JumpReLU), as `SingleLayerTranscoder.to_safetensors`
+    /// writes one; its `load_relu_transcoder` reads it. circuit-tracer's loader knows ReLU and
+    /// JumpReLU only, and its JumpReLU has no ReLU, so other architectures and negative
+    /// thresholds are refused. Name the file `layer_N.safetensors`.
+    pub fn save_circuit_tracer(&self, file: &Path) -> Result<()> {
+        let mut tensors = vec![
+            Self::transposed_raw("W_enc", self.w_enc())?,
+            RawTensor::floats(
+                "W_dec",
+                &HostTensor::from_burn(self.w_dec().clone())?,
+                FloatDtype::F32,
+            ),
+            Self::flat_raw("b_enc", self.b_enc())?,
+            Self::flat_raw("b_dec", self.b_dec())?,
+        ];
+        match self.architecture() {
+            Architecture::Standard => {}
+            Architecture::JumpRelu { threshold } => {
+                let t = HostTensor::from_burn(threshold.clone())?;
+                if t.data.iter().any(|v| v.is_nan() || *v < 0.0) {
+                    return Err(PrismError::InvalidInput(
+                        "a negative threshold: circuit-tracer's JumpReLU would pass negative \
+                         pre-activations"
+                            .into(),
+                    ));
+                }
+                tensors.push(Self::flat_raw("activation_function.threshold", threshold)?);
+            }
+            other => {
+                return Err(PrismError::InvalidInput(format!(
+                    "circuit-tracer's loader reads ReLU and JumpReLU transcoders; this one is {}",
+                    other.name()
+                )));
+            }
+        }
+        if let Some(s) = &self.skip {
+            tensors.push(Self::transposed_raw("W_skip", s)?);
+        }
+        if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| PrismError::io(parent, e))?;
+        }
+        atomic_write(file, &serialize_safetensors(file, &tensors, None)?)
     }
 }
 

@@ -224,3 +224,75 @@ fn transcoder_hooks_exist_on_the_model() {
         Err(PrismError::UnknownHook { .. })
     ));
 }
+
+/// Transcoders Prism wrote in the three layouts (`fixtures/transcoders/prism_saved`: SAELens',
+/// sparsify's, circuit-tracer's), loaded by sae-lens's `SAE.load_from_disk`, sparsify's
+/// `SparseCoder.load_from_disk` and circuit-tracer's `load_relu_transcoder` in
+/// `scripts/make_fixtures.py --only transcoders_saved`: Prism reads each back with those
+/// packages' codes and outputs, and today's writers produce the same files. Catches: a tensor
+/// written in the other orientation (every package stores its encoder and skip differently), a
+/// config key the package needs, `transcode` written for a skip autoencoder.
+/// `PRISM_WRITE_FIXTURES=1` writes the files instead (then run the script).
+#[test]
+fn transcoders_prism_writes_load_in_their_packages() {
+    let device = prism_core::device("cpu").unwrap();
+    let root = transcoders().join("prism_saved");
+    let affine = open("gemma-scope-2-270m-pt/transcoder_all/layer_1_width_16k_l0_small_affine");
+    let topk = open("sparsify-run/layers.1.mlp");
+    let writing = std::env::var_os("PRISM_WRITE_FIXTURES").is_some();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = if writing {
+        root.clone()
+    } else {
+        tmp.path().to_path_buf()
+    };
+    affine.save(&out.join("saelens")).unwrap();
+    topk.save_sparsify(&out.join("sparsify/layers.1.mlp"))
+        .unwrap();
+    affine
+        .save_circuit_tracer(&out.join("circuit-tracer/layer_1.safetensors"))
+        .unwrap();
+    if writing {
+        return;
+    }
+    for file in [
+        "saelens/sae_weights.safetensors",
+        "sparsify/layers.1.mlp/sae.safetensors",
+        "circuit-tracer/layer_1.safetensors",
+    ] {
+        let read = |dir: &std::path::Path| {
+            let mut v: Vec<_> = prism_core::read_safetensors(&dir.join(file))
+                .unwrap()
+                .into_iter()
+                .map(|(k, t)| (k, t.shape, t.data))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        assert_eq!(read(&out), read(&root), "{file} changed");
+    }
+    for file in ["saelens/cfg.json", "sparsify/layers.1.mlp/cfg.json"] {
+        let json = |dir: &std::path::Path| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap()
+        };
+        assert_eq!(json(&out), json(&root), "{file} changed");
+    }
+    let reference = root.join("reference.safetensors");
+    let saelens = Transcoder::load(&root.join("saelens"), &device).unwrap();
+    check_against_reference(&saelens, &reference, "saelens", "out");
+    let sparsify = Transcoder::open(&root.join("sparsify/layers.1.mlp"), &device).unwrap();
+    assert_eq!(sparsify.hook_name(), Some("blocks.1.mlp.hook_in"));
+    check_against_reference(&sparsify, &reference, "sparsify", "out");
+    let tracer =
+        Transcoder::open(&root.join("circuit-tracer/layer_1.safetensors"), &device).unwrap();
+    check_against_reference(&tracer, &reference, "circuit_tracer", "out");
+    // What circuit-tracer's loader cannot hold is refused, not written wrong.
+    let e = topk
+        .save_circuit_tracer(&tmp.path().join("topk/layer_1.safetensors"))
+        .unwrap_err();
+    assert!(e.to_string().contains("ReLU and JumpReLU"), "{e}");
+    let e = affine
+        .save_sparsify(&tmp.path().join("jumprelu"))
+        .unwrap_err();
+    assert!(e.to_string().contains("TopK"), "{e}");
+}
