@@ -236,6 +236,25 @@ fn cases(root: &Path) -> Vec<Case> {
         kept: vec![],
         expect: "not a sparse autoencoder",
     });
+    let layer = root.join("circuit-tracer");
+    copy(
+        &fixtures().join("transcoders/circuit-tracer"),
+        &layer,
+        &["layer_0.safetensors"],
+    );
+    truncate(&layer.join("layer_0.safetensors"), 4000);
+    out.push(Case {
+        input: "circuit-tracer transcoder file truncated",
+        args: s(&[
+            "similarity",
+            "--a",
+            layer.join("layer_0.safetensors").to_str().unwrap(),
+            "--b",
+            &good,
+        ]),
+        kept: vec![],
+        expect: "layer_0.safetensors",
+    });
 
     // Corpora and datasets.
     let corpus = root.join("corpus.pdf");

@@ -607,16 +607,17 @@ impl Transformer {
         run: &mut HookRun<'_>,
     ) -> Result<Tensor<2>> {
         let d = self.config.d_model;
-        let mlp_in = match &block.ln2 {
-            Some(norm) if run.touches(HookPoint::Ln2Normalized(l)) => {
-                let z = norm.standardize(x).reshape([b, s, d]);
-                let z = run.visit3(HookPoint::Ln2Normalized(l), z)?;
-                norm.scale(z.reshape([b * s, d]))
-            }
-            Some(norm) => norm.forward(x),
-            None => run
-                .visit3(HookPoint::Ln2Normalized(l), x.reshape([b, s, d]))?
-                .reshape([b * s, d]),
+        let ln2 = block.ln2.as_ref();
+        let z = match ln2 {
+            Some(norm) => norm.standardize(x),
+            None => x,
+        };
+        let z = run
+            .visit3(HookPoint::Ln2Normalized(l), z.reshape([b, s, d]))?
+            .reshape([b * s, d]);
+        let mlp_in = match ln2 {
+            Some(norm) => norm.scale(z),
+            None => z,
         };
         Ok(run
             .visit3(HookPoint::MlpIn(l), mlp_in.reshape([b, s, d]))?

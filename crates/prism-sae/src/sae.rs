@@ -158,6 +158,30 @@ impl Sae {
     }
 }
 
+/// `[rows, cols]` host data as the `[cols, rows]` tensor on `device`.
+pub(crate) fn transposed(
+    t: &HostTensor,
+    rows: usize,
+    cols: usize,
+    device: &Device,
+) -> Result<Tensor<2>> {
+    HostTensor::new(
+        vec![cols, rows],
+        crate::dictionary_learning::transpose(&t.data, rows, cols),
+    )?
+    .to_burn(device)
+}
+
+/// A `[1, n]` row as the 1-D f32 tensor `name` of a safetensors file.
+pub(crate) fn flat_raw(name: &str, t: &Tensor<2>) -> Result<RawTensor> {
+    let h = HostTensor::from_burn(t.clone())?;
+    Ok(RawTensor::floats(
+        name,
+        &HostTensor::new(vec![h.len()], h.data)?,
+        FloatDtype::F32,
+    ))
+}
+
 pub(crate) fn row(v: &HostTensor, device: &Device) -> Result<Tensor<2>> {
     HostTensor::new(vec![1, v.len()], v.data.clone())?.to_burn(device)
 }
@@ -383,14 +407,12 @@ impl Sae {
             )));
         }
         let skip = if skip {
-            let w = take("W_skip", &[d_out, d_in])?;
-            Some(
-                HostTensor::new(
-                    vec![d_in, d_out],
-                    crate::dictionary_learning::transpose(&w.data, d_out, d_in),
-                )?
-                .to_burn(device)?,
-            )
+            Some(transposed(
+                take("W_skip", &[d_out, d_in])?,
+                d_out,
+                d_in,
+                device,
+            )?)
         } else {
             None
         };
@@ -462,10 +484,6 @@ impl Sae {
         more_cfg: serde_json::Map<String, Value>,
     ) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| PrismError::io(dir, e))?;
-        let flat = |t: &Tensor<2>| -> Result<HostTensor> {
-            let h = HostTensor::from_burn(t.clone())?;
-            HostTensor::new(vec![h.len()], h.data)
-        };
         let gated = matches!(self.architecture, Architecture::Gated { .. });
         let mut tensors = vec![
             RawTensor::floats(
@@ -473,20 +491,16 @@ impl Sae {
                 &HostTensor::from_burn(self.w_enc.clone())?,
                 FloatDtype::F32,
             ),
-            RawTensor::floats(
-                if gated { "b_gate" } else { "b_enc" },
-                &flat(&self.b_enc)?,
-                FloatDtype::F32,
-            ),
+            flat_raw(if gated { "b_gate" } else { "b_enc" }, &self.b_enc)?,
             RawTensor::floats(
                 "W_dec",
                 &HostTensor::from_burn(self.w_dec.clone())?,
                 FloatDtype::F32,
             ),
-            RawTensor::floats("b_dec", &flat(&self.b_dec)?, FloatDtype::F32),
+            flat_raw("b_dec", &self.b_dec)?,
         ];
         for (name, t) in self.architecture.tensors() {
-            tensors.push(RawTensor::floats(name, &flat(t)?, FloatDtype::F32));
+            tensors.push(flat_raw(name, t)?);
         }
         tensors.extend(more_tensors);
         let weights = dir.join("sae_weights.safetensors");

@@ -36,12 +36,12 @@
 
 use std::path::{Path, PathBuf};
 
-use prism_core::{Device, HostTensor, PrismError, Result, Tensor, read_safetensors};
+use prism_core::{Device, HostTensor, PrismError, Result, read_safetensors};
 use serde_json::Value;
 
 use crate::dictionary_learning::transpose;
 use crate::npz::read_npz;
-use crate::sae::{Architecture, Sae, row};
+use crate::sae::{Architecture, Sae, row, transposed};
 use crate::transcoder::{Output, Read};
 
 /// The published formats [`Sae::open`] recognises besides SAELens' and dictionary_learning's.
@@ -319,11 +319,6 @@ fn take_any<'w>(
         name: name.into(),
         message: "missing".into(),
     })
-}
-
-/// `[rows, cols]` host data as the `[cols, rows]` tensor on `device`.
-fn transposed(t: &HostTensor, rows: usize, cols: usize, device: &Device) -> Result<Tensor<2>> {
-    HostTensor::new(vec![cols, rows], transpose(&t.data, rows, cols))?.to_burn(device)
 }
 
 /// The first two dimensions of `name`, which must have exactly two.

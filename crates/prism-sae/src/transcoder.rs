@@ -17,7 +17,7 @@ use prism_core::{
 };
 use serde_json::{Value, json};
 
-use crate::sae::{Architecture, Sae};
+use crate::sae::{Architecture, Sae, flat_raw};
 
 /// A dictionary mapping the activations at one hook to those at another.
 #[derive(Clone, Debug)]
@@ -256,16 +256,6 @@ impl Transcoder {
         ))
     }
 
-    /// A `[1, n]` row as a 1-D raw f32 tensor named `name`.
-    fn flat_raw(name: &str, t: &Tensor<2>) -> Result<RawTensor> {
-        let h = HostTensor::from_burn(t.clone())?;
-        Ok(RawTensor::floats(
-            name,
-            &HostTensor::new(vec![h.len()], h.data)?,
-            FloatDtype::F32,
-        ))
-    }
-
     /// Writes it as an EleutherAI sparsify hook folder (`cfg.json` + `sae.safetensors`:
     /// `encoder.weight [d_sae, d_in]`, `encoder.bias`, `W_dec`, `b_dec`, `W_skip [d_out, d_in]`),
     /// as `SparseCoder.save_to_disk` writes one; `SparseCoder.load_from_disk` reads it. Only a
@@ -289,13 +279,13 @@ impl Transcoder {
         std::fs::create_dir_all(dir).map_err(|e| PrismError::io(dir, e))?;
         let mut tensors = vec![
             Self::transposed_raw("encoder.weight", self.w_enc())?,
-            Self::flat_raw("encoder.bias", self.b_enc())?,
+            flat_raw("encoder.bias", self.b_enc())?,
             RawTensor::floats(
                 "W_dec",
                 &HostTensor::from_burn(self.w_dec().clone())?,
                 FloatDtype::F32,
             ),
-            Self::flat_raw("b_dec", self.b_dec())?,
+            flat_raw("b_dec", self.b_dec())?,
         ];
         if let Some(s) = &self.skip {
             tensors.push(Self::transposed_raw("W_skip", s)?);
@@ -335,8 +325,8 @@ impl Transcoder {
                 &HostTensor::from_burn(self.w_dec().clone())?,
                 FloatDtype::F32,
             ),
-            Self::flat_raw("b_enc", self.b_enc())?,
-            Self::flat_raw("b_dec", self.b_dec())?,
+            flat_raw("b_enc", self.b_enc())?,
+            flat_raw("b_dec", self.b_dec())?,
         ];
         match self.architecture() {
             Architecture::Standard => {}
@@ -349,7 +339,7 @@ impl Transcoder {
                             .into(),
                     ));
                 }
-                tensors.push(Self::flat_raw("activation_function.threshold", threshold)?);
+                tensors.push(flat_raw("activation_function.threshold", threshold)?);
             }
             other => {
                 return Err(PrismError::InvalidInput(format!(
