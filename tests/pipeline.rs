@@ -125,6 +125,7 @@ fn cache_train_evaluate_prune_compare_on(name: &str) {
                 name: format!("s{seed}"),
                 dir: tmp.path().join(format!("s{seed}")),
                 input: 0,
+                output: None,
                 config: c,
             }
         })

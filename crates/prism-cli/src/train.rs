@@ -34,6 +34,15 @@ pub struct TrainArgs {
     /// Hook point(s), comma-separated: one dictionary family per hook, all from one stream.
     #[arg(long, value_delimiter = ',', required = true)]
     hook: Vec<String>,
+    /// Train transcoders: for each --hook, the hook whose activations its features write
+    /// (comma-separated, one per --hook; e.g. `--hook blocks.3.ln2.hook_normalized --hook-out
+    /// blocks.3.hook_mlp_out`). Both are harvested from the same tokens.
+    #[arg(long, value_delimiter = ',')]
+    hook_out: Vec<String>,
+    /// With --hook-out: skip transcoders, with a trained linear term from input to output
+    /// (relu, topk, batchtopk, jumprelu).
+    #[arg(long, requires = "hook_out")]
+    skip: bool,
     /// relu (L1 + resampling), topk, batchtopk, jumprelu, gated or matryoshka_batchtopk
     /// (`matryoshka`: nested prefixes of the dictionary each reconstruct).
     #[arg(long, default_value = "relu")]
@@ -125,7 +134,43 @@ impl TrainArgs {
         self.tokens.div_ceil(self.batch as u64).max(1)
     }
 
-    fn configs(&self, d_of: &dyn Fn(usize) -> usize) -> Result<Vec<(String, usize, TrainConfig)>> {
+    /// The stream's hooks: every --hook, then each --hook-out not among them; and for each
+    /// --hook, the index of its output hook in that list.
+    fn stream_hooks(&self) -> Result<(Vec<HookPoint>, Vec<Option<usize>>)> {
+        let parse = |h: &String| h.trim().parse::<HookPoint>();
+        let mut hooks: Vec<HookPoint> = self.hook.iter().map(parse).collect::<Result<_>>()?;
+        if self.hook_out.is_empty() {
+            return Ok((hooks.clone(), vec![None; hooks.len()]));
+        }
+        if self.hook_out.len() != self.hook.len() {
+            return Err(PrismError::InvalidInput(format!(
+                "{} --hook-out for {} --hook: give one output hook per input hook",
+                self.hook_out.len(),
+                self.hook.len()
+            )));
+        }
+        let mut outputs = Vec::new();
+        for h in &self.hook_out {
+            let h = parse(h)?;
+            let i = match hooks.iter().position(|k| *k == h) {
+                Some(i) => i,
+                None => {
+                    hooks.push(h);
+                    hooks.len() - 1
+                }
+            };
+            outputs.push(Some(i));
+        }
+        Ok((hooks, outputs))
+    }
+
+    /// One run per dictionary, in `--out/NAME` (`input` and `output` index the stream).
+    fn configs(
+        &self,
+        d_of: &dyn Fn(usize) -> usize,
+        hooks: &[HookPoint],
+        outputs: &[Option<usize>],
+    ) -> Result<Vec<RunSpec>> {
         let steps = self.steps();
         let base: ArchitectureConfig = self.arch.parse()?;
         let sparsity: Vec<(Option<usize>, Option<f32>)> = match (&self.k[..], &self.l1[..]) {
@@ -167,18 +212,38 @@ impl TrainArgs {
                         }
                         c.seed = seed;
                         c.normalize_activations = self.normalize;
-                        c.hook_name = Some(hook.clone());
+                        c.hook_name = Some(hooks[hi].to_string());
+                        let output = outputs[hi];
+                        if let Some(o) = output {
+                            c = c.with_output(d_of(o), self.skip);
+                            c.hook_name_out = Some(hooks[o].to_string());
+                        }
+                        c.validate()?;
                         let value = match (k, l1) {
                             (Some(k), _) => format!("k{k}"),
                             (_, Some(l)) => format!("l{l}"),
                             _ => "default".into(),
                         };
+                        let to = match output {
+                            Some(o) => format!(
+                                "_to_{}{}",
+                                hooks[o].to_string().replace('.', "-"),
+                                if self.skip { "_skip" } else { "" }
+                            ),
+                            None => String::new(),
+                        };
                         let name = format!(
-                            "{}_{}_{m}_{value}_s{seed}",
-                            hook.replace('.', "-"),
+                            "{}{to}_{}_{m}_{value}_s{seed}",
+                            hook.trim().replace('.', "-"),
                             self.arch
                         );
-                        out.push((name, hi, c));
+                        out.push(RunSpec {
+                            dir: self.out.join(&name),
+                            name,
+                            input: hi,
+                            output,
+                            config: c,
+                        });
                     }
                 }
             }
@@ -199,11 +264,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             )));
         }
     };
-    let hooks: Vec<HookPoint> = args
-        .hook
-        .iter()
-        .map(|h| h.trim().parse::<HookPoint>())
-        .collect::<Result<_>>()?;
+    let (hooks, outputs) = args.stream_hooks()?;
     let source = match (&args.cache, &args.model, &args.data) {
         (Some(dir), _, _) => Source::Cache(Box::new(ActivationStore::open(dir)?)),
         (None, Some(model), Some(data)) => Source::Model(
@@ -246,21 +307,10 @@ pub fn train(args: &TrainArgs) -> Result<()> {
                 .collect::<Result<_>>()?
         }
     };
-    let configs = args.configs(&|i| widths[i])?;
-    let single = configs.len() == 1;
-    let specs = configs
-        .into_iter()
-        .map(|(name, input, config)| RunSpec {
-            dir: if single {
-                args.out.clone()
-            } else {
-                args.out.join(&name)
-            },
-            name,
-            input,
-            config,
-        })
-        .collect();
+    let mut specs = args.configs(&|i| widths[i], &hooks, &outputs)?;
+    if let [single] = &mut specs[..] {
+        single.dir = args.out.clone();
+    }
     let mut runs = Run::open_group(specs, args.resume, &engine)?;
     let steps = args.steps();
     let start = runs[0].trainer.step;
@@ -366,6 +416,10 @@ pub fn train(args: &TrainArgs) -> Result<()> {
                 "tokens": r.trainer.tokens,
                 "d_in": r.trainer.config.d_in,
                 "d_sae": r.trainer.config.d_sae,
+                "d_out": r.trainer.config.output_width(),
+                "hook": r.trainer.config.hook_name,
+                "hook_out": r.trainer.config.hook_name_out,
+                "skip": r.trainer.config.skip,
                 "architecture": r.trainer.config.architecture.name(),
             })
         })

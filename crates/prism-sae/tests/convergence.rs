@@ -32,6 +32,7 @@ fn train_seeds(seeds: &[u64], dir: &std::path::Path) -> (Vec<Vec<StepLog>>, Host
                 name: format!("r{i}"),
                 dir: dir.join(format!("r{i}")),
                 input: 0,
+                output: None,
                 config: c,
             }
         })

@@ -30,8 +30,32 @@ impl Lcg {
 const N: usize = 12;
 const D: usize = 6;
 const M: usize = 10;
+/// A transcoder's output width in the tests (different from `D`, so a width mix-up fails).
+const D_OUT: usize = 5;
+
+/// What the dictionary writes: its own input (an autoencoder), or another target (a
+/// transcoder, optionally with a skip term).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Output {
+    Autoencoder,
+    Transcoder { skip: bool },
+}
+
+impl Output {
+    fn width(self) -> usize {
+        match self {
+            Output::Autoencoder => D,
+            Output::Transcoder { .. } => D_OUT,
+        }
+    }
+}
 
 fn params(rng: &mut Lcg, objective: &Objective) -> Params {
+    params_for(rng, objective, Output::Autoencoder)
+}
+
+fn params_for(rng: &mut Lcg, objective: &Objective, output: Output) -> Params {
+    let d_out = output.width();
     let per = |on: bool, rng: &mut Lcg, s: f64, off: f64| {
         if on {
             rng.vec(M, s).into_iter().map(|v| v + off as f32).collect()
@@ -43,14 +67,20 @@ fn params(rng: &mut Lcg, objective: &Objective) -> Params {
     let gated = matches!(objective, Objective::Gated(_));
     Params {
         d: D,
+        d_out,
         m: M,
         w_enc: rng.vec(M * D, 0.8),
         b_enc: rng.vec(M, 0.3),
-        w_dec: rng.vec(M * D, 0.8),
-        b_dec: rng.vec(D, 0.3),
+        w_dec: rng.vec(M * d_out, 0.8),
+        b_dec: rng.vec(d_out, 0.3),
         log_threshold: per(jump, rng, 0.3, -0.5),
         r_mag: per(gated, rng, 0.3, 0.0),
         b_mag: per(gated, rng, 0.3, 0.0),
+        w_skip: if output == (Output::Transcoder { skip: true }) {
+            rng.vec(d_out * D, 0.4)
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -77,16 +107,21 @@ fn top(values: &[f64], k: usize, allowed: &[bool]) -> Vec<usize> {
     idx
 }
 
-/// The loss, from the definitions, in f64.
+/// The loss, from the definitions, in f64: the dictionary's output `f · W_dec + b_dec (+ x ·
+/// W_skipᵀ)` against `y` (`x` itself for an autoencoder).
+#[allow(clippy::too_many_arguments)]
 fn reference_loss(
     obj: &Objective,
-    p: &[Vec<f64>; 7],
+    p: &[Vec<f64>; 8],
     x: &[f64],
+    y: Option<&[f64]>,
     dead: &[bool],
     apply_b_dec: bool,
     detached: Option<&Detached>,
 ) -> (f64, Vec<f64>) {
-    let [w_enc, b_enc, w_dec, b_dec, log_th, r_mag, b_mag] = p;
+    let [w_enc, b_enc, w_dec, b_dec, log_th, r_mag, b_mag, w_skip] = p;
+    let dout = b_dec.len();
+    let target = y.unwrap_or(x);
     let mut a = vec![0.0; N * M];
     for r in 0..N {
         for j in 0..M {
@@ -146,12 +181,21 @@ fn reference_loss(
             sparsity_term = l1 as f64 * gate_codes.iter().sum::<f64>() / N as f64;
         }
     }
+    let skip_term = |r: usize, o: usize| -> f64 {
+        if w_skip.is_empty() {
+            0.0
+        } else {
+            (0..D).map(|i| x[r * D + i] * w_skip[o * D + i]).sum()
+        }
+    };
     let decode = |codes: &[f64], w: &[f64], bias: Option<&[f64]>| -> Vec<f64> {
-        let mut out = vec![0.0; N * D];
+        let mut out = vec![0.0; N * dout];
         for r in 0..N {
-            for i in 0..D {
-                out[r * D + i] = bias.map_or(0.0, |b| b[i])
-                    + (0..M).map(|j| codes[r * M + j] * w[j * D + i]).sum::<f64>();
+            for i in 0..dout {
+                out[r * dout + i] = bias.map_or(0.0, |b| b[i])
+                    + (0..M)
+                        .map(|j| codes[r * M + j] * w[j * dout + i])
+                        .sum::<f64>();
             }
         }
         out
@@ -159,9 +203,12 @@ fn reference_loss(
     let sq = |a: &[f64], b: &[f64]| {
         a.iter().zip(b).map(|(u, v)| (u - v).powi(2)).sum::<f64>() / N as f64
     };
-    let x_hat = decode(&f, w_dec, Some(b_dec));
-    let residual: Vec<f64> = x.iter().zip(&x_hat).map(|(a, b)| a - b).collect();
-    let mut loss = sq(x, &x_hat) + sparsity_term;
+    let mut x_hat = decode(&f, w_dec, Some(b_dec));
+    for (e, v) in x_hat.iter_mut().enumerate() {
+        *v += skip_term(e / dout, e % dout);
+    }
+    let residual: Vec<f64> = target.iter().zip(&x_hat).map(|(a, b)| a - b).collect();
+    let mut loss = sq(target, &x_hat) + sparsity_term;
     if let Objective::Matryoshka(mat) = obj {
         // Each nested prefix reconstructs on its own: the mean of the weighted prefix errors.
         let widths = mat.widths(M);
@@ -175,7 +222,7 @@ fn reference_loss(
             let prefix: Vec<f64> = (0..N * M)
                 .map(|e| if e % M < end { f[e] } else { 0.0 })
                 .collect();
-            loss += weight as f64 * sq(x, &decode(&prefix, w_dec, Some(b_dec))) / g;
+            loss += weight as f64 * sq(target, &decode(&prefix, w_dec, Some(b_dec))) / g;
         }
     }
     match *obj {
@@ -191,7 +238,7 @@ fn reference_loss(
                 .map(|j| dead[j] && (0..N).all(|r| f[r * M + j] == 0.0))
                 .collect();
             let dead = &dead[..];
-            let k_aux = (D / 2).min(dead.iter().filter(|&&v| v).count());
+            let k_aux = (dout / 2).min(dead.iter().filter(|&&v| v).count());
             let mut fa = vec![0.0; N * M];
             for r in 0..N {
                 for j in top(&pre[r * M..(r + 1) * M], k_aux, dead) {
@@ -199,38 +246,45 @@ fn reference_loss(
                 }
             }
             let x_aux = decode(&fa, w_dec, None);
-            let mean: Vec<f64> = (0..D)
-                .map(|i| (0..N).map(|r| res[r * D + i]).sum::<f64>() / N as f64)
+            let mean: Vec<f64> = (0..dout)
+                .map(|i| (0..N).map(|r| res[r * dout + i]).sum::<f64>() / N as f64)
                 .collect();
-            let centred: Vec<f64> = (0..N * D).map(|e| res[e] - mean[e % D]).collect();
-            loss += auxk_alpha as f64 * sq(&res, &x_aux) / sq(&centred, &vec![0.0; N * D]);
+            let centred: Vec<f64> = (0..N * dout).map(|e| res[e] - mean[e % dout]).collect();
+            loss += auxk_alpha as f64 * sq(&res, &x_aux) / sq(&centred, &vec![0.0; N * dout]);
         }
         Objective::Gated(_) => {
             let (w, b) = detached.map_or((w_dec.clone(), b_dec.clone()), |dt| {
                 (dt.w_dec.clone(), dt.b_dec.clone())
             });
-            loss += sq(x, &decode(&gate_codes, &w, Some(&b)));
+            loss += sq(target, &decode(&gate_codes, &w, Some(&b)));
         }
         _ => {}
     }
     (loss, residual)
 }
 
-fn as_array(p: &Params) -> [Vec<f64>; 7] {
+fn as_array(p: &Params) -> [Vec<f64>; 8] {
     p.tensors().map(|t| f64s(t))
 }
 
 fn check(objective: Objective, apply_b_dec: bool, dead: &[bool], seed: u64) {
+    check_output(objective, apply_b_dec, dead, seed, Output::Autoencoder)
+}
+
+fn check_output(objective: Objective, apply_b_dec: bool, dead: &[bool], seed: u64, output: Output) {
     let mut rng = Lcg(seed);
-    let mut p = params(&mut rng, &objective);
+    let mut p = params_for(&mut rng, &objective, output);
     // Latents counted dead fire less, so that some stay silent in the batch and AuxK acts.
     for (j, _) in dead.iter().enumerate().filter(|e| *e.1) {
         p.b_enc[j] -= 0.8;
     }
     let x32 = rng.vec(N * D, 1.5);
     let x = f64s(&x32);
+    let y32 = (output != Output::Autoencoder).then(|| rng.vec(N * D_OUT, 1.5));
+    let y = y32.as_deref().map(f64s);
     let base = as_array(&p);
-    let (want_loss, residual) = reference_loss(&objective, &base, &x, dead, apply_b_dec, None);
+    let (want_loss, residual) =
+        reference_loss(&objective, &base, &x, y.as_deref(), dead, apply_b_dec, None);
     let detached = Detached {
         residual,
         w_dec: base[2].clone(),
@@ -249,8 +303,9 @@ fn check(objective: Objective, apply_b_dec: bool, dead: &[bool], seed: u64) {
                     plus[t][e] += h;
                     let mut minus = base.clone();
                     minus[t][e] -= h;
-                    let at = |q: &[Vec<f64>; 7]| {
-                        reference_loss(&objective, q, &x, dead, apply_b_dec, Some(&detached)).0
+                    let at = |q: &[Vec<f64>; 8]| {
+                        let (y, d) = (y.as_deref(), Some(&detached));
+                        reference_loss(&objective, q, &x, y, dead, apply_b_dec, d).0
                     };
                     (at(&plus) - at(&minus)) / (2.0 * h)
                 })
@@ -261,7 +316,7 @@ fn check(objective: Objective, apply_b_dec: bool, dead: &[bool], seed: u64) {
         let adam = Adam::new(&p, AdamConfig::default());
         let mut engine = choice.build(p.clone(), adam, KernelMode::Sparse).unwrap();
         let pass = engine
-            .forward_backward(&objective, &x32, N, dead, apply_b_dec)
+            .forward_backward(&objective, &x32, y32.as_deref(), N, dead, apply_b_dec)
             .unwrap();
         let grads = engine.gradients().unwrap();
         if dead.iter().any(|&v| v) {
@@ -288,6 +343,9 @@ fn check(objective: Objective, apply_b_dec: bool, dead: &[bool], seed: u64) {
             }
         }
         assert!(checked > 100);
+        if output == (Output::Transcoder { skip: true }) {
+            assert!(grads.w_skip.iter().any(|&g| g != 0.0));
+        }
     }
 }
 
@@ -368,6 +426,7 @@ fn jumprelu_gradient_matches_finite_differences_and_the_threshold_estimator() {
             dead: None,
             apply_b_dec_to_input: false,
             mode: KernelMode::Dense,
+            target: None,
         },
         &mut grads,
     )
@@ -418,7 +477,7 @@ fn jumprelu_gradient_matches_finite_differences_and_the_threshold_estimator() {
         let adam = Adam::new(&p, AdamConfig::default());
         let mut engine = choice.build(p.clone(), adam, KernelMode::Dense).unwrap();
         engine
-            .forward_backward(&objective, &x32, N, &[false; M], false)
+            .forward_backward(&objective, &x32, None, N, &[false; M], false)
             .unwrap();
         let got = engine.gradients().unwrap().log_threshold;
         for (a, b) in got.iter().zip(&grads.log_threshold) {
@@ -456,6 +515,45 @@ fn gated_gradient_matches_finite_differences() {
     check(Objective::gated(0.2), true, &[false; M], 7);
 }
 
+/// Transcoders: the loss against another hook's target of another width, with and without a
+/// trained skip term, on both engines — a mix-up of the two widths, a skip term left out of
+/// the prediction or of AuxK's residual, or a wrong `∂L/∂W_skip` fails here.
+#[test]
+fn transcoder_gradients_match_finite_differences() {
+    let plain = Output::Transcoder { skip: false };
+    let skip = Output::Transcoder { skip: true };
+    check_output(Objective::relu(0.3), false, &[false; M], 11, skip);
+    let dead = dead_at(&[1, 4, 5, 8]);
+    let topk = Objective::TopK(TopK {
+        k: 3,
+        auxk_alpha: 0.5,
+    });
+    check_output(topk.clone(), false, &dead, 12, skip);
+    check_output(topk, false, &dead, 13, plain);
+    let batch = Objective::BatchTopK(BatchTopK {
+        k: 2,
+        auxk_alpha: 0.25,
+        threshold_beta: 0.999,
+        threshold_start_step: 0,
+    });
+    check_output(batch, false, &dead_at(&[2, 3, 7, 9]), 14, skip);
+    let jump = Objective::JumpRelu(JumpRelu {
+        l0_coeff: 0.2,
+        bandwidth: 0.4,
+        init_threshold: 0.001,
+    });
+    check_output(jump, false, &[false; M], 15, skip);
+    // Without a skip term every architecture trains as a transcoder.
+    check_output(Objective::gated(0.2), false, &[false; M], 16, plain);
+    check_output(
+        matryoshka(2, None),
+        false,
+        &dead_at(&[2, 3, 7, 9]),
+        21,
+        plain,
+    );
+}
+
 #[test]
 fn sparse_dense_and_burn_engines_give_the_same_gradients() {
     let (n, d, m) = (64usize, 24usize, 96usize);
@@ -487,6 +585,7 @@ fn sparse_dense_and_burn_engines_give_the_same_gradients() {
     ] {
         let p = Params {
             d,
+            d_out: d,
             m,
             w_enc: rng.vec(m * d, 0.5),
             b_enc: rng.vec(m, 0.2),
@@ -509,6 +608,7 @@ fn sparse_dense_and_burn_engines_give_the_same_gradients() {
             } else {
                 Vec::new()
             },
+            w_skip: Vec::new(),
         };
         let x = rng.vec(n * d, 1.0);
         let dead: Vec<bool> = (0..m).map(|j| j % 3 == 0).collect();
@@ -523,6 +623,7 @@ fn sparse_dense_and_burn_engines_give_the_same_gradients() {
                     dead: Some(&dead),
                     apply_b_dec_to_input: true,
                     mode,
+                    target: None,
                 },
                 &mut g,
             )
@@ -553,7 +654,7 @@ fn sparse_dense_and_burn_engines_give_the_same_gradients() {
             let adam = Adam::new(&p, AdamConfig::default());
             let mut engine = choice.build(p.clone(), adam, KernelMode::Dense).unwrap();
             let pass = engine
-                .forward_backward(&objective, &x, n, &dead, true)
+                .forward_backward(&objective, &x, None, n, &dead, true)
                 .unwrap();
             assert!(
                 (pass.loss - ld).abs() < 1e-5 * (1.0 + ld.abs()),
@@ -576,6 +677,7 @@ fn mismatched_inputs_are_typed_errors() {
         dead,
         apply_b_dec_to_input: false,
         mode: KernelMode::Dense,
+        target: None,
     };
     let relu = Objective::relu(0.1);
     let p = params(&mut rng, &relu);
@@ -622,4 +724,52 @@ fn mismatched_inputs_are_typed_errors() {
     assert!(matches!(e, Err(PrismError::InvalidInput(_))), "{e:?}");
     // The same inputs, fitting, pass.
     assert!(loss_and_grads(&relu, &p, &x, N, inputs(None), &mut g).is_ok());
+    // A transcoder: a target of the wrong width, or none, is a shape error; a skip term under
+    // an architecture that cannot train one, or an input centred by the output's bias, is
+    // refused by name.
+    let tc = params_for(&mut rng, &relu, Output::Transcoder { skip: true });
+    let mut tg = tc.zeros_like();
+    let y = rng.vec(N * D_OUT, 1.0);
+    let with_target = |t: &'static [f32]| StepInputs {
+        target: Some(t),
+        ..inputs(None)
+    };
+    let y: &'static [f32] = Vec::leak(y);
+    assert!(loss_and_grads(&relu, &tc, &x, N, with_target(y), &mut tg).is_ok());
+    assert!(shape_error(loss_and_grads(
+        &relu,
+        &tc,
+        &x,
+        N,
+        with_target(&y[1..]),
+        &mut tg
+    )));
+    assert!(shape_error(loss_and_grads(
+        &relu,
+        &tc,
+        &x,
+        N,
+        inputs(None),
+        &mut tg
+    )));
+    let gated = Objective::gated(0.1);
+    let mut gp = params_for(&mut rng, &gated, Output::Transcoder { skip: true });
+    let mut gg = gp.zeros_like();
+    let e = loss_and_grads(&gated, &gp, &x, N, with_target(y), &mut gg);
+    assert!(
+        matches!(&e, Err(PrismError::InvalidInput(m)) if m.contains("skip")),
+        "{e:?}"
+    );
+    gp.w_skip.clear();
+    let mut gg = gp.zeros_like();
+    assert!(loss_and_grads(&gated, &gp, &x, N, with_target(y), &mut gg).is_ok());
+    let centred = StepInputs {
+        apply_b_dec_to_input: true,
+        ..with_target(y)
+    };
+    let e = loss_and_grads(&relu, &tc, &x, N, centred, &mut tg);
+    assert!(
+        matches!(&e, Err(PrismError::InvalidInput(m)) if m.contains("b_dec")),
+        "{e:?}"
+    );
 }

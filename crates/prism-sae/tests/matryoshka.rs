@@ -62,6 +62,7 @@ fn matryoshka_trains_like_dictionary_learning_on_both_engines() {
     let x = &t["x"].data;
     let init = Params {
         d,
+        d_out: d,
         m,
         w_enc: transpose(&t["init_W_enc"].data, d, m),
         b_enc: t["init_b_enc"].data.clone(),
@@ -70,6 +71,7 @@ fn matryoshka_trains_like_dictionary_learning_on_both_engines() {
         log_threshold: Vec::new(),
         r_mag: Vec::new(),
         b_mag: Vec::new(),
+        w_skip: Vec::new(),
     };
     for (label, engine) in common::engines() {
         let mut trainer = Trainer::new_on(config.clone(), &engine).unwrap();

@@ -159,6 +159,61 @@ fn checkpoint_resume_equals_uninterrupted_training_bit_for_bit() {
     }
 }
 
+/// A transcoder's run (12-wide targets, resampling toward targets, two normalising scales, a
+/// skip term where the architecture trains one) resumes from its checkpoint bit for bit, on the
+/// host and on burn: catches a skip term, an output scale or a target left out of the
+/// checkpoint or the resampling.
+#[test]
+fn transcoder_checkpoints_resume_bit_for_bit_on_both_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = |s: u64| {
+        let t = batch(s + 1000, 48, 12);
+        HostTensor::new(t.shape.clone(), t.data.iter().map(|v| 4.0 * v).collect()).unwrap()
+    };
+    let steps = |t: &mut Trainer, from: u64, to: u64| {
+        for s in from..to {
+            t.step_with_target(&batch(s, 48, 16), &target(s)).unwrap();
+        }
+    };
+    for (label, engine) in common::engines() {
+        for arch in all_architectures() {
+            let skip = arch.name() != "gated" && !arch.name().starts_with("matryoshka");
+            let mut c = small(arch.clone()).with_output(12, skip);
+            c.normalize_activations = true;
+            c.dead_after_tokens = 96;
+            c.resample = Some(ResampleConfig {
+                every: 4,
+                window: 2,
+            });
+            let mut straight = Trainer::new_on(c.clone(), &engine).unwrap();
+            steps(&mut straight, 0, 12);
+            let mut first = Trainer::new_on(c.clone(), &engine).unwrap();
+            steps(&mut first, 0, 5);
+            let file = format!("{}-{}.safetensors", label.replace('/', "-"), arch.name());
+            let path = dir.path().join(file);
+            first.save_checkpoint(&path).unwrap();
+            drop(first);
+            let mut resumed = Trainer::load_checkpoint(&path)
+                .unwrap()
+                .on(&engine)
+                .unwrap();
+            steps(&mut resumed, 5, 12);
+            let (a, b) = (straight.params().unwrap(), resumed.params().unwrap());
+            assert_eq!(a, b, "{label} {}: parameters differ", arch.name());
+            assert_eq!(a.w_skip.is_empty(), !skip);
+            assert_eq!(straight.output_scale(), resumed.output_scale());
+            assert_ne!(straight.output_scale(), straight.input_scale());
+            // An autoencoder's step is refused, and the export is a transcoder's.
+            assert!(resumed.step(&batch(0, 48, 16)).is_err());
+            assert!(resumed.to_sae(&prism_core::device("cpu").unwrap()).is_err());
+            let t = resumed
+                .to_transcoder(&prism_core::device("cpu").unwrap())
+                .unwrap();
+            assert_eq!(t.skip().is_some(), skip);
+        }
+    }
+}
+
 #[test]
 fn non_finite_inputs_and_divergence_stop_training_and_keep_the_state() {
     let mut t = Trainer::new(small(ArchitectureConfig::topk(4))).unwrap();
@@ -231,6 +286,7 @@ fn exported_dictionaries_encode_like_the_trainer_and_round_trip_through_saelens_
                 dead: None,
                 apply_b_dec_to_input: t.config.apply_b_dec_to_input,
                 mode: prism_sae::kernel::KernelMode::Dense,
+                target: None,
             },
             &mut g,
         )
@@ -415,6 +471,7 @@ fn fit_keeps_the_last_good_checkpoint_and_checks_widths_first() {
         name: "a".into(),
         dir: tmp.path().join("a"),
         input: 0,
+        output: None,
         config: config.clone(),
     };
     let mut runs = Run::open_group(vec![spec], false, &Default::default()).unwrap();
@@ -725,6 +782,7 @@ fn a_group_killed_while_writing_its_checkpoints_resumes_exactly_however_often() 
             name: name.to_string(),
             dir: tmp.path().join(name),
             input: 0,
+            output: None,
             config: c.clone(),
         })
         .collect();

@@ -253,6 +253,7 @@ impl<'a> Stage<'a> {
                 name: s.name.clone(),
                 dir: self.args.out.join("dictionaries").join(&s.name),
                 input: 0,
+                output: None,
                 config: dictionary_config(self.plan, d, s.features, s.l1, s.seed, steps),
             })
             .collect();

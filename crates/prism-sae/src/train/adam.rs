@@ -84,10 +84,10 @@ impl Adam {
     /// Zeroes the moments of feature `j` (its encoder and decoder rows and per-feature values),
     /// as resampling requires.
     pub fn reset_feature(&mut self, j: usize) {
-        let d = self.m.d;
+        let (d, d_out) = (self.m.d, self.m.d_out);
         for s in [&mut self.m, &mut self.v] {
             s.w_enc[j * d..(j + 1) * d].fill(0.0);
-            s.w_dec[j * d..(j + 1) * d].fill(0.0);
+            s.w_dec[j * d_out..(j + 1) * d_out].fill(0.0);
             for t in [
                 &mut s.b_enc,
                 &mut s.log_threshold,

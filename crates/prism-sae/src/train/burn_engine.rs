@@ -28,23 +28,27 @@ pub(crate) const B_DEC: usize = 3;
 pub(crate) const LOG_THRESHOLD: usize = 4;
 pub(crate) const R_MAG: usize = 5;
 pub(crate) const B_MAG: usize = 6;
+pub(crate) const W_SKIP: usize = 7;
 
 /// One tensor per entry of [`super::PARAM_NAMES`] (`None` where the architecture has none):
-/// `[m, d]` for the encoder and decoder, `[1, m]` per feature, `[1, d]` for `b_dec`.
-pub(crate) type Slots = [Option<Tensor<2>>; 7];
+/// `[m, d]` for the encoder, `[m, d_out]` for the decoder, `[1, m]` per feature, `[1, d_out]`
+/// for `b_dec`, `[d_out, d]` for a skip transcoder's `w_skip`.
+pub(crate) type Slots = [Option<Tensor<2>>; 8];
 
 /// What an architecture's burn pass reads.
 pub(crate) struct BurnStep<'a> {
     engine: &'a BurnEngine,
-    /// The batch `[n, d]`.
-    pub x: Tensor<2>,
+    /// What the features reconstruct `[n, d_out]` (see [`super::objective`]'s notation).
+    pub y: Tensor<2>,
+    /// What the encoder read `[n, d]`.
+    pub x_in: Tensor<2>,
     /// `x_in · W_encᵀ` `[n, m]`.
     pub a: Tensor<2>,
     /// `a + b_enc`.
     pub pre: Tensor<2>,
     /// `pre > 0`.
     pub positive: Tensor<2, Bool>,
-    /// Rows, input width, features.
+    /// Rows, output width, features.
     pub n: usize,
     pub d: usize,
     pub m: usize,
@@ -64,6 +68,8 @@ pub(crate) struct BurnRecon {
     pub g_b_dec: Tensor<2>,
     /// The gradient of `W_dec` so far.
     pub g_w_dec: Tensor<2>,
+    /// A skip transcoder's `W_skip` gradient.
+    pub g_w_skip: Option<Tensor<2>>,
     /// `∂L/∂f` `[n, m]` (dense; the caller masks it).
     pub gf: Tensor<2>,
     /// Whether each feature's code is non-zero on some token.
@@ -131,12 +137,15 @@ impl BurnStep<'_> {
     pub fn reconstruct(&self, f: &Tensor<2>) -> Result<BurnRecon> {
         let (w_dec, b_dec) = (self.p(W_DEC), self.p(B_DEC));
         let x_hat = f.clone().matmul(w_dec.clone()) + b_dec;
-        let e = x_hat.clone() - self.x.clone();
+        let e = x_hat.clone() - self.y.clone();
         let token_sq_err = readback(e.clone().square().sum_dim(1))?;
         let recon = token_sq_err.iter().map(|&v| v as f64).sum::<f64>() / self.n as f64;
         let g = e.mul_scalar(2.0 / self.n as f32);
         let g_b_dec = g.clone().sum_dim(0);
         let g_w_dec = f.clone().transpose().matmul(g.clone());
+        let g_w_skip = self.engine.params[W_SKIP]
+            .is_some()
+            .then(|| g.clone().transpose().matmul(self.x_in.clone()));
         let gf = g.matmul(w_dec.transpose());
         let (fired, l0) = self.fired_and_l0(f)?;
         Ok(BurnRecon {
@@ -145,6 +154,7 @@ impl BurnStep<'_> {
             token_sq_err,
             g_b_dec,
             g_w_dec,
+            g_w_skip,
             gf,
             fired,
             l0,
@@ -157,6 +167,7 @@ impl BurnStep<'_> {
 pub struct BurnEngine {
     device: Device,
     d: usize,
+    d_out: usize,
     m: usize,
     params: Slots,
     grads: Slots,
@@ -171,6 +182,7 @@ impl std::fmt::Debug for BurnEngine {
         f.debug_struct("BurnEngine")
             .field("device", &self.device)
             .field("d", &self.d)
+            .field("d_out", &self.d_out)
             .field("m", &self.m)
             .field("adam_steps", &self.t)
             .finish_non_exhaustive()
@@ -236,14 +248,14 @@ fn mask_readback(t: Tensor<2, Bool>) -> Result<Vec<bool>> {
 impl BurnEngine {
     /// Moves host parameters and optimiser state onto `device`.
     pub fn new(params: &Params, adam: &Adam, device: Device) -> Result<Self> {
-        let (d, m) = (params.d, params.m);
+        let (d, d_out, m) = (params.d, params.d_out, params.m);
         let upload = |set: &Params| -> Result<Slots> {
             let mut out: Slots = Default::default();
             for (i, t) in set.tensors().into_iter().enumerate() {
                 if t.is_empty() {
                     continue;
                 }
-                let shape = Self::shape(i, d, m);
+                let shape = Self::shape(i, d, d_out, m);
                 if t.len() != shape[0] * shape[1] {
                     return Err(PrismError::Shape(format!(
                         "parameter {} has {} values, expected {}",
@@ -270,14 +282,17 @@ impl BurnEngine {
             t: adam.t,
             device,
             d,
+            d_out,
             m,
         })
     }
 
-    fn shape(slot: usize, d: usize, m: usize) -> [usize; 2] {
+    fn shape(slot: usize, d: usize, d_out: usize, m: usize) -> [usize; 2] {
         match slot {
-            W_ENC | W_DEC => [m, d],
-            B_DEC => [1, d],
+            W_ENC => [m, d],
+            W_DEC => [m, d_out],
+            B_DEC => [1, d_out],
+            W_SKIP => [d_out, d],
             _ => [1, m],
         }
     }
@@ -305,6 +320,7 @@ impl BurnEngine {
     fn download(&self, set: &Slots) -> Result<Params> {
         let mut out = Params {
             d: self.d,
+            d_out: self.d_out,
             m: self.m,
             w_enc: Vec::new(),
             b_enc: Vec::new(),
@@ -313,6 +329,7 @@ impl BurnEngine {
             log_threshold: Vec::new(),
             r_mag: Vec::new(),
             b_mag: Vec::new(),
+            w_skip: Vec::new(),
         };
         for (slot, t) in set.iter().zip(out.tensors_mut()) {
             if let Some(s) = slot {
@@ -328,22 +345,47 @@ impl Engine for BurnEngine {
         &mut self,
         objective: &ArchitectureConfig,
         x_host: &[f32],
+        target: Option<&[f32]>,
         n: usize,
         dead: &[bool],
         apply_b_dec_to_input: bool,
     ) -> Result<StepStats> {
-        let (d, m) = (self.d, self.m);
+        let (d, d_out, m) = (self.d, self.d_out, self.m);
         if x_host.len() != n * d {
             return Err(PrismError::Shape(format!(
                 "batch of {} values is not {n} rows of {d}",
                 x_host.len()
             )));
         }
+        match target {
+            Some(y) if y.len() != n * d_out => {
+                return Err(PrismError::Shape(format!(
+                    "a target of {} values is not {n} rows of {d_out}",
+                    y.len()
+                )));
+            }
+            None if d_out != d => {
+                return Err(PrismError::Shape(format!(
+                    "a dictionary {d} → {d_out} needs a target of width {d_out} (it is a transcoder)"
+                )));
+            }
+            _ => {}
+        }
         // As the host engine checks: `k` in range, penalties ≥ 0, the architecture's own rules
-        // (a Matryoshka dictionary's groups) — the passes below rely on them.
+        // (a Matryoshka dictionary's groups), a transcoder's — the passes below rely on them.
         objective.validate(m)?;
+        let skip = self.params[W_SKIP].clone();
+        super::objective::check_output(objective, d, d_out, skip.is_some(), apply_b_dec_to_input)?;
         let x = self.upload(x_host.to_vec(), [n, d]);
         let (w_enc, b_enc, b_dec) = (self.p(W_ENC), self.p(B_ENC), self.p(B_DEC));
+        let y = match target {
+            Some(t) => self.upload(t.to_vec(), [n, d_out]),
+            None => x.clone(),
+        };
+        let y = match skip {
+            Some(w_skip) => y - x.clone().matmul(w_skip.transpose()),
+            None => y,
+        };
         let x_in = if apply_b_dec_to_input {
             x.clone() - b_dec
         } else {
@@ -354,12 +396,13 @@ impl Engine for BurnEngine {
         let positive = pre.clone().greater_elem(0.0);
         let step = BurnStep {
             engine: self,
-            x,
+            y,
+            x_in: x_in.clone(),
             a,
             pre,
             positive,
             n,
-            d,
+            d: d_out,
             m,
             dead,
         };
@@ -385,6 +428,7 @@ impl Engine for BurnEngine {
         }
         grads[W_DEC] = Some(r.g_w_dec);
         grads[B_DEC] = Some(g_b_dec);
+        grads[W_SKIP] = r.g_w_skip;
         self.grads = grads;
         Ok(StepStats {
             loss,
@@ -458,14 +502,14 @@ impl Engine for BurnEngine {
     }
 
     fn set_b_dec(&mut self, b_dec: &[f32]) -> Result<()> {
-        if b_dec.len() != self.d {
+        if b_dec.len() != self.d_out {
             return Err(PrismError::Shape(format!(
-                "b_dec of {} values for d_in = {}",
+                "b_dec of {} values for an output width of {}",
                 b_dec.len(),
-                self.d
+                self.d_out
             )));
         }
-        self.params[B_DEC] = Some(self.upload(b_dec.to_vec(), [1, self.d]));
+        self.params[B_DEC] = Some(self.upload(b_dec.to_vec(), [1, self.d_out]));
         Ok(())
     }
 
@@ -477,26 +521,26 @@ impl Engine for BurnEngine {
         if features.is_empty() {
             return Ok(());
         }
-        let (d, m) = (self.d, self.m);
+        let (d, d_out, m) = (self.d, self.d_out, self.m);
         let mut keep = vec![1f32; m];
-        let mut dec = vec![0f32; m * d];
+        let mut dec = vec![0f32; m * d_out];
         let mut enc = vec![0f32; m * d];
         for r in features {
             keep[r.feature] = 0.0;
-            dec[r.feature * d..][..d].copy_from_slice(&r.decoder);
+            dec[r.feature * d_out..][..d_out].copy_from_slice(&r.decoder);
             enc[r.feature * d..][..d].copy_from_slice(&r.encoder);
         }
         let keep_row = self.upload(keep.clone(), [1, m]);
         let keep_col = self.upload(keep, [m, 1]);
-        let replace = [(W_DEC, dec), (W_ENC, enc)];
-        for (slot, values) in replace {
-            let fresh = self.upload(values, [m, d]);
+        let replace = [(W_DEC, dec, d_out), (W_ENC, enc, d)];
+        for (slot, values, width) in replace {
+            let fresh = self.upload(values, [m, width]);
             self.params[slot] = Some(self.p(slot) * keep_col.clone() + fresh);
         }
         self.params[B_ENC] = Some(self.p(B_ENC) * keep_row.clone());
         for set in [&mut self.moment1, &mut self.moment2] {
             for (i, t) in set.iter_mut().enumerate() {
-                if i == B_DEC {
+                if i == B_DEC || i == W_SKIP {
                     continue;
                 }
                 if let Some(v) = t.take() {

@@ -64,6 +64,17 @@ pub struct TrainConfig {
     /// with half the features active on every token).
     #[serde(default)]
     pub initial_l0: Option<f32>,
+    /// A transcoder's output width: the features reconstruct another hook's activations (fed
+    /// to [`super::Trainer::step_with_target`]) instead of the input. `None` for an autoencoder.
+    #[serde(default)]
+    pub d_out: Option<usize>,
+    /// A skip transcoder: the output also has a trained linear term `x · W_skipᵀ` (starting at
+    /// zero). ReLU, TopK, BatchTopK and JumpReLU train one.
+    #[serde(default)]
+    pub skip: bool,
+    /// A transcoder's output hook point.
+    #[serde(default)]
+    pub hook_name_out: Option<String>,
 }
 
 /// The L0 a ReLU dictionary starts from in [`TrainConfig::for_steps`]' schedule.
@@ -99,7 +110,39 @@ impl TrainConfig {
             adam: AdamConfig::default(),
             fit_initial_scale: false,
             initial_l0: None,
+            d_out: None,
+            skip: false,
+            hook_name_out: None,
         }
+    }
+
+    /// The same run as a transcoder writing `d_out` values (with a trained skip term when
+    /// `skip`): the input is no longer centred by `b_dec`, which is the output's bias.
+    ///
+    /// ```
+    /// use prism_sae::{ArchitectureConfig, TrainConfig};
+    /// let c = TrainConfig::new(ArchitectureConfig::topk(8), 64, 512).with_output(96, true);
+    /// assert_eq!((c.output_width(), c.skip, c.apply_b_dec_to_input), (96, true, false));
+    /// assert!(c.validate().is_ok());
+    /// // Gated's aux reconstruction would need the skip term too: refused.
+    /// let g = TrainConfig::new(ArchitectureConfig::gated(0.1), 64, 512).with_output(96, true);
+    /// assert!(g.validate().is_err());
+    /// ```
+    pub fn with_output(mut self, d_out: usize, skip: bool) -> Self {
+        self.d_out = Some(d_out);
+        self.skip = skip;
+        self.apply_b_dec_to_input = false;
+        self
+    }
+
+    /// What the decoder writes: `d_out` for a transcoder, `d_in` for an autoencoder.
+    pub fn output_width(&self) -> usize {
+        self.d_out.unwrap_or(self.d_in)
+    }
+
+    /// Whether this trains a transcoder (another hook's target, or a skip term).
+    pub fn is_transcoder(&self) -> bool {
+        self.d_out.is_some() || self.skip
     }
 
     /// The schedule for a run of `steps` steps, the one the CLI, the demo and the examples use:
@@ -145,12 +188,21 @@ impl TrainConfig {
     /// Checks that the numbers make sense together.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(PrismError::InvalidInput(m));
-        if self.d_in == 0 || self.d_sae == 0 {
+        if self.d_in == 0 || self.d_sae == 0 || self.d_out == Some(0) {
             return bad(format!(
-                "d_in ({}) and d_sae ({}) must be positive",
-                self.d_in, self.d_sae
+                "d_in ({}), d_out ({}) and d_sae ({}) must be positive",
+                self.d_in,
+                self.output_width(),
+                self.d_sae
             ));
         }
+        super::objective::check_output(
+            &self.architecture,
+            self.d_in,
+            self.output_width(),
+            self.skip,
+            self.apply_b_dec_to_input,
+        )?;
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("learning rate {} must be positive", self.lr));
         }

@@ -25,7 +25,7 @@ use crate::kernel::KernelMode;
 pub struct StepStats {
     /// Total loss.
     pub loss: f64,
-    /// `Σ‖x − x̂‖² / n`.
+    /// `Σ‖y − ŷ‖² / n` (`y` the target: the input itself for an autoencoder).
     pub recon: f64,
     /// The sparsity term (before its coefficient).
     pub sparsity: f64,
@@ -47,7 +47,7 @@ pub struct StepStats {
 pub struct Reinit {
     /// The feature.
     pub feature: usize,
-    /// New decoder row `[d]`.
+    /// New decoder row `[d_out]`.
     pub decoder: Vec<f32>,
     /// New encoder row `[d]`.
     pub encoder: Vec<f32>,
@@ -56,11 +56,14 @@ pub struct Reinit {
 /// Where a dictionary's parameters live and how a training step is computed.
 pub trait Engine {
     /// Computes the loss of `objective` on `x` (`[n, d]`, row-major, normalised space) and
-    /// keeps its gradient. `dead` marks the features counted dead before this batch (AuxK).
+    /// keeps its gradient. The reconstruction's target is `target` (`[n, d_out]`, a
+    /// transcoder's output hook), or `x` itself when `None`. `dead` marks the features counted
+    /// dead before this batch (AuxK).
     fn forward_backward(
         &mut self,
         objective: &ArchitectureConfig,
         x: &[f32],
+        target: Option<&[f32]>,
         n: usize,
         dead: &[bool],
         apply_b_dec_to_input: bool,
@@ -188,12 +191,13 @@ impl Engine for TrainingEngine {
         &mut self,
         objective: &ArchitectureConfig,
         x: &[f32],
+        target: Option<&[f32]>,
         n: usize,
         dead: &[bool],
         apply_b_dec_to_input: bool,
     ) -> Result<StepStats> {
         self.inner_mut()
-            .forward_backward(objective, x, n, dead, apply_b_dec_to_input)
+            .forward_backward(objective, x, target, n, dead, apply_b_dec_to_input)
     }
     fn gradients_finite(&self) -> Result<bool> {
         self.inner().gradients_finite()

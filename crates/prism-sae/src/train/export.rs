@@ -32,25 +32,77 @@ struct SavedState {
     tokens_since_fired: Vec<u64>,
     steps_since_fired: Vec<u64>,
     input_scale: Option<f32>,
+    #[serde(default)]
+    output_scale: Option<f32>,
     batch_threshold: Option<f32>,
     best_loss: Option<f64>,
+}
+
+/// A trained dictionary's inference tensors, in raw units.
+struct Inference {
+    architecture: crate::Architecture,
+    w_enc: Tensor<2>,
+    b_enc: Tensor<2>,
+    w_dec: Tensor<2>,
+    b_dec: Tensor<2>,
+    /// `[d_in, d_out]`, a skip transcoder's.
+    skip: Option<Tensor<2>>,
+    cfg: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Trainer {
     /// The trained dictionary in raw input units: input normalisation is folded into the biases
     /// and thresholds (codes scale by 1/c, decoder rows stay unit-norm), BatchTopK becomes a
     /// JumpReLU dictionary with its learned global threshold on every feature (as SAELens
-    /// loads it), and `cfg.json` records the training configuration and token count.
+    /// loads it), and `cfg.json` records the training configuration and token count. A
+    /// transcoder is exported by [`Trainer::to_transcoder`].
     pub fn to_sae(&self, device: &Device) -> Result<Sae> {
+        if self.config.is_transcoder() {
+            return Err(PrismError::InvalidInput(
+                "this trainer holds a transcoder: export it with to_transcoder".into(),
+            ));
+        }
+        let t = self.inference(device)?;
+        let mut sae = Sae::new(t.architecture, t.w_enc, t.b_enc, t.w_dec, t.b_dec)?;
+        sae.apply_b_dec_to_input = self.config.apply_b_dec_to_input;
+        sae.hook_name = self.config.hook_name.clone();
+        sae.extra_cfg = t.cfg;
+        Ok(sae)
+    }
+
+    /// The trained transcoder in raw units: with input scale `c_x` and target scale `c_y`,
+    /// codes scale by `1/c_y` (the encoder by `c_x/c_y`, its bias and thresholds by `1/c_y`),
+    /// `b_dec` by `1/c_y` and the skip term by `c_x/c_y`; the decoder rows stay unit-norm. Its
+    /// hooks are the configuration's `hook_name` and `hook_name_out`.
+    pub fn to_transcoder(&self, device: &Device) -> Result<crate::Transcoder> {
+        if !self.config.is_transcoder() {
+            return Err(PrismError::InvalidInput(
+                "this trainer holds a sparse autoencoder: export it with to_sae".into(),
+            ));
+        }
+        let t = self.inference(device)?;
+        let mut out =
+            crate::Transcoder::new(t.architecture, t.w_enc, t.b_enc, t.w_dec, t.b_dec, t.skip)?;
+        out.set_hooks(
+            self.config.hook_name.clone(),
+            self.config.hook_name_out.clone(),
+        );
+        *out.extra_cfg_mut() = t.cfg;
+        Ok(out)
+    }
+
+    fn inference(&self, device: &Device) -> Result<Inference> {
         let p = &self.engine.params()?;
-        let (d, m) = (p.d, p.m);
-        let c = self.input_scale();
+        let (d, d_out, m) = (p.d, p.d_out, p.m);
+        // Codes are divided by the target's scale (the input's, for an autoencoder).
+        let (c_in, c) = (self.input_scale(), self.output_scale());
         let row = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [1, m]), device);
         let unscale = |v: &[f32]| v.iter().map(|x| x / c).collect::<Vec<_>>();
+        let ratio = c_in / c;
         let mut w_enc = vec![0f32; d * m];
         for j in 0..m {
             for i in 0..d {
-                w_enc[i * m + j] = p.w_enc[j * d + i];
+                w_enc[i * m + j] = p.w_enc[j * d + i] * ratio;
             }
         }
         let exported = self.config.architecture.objective().export(
@@ -72,23 +124,34 @@ impl Trainer {
             extra.insert(key.into(), value);
         }
         extra.insert("normalize_activations".into(), json!("none"));
-        extra.insert("folded_input_scale".into(), json!(c));
+        extra.insert("folded_input_scale".into(), json!(c_in));
+        if self.config.is_transcoder() {
+            extra.insert("folded_output_scale".into(), json!(c));
+        }
         extra.insert(
             "prism_training".into(),
             serde_json::to_value(&self.config)
                 .map_err(|e| PrismError::InvalidInput(e.to_string()))?,
         );
-        let mut sae = Sae::new(
-            exported.architecture,
-            Tensor::from_data(TensorData::new(w_enc, [d, m]), device),
-            row(unscale(&p.b_enc)),
-            Tensor::from_data(TensorData::new(p.w_dec.clone(), [m, d]), device),
-            Tensor::from_data(TensorData::new(unscale(&p.b_dec), [1, d]), device),
-        )?;
-        sae.apply_b_dec_to_input = self.config.apply_b_dec_to_input;
-        sae.hook_name = self.config.hook_name.clone();
-        sae.extra_cfg = extra;
-        Ok(sae)
+        let skip = (!p.w_skip.is_empty()).then(|| {
+            // [d_out, d] → [d_in, d_out], scaled.
+            let mut s = vec![0f32; d * d_out];
+            for o in 0..d_out {
+                for i in 0..d {
+                    s[i * d_out + o] = p.w_skip[o * d + i] * ratio;
+                }
+            }
+            Tensor::from_data(TensorData::new(s, [d, d_out]), device)
+        });
+        Ok(Inference {
+            architecture: exported.architecture,
+            w_enc: Tensor::from_data(TensorData::new(w_enc, [d, m]), device),
+            b_enc: row(unscale(&p.b_enc)),
+            w_dec: Tensor::from_data(TensorData::new(p.w_dec.clone(), [m, d_out]), device),
+            b_dec: Tensor::from_data(TensorData::new(unscale(&p.b_dec), [1, d_out]), device),
+            skip,
+            cfg: extra,
+        })
     }
 
     /// Writes a checkpoint (parameters, Adam moments, counters; one safetensors file written
@@ -115,6 +178,7 @@ impl Trainer {
             tokens_since_fired: self.tokens_since_fired.clone(),
             steps_since_fired: self.steps_since_fired.clone(),
             input_scale: self.input_scale,
+            output_scale: self.output_scale,
             batch_threshold: self.batch_threshold,
             best_loss: self.best_loss,
         };
@@ -181,6 +245,7 @@ impl Trainer {
         trainer.tokens_since_fired = state.tokens_since_fired;
         trainer.steps_since_fired = state.steps_since_fired;
         trainer.input_scale = state.input_scale;
+        trainer.output_scale = state.output_scale;
         trainer.batch_threshold = state.batch_threshold;
         trainer.best_loss = state.best_loss;
         Ok(trainer)

@@ -20,6 +20,8 @@ pub struct Run {
     pub dir: PathBuf,
     /// Which input of each batch it trains on (the index of its hook point in the stream).
     pub input: usize,
+    /// A transcoder's target: the input of each batch it reconstructs (`None`: its own input).
+    pub output: Option<usize>,
     /// Its state.
     pub trainer: Trainer,
     /// Held while the run is open: a second process opening the same directory gets
@@ -44,6 +46,9 @@ pub struct RunSpec {
     pub dir: PathBuf,
     /// Which input of each batch it trains on.
     pub input: usize,
+    /// A transcoder's target: the input of each batch it reconstructs (`None`: its own input;
+    /// a target needs a configuration [`super::TrainConfig::with_output`] made).
+    pub output: Option<usize>,
     /// How it trains.
     pub config: super::TrainConfig,
 }
@@ -86,6 +91,7 @@ impl Run {
                     name: spec.name,
                     dir: spec.dir,
                     input: spec.input,
+                    output: spec.output,
                     trainer,
                     _lock: lock,
                 })
@@ -115,6 +121,7 @@ fn saved_steps(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 ///     name: "a".into(),
 ///     dir: dir.path().join("a"),
 ///     input: 0,
+///     output: None,
 ///     config: TrainConfig::new(ArchitectureConfig::topk(4), 16, 64),
 /// };
 /// assert_eq!(resume_step(&[&spec.dir])?, None); // nothing saved yet
@@ -184,8 +191,9 @@ pub struct FitOptions {
 
 /// Trains every run on the same stream of batches (one tensor per input), appending each
 /// step's [`StepLog`] to `dir/log.jsonl`, checkpointing, and finally writing the dictionary
-/// (SAELens layout) and a last checkpoint into each run's directory. `widths` (the stream's
-/// input widths) are checked against each run's `d_in` before any batch is drawn. The runs
+/// (SAELens layout; a transcoder as [`crate::Transcoder::save`] writes it) and a last checkpoint
+/// into each run's directory. `widths` (the stream's input widths) are checked against each
+/// run's `d_in` (and a transcoder's target against its `d_out`) before any batch is drawn. The runs
 /// must be at the same step (as [`Run::open_group`] opens them); the caller
 /// positions the stream there. On an error (e.g. non-finite activations or divergence) the
 /// last checkpoint on disk stays the last good state.
@@ -211,6 +219,34 @@ pub fn fit(
                 r.name, r.trainer.config.d_in
             )));
         }
+        match (r.output, r.trainer.config.d_out) {
+            (None, None) => {}
+            (Some(o), Some(d_out)) => {
+                let width = widths.get(o).copied().ok_or_else(|| {
+                    PrismError::InvalidInput(format!("{}: the stream has no input {o}", r.name))
+                })?;
+                if width != d_out {
+                    return Err(PrismError::Shape(format!(
+                        "{}: target activations have width {width} but the transcoder's d_out \
+                         is {d_out}",
+                        r.name
+                    )));
+                }
+            }
+            (Some(_), None) => {
+                return Err(PrismError::InvalidInput(format!(
+                    "{}: a target is given but the configuration is an autoencoder's \
+                     (TrainConfig::with_output makes a transcoder's)",
+                    r.name
+                )));
+            }
+            (None, Some(_)) => {
+                return Err(PrismError::InvalidInput(format!(
+                    "{}: a transcoder needs the stream input it reconstructs (RunSpec::output)",
+                    r.name
+                )));
+            }
+        }
         if r.trainer.step != start {
             return Err(PrismError::InvalidInput(format!(
                 "{} is at step {} but {} at step {start}: resume runs from the same step",
@@ -229,7 +265,11 @@ pub fn fit(
         let mut step_logs = Vec::with_capacity(runs.len());
         for r in runs.iter_mut() {
             let x = &batch[r.input];
-            let entry = r.trainer.step(x).map_err(|e| match e {
+            let entry = match r.output {
+                None => r.trainer.step(x),
+                Some(o) => r.trainer.step_with_target(x, &batch[o]),
+            };
+            let entry = entry.map_err(|e| match e {
                 PrismError::NonFinite(m) => PrismError::NonFinite(format!(
                     "{}: {m}; its last checkpoint in {} is kept",
                     r.name,
@@ -267,7 +307,11 @@ pub fn fit(
     }
     checkpoint(runs, &mut logs)?;
     for r in runs.iter() {
-        r.trainer.to_sae(device)?.save(&r.dir)?;
+        if r.trainer.config.is_transcoder() {
+            r.trainer.to_transcoder(device)?.save(&r.dir)?;
+        } else {
+            r.trainer.to_sae(device)?.save(&r.dir)?;
+        }
     }
     Ok(())
 }

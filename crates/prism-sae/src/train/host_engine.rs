@@ -36,6 +36,7 @@ impl Engine for HostEngine {
         &mut self,
         objective: &ArchitectureConfig,
         x: &[f32],
+        target: Option<&[f32]>,
         n: usize,
         dead: &[bool],
         apply_b_dec_to_input: bool,
@@ -49,6 +50,7 @@ impl Engine for HostEngine {
                 dead: Some(dead),
                 apply_b_dec_to_input,
                 mode: self.kernel,
+                target,
             },
             &mut self.grads,
         )?;
@@ -60,7 +62,7 @@ impl Engine for HostEngine {
     }
 
     fn update(&mut self, lr: f32, clip: Option<f32>) -> Result<()> {
-        remove_parallel_component(&self.params.w_dec, &mut self.grads.w_dec, self.params.d);
+        remove_parallel_component(&self.params.w_dec, &mut self.grads.w_dec, self.params.d_out);
         if let Some(clip) = clip {
             let norm = self.grads.norm();
             if norm > clip as f64 {
@@ -77,6 +79,13 @@ impl Engine for HostEngine {
     }
 
     fn set_b_dec(&mut self, b_dec: &[f32]) -> Result<()> {
+        if b_dec.len() != self.params.d_out {
+            return Err(prism_core::PrismError::Shape(format!(
+                "b_dec of {} values for an output width of {}",
+                b_dec.len(),
+                self.params.d_out
+            )));
+        }
         self.params.b_dec = b_dec.to_vec();
         Ok(())
     }
@@ -91,10 +100,10 @@ impl Engine for HostEngine {
     }
 
     fn reinitialise(&mut self, features: &[Reinit]) -> Result<()> {
-        let d = self.params.d;
+        let (d, d_out) = (self.params.d, self.params.d_out);
         for r in features {
             let j = r.feature;
-            self.params.w_dec[j * d..][..d].copy_from_slice(&r.decoder);
+            self.params.w_dec[j * d_out..][..d_out].copy_from_slice(&r.decoder);
             self.params.w_enc[j * d..][..d].copy_from_slice(&r.encoder);
             self.params.b_enc[j] = 0.0;
             self.adam.reset_feature(j);

@@ -5,6 +5,11 @@
 //! Notation: `x` `[n, d]` inputs, `x_in = x − b_dec` (when the bias is applied to the input),
 //! `a = x_in · W_encᵀ` `[n, m]` (the one dense product), codes `f` sparse, `x̂ = f · W_dec + b_dec`,
 //! reconstruction loss `Σ‖x − x̂‖² / n` (dictionary_learning's `recon_loss`).
+//!
+//! A transcoder reconstructs a target `y` `[n, d_out]` (another hook's activations) instead of
+//! `x`; a skip transcoder's output adds `x · W_skipᵀ`. The architectures see one target, `y −
+//! x · W_skipᵀ` (the part the features must supply), so the same loss code serves all three;
+//! the main reconstruction's gradient `g` then also gives `∂L/∂W_skip = gᵀ x`.
 
 use std::borrow::Cow;
 
@@ -36,14 +41,20 @@ pub struct StepInputs<'a> {
     pub apply_b_dec_to_input: bool,
     /// Which kernel implementation the code products use.
     pub mode: KernelMode,
+    /// The reconstruction's target `[n, d_out]` (a transcoder's output hook); `None`
+    /// reconstructs `x` itself.
+    pub target: Option<&'a [f32]>,
 }
 
 /// What an architecture's host pass reads.
 pub(crate) struct HostStep<'a> {
     /// The parameters.
     pub p: &'a Params,
-    /// The batch `[n, d]`.
-    pub x: &'a [f32],
+    /// What the features reconstruct `[n, d_out]`: the input itself for an autoencoder, the
+    /// target less the skip term for a transcoder.
+    pub y: &'a [f32],
+    /// What the encoder read `[n, d]` (the skip term's input).
+    pub x_in: &'a [f32],
     /// `x_in · W_encᵀ` `[n, m]`, before `b_enc`.
     pub a: &'a [f32],
     /// Rows of the batch.
@@ -90,9 +101,9 @@ pub(crate) struct Recon {
 }
 
 impl HostStep<'_> {
-    /// Input width.
-    pub fn d(&self) -> usize {
-        self.p.d
+    /// The width the decoder writes (`d_out`; `d` for an autoencoder).
+    pub fn width(&self) -> usize {
+        self.p.d_out
     }
 
     /// Number of features.
@@ -101,13 +112,23 @@ impl HostStep<'_> {
     }
 
     /// `x̂ = codes · W_dec + b_dec`, its squared error, and that error's gradient: added to
-    /// `grads.b_dec` and `grads.w_dec`, and returned with respect to each code entry.
+    /// `grads.b_dec`, `grads.w_dec` (and a skip transcoder's `grads.w_skip`), and returned with
+    /// respect to each code entry.
     pub fn reconstruct(&self, codes: &Csr, grads: &mut Params) -> Recon {
-        let (n, d, p) = (self.n, self.d(), self.p);
+        let (n, d, p) = (self.n, self.width(), self.p);
         let mut x_hat: Vec<f32> = (0..n).flat_map(|_| p.b_dec.iter().copied()).collect();
         decode_into(codes, &p.w_dec, d, &mut x_hat, self.mode);
-        let (recon, token_sq_err, g) = squared_error_grad(self.x, &x_hat, n, d, 1.0);
+        let (recon, token_sq_err, g) = squared_error_grad(self.y, &x_hat, n, d, 1.0);
         column_sums_into(&g, d, &mut grads.b_dec);
+        if !p.w_skip.is_empty() {
+            // ŷ = x̂ + x · W_skipᵀ: ∂L/∂W_skip = gᵀ x.
+            crate::kernel::matmul(
+                View::new(&g, n, d).t(),
+                View::new(self.x_in, n, p.d),
+                &mut grads.w_skip,
+                true,
+            );
+        }
         transpose_times_into(codes, &g, d, &mut grads.w_dec, self.mode);
         let gf = entry_dots(codes, &g, &p.w_dec, d, self.mode);
         Recon {
@@ -129,7 +150,7 @@ fn check_inputs(
     inputs: &StepInputs<'_>,
     grads: &Params,
 ) -> Result<()> {
-    let (d, m) = (p.d, p.m);
+    let (d, d_out, m) = (p.d, p.d_out, p.m);
     let shape = |m: String| Err(PrismError::Shape(m));
     if Some(x.len()) != n.checked_mul(d) {
         return shape(format!(
@@ -137,30 +158,23 @@ fn check_inputs(
             x.len()
         ));
     }
-    let per_feature = match objective.objective().extras() {
-        Extras::Threshold(_) => [m, 0, 0],
-        Extras::Magnitude => [0, m, m],
-        Extras::None => [p.log_threshold.len(), p.r_mag.len(), p.b_mag.len()],
-    };
-    let want = [
-        m * d,
-        m,
-        m * d,
-        d,
-        per_feature[0],
-        per_feature[1],
-        per_feature[2],
-    ];
-    for (name, (have, want)) in PARAM_NAMES.iter().zip(p.tensors().iter().zip(want)) {
-        if have.len() != want {
+    match inputs.target {
+        Some(y) if Some(y.len()) != n.checked_mul(d_out) => {
             return shape(format!(
-                "parameter `{name}` has {} values; a {} dictionary {d} → {m} needs {want}",
-                have.len(),
-                objective.name()
+                "a target of {} values is not {n} rows of {d_out}",
+                y.len()
             ));
         }
+        None if d_out != d => {
+            return shape(format!(
+                "a dictionary {d} → {d_out} needs a target of width {d_out} (it is a transcoder)"
+            ));
+        }
+        _ => {}
     }
+    check_params(objective, p, inputs.apply_b_dec_to_input)?;
     if grads.d != d
+        || grads.d_out != d_out
         || grads.m != m
         || grads
             .tensors()
@@ -179,6 +193,70 @@ fn check_inputs(
         ));
     }
     objective.validate(m)
+}
+
+/// Checks that the parameters' sizes fit `objective` (both engines check this before a step):
+/// a `[d_out, d]` skip matrix or none, which only architectures with a single reconstruction
+/// train, and `b_dec` subtracted from the input only where the input and output widths agree.
+pub(crate) fn check_params(
+    objective: &ArchitectureConfig,
+    p: &Params,
+    apply_b_dec_to_input: bool,
+) -> Result<()> {
+    let (d, d_out, m) = (p.d, p.d_out, p.m);
+    let per_feature = match objective.objective().extras() {
+        Extras::Threshold(_) => [m, 0, 0],
+        Extras::Magnitude => [0, m, m],
+        Extras::None => [p.log_threshold.len(), p.r_mag.len(), p.b_mag.len()],
+    };
+    let skip = if p.w_skip.is_empty() { 0 } else { d_out * d };
+    let want = [
+        m * d,
+        m,
+        m * d_out,
+        d_out,
+        per_feature[0],
+        per_feature[1],
+        per_feature[2],
+        skip,
+    ];
+    for (name, (have, want)) in PARAM_NAMES.iter().zip(p.tensors().iter().zip(want)) {
+        if have.len() != want {
+            return Err(PrismError::Shape(format!(
+                "parameter `{name}` has {} values; a {} dictionary {d} → {m} → {d_out} needs {want}",
+                have.len(),
+                objective.name()
+            )));
+        }
+    }
+    check_output(objective, d, d_out, skip > 0, apply_b_dec_to_input)
+}
+
+/// A transcoder's rules (both engines check them before a step): only architectures with a
+/// single reconstruction train a skip term, and `b_dec` — the output's bias — is subtracted
+/// from the input only by an autoencoder without one.
+pub(crate) fn check_output(
+    objective: &ArchitectureConfig,
+    d: usize,
+    d_out: usize,
+    skip: bool,
+    apply_b_dec_to_input: bool,
+) -> Result<()> {
+    if skip && !objective.objective().trains_skip() {
+        return Err(PrismError::InvalidInput(format!(
+            "{} dictionaries cannot train a skip connection (their other reconstructions would \
+             need it too): use relu, topk, batchtopk or jumprelu",
+            objective.name()
+        )));
+    }
+    if apply_b_dec_to_input && (d_out != d || skip) {
+        return Err(PrismError::InvalidInput(
+            "a transcoder's input is not centred by b_dec (the output's bias): \
+             set apply_b_dec_to_input = false"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// What the encoder reads: the rows of `x` less `b_dec` when the bias applies to the input,
@@ -212,12 +290,14 @@ pub fn loss_and_grads(
     let (d, m) = (p.d, p.m);
     grads.fill_zero();
     let x_in = encoder_input(x, &p.b_dec, inputs.apply_b_dec_to_input);
+    let y = features_target(p, x, inputs.target, n);
     // The pre-activations, into a buffer the GEMM writes whole (not zeroed first: 134 MB at the
     // benchmark's sizes).
     let a = prism_core::dense::matmul_new(View::new(&x_in, n, d), View::new(&p.w_enc, m, d).t());
     let step = HostStep {
         p,
-        x,
+        y: &y,
+        x_in: &x_in,
         a: &a,
         n,
         dead: inputs.dead,
@@ -260,6 +340,31 @@ pub fn loss_and_grads(
         },
         codes,
     })
+}
+
+/// What the features reconstruct: `x` (an autoencoder), the target `y`, or `y − x · W_skipᵀ`
+/// (a skip transcoder).
+fn features_target<'a>(
+    p: &Params,
+    x: &'a [f32],
+    target: Option<&'a [f32]>,
+    n: usize,
+) -> Cow<'a, [f32]> {
+    let y = target.unwrap_or(x);
+    if p.w_skip.is_empty() {
+        return Cow::Borrowed(y);
+    }
+    let mut out = y.to_vec();
+    // out −= x · W_skipᵀ: a product into a negated copy, so the GEMM accumulates.
+    out.iter_mut().for_each(|v| *v = -*v);
+    crate::kernel::matmul(
+        View::new(x, n, p.d),
+        View::new(&p.w_skip, p.d_out, p.d).t(),
+        &mut out,
+        true,
+    );
+    out.iter_mut().for_each(|v| *v = -*v);
+    Cow::Owned(out)
 }
 
 /// Calls `f(row, entry, column)` for every stored entry, in order.

@@ -1,21 +1,25 @@
 //! Trainable parameters held on the host, in the layout the kernels want.
 
-/// A dictionary's parameters during training. Encoder and decoder are both stored `[m, d]`
-/// (row `j` is feature `j`'s encoder / decoder direction), so per-feature updates touch
-/// contiguous memory; saving transposes the encoder to SAELens' `W_enc [d, m]`.
+/// A dictionary's parameters during training. Encoder and decoder are stored `[m, d]` and
+/// `[m, d_out]` (row `j` is feature `j`'s encoder / decoder direction), so per-feature updates
+/// touch contiguous memory; saving transposes the encoder to SAELens' `W_enc [d, m]`. An
+/// autoencoder has `d_out = d`; a transcoder writes another hook, of width `d_out`, and a skip
+/// transcoder adds `x · w_skipᵀ` to its output.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Params {
     /// Input width.
     pub d: usize,
+    /// Output width (`d` for an autoencoder).
+    pub d_out: usize,
     /// Number of features.
     pub m: usize,
     /// Encoder directions `[m, d]`.
     pub w_enc: Vec<f32>,
     /// Encoder bias `[m]` (the gate bias for Gated).
     pub b_enc: Vec<f32>,
-    /// Decoder directions `[m, d]`.
+    /// Decoder directions `[m, d_out]`.
     pub w_dec: Vec<f32>,
-    /// Decoder bias `[d]`.
+    /// Decoder bias `[d_out]`.
     pub b_dec: Vec<f32>,
     /// JumpReLU: log of the per-feature threshold `[m]`; empty otherwise.
     pub log_threshold: Vec<f32>,
@@ -23,10 +27,12 @@ pub struct Params {
     pub r_mag: Vec<f32>,
     /// Gated: magnitude-path bias `[m]`; empty otherwise.
     pub b_mag: Vec<f32>,
+    /// A skip transcoder's linear term `[d_out, d]` (SAELens' `W_skip` layout); empty otherwise.
+    pub w_skip: Vec<f32>,
 }
 
 /// Tensor names, in the order [`Params::tensors`] yields them.
-pub const PARAM_NAMES: [&str; 7] = [
+pub const PARAM_NAMES: [&str; 8] = [
     "w_enc",
     "b_enc",
     "w_dec",
@@ -34,11 +40,12 @@ pub const PARAM_NAMES: [&str; 7] = [
     "log_threshold",
     "r_mag",
     "b_mag",
+    "w_skip",
 ];
 
 impl Params {
     /// All parameters, in [`PARAM_NAMES`] order.
-    pub fn tensors(&self) -> [&Vec<f32>; 7] {
+    pub fn tensors(&self) -> [&Vec<f32>; 8] {
         [
             &self.w_enc,
             &self.b_enc,
@@ -47,11 +54,12 @@ impl Params {
             &self.log_threshold,
             &self.r_mag,
             &self.b_mag,
+            &self.w_skip,
         ]
     }
 
     /// All parameters, mutably, in [`PARAM_NAMES`] order.
-    pub fn tensors_mut(&mut self) -> [&mut Vec<f32>; 7] {
+    pub fn tensors_mut(&mut self) -> [&mut Vec<f32>; 8] {
         [
             &mut self.w_enc,
             &mut self.b_enc,
@@ -60,6 +68,7 @@ impl Params {
             &mut self.log_threshold,
             &mut self.r_mag,
             &mut self.b_mag,
+            &mut self.w_skip,
         ]
     }
 
@@ -68,6 +77,7 @@ impl Params {
         let z = |v: &Vec<f32>| vec![0.0; v.len()];
         Params {
             d: self.d,
+            d_out: self.d_out,
             m: self.m,
             w_enc: z(&self.w_enc),
             b_enc: z(&self.b_enc),
@@ -76,6 +86,7 @@ impl Params {
             log_threshold: z(&self.log_threshold),
             r_mag: z(&self.r_mag),
             b_mag: z(&self.b_mag),
+            w_skip: z(&self.w_skip),
         }
     }
 
@@ -115,7 +126,7 @@ impl Params {
     /// Rescales every decoder row to unit norm (rows of norm 0 are left alone).
     pub fn normalize_decoder(&mut self) {
         use rayon::prelude::*;
-        self.w_dec.par_chunks_mut(self.d).for_each(|row| {
+        self.w_dec.par_chunks_mut(self.d_out).for_each(|row| {
             let n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
             if n > 0.0 {
                 row.iter_mut().for_each(|v| *v /= n);

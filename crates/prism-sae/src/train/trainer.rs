@@ -20,7 +20,8 @@ pub struct StepLog {
     pub tokens: u64,
     /// Total loss.
     pub loss: f64,
-    /// Mean squared error per element (`Σ‖x − x̂‖² / (n·d)`), in the normalised input space.
+    /// Mean squared error per element (`Σ‖y − ŷ‖² / (n·d_out)`, `y` the input itself for an
+    /// autoencoder), in the normalised space.
     pub mse: f64,
     /// Mean non-zero codes per token.
     pub l0: f64,
@@ -81,6 +82,8 @@ pub struct Trainer {
     pub(crate) steps_since_fired: Vec<u64>,
     /// Inputs are multiplied by this before training (1 without normalisation).
     pub(crate) input_scale: Option<f32>,
+    /// A transcoder's targets are multiplied by this before training (1 without normalisation).
+    pub(crate) output_scale: Option<f32>,
     /// BatchTopK's inference threshold (normalised space).
     pub(crate) batch_threshold: Option<f32>,
     /// The lowest loss seen so far (divergence check).
@@ -92,8 +95,9 @@ const DIVERGENCE_FACTOR: f64 = 1e4;
 
 impl Trainer {
     /// A freshly initialised dictionary: decoder rows random unit vectors (seeded), the encoder
-    /// tied to the decoder, biases zero (TopK/BatchTopK set `b_dec` to the geometric median of
-    /// the first batch), JumpReLU thresholds at their initial value.
+    /// tied to the decoder (a transcoder's, whose widths differ, drawn the same way), biases
+    /// zero (TopK/BatchTopK set `b_dec` to the geometric median of the first batch's targets),
+    /// JumpReLU thresholds at their initial value, a skip term at zero.
     pub fn new(config: TrainConfig) -> Result<Self> {
         Self::new_on(config, &EngineChoice::Host)
     }
@@ -101,9 +105,9 @@ impl Trainer {
     /// [`Trainer::new`] on the chosen engine (the same initial values on every engine).
     pub fn new_on(config: TrainConfig, engine: &EngineChoice) -> Result<Self> {
         config.validate()?;
-        let (d, m) = (config.d_in, config.d_sae);
+        let (d, d_out, m) = (config.d_in, config.output_width(), config.d_sae);
         let mut rng = StdRng::seed_from_u64(config.seed);
-        let w_dec: Vec<f32> = (0..m * d)
+        let w_dec: Vec<f32> = (0..m * d_out)
             .map(|_| StandardNormal.sample(&mut rng))
             .collect();
         let per_feature = |on: bool, v: f32| if on { vec![v; m] } else { Vec::new() };
@@ -115,17 +119,34 @@ impl Trainer {
         let gated = extras == Extras::Magnitude;
         let mut params = Params {
             d,
+            d_out,
             m,
             w_enc: Vec::new(),
             b_enc: vec![0.0; m],
             w_dec,
-            b_dec: vec![0.0; d],
+            b_dec: vec![0.0; d_out],
             log_threshold,
             r_mag: per_feature(gated, 0.0),
             b_mag: per_feature(gated, 0.0),
+            w_skip: if config.skip {
+                vec![0.0; d_out * d]
+            } else {
+                Vec::new()
+            },
         };
         params.normalize_decoder();
-        params.w_enc = params.w_dec.clone();
+        params.w_enc = if d_out == d {
+            params.w_dec.clone()
+        } else {
+            let mut rows: Vec<f32> = (0..m * d)
+                .map(|_| StandardNormal.sample(&mut rng))
+                .collect();
+            rows.chunks_mut(d).for_each(|r| {
+                let n = r.iter().map(|v| v * v).sum::<f32>().sqrt();
+                r.iter_mut().for_each(|v| *v /= n.max(f32::MIN_POSITIVE));
+            });
+            rows
+        };
         let adam = Adam::new(&params, config.adam);
         Ok(Self {
             engine: engine.build(params, adam, config.kernel)?,
@@ -134,6 +155,7 @@ impl Trainer {
             tokens_since_fired: vec![0; m],
             steps_since_fired: vec![0; m],
             input_scale: None,
+            output_scale: None,
             batch_threshold: None,
             best_loss: None,
             config,
@@ -231,8 +253,34 @@ impl Trainer {
     /// One optimisation step on `batch` (`[n, d_in]` activations, raw scale). Non-finite
     /// inputs ([`PrismError::NonFinite`]), a non-finite loss or gradient, or a loss 10⁴ times the
     /// best (`DIVERGENCE_FACTOR`) so far ([`PrismError::Diverged`]) are errors, and leave the
-    /// trainer exactly as it was.
+    /// trainer exactly as it was. A transcoder is stepped by [`Trainer::step_with_target`].
     pub fn step(&mut self, batch: &HostTensor) -> Result<StepLog> {
+        if self.config.d_out.is_some() {
+            return Err(PrismError::InvalidInput(
+                "a transcoder learns from pairs of activations: step it with step_with_target"
+                    .into(),
+            ));
+        }
+        self.step_on(batch, None)
+    }
+
+    /// One optimisation step of a transcoder: `batch` (`[n, d_in]`, the input hook's
+    /// activations) and `target` (`[n, d_out]`, the output hook's at the same tokens), raw
+    /// scale; errors as [`Trainer::step`]'s.
+    pub fn step_with_target(&mut self, batch: &HostTensor, target: &HostTensor) -> Result<StepLog> {
+        let [n, d_out] = target.dims2()?;
+        let rows = batch.dims2()?[0];
+        if n != rows || d_out != self.config.output_width() {
+            return Err(PrismError::Shape(format!(
+                "a target of {n} rows of {d_out} for {rows} input rows; the dictionary writes \
+                 d_out = {}",
+                self.config.output_width()
+            )));
+        }
+        self.step_on(batch, Some(target))
+    }
+
+    fn step_on(&mut self, batch: &HostTensor, target: Option<&HostTensor>) -> Result<StepLog> {
         let [n, d] = batch.dims2()?;
         if d != self.config.d_in {
             return Err(PrismError::Shape(format!(
@@ -243,53 +291,57 @@ impl Trainer {
         if n == 0 {
             return Err(PrismError::InvalidInput("empty training batch".into()));
         }
-        if let Some(i) = batch.data.iter().position(|v| !v.is_finite()) {
-            return Err(PrismError::NonFinite(format!(
-                "training input holds {} at token {} of the batch (step {})",
-                batch.data[i],
-                i / d,
-                self.step + 1
-            )));
+        for (what, t) in [("training input", Some(batch)), ("training target", target)] {
+            let Some(t) = t else { continue };
+            let width = t.shape[1];
+            if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+                return Err(PrismError::NonFinite(format!(
+                    "{what} holds {} at token {} of the batch (step {})",
+                    t.data[i],
+                    i / width,
+                    self.step + 1
+                )));
+            }
         }
         let first = self.step == 0 && self.input_scale.is_none();
-        let scale = match self.input_scale {
-            Some(s) => s,
-            None if self.config.normalize_activations => {
-                let mean_norm = batch
-                    .data
-                    .chunks(d)
-                    .map(|r| r.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt())
-                    .sum::<f64>()
-                    / n as f64;
-                if mean_norm > 0.0 {
-                    ((d as f64).sqrt() / mean_norm) as f32
-                } else {
-                    1.0
-                }
+        let normalise = self.config.normalize_activations;
+        let scale = self
+            .input_scale
+            .unwrap_or_else(|| normalising_scale(batch, normalise));
+        let out_scale = match target {
+            None => scale,
+            Some(t) => self
+                .output_scale
+                .unwrap_or_else(|| normalising_scale(t, normalise)),
+        };
+        let scaled = |t: &HostTensor, c: f32| -> Vec<f32> {
+            if c == 1.0 {
+                t.data.clone()
+            } else {
+                t.data.iter().map(|v| v * c).collect()
             }
-            None => 1.0,
         };
-        let x: Vec<f32> = if scale == 1.0 {
-            batch.data.clone()
-        } else {
-            batch.data.iter().map(|v| v * scale).collect()
-        };
+        let x = scaled(batch, scale);
+        let y = target.map(|t| scaled(t, out_scale));
+        let d_out = self.config.output_width();
         let mut b_dec_before_init = None;
         if first && self.config.architecture.objective().auxk() {
             b_dec_before_init = Some(self.engine.b_dec()?);
-            self.engine.set_b_dec(&geometric_median(&x, n, d, 100))?;
+            let median = geometric_median(y.as_deref().unwrap_or(&x), n, d_out, 100);
+            self.engine.set_b_dec(&median)?;
         }
         if first
             && self.config.fit_initial_scale
             && self.config.architecture.objective().fits_initial_scale()
         {
-            self.fit_initial_scale(&x, n)?;
+            self.fit_initial_scale(&x, y.as_deref(), n)?;
         }
         let dead = self.dead_mask();
         let objective = self.objective();
         let pass = self.engine.forward_backward(
             &objective,
             &x,
+            y.as_deref(),
             n,
             &dead,
             self.config.apply_b_dec_to_input,
@@ -310,6 +362,9 @@ impl Trainer {
             });
         }
         self.input_scale = Some(scale);
+        if target.is_some() {
+            self.output_scale = Some(out_scale);
+        }
         self.best_loss = Some(self.best_loss.map_or(pass.loss, |b| b.min(pass.loss)));
 
         for j in 0..self.config.d_sae {
@@ -342,7 +397,7 @@ impl Trainer {
                     && (self.config.total_steps == 0
                         || self.step * 5 <= self.config.total_steps * 4) =>
             {
-                self.resample(&x, n, &pass)?
+                self.resample(&x, y.as_deref(), n, &pass)?
             }
             _ => 0,
         };
@@ -350,7 +405,7 @@ impl Trainer {
             step: self.step,
             tokens: self.tokens,
             loss: pass.loss,
-            mse: pass.recon / d as f64,
+            mse: pass.recon / d_out as f64,
             l0: pass.l0,
             sparsity: pass.sparsity,
             aux: pass.aux,
@@ -371,10 +426,11 @@ impl Trainer {
     /// second moment and stall training for about a thousand steps (β₂ = 0.999), and its dense
     /// codes make every step slow — both measured (the synthetic convergence test, and
     /// docs/experiments.md).
-    fn fit_initial_scale(&mut self, x: &[f32], n: usize) -> Result<()> {
+    /// A transcoder's target `y` takes `x`'s place as what is reconstructed.
+    fn fit_initial_scale(&mut self, x: &[f32], y: Option<&[f32]>, n: usize) -> Result<()> {
         use crate::kernel::{View, matmul};
         let mut p = self.engine.params()?;
-        let (d, m) = (p.d, p.m);
+        let (d, d_out, m) = (p.d, p.d_out, p.m);
         if p.b_enc.iter().any(|&b| b != 0.0) {
             return Ok(());
         }
@@ -406,15 +462,16 @@ impl Trainer {
             }
         }
         codes.iter_mut().for_each(|c| *c = c.max(0.0));
-        let mut x_hat = vec![0f32; n * d];
+        let mut x_hat = vec![0f32; n * d_out];
         matmul(
             View::new(&codes, n, m),
-            View::new(&p.w_dec, m, d),
+            View::new(&p.w_dec, m, d_out),
             &mut x_hat,
             false,
         );
-        let target = x
-            .chunks(d)
+        let target = y
+            .unwrap_or(x)
+            .chunks(d_out)
             .flat_map(|r| r.iter().zip(&p.b_dec).map(|(a, b)| a - b));
         let (mut dot, mut sq) = (0f64, 0f64);
         for (t, h) in target.zip(&x_hat) {
@@ -433,12 +490,24 @@ impl Trainer {
     /// Re-initialises features that have not fired within the resampling window toward inputs
     /// of `x` (normalised space) drawn with probability ∝ squared reconstruction error:
     /// decoder row = the input's direction, encoder row = that direction × 0.2 × the mean
-    /// norm of live encoder rows, encoder bias 0, optimiser moments reset. Returns how many.
-    pub(crate) fn resample(&mut self, x: &[f32], n: usize, pass: &StepStats) -> Result<usize> {
+    /// norm of live encoder rows, encoder bias 0, optimiser moments reset. A transcoder's
+    /// decoder row is the direction of that token's target `y` less `b_dec`, its encoder row
+    /// the input's direction. Returns how many.
+    pub(crate) fn resample(
+        &mut self,
+        x: &[f32],
+        y: Option<&[f32]>,
+        n: usize,
+        pass: &StepStats,
+    ) -> Result<usize> {
         let Some(r) = self.config.resample else {
             return Ok(0);
         };
-        let (d, m) = (self.config.d_in, self.config.d_sae);
+        let (d, d_out, m) = (
+            self.config.d_in,
+            self.config.output_width(),
+            self.config.d_sae,
+        );
         let dead: Vec<usize> = (0..m)
             .filter(|&j| self.steps_since_fired[j] >= r.window)
             .collect();
@@ -468,19 +537,32 @@ impl Trainer {
         keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let b_dec = self.engine.b_dec()?;
         let mut chosen = Vec::new();
+        let unit = |v: Vec<f32>| {
+            let norm = v.iter().map(|v| v * v).sum::<f32>().sqrt();
+            (norm > 0.0).then(|| v.iter().map(|c| c / norm).collect::<Vec<f32>>())
+        };
         for (&j, &(_, i)) in dead.iter().zip(&keyed) {
             let src = &x[i * d..][..d];
-            let centred: Vec<f32> = if self.config.apply_b_dec_to_input {
-                src.iter().zip(&b_dec).map(|(a, b)| a - b).collect()
-            } else {
-                src.to_vec()
+            let (decoder, encoder) = match y {
+                None => {
+                    let centred: Vec<f32> = if self.config.apply_b_dec_to_input {
+                        src.iter().zip(&b_dec).map(|(a, b)| a - b).collect()
+                    } else {
+                        src.to_vec()
+                    };
+                    let Some(u) = unit(centred) else { continue };
+                    (u.clone(), u)
+                }
+                Some(y) => {
+                    let out = &y[i * d_out..][..d_out];
+                    let centred = out.iter().zip(&b_dec).map(|(a, b)| a - b).collect();
+                    let (Some(dec), Some(enc)) = (unit(centred), unit(src.to_vec())) else {
+                        continue;
+                    };
+                    (dec, enc)
+                }
             };
-            let norm = centred.iter().map(|v| v * v).sum::<f32>().sqrt();
-            if norm == 0.0 {
-                continue;
-            }
-            let decoder: Vec<f32> = centred.iter().map(|c| c / norm).collect();
-            let encoder = decoder.iter().map(|u| u * alive_norm * 0.2).collect();
+            let encoder = encoder.iter().map(|u| u * alive_norm * 0.2).collect();
             chosen.push(Reinit {
                 feature: j,
                 decoder,
@@ -501,6 +583,32 @@ impl Trainer {
     /// The factor inputs are multiplied by (1 until the first step, or without normalisation).
     pub fn input_scale(&self) -> f32 {
         self.input_scale.unwrap_or(1.0)
+    }
+
+    /// The factor a transcoder's targets are multiplied by (an autoencoder's are its inputs).
+    pub fn output_scale(&self) -> f32 {
+        self.output_scale.unwrap_or_else(|| self.input_scale())
+    }
+}
+
+/// The factor that brings `batch`'s rows to a mean norm of √width (1 when not normalising, or
+/// for an all-zero batch).
+fn normalising_scale(batch: &HostTensor, normalise: bool) -> f32 {
+    let width = batch.shape.get(1).copied().unwrap_or(1).max(1);
+    let rows = batch.data.len() / width;
+    if !normalise || rows == 0 {
+        return 1.0;
+    }
+    let mean_norm = batch
+        .data
+        .chunks(width)
+        .map(|r| r.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt())
+        .sum::<f64>()
+        / rows as f64;
+    if mean_norm > 0.0 {
+        ((width as f64).sqrt() / mean_norm) as f32
+    } else {
+        1.0
     }
 }
 

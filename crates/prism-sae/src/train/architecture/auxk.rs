@@ -23,7 +23,7 @@ pub(crate) fn host_auxk(
     grads: &mut Params,
     ga: &mut [Vec<(u32, f32)>],
 ) -> f64 {
-    let (n, d, m, p) = (s.n, s.d(), s.m(), s.p);
+    let (n, d, m, p) = (s.n, s.width(), s.m(), s.p);
     // As in dictionary_learning, a latent that fires in this batch is not dead.
     let dead: Option<Vec<bool>> = s.dead.map(|dd| {
         let mut dd = dd.to_vec();
@@ -43,7 +43,7 @@ pub(crate) fn host_auxk(
     let mut x_aux = vec![0f32; n * d];
     decode_into(&aux_codes, &p.w_dec, d, &mut x_aux, s.mode);
     // Target: the main reconstruction's residual, held constant.
-    let residual: Vec<f32> = s.x.iter().zip(x_hat).map(|(x, h)| x - h).collect();
+    let residual: Vec<f32> = s.y.iter().zip(x_hat).map(|(x, h)| x - h).collect();
     let mut mean = vec![0f32; d];
     column_sums_into(&residual, d, &mut mean);
     let denom = residual
@@ -104,7 +104,7 @@ pub(crate) fn burn_auxk(
     if selected.is_nan() || selected <= 0.0 {
         return Ok((ga, 0.0));
     }
-    let residual = s.x.clone() - r.x_hat.clone();
+    let residual = s.y.clone() - r.x_hat.clone();
     let mean = residual.clone().mean_dim(0);
     let denom = s.scalar((residual.clone() - mean).square().sum())? / n as f64;
     if denom.is_nan() || denom <= 0.0 {

@@ -31,6 +31,10 @@ impl Objective for Gated {
         }
     }
 
+    fn trains_skip(&self) -> bool {
+        false
+    }
+
     fn sparsity(&mut self) -> SparsityKnob<'_> {
         SparsityKnob::Penalty(&mut self.l1)
     }
@@ -40,7 +44,7 @@ impl Objective for Gated {
     }
 
     fn host_pass(&self, s: &HostStep<'_>, grads: &mut Params) -> HostLoss {
-        let (n, d, m, p, a) = (s.n, s.d(), s.m(), s.p, s.a);
+        let (n, d, m, p, a) = (s.n, s.width(), s.m(), s.p, s.a);
         let gate = threshold_rows(a, &p.b_enc, n, m, Cut::AtLeast(0.0));
         let mut mags = Vec::with_capacity(gate.nnz());
         for_each_entry(&gate, |r, _, j| {
@@ -52,7 +56,7 @@ impl Objective for Gated {
         let sparsity = gate.val.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
         let mut x_gate: Vec<f32> = (0..n).flat_map(|_| p.b_dec.iter().copied()).collect();
         decode_into(&gate, &p.w_dec, d, &mut x_gate, s.mode);
-        let (aux, _, g_gate) = squared_error_grad(s.x, &x_gate, n, d, 1.0);
+        let (aux, _, g_gate) = squared_error_grad(s.y, &x_gate, n, d, 1.0);
         let loss = r.recon + self.l1 as f64 * sparsity + aux;
         // The aux reconstruction uses a detached decoder: no W_dec / b_dec gradient from it.
         let gg = entry_dots(&gate, &g_gate, &p.w_dec, d, s.mode);
@@ -90,7 +94,7 @@ impl Objective for Gated {
         let w_dec = s.p(W_DEC);
         let gate = s.pre.clone() * mask.clone();
         let sparsity = s.scalar(gate.clone().sum())? / s.n as f64;
-        let eg = gate.matmul(w_dec.clone()) + s.p(B_DEC) - s.x.clone();
+        let eg = gate.matmul(w_dec.clone()) + s.p(B_DEC) - s.y.clone();
         let aux = s.scalar(eg.clone().square().sum())? / s.n as f64;
         let loss = r.recon + self.l1 as f64 * sparsity + aux;
         // The aux reconstruction uses a detached decoder: no decoder gradient from it.

@@ -71,7 +71,7 @@ impl Objective for JumpRelu {
     }
 
     fn host_pass(&self, s: &HostStep<'_>, grads: &mut Params) -> HostLoss {
-        let (n, d, m, p) = (s.n, s.d(), s.m(), s.p);
+        let (n, d, m, p) = (s.n, s.width(), s.m(), s.p);
         let JumpRelu {
             l0_coeff,
             bandwidth,

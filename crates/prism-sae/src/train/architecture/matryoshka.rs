@@ -109,6 +109,10 @@ impl Objective for Matryoshka {
         self.batch_topk.fit_to_steps(steps);
     }
 
+    fn trains_skip(&self) -> bool {
+        false
+    }
+
     fn sparsity(&mut self) -> SparsityKnob<'_> {
         self.batch_topk.sparsity()
     }
@@ -148,7 +152,7 @@ impl Objective for Matryoshka {
     }
 
     fn host_pass(&self, s: &HostStep<'_>, grads: &mut Params) -> HostLoss {
-        let (n, d, m, p) = (s.n, s.d(), s.m(), s.p);
+        let (n, d, m, p) = (s.n, s.width(), s.m(), s.p);
         let (codes, cut) = batch_top_k(s.a, &p.b_enc, n, m, self.batch_topk.k * n);
         let bounds = self.bounds(m);
         let weights = self.scaled_weights();
@@ -175,7 +179,7 @@ impl Objective for Matryoshka {
         let mut g_prefix = Vec::with_capacity(parts.len());
         for (part, &w) in parts.iter().zip(&weights) {
             decode_into(part, &p.w_dec, d, &mut x_hat, s.mode);
-            let (l, per_token, g) = squared_error_grad(s.x, &x_hat, n, d, w);
+            let (l, per_token, g) = squared_error_grad(s.y, &x_hat, n, d, w);
             loss += w as f64 * l;
             last = (l, per_token);
             g_prefix.push(g);
@@ -241,7 +245,7 @@ impl Objective for Matryoshka {
         let mut last = (0.0, Vec::new());
         for (&b, &w) in bounds.iter().zip(&weights) {
             x_hat = x_hat + codes_of(b).matmul(rows_of(b));
-            let e = x_hat.clone() - s.x.clone();
+            let e = x_hat.clone() - s.y.clone();
             let per_token = s.readback(e.clone().square().sum_dim(1))?;
             let l = per_token.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
             loss += w as f64 * l;
@@ -271,6 +275,8 @@ impl Objective for Matryoshka {
             token_sq_err,
             g_b_dec: suffix.sum_dim(0),
             g_w_dec: Tensor::cat(g_w_dec_parts, 0),
+            // Matryoshka trains no skip term (`trains_skip`).
+            g_w_skip: None,
             gf: Tensor::cat(gf_parts, 1),
             fired,
             l0,

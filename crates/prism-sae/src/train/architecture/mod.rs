@@ -138,6 +138,12 @@ pub(crate) trait Objective {
     fn fits_initial_scale(&self) -> bool {
         false
     }
+    /// Whether a skip transcoder's linear term can be trained with it: only where the main
+    /// reconstruction is the one term that reads the target (Gated's aux reconstruction and
+    /// Matryoshka's prefixes would each need the skip term too).
+    fn trains_skip(&self) -> bool {
+        true
+    }
     /// The inference threshold's tracking, for batch-level selections.
     fn threshold_tracking(&self) -> Option<ThresholdTracking> {
         None
