@@ -1492,6 +1492,177 @@ def hooked_run(model, site, ids, answer, wrong, edits=(), capture=(), grad=False
     return ld, seen
 
 
+EDGE_MODELS = ["llama_gqa", "gpt_neox_parallel"]
+
+
+def edges():
+    """Sparse Feature Circuits' feature edges (feature-circuits' `get_circuit`, written here from
+    its formulation with torch autograd; docs/metrics.md) on two tiny models — sequential
+    (llama_gqa) and parallel attention (gpt_neox_parallel) — with a sae-lens StandardSAE at every
+    block's attn_out, mlp_out and resid_post, for the prompt pairs of `patching()`.
+
+    Direction as feature-circuits: the target run is the clean prompt, the source the corrupted
+    one (Prism's `noise`). Node gradients: integrated gradients, 4 steps, the metric (logit
+    difference averaged over the pairs) back-propagated with one site at a time interpolated.
+    An edge u → d from a site U to a later site D: with U's codes and error term made leaves of
+    the graph, the other sites of `stops` detached, D's codes `encode(y)` and error `y −
+    decode(encode(y))`, the sum over the pairs and positions where d's per-pair effect exceeds
+    the node threshold of (D's gradient · d's activation), back-propagated to U's leaves and
+    dotted with U's source − target difference, summed over pairs and positions."""
+    from safetensors.torch import load_file, save_file
+    from sae_lens import StandardSAE, StandardSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+    from transformers import AutoModelForCausalLM
+
+    steps, d_sae = 4, 12
+    for mi, name in enumerate(EDGE_MODELS):
+        g = torch.Generator().manual_seed(300 + mi)
+        d = FIX / "models" / name
+        model = AutoModelForCausalLM.from_pretrained(str(d), torch_dtype=torch.float32)
+        model.eval()
+        n_layers = model.config.num_hidden_layers
+        parallel = bool(getattr(model.config, "use_parallel_residual", False))
+        pairs = load_file(str(d / "patching.safetensors"))
+        clean, corrupt = pairs["clean_ids"].long(), pairs["corrupt_ids"].long()
+        answer, wrong = pairs["answer"].long(), pairs["wrong"].long()
+        layers, site = hook_sites(name, model)
+        prism_kind = {"attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out",
+                      "resid_post": "hook_resid_post"}
+        sites = [(k, l) for l in range(n_layers) for k in ["attn_out", "mlp_out", "resid_post"]]
+        hook = lambda k, l: f"blocks.{l}.{prism_kind[k]}"
+        _, clean_acts = hooked_run(model, site, clean, answer, wrong, capture=sites)
+        out_dir = FIX / "edges" / name
+        saes = {}
+        for k, l in sites:
+            x = clean_acts[(k, l)].reshape(-1, clean_acts[(k, l)].shape[-1])
+            d_in = x.shape[-1]
+            sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae, apply_b_dec_to_input=False,
+                                                metadata=SAEMetadata(hook_name=hook(k, l),
+                                                                     model_name=f"fixtures/models/{name}")))
+            with torch.no_grad():
+                w_dec = torch.randn(d_sae, d_in, generator=g)
+                w_dec /= w_dec.norm(dim=1, keepdim=True)
+                sae.W_dec.copy_(w_dec)
+                sae.W_enc.copy_(w_dec.T / x.norm(dim=1).mean())
+                sae.b_dec.copy_(0.1 * torch.randn(d_in, generator=g) * x.std())
+                pre = x @ sae.W_enc
+                # Each feature active on about 40 % of the clean tokens.
+                sae.b_enc.copy_(-torch.quantile(pre, 0.6, dim=0))
+            sae.eval()
+            sae.save_model(out_dir / hook(k, l))
+            saes[(k, l)] = sae
+
+        def states(ids):
+            _, seen = hooked_run(model, site, ids, answer, wrong, capture=sites)
+            out = {}
+            with torch.no_grad():
+                for key, sae in saes.items():
+                    f = sae.encode(seen[key])
+                    out[key] = (f, seen[key] - sae.decode(f))
+            return out
+
+        target, source = states(clean), states(corrupt)
+        target_ids = clean
+        delta = {k: (source[k][0] - target[k][0], source[k][1] - target[k][1]) for k in saes}
+
+        def spliced(key, f, e):
+            sae = saes[key]
+            return (key[0], key[1], lambda t: sae.decode(f) + e)
+
+        grads = {}
+        for key in saes:
+            (f_t, e_t), (df, de) = target[key], delta[key]
+            acc_f, acc_e = torch.zeros_like(f_t), torch.zeros_like(e_t)
+            for k in range(steps):
+                f = (f_t + (k / steps) * df).clone().requires_grad_()
+                e = (e_t + (k / steps) * de).clone().requires_grad_()
+                ld, _ = hooked_run(model, site, target_ids, answer, wrong,
+                                   edits=[spliced(key, f, e)], grad=True)
+                ld.backward()
+                acc_f += f.grad
+                acc_e += e.grad
+            grads[key] = (acc_f / steps, acc_e / steps)
+        pairs_n = clean.shape[0]
+        effect = {}
+        for key in saes:
+            (gf, ge), (df, de) = grads[key], delta[key]
+            # Per pair and position (the gradient is of the pair-averaged metric, so a pair's
+            # own effect is pairs_n times it).
+            effect[key] = torch.cat([gf * df, (ge * de).sum(-1, keepdim=True)], dim=-1)
+        # The node threshold: about the 80th percentile of the per-pair effects' sizes (the two
+        # models' effects differ by orders of magnitude), so about a fifth of the nodes count —
+        # placed in the widest relative gap between consecutive sizes from the 75th to the 85th
+        # percentile, so that rounding cannot move a node across it.
+        sizes = torch.cat([e.abs().flatten() * pairs_n for e in effect.values()]).sort().values
+        sizes = sizes[sizes > 0]
+        n = len(sizes)
+        lo, hi = int(0.75 * n), int(0.85 * n)
+        k = max(range(lo, hi), key=lambda i: float(sizes[i + 1] / sizes[i]))
+        threshold = float((sizes[k] + sizes[k + 1]) / 2)
+        refs = {"threshold": torch.tensor([threshold]), "steps": torch.tensor([float(steps)])}
+        for key in saes:
+            refs[f"nodes.{hook(*key)}"] = effect[key].sum(dim=(0, 1))
+
+        def edge(up, down, stops):
+            su, sd = saes[up], saes[down]
+            f_u0 = target[up][0]
+            leaf_f = torch.zeros_like(f_u0, requires_grad=True)
+            leaf_e = torch.zeros_like(target[up][1], requires_grad=True)
+            captured = {}
+
+            def at_up(x):
+                with torch.no_grad():
+                    f = su.encode(x)
+                return su.decode(f + leaf_f) + (x - su.decode(f)) + leaf_e
+
+            def at_down(y):
+                captured["y"] = y
+                return y
+
+            edits = [(up[0], up[1], at_up)] + [(k, l, lambda t: t.detach()) for k, l in stops]
+            edits.append((down[0], down[1], at_down))
+            hooked_run(model, site, target_ids, answer, wrong, edits=edits, grad=True)
+            y = captured["y"]
+            g_d = sd.encode(y)
+            err = y - sd.decode(g_d)
+            left_f, left_e = grads[down]
+            selected = effect[down].abs() * pairs_n > threshold
+            rows = []
+            m_down = g_d.shape[-1]
+            for j in range(m_down + 1):
+                sel = selected[..., j]
+                if j < m_down:
+                    obj = (left_f[..., j] * g_d[..., j] * sel).sum()
+                else:
+                    obj = ((left_e * err).sum(-1) * sel).sum()
+                if not bool(sel.any()):
+                    rows.append(torch.zeros(f_u0.shape[-1] + 1))
+                    continue
+                gf, ge = torch.autograd.grad(obj, [leaf_f, leaf_e], retain_graph=True,
+                                             allow_unused=True)
+                gf = torch.zeros_like(leaf_f) if gf is None else gf
+                ge = torch.zeros_like(leaf_e) if ge is None else ge
+                df, de = delta[up]
+                rows.append(torch.cat([(gf * df).sum(dim=(0, 1)),
+                                       (ge * de).sum().reshape(1)]))
+            return torch.stack(rows).detach()
+
+        for l in reversed(range(n_layers)):
+            attn, mlp, resid = ("attn_out", l), ("mlp_out", l), ("resid_post", l)
+            plan = [(mlp, resid, []), (attn, resid, [mlp])]
+            if not parallel:
+                plan.append((attn, mlp, []))
+            if l > 0:
+                prev = ("resid_post", l - 1)
+                plan += [(prev, mlp, [attn]), (prev, attn, []), (prev, resid, [mlp, attn])]
+            for up, down, stops in plan:
+                refs[f"edges.{hook(*up)}.{hook(*down)}"] = edge(up, down, stops)
+        save_file({k: v.contiguous().float() for k, v in refs.items()},
+                  str(out_dir / "edges.safetensors"))
+        print("wrote", out_dir)
+    record_versions("edges", ["transformers", "sae-lens"])
+
+
 # The models with exact-patching and attribution references: the first five, then Gemma 2
 # (sandwich norms, soft-caps, local layers) and Qwen 3 (q/k norms).
 PATCHED_FAMILIES = ["gemma2", "qwen3"]
@@ -1770,7 +1941,7 @@ if __name__ == "__main__":
                     help="the stand-in hub, for --only suites and hub_cache "
                          "(cargo build --release -p prism-testkit --example hub_server)")
     ap.add_argument("--prism", type=pathlib.Path, help="the prism binary (for --only hub_cache)")
-    ap.add_argument("--only", choices=["models", "families", "gemma3", "gguf", "sae", "ae", "smollm2", "prism_saved", "patching", "attribution", "probes", "matryoshka", "suites", "transcoders", "transcoders_saved", "registry", "hub_cache", "pairs"],
+    ap.add_argument("--only", choices=["models", "families", "gemma3", "gguf", "sae", "ae", "smollm2", "prism_saved", "patching", "attribution", "probes", "matryoshka", "suites", "transcoders", "transcoders_saved", "registry", "hub_cache", "pairs", "edges"],
                     help="build one group only")
     args = ap.parse_args()
     pinned_versions()
@@ -1810,5 +1981,7 @@ if __name__ == "__main__":
         patching()
     if args.only in (None, "attribution"):
         attribution()
+    if args.only in (None, "edges"):
+        edges()
     if args.only == "prism_saved":
         prism_saved()

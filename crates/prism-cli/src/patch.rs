@@ -8,8 +8,9 @@ use std::sync::Arc;
 use prism_core::{HookPoint, PrismError, Result};
 use prism_models::Model;
 use prism_patch::{
-    Dictionaries, FaithfulnessSweep, MeanStates, Method, Node, PairBatch, PatchOptions, PatchSweep,
-    PromptPair, attribute, circuit, dictionary_nodes, nodes, patch, read_pairs,
+    Dictionaries, EdgeOptions, EdgeTarget, FaithfulnessSweep, MeanStates, Method, Node, PairBatch,
+    PatchOptions, PatchSweep, PromptPair, attribute, circuit, dictionary_nodes, edges,
+    faithfulness, nodes, patch, read_pairs,
 };
 use serde_json::json;
 
@@ -132,6 +133,20 @@ pub struct CircuitArgs {
     /// Circuit sizes of the faithfulness curve (default: 1, 2, 4, … up to every node).
     #[arg(long, value_delimiter = ',')]
     sizes: Option<Vec<usize>>,
+    /// Feature edges (Sparse Feature Circuits): with a dictionary at every block's
+    /// hook_attn_out, hook_mlp_out and hook_resid_post (`--sae HOOK=DIR` each), the effect of
+    /// each upstream node on each downstream node; the pruned circuit's faithfulness.
+    #[arg(long)]
+    edges: bool,
+    /// With --edges: a node counts where its effect for one pair at one position exceeds this in size.
+    #[arg(long, default_value_t = 0.2)]
+    node_threshold: f64,
+    /// With --edges: edges smaller than this are left out.
+    #[arg(long, default_value_t = 0.02)]
+    edge_threshold: f64,
+    /// With --edges: write the circuit as JSON here, and drawn by layer beside it (.svg).
+    #[arg(long)]
+    graph: Option<std::path::PathBuf>,
 }
 
 /// A loaded experiment: the model, its pairs, and the options.
@@ -277,6 +292,9 @@ pub fn attribute_cmd(args: &AttributeArgs) -> Result<()> {
 pub fn circuit_cmd(args: &CircuitArgs) -> Result<()> {
     let e = args.pairs.load(Some(&args.attribution))?;
     let method = args.attribution.method("ig")?;
+    if args.edges {
+        return edge_circuit(args, &e, method);
+    }
     let universe: Vec<Node> = args
         .pairs
         .sweeps(&e)?
@@ -380,6 +398,95 @@ pub fn circuit_cmd(args: &CircuitArgs) -> Result<()> {
         println!("faithfulness of the top n:");
         for p in &c.faithfulness.curve {
             println!("  {:>8} {:.3}", p.nodes, p.faithfulness);
+        }
+    }
+    Ok(())
+}
+
+/// `prism circuit --edges`: feature edges, the pruned circuit's faithfulness, JSON and SVG.
+fn edge_circuit(args: &CircuitArgs, e: &Experiment, method: Method) -> Result<()> {
+    let options = EdgeOptions::default()
+        .with_node_threshold(args.node_threshold)
+        .with_edge_threshold(args.edge_threshold)
+        .with_method(method);
+    let bar = crate::progress::bar(1, "feature edges", "passes");
+    let c = edges(&e.model, &e.batch, &e.options, &options, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64)
+    })?;
+    bar.finish_and_clear();
+    let universe: Vec<Node> = c.nodes.iter().map(|n| n.node).collect();
+    let kept = c.circuit_nodes();
+    let means = MeanStates::compute(
+        &e.model,
+        [Ok(e.batch.clean.clone())],
+        &c.sites,
+        &e.options.dictionaries,
+    )?;
+    let f = faithfulness(
+        &e.model,
+        &e.batch,
+        &universe,
+        &kept,
+        &[kept.len()],
+        Arc::new(means),
+        &e.options,
+    )?;
+    let score = f.curve.first().map(|p| p.faithfulness);
+    if let Some(path) = &args.graph {
+        let text = serde_json::to_string_pretty(&c)
+            .map_err(|err| PrismError::InvalidInput(err.to_string()))?;
+        prism_core::atomic_write(path, text.as_bytes())?;
+        let svg = path.with_extension("svg");
+        prism_core::atomic_write(&svg, c.svg(12).as_bytes())?;
+        eprintln!("circuit: {} and {}", path.display(), svg.display());
+    }
+    let top: Vec<_> = c.edges.iter().take(args.top).collect();
+    if args.pairs.model.json {
+        println!(
+            "{}",
+            json!({
+                "metric": c.metric,
+                "direction": c.direction,
+                "pairs": e.pairs.len(),
+                "sites": c.sites.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "nodes": c.nodes.len(),
+                "circuit_nodes": kept.len(),
+                "edges": c.edges.len(),
+                "top_edges": top,
+                "faithfulness": score,
+                "full": f.full,
+                "empty": f.empty,
+            })
+        );
+    } else {
+        println!(
+            "{} pairs, {} sites, {} nodes; {} in the circuit with {} edges ≥ {}",
+            e.pairs.len(),
+            c.sites.len(),
+            c.nodes.len(),
+            kept.len(),
+            c.edges.len(),
+            args.edge_threshold
+        );
+        println!("strongest edges:");
+        for edge in &top {
+            let to = match edge.to {
+                EdgeTarget::Node(n) => n.to_string(),
+                EdgeTarget::Metric => "metric".into(),
+            };
+            println!(
+                "  {:<40} → {:<40} {:+.4}",
+                edge.from.to_string(),
+                to,
+                edge.weight
+            );
+        }
+        if let Some(score) = score {
+            println!(
+                "faithfulness of the circuit's {} nodes (the rest mean-ablated): {score:.3}",
+                kept.len()
+            );
         }
     }
     Ok(())

@@ -408,6 +408,15 @@ fn cases(root: &Path) -> Vec<Case> {
         kept: vec![cache.join("manifest.json"), shard.clone()],
         expect: "hook",
     });
+    out.push(Case {
+        input: "transcoders asked for with two `--hook-out` for one `--hook`",
+        args: train(
+            &root.join("run3"),
+            &["--hook-out", "blocks.0.hook_mlp_out,blocks.1.hook_mlp_out"],
+        ),
+        kept: vec![cache.join("manifest.json")],
+        expect: "one output hook per input hook",
+    });
     out
 }
 

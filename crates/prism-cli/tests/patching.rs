@@ -261,3 +261,109 @@ fn bad_patching_input_is_a_typed_error() {
     assert!(e.contains("atp, ig"), "{e}");
     assert!(!e.contains("panicked"), "{e}");
 }
+
+/// `prism circuit --edges` with the edge fixture's six dictionaries (their own hooks): the edges
+/// it reports are the library's (`prism_patch::edges`, checked against PyTorch in prism-patch's
+/// tests) for the same pairs, the pruned circuit's faithfulness lies between its ablated and
+/// full runs' scales, and the graph is written as JSON and SVG. A missing site is an error
+/// naming it.
+#[test]
+fn feature_edges_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pairs = pairs_file(tmp.path());
+    let m = model("llama_gqa");
+    let dir = fixtures().join("edges/llama_gqa");
+    let mut saes: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    saes.sort();
+    assert_eq!(saes.len(), 6);
+    let graph = tmp.path().join("circuit.json");
+    let mut args = vec![
+        "circuit",
+        "--model",
+        &m,
+        "--pairs",
+        &pairs,
+        "--edges",
+        "--direction",
+        "noise",
+        "--node-threshold",
+        "0.01",
+        "--edge-threshold",
+        "0.001",
+        "--steps",
+        "3",
+        "--top",
+        "5",
+        "--graph",
+        graph.to_str().unwrap(),
+        "--json",
+    ];
+    for s in &saes {
+        args.push("--sae");
+        args.push(s);
+    }
+    let c = prism_json(&args);
+    assert_eq!(c["sites"].as_array().unwrap().len(), 6);
+    let top = c["top_edges"].as_array().unwrap();
+    assert_eq!(top.len(), 5);
+    // The library on the same inputs.
+    let model = prism_models::Model::load(
+        std::path::Path::new(&m),
+        &prism_core::device("cpu").unwrap(),
+    )
+    .unwrap();
+    let file = prism_patch::read_pairs(std::path::Path::new(&pairs), &model).unwrap();
+    let batch = prism_patch::PairBatch::new(&file.pairs, model.pad_id()).unwrap();
+    let mut dictionaries = prism_patch::Dictionaries::new();
+    for s in &saes {
+        let sae = prism_sae::Sae::load(std::path::Path::new(s), model.device()).unwrap();
+        let hook: prism_core::HookPoint = sae.hook_name().unwrap().parse().unwrap();
+        dictionaries.insert(hook, std::sync::Arc::new(sae));
+    }
+    let options = prism_patch::PatchOptions {
+        direction: prism_patch::Direction::Noise,
+        dictionaries,
+        ..Default::default()
+    };
+    let edge_options = prism_patch::EdgeOptions::default()
+        .with_node_threshold(0.01)
+        .with_edge_threshold(0.001)
+        .with_method(prism_patch::Method::IntegratedGradients { steps: 3 });
+    let lib = prism_patch::edges(&model, &batch, &options, &edge_options, |_, _| {}).unwrap();
+    assert_eq!(c["edges"].as_u64().unwrap() as usize, lib.edges.len());
+    for (got, want) in top.iter().zip(&lib.edges) {
+        assert_eq!(got["from"], serde_json::to_value(want.from).unwrap());
+        assert_eq!(got["to"], serde_json::to_value(want.to).unwrap());
+        assert!((got["weight"].as_f64().unwrap() - want.weight).abs() < 1e-9);
+    }
+    assert!(c["faithfulness"].as_f64().unwrap().is_finite());
+    assert!(c["circuit_nodes"].as_u64().unwrap() > 0);
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&graph).unwrap()).unwrap();
+    assert_eq!(written["edges"].as_array().unwrap().len(), lib.edges.len());
+    let svg = std::fs::read_to_string(graph.with_extension("svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg")
+            && svg.contains("<line")
+            && svg.contains("blocks.1.hook_resid_post")
+    );
+    // Without block 1's MLP dictionary: refused, naming the site.
+    let mut short: Vec<&str> = args[..args.len() - 2 * saes.len()].to_vec();
+    for s in saes
+        .iter()
+        .filter(|s| !s.ends_with("blocks.1.hook_mlp_out"))
+    {
+        short.push("--sae");
+        short.push(s);
+    }
+    let out = prism(&short);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("blocks.1.hook_mlp_out has no dictionary")
+    );
+}

@@ -52,4 +52,13 @@ pub trait Dictionary {
     }
     /// Each feature's decoder direction, one per row: `[d_sae, d_out]`.
     fn decoder_directions(&self) -> Tensor<2>;
+    /// The codes of `x` as a function autodiff can differentiate: where a dictionary's code is
+    /// its pre-activation on the features it keeps active (ReLU, TopK, JumpReLU), the
+    /// pre-activations times the active set of `encode(x)` — equal to the codes, with the
+    /// derivative they have almost everywhere (the active set held). `None` (the default) where
+    /// the codes are another function of the input (Gated's magnitude path).
+    fn differentiable_codes(&self, x: Tensor<2>) -> Option<Tensor<2>> {
+        let _ = x;
+        None
+    }
 }

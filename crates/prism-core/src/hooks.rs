@@ -51,6 +51,14 @@ impl Activation {
         }
     }
 
+    /// The same values cut from the autodiff graph: gradients stop here.
+    pub fn detach(self) -> Activation {
+        match self {
+            Activation::Rank3(t) => Activation::Rank3(t.detach()),
+            Activation::Rank4(t) => Activation::Rank4(t.detach()),
+        }
+    }
+
     /// Flattens every axis but the last: `[batch, seq, d]` → `[batch·seq, d]`.
     pub fn flatten_rows(self) -> Tensor<2> {
         match self {

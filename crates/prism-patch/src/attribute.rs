@@ -69,8 +69,56 @@ pub fn attribute(
     nodes: &[Node],
     method: Method,
     options: &PatchOptions,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<PatchSweep> {
+    let Attribution {
+        runs,
+        grads,
+        deltas,
+    } = gradients(model, pairs, nodes, method, options, progress)?;
+    // Effect of each node: Σ over its elements and the pairs of delta · gradient.
+    let mut products: BTreeMap<HookPoint, PartProducts> = BTreeMap::new();
+    for (&h, g) in &grads {
+        let dims = g.dims();
+        products.insert(h, (dims, deltas[&h].batch_dot(g)?));
+    }
+    let mut results = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let (dims, values) = &products[&node.hook];
+        let dictionary = options.dictionaries.contains_key(&node.hook);
+        let mut value = 0.0;
+        for (part, (d, v)) in dims.iter().zip(values).enumerate() {
+            value += state::node_sum(node, dictionary, part, &d[1..], v)?;
+        }
+        results.push(PatchResult {
+            node: *node,
+            value,
+            normalized: value / (runs.clean_metric - runs.corrupt_metric),
+        });
+    }
+    Ok(runs.sweep(options, results))
+}
+
+/// What the gradient passes of an attribution found at each hook the nodes name.
+pub(crate) struct Attribution {
+    /// Both runs, their metrics and states.
+    pub runs: PairRuns,
+    /// The gradient of the pair-averaged metric at the target run's state (for integrated
+    /// gradients, averaged over the interpolation steps): `[pairs, …]` per part.
+    pub grads: BTreeMap<HookPoint, State>,
+    /// `s_source − s_target`.
+    pub deltas: BTreeMap<HookPoint, State>,
+}
+
+/// The gradients and differences [`attribute`] multiplies, per hook.
+pub(crate) fn gradients(
+    model: &Model,
+    pairs: &PairBatch,
+    nodes: &[Node],
+    method: Method,
+    options: &PatchOptions,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Attribution> {
     let b = pairs.len();
     // Mean gradient of the metric (averaged over pairs) at each hook's target state.
     let mut grads: BTreeMap<HookPoint, State> = BTreeMap::new();
@@ -182,27 +230,11 @@ pub fn attribute(
             (runs, deltas)
         }
     };
-    // Effect of each node: Σ over its elements and the pairs of delta · gradient.
-    let mut products: BTreeMap<HookPoint, PartProducts> = BTreeMap::new();
-    for (&h, g) in &grads {
-        let dims = g.dims();
-        products.insert(h, (dims, deltas[&h].batch_dot(g)?));
-    }
-    let mut results = Vec::with_capacity(nodes.len());
-    for node in nodes {
-        let (dims, values) = &products[&node.hook];
-        let dictionary = options.dictionaries.contains_key(&node.hook);
-        let mut value = 0.0;
-        for (part, (d, v)) in dims.iter().zip(values).enumerate() {
-            value += state::node_sum(node, dictionary, part, &d[1..], v)?;
-        }
-        results.push(PatchResult {
-            node: *node,
-            value,
-            normalized: value / (runs.clean_metric - runs.corrupt_metric),
-        });
-    }
-    Ok(runs.sweep(options, results))
+    Ok(Attribution {
+        runs,
+        grads,
+        deltas,
+    })
 }
 
 /// `(exact effect, estimate)` per node, both as changes of the metric from the target run:

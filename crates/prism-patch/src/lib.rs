@@ -20,6 +20,8 @@
 //!   resample ablations of any set of nodes, and of every node but a set ([`complement`]);
 //! - [`circuit`] / [`faithfulness`]: nodes ranked by attributed effect over a dataset, and the
 //!   faithfulness `(F(C) − F(∅)) / (F(M) − F(∅))` of the top-n with the rest mean-ablated;
+//! - [`edges`]: Sparse Feature Circuits' feature-to-feature edges between dictionaries at every
+//!   block's attention output, MLP output and residual stream ([`EdgeCircuit`]);
 //! - [`Splice`]: a dictionary at its hook with the error term kept, its features zeroed, kept
 //!   alone or set ([`FeatureEdit`]) — the model's output is unchanged until a feature is edited.
 
@@ -28,7 +30,9 @@
 mod ablate;
 mod attribute;
 mod circuit;
+mod circuit_svg;
 mod datasets;
+mod edges;
 mod exact;
 mod metric;
 mod node;
@@ -42,6 +46,7 @@ pub use circuit::{
     Circuit, Faithfulness, FaithfulnessPoint, FaithfulnessSweep, circuit, faithfulness,
 };
 pub use datasets::{CAPITAL_TEMPLATE, capital_pairs, geonames_capitals, most_common_length};
+pub use edges::{Edge, EdgeCircuit, EdgeOptions, EdgeTarget, NodeEffect, edges};
 pub use exact::{Direction, PatchOptions, PatchResult, PatchSweep, patch};
 pub use metric::{Metric, MetricFn};
 pub use node::{Node, NodeKind, Sweep, Unit, dictionary_nodes, nodes};

@@ -5,6 +5,7 @@
 mod ablation;
 mod attribution;
 mod common;
+mod edges;
 mod pairs;
 mod patching;
 mod splice;

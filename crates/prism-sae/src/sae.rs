@@ -633,6 +633,16 @@ impl Dictionary for Sae {
     fn decoder_directions(&self) -> Tensor<2> {
         self.w_dec.clone()
     }
+    fn differentiable_codes(&self, x: Tensor<2>) -> Option<Tensor<2>> {
+        if matches!(self.architecture, Architecture::Gated { .. }) {
+            return None;
+        }
+        let active = self
+            .encode(x.clone().without_autodiff())
+            .not_equal_elem(0.0)
+            .float();
+        Some(self.pre_activations(x) * active)
+    }
 }
 
 /// ReLU of each row's `k` largest pre-activations (values tied with the k-th kept), zeros

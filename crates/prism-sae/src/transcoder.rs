@@ -387,4 +387,7 @@ impl Dictionary for Transcoder {
     fn decoder_directions(&self) -> Tensor<2> {
         self.sae.w_dec().clone()
     }
+    fn differentiable_codes(&self, x: Tensor<2>) -> Option<Tensor<2>> {
+        self.sae.differentiable_codes(x)
+    }
 }
