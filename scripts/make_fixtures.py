@@ -1495,26 +1495,176 @@ def hooked_run(model, site, ids, answer, wrong, edits=(), capture=(), grad=False
 EDGE_MODELS = ["llama_gqa", "gpt_neox_parallel"]
 
 
-def edges():
-    """Sparse Feature Circuits' feature edges (feature-circuits' `get_circuit`, written here from
-    its formulation with torch autograd; docs/metrics.md) on two tiny models — sequential
-    (llama_gqa) and parallel attention (gpt_neox_parallel) — with a sae-lens StandardSAE at every
-    block's attn_out, mlp_out and resid_post, for the prompt pairs of `patching()`.
+def edge_sites(model, site):
+    """`hook_sites`' kinds plus the token embedding (`embed`, what feature-circuits calls the
+    embedding submodule: the embedding layer's output)."""
+    return dict(site, embed=lambda l: (model.get_input_embeddings(), "out"))
 
-    Direction as feature-circuits: the target run is the clean prompt, the source the corrupted
-    one (Prism's `noise`). Node gradients: integrated gradients, 4 steps, the metric (logit
-    difference averaged over the pairs) back-propagated with one site at a time interpolated.
-    An edge u → d from a site U to a later site D: with U's codes and error term made leaves of
-    the graph, the other sites of `stops` detached, D's codes `encode(y)` and error `y −
-    decode(encode(y))`, the sum over the pairs and positions where d's per-pair effect exceeds
-    the node threshold of (D's gradient · d's activation), back-propagated to U's leaves and
-    dotted with U's source − target difference, summed over pairs and positions."""
-    from safetensors.torch import load_file, save_file
+
+def random_site_saes(name, model, site, ids, answer, wrong, blocks, d_sae, g, out_dir=None,
+                     embed=False):
+    """A sae-lens StandardSAE at each block's attn_out, mlp_out and resid_post (and at the token
+    embedding when `embed`): random unit decoder rows, the encoder their transpose over the mean
+    norm, each feature active on about 40 % of `ids`' tokens; written in SAELens' layout under
+    `out_dir/HOOK` when given."""
     from sae_lens import StandardSAE, StandardSAEConfig
     from sae_lens.saes.sae import SAEMetadata
+
+    sites = [(k, l) for l in blocks for k in ["attn_out", "mlp_out", "resid_post"]]
+    if embed:
+        sites.append(("embed", None))
+    _, acts = hooked_run(model, site, ids, answer, wrong, capture=sites)
+    saes = {}
+    for k, l in sites:
+        x = acts[(k, l)].reshape(-1, acts[(k, l)].shape[-1])
+        d_in = x.shape[-1]
+        cfg = StandardSAEConfig(d_in=d_in, d_sae=d_sae, apply_b_dec_to_input=False,
+                                metadata=SAEMetadata(hook_name=edge_hook(k, l), model_name=name))
+        sae = StandardSAE(cfg)
+        with torch.no_grad():
+            w_dec = torch.randn(d_sae, d_in, generator=g)
+            w_dec /= w_dec.norm(dim=1, keepdim=True)
+            sae.W_dec.copy_(w_dec)
+            sae.W_enc.copy_(w_dec.T / x.norm(dim=1).mean())
+            sae.b_dec.copy_(0.1 * torch.randn(d_in, generator=g) * x.std())
+            sae.b_enc.copy_(-torch.quantile(x @ sae.W_enc, 0.6, dim=0))
+        sae.eval()
+        if out_dir is not None:
+            sae.save_model(out_dir / edge_hook(k, l))
+        saes[(k, l)] = sae
+    return saes
+
+
+def edge_hook(kind, layer):
+    """Prism's name of a site."""
+    if kind == "embed":
+        return "hook_embed"
+    return f"blocks.{layer}." + {"attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out",
+                                 "resid_post": "hook_resid_post"}[kind]
+
+
+def edge_reference(model, site, saes, target_ids, source_ids, answer, wrong, parallel, steps,
+                   threshold=None):
+    """Feature-circuits' `get_circuit` (aggregation "sum") with torch autograd, from its
+    formulation (docs/metrics.md, "Feature edges"): node effects by integrated gradients at the
+    target run, then for every link one backward pass per downstream node that counts. With no
+    `threshold`, one is placed near the 80th percentile of the per-pair effects' sizes.
+    Returns {"nodes.HOOK": [m + 1], "edges.UP.DOWN": [m_down + 1, m_up + 1], "threshold"}."""
+    sites = list(saes)
+    blocks = sorted({l for _, l in sites if l is not None})
+
+    def states(ids):
+        _, seen = hooked_run(model, site, ids, answer, wrong, capture=sites)
+        out = {}
+        with torch.no_grad():
+            for key, sae in saes.items():
+                f = sae.encode(seen[key])
+                out[key] = (f, seen[key] - sae.decode(f))
+        return out
+
+    target, source = states(target_ids), states(source_ids)
+    delta = {k: (source[k][0] - target[k][0], source[k][1] - target[k][1]) for k in saes}
+    grads = {}
+    for key in saes:
+        (f_t, e_t), (df, de) = target[key], delta[key]
+        acc_f, acc_e = torch.zeros_like(f_t), torch.zeros_like(e_t)
+        for k in range(steps):
+            f = (f_t + (k / steps) * df).clone().requires_grad_()
+            e = (e_t + (k / steps) * de).clone().requires_grad_()
+            sae = saes[key]
+            edit = (key[0], key[1], lambda t, f=f, e=e, sae=sae: sae.decode(f) + e)
+            ld, _ = hooked_run(model, site, target_ids, answer, wrong, edits=[edit], grad=True)
+            ld.backward()
+            acc_f += f.grad
+            acc_e += e.grad
+        grads[key] = (acc_f / steps, acc_e / steps)
+    pairs_n = target_ids.shape[0]
+    effect = {}
+    for key in saes:
+        (gf, ge), (df, de) = grads[key], delta[key]
+        # Per pair and position (the gradient is of the pair-averaged metric, so a pair's own
+        # effect is pairs_n times it).
+        effect[key] = torch.cat([gf * df, (ge * de).sum(-1, keepdim=True)], dim=-1)
+    if threshold is None:
+        # About the 80th percentile of the per-pair effects' sizes (models' effects differ by
+        # orders of magnitude), placed in the widest relative gap between consecutive sizes from
+        # the 75th to the 85th percentile, so that rounding cannot move a node across it.
+        sizes = torch.cat([e.abs().flatten() * pairs_n for e in effect.values()]).sort().values
+        sizes = sizes[sizes > 0]
+        n = len(sizes)
+        lo, hi = int(0.75 * n), int(0.85 * n)
+        k = max(range(lo, hi), key=lambda i: float(sizes[i + 1] / sizes[i]))
+        threshold = float((sizes[k] + sizes[k + 1]) / 2)
+    refs = {"threshold": torch.tensor([threshold]), "steps": torch.tensor([float(steps)])}
+    for key in saes:
+        refs[f"nodes.{edge_hook(*key)}"] = effect[key].sum(dim=(0, 1))
+
+    def edge(up, down, stops):
+        su, sd = saes[up], saes[down]
+        f_u0 = target[up][0]
+        leaf_f = torch.zeros_like(f_u0, requires_grad=True)
+        leaf_e = torch.zeros_like(target[up][1], requires_grad=True)
+        captured = {}
+
+        def at_up(x):
+            with torch.no_grad():
+                f = su.encode(x)
+            return su.decode(f + leaf_f) + (x - su.decode(f)) + leaf_e
+
+        def at_down(y):
+            captured["y"] = y
+            return y
+
+        edits = [(up[0], up[1], at_up)] + [(k, l, lambda t: t.detach()) for k, l in stops]
+        edits.append((down[0], down[1], at_down))
+        hooked_run(model, site, target_ids, answer, wrong, edits=edits, grad=True)
+        y = captured["y"]
+        g_d = sd.encode(y)
+        err = y - sd.decode(g_d)
+        left_f, left_e = grads[down]
+        selected = effect[down].abs() * pairs_n > threshold
+        rows = []
+        m_down = g_d.shape[-1]
+        for j in range(m_down + 1):
+            sel = selected[..., j]
+            if not bool(sel.any()):
+                rows.append(torch.zeros(f_u0.shape[-1] + 1))
+                continue
+            if j < m_down:
+                obj = (left_f[..., j] * g_d[..., j] * sel).sum()
+            else:
+                obj = ((left_e * err).sum(-1) * sel).sum()
+            gf, ge = torch.autograd.grad(obj, [leaf_f, leaf_e], retain_graph=True,
+                                         allow_unused=True)
+            gf = torch.zeros_like(leaf_f) if gf is None else gf
+            ge = torch.zeros_like(leaf_e) if ge is None else ge
+            df, de = delta[up]
+            rows.append(torch.cat([(gf * df).sum(dim=(0, 1)), (ge * de).sum().reshape(1)]))
+        return torch.stack(rows).detach()
+
+    for l in reversed(blocks):
+        attn, mlp, resid = ("attn_out", l), ("mlp_out", l), ("resid_post", l)
+        plan = [(mlp, resid, []), (attn, resid, [mlp])]
+        if not parallel:
+            plan.append((attn, mlp, []))
+        prev = ("resid_post", l - 1) if l > blocks[0] else ("embed", None)
+        if prev in saes:
+            plan += [(prev, mlp, [attn]), (prev, attn, []), (prev, resid, [mlp, attn])]
+        for up, down, stops in plan:
+            refs[f"edges.{edge_hook(*up)}.{edge_hook(*down)}"] = edge(up, down, stops)
+    return refs
+
+
+def edges():
+    """Sparse Feature Circuits' feature edges (`edge_reference`) on two tiny models —
+    sequential (llama_gqa) and parallel attention (gpt_neox_parallel) — with a sae-lens
+    StandardSAE at every block's attn_out, mlp_out and resid_post (and, for llama_gqa, at the
+    token embedding), for the prompt pairs of `patching()`. Direction as feature-circuits: the
+    target run is the clean prompt, the source the corrupted one (Prism's `noise`); integrated
+    gradients with 4 steps."""
+    from safetensors.torch import load_file, save_file
     from transformers import AutoModelForCausalLM
 
-    steps, d_sae = 4, 12
     for mi, name in enumerate(EDGE_MODELS):
         g = torch.Generator().manual_seed(300 + mi)
         d = FIX / "models" / name
@@ -1525,138 +1675,11 @@ def edges():
         pairs = load_file(str(d / "patching.safetensors"))
         clean, corrupt = pairs["clean_ids"].long(), pairs["corrupt_ids"].long()
         answer, wrong = pairs["answer"].long(), pairs["wrong"].long()
-        layers, site = hook_sites(name, model)
-        prism_kind = {"attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out",
-                      "resid_post": "hook_resid_post"}
-        sites = [(k, l) for l in range(n_layers) for k in ["attn_out", "mlp_out", "resid_post"]]
-        hook = lambda k, l: f"blocks.{l}.{prism_kind[k]}"
-        _, clean_acts = hooked_run(model, site, clean, answer, wrong, capture=sites)
+        site = edge_sites(model, hook_sites(name, model)[1])
         out_dir = FIX / "edges" / name
-        saes = {}
-        for k, l in sites:
-            x = clean_acts[(k, l)].reshape(-1, clean_acts[(k, l)].shape[-1])
-            d_in = x.shape[-1]
-            sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae, apply_b_dec_to_input=False,
-                                                metadata=SAEMetadata(hook_name=hook(k, l),
-                                                                     model_name=f"fixtures/models/{name}")))
-            with torch.no_grad():
-                w_dec = torch.randn(d_sae, d_in, generator=g)
-                w_dec /= w_dec.norm(dim=1, keepdim=True)
-                sae.W_dec.copy_(w_dec)
-                sae.W_enc.copy_(w_dec.T / x.norm(dim=1).mean())
-                sae.b_dec.copy_(0.1 * torch.randn(d_in, generator=g) * x.std())
-                pre = x @ sae.W_enc
-                # Each feature active on about 40 % of the clean tokens.
-                sae.b_enc.copy_(-torch.quantile(pre, 0.6, dim=0))
-            sae.eval()
-            sae.save_model(out_dir / hook(k, l))
-            saes[(k, l)] = sae
-
-        def states(ids):
-            _, seen = hooked_run(model, site, ids, answer, wrong, capture=sites)
-            out = {}
-            with torch.no_grad():
-                for key, sae in saes.items():
-                    f = sae.encode(seen[key])
-                    out[key] = (f, seen[key] - sae.decode(f))
-            return out
-
-        target, source = states(clean), states(corrupt)
-        target_ids = clean
-        delta = {k: (source[k][0] - target[k][0], source[k][1] - target[k][1]) for k in saes}
-
-        def spliced(key, f, e):
-            sae = saes[key]
-            return (key[0], key[1], lambda t: sae.decode(f) + e)
-
-        grads = {}
-        for key in saes:
-            (f_t, e_t), (df, de) = target[key], delta[key]
-            acc_f, acc_e = torch.zeros_like(f_t), torch.zeros_like(e_t)
-            for k in range(steps):
-                f = (f_t + (k / steps) * df).clone().requires_grad_()
-                e = (e_t + (k / steps) * de).clone().requires_grad_()
-                ld, _ = hooked_run(model, site, target_ids, answer, wrong,
-                                   edits=[spliced(key, f, e)], grad=True)
-                ld.backward()
-                acc_f += f.grad
-                acc_e += e.grad
-            grads[key] = (acc_f / steps, acc_e / steps)
-        pairs_n = clean.shape[0]
-        effect = {}
-        for key in saes:
-            (gf, ge), (df, de) = grads[key], delta[key]
-            # Per pair and position (the gradient is of the pair-averaged metric, so a pair's
-            # own effect is pairs_n times it).
-            effect[key] = torch.cat([gf * df, (ge * de).sum(-1, keepdim=True)], dim=-1)
-        # The node threshold: about the 80th percentile of the per-pair effects' sizes (the two
-        # models' effects differ by orders of magnitude), so about a fifth of the nodes count —
-        # placed in the widest relative gap between consecutive sizes from the 75th to the 85th
-        # percentile, so that rounding cannot move a node across it.
-        sizes = torch.cat([e.abs().flatten() * pairs_n for e in effect.values()]).sort().values
-        sizes = sizes[sizes > 0]
-        n = len(sizes)
-        lo, hi = int(0.75 * n), int(0.85 * n)
-        k = max(range(lo, hi), key=lambda i: float(sizes[i + 1] / sizes[i]))
-        threshold = float((sizes[k] + sizes[k + 1]) / 2)
-        refs = {"threshold": torch.tensor([threshold]), "steps": torch.tensor([float(steps)])}
-        for key in saes:
-            refs[f"nodes.{hook(*key)}"] = effect[key].sum(dim=(0, 1))
-
-        def edge(up, down, stops):
-            su, sd = saes[up], saes[down]
-            f_u0 = target[up][0]
-            leaf_f = torch.zeros_like(f_u0, requires_grad=True)
-            leaf_e = torch.zeros_like(target[up][1], requires_grad=True)
-            captured = {}
-
-            def at_up(x):
-                with torch.no_grad():
-                    f = su.encode(x)
-                return su.decode(f + leaf_f) + (x - su.decode(f)) + leaf_e
-
-            def at_down(y):
-                captured["y"] = y
-                return y
-
-            edits = [(up[0], up[1], at_up)] + [(k, l, lambda t: t.detach()) for k, l in stops]
-            edits.append((down[0], down[1], at_down))
-            hooked_run(model, site, target_ids, answer, wrong, edits=edits, grad=True)
-            y = captured["y"]
-            g_d = sd.encode(y)
-            err = y - sd.decode(g_d)
-            left_f, left_e = grads[down]
-            selected = effect[down].abs() * pairs_n > threshold
-            rows = []
-            m_down = g_d.shape[-1]
-            for j in range(m_down + 1):
-                sel = selected[..., j]
-                if j < m_down:
-                    obj = (left_f[..., j] * g_d[..., j] * sel).sum()
-                else:
-                    obj = ((left_e * err).sum(-1) * sel).sum()
-                if not bool(sel.any()):
-                    rows.append(torch.zeros(f_u0.shape[-1] + 1))
-                    continue
-                gf, ge = torch.autograd.grad(obj, [leaf_f, leaf_e], retain_graph=True,
-                                             allow_unused=True)
-                gf = torch.zeros_like(leaf_f) if gf is None else gf
-                ge = torch.zeros_like(leaf_e) if ge is None else ge
-                df, de = delta[up]
-                rows.append(torch.cat([(gf * df).sum(dim=(0, 1)),
-                                       (ge * de).sum().reshape(1)]))
-            return torch.stack(rows).detach()
-
-        for l in reversed(range(n_layers)):
-            attn, mlp, resid = ("attn_out", l), ("mlp_out", l), ("resid_post", l)
-            plan = [(mlp, resid, []), (attn, resid, [mlp])]
-            if not parallel:
-                plan.append((attn, mlp, []))
-            if l > 0:
-                prev = ("resid_post", l - 1)
-                plan += [(prev, mlp, [attn]), (prev, attn, []), (prev, resid, [mlp, attn])]
-            for up, down, stops in plan:
-                refs[f"edges.{hook(*up)}.{hook(*down)}"] = edge(up, down, stops)
+        saes = random_site_saes(f"fixtures/models/{name}", model, site, clean, answer, wrong,
+                                range(n_layers), 12, g, out_dir, embed=name == "llama_gqa")
+        refs = edge_reference(model, site, saes, clean, corrupt, answer, wrong, parallel, 4)
         save_file({k: v.contiguous().float() for k, v in refs.items()},
                   str(out_dir / "edges.safetensors"))
         print("wrote", out_dir)

@@ -262,7 +262,7 @@ fn bad_patching_input_is_a_typed_error() {
     assert!(!e.contains("panicked"), "{e}");
 }
 
-/// `prism circuit --edges` with the edge fixture's six dictionaries (their own hooks): the edges
+/// `prism circuit --edges` with the edge fixture's seven dictionaries (their own hooks): the edges
 /// it reports are the library's (`prism_patch::edges`, checked against PyTorch in prism-patch's
 /// tests) for the same pairs, the pruned circuit's faithfulness lies between its ablated and
 /// full runs' scales, and the graph is written as JSON and SVG. A missing site is an error
@@ -280,7 +280,7 @@ fn feature_edges_through_the_cli() {
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
     saes.sort();
-    assert_eq!(saes.len(), 6);
+    assert_eq!(saes.len(), 7); // six block sites and hook_embed
     let graph = tmp.path().join("circuit.json");
     let mut args = vec![
         "circuit",
@@ -308,7 +308,7 @@ fn feature_edges_through_the_cli() {
         args.push(s);
     }
     let c = prism_json(&args);
-    assert_eq!(c["sites"].as_array().unwrap().len(), 6);
+    assert_eq!(c["sites"].as_array().unwrap().len(), 7);
     let top = c["top_edges"].as_array().unwrap();
     assert_eq!(top.len(), 5);
     // The library on the same inputs.

@@ -3,7 +3,8 @@
 //! an error term) affects the metric *through* each downstream node — the attribution of one
 //! node's effect to the nodes before it (docs/metrics.md, "Feature edges").
 //!
-//! For an upstream site `U` and a later site `D`, and a downstream node `d` of `D`:
+//! The token embedding (`hook_embed`) may be a site too, feeding block 0 as a residual stream
+//! would. For an upstream site `U` and a later site `D`, and a downstream node `d` of `D`:
 //!
 //! `w(u → d) = Σ_{pairs, positions q of d, positions p of u} (∂m/∂a_d)(q) · ∂a_d(q)/∂a_u(p) · Δa_u(p)`
 //!
@@ -179,8 +180,8 @@ struct Link {
 
 /// The sites and links of feature-circuits' `get_circuit`: per block, attention → residual
 /// (the MLP held), MLP → residual, attention → MLP (sequential blocks only), and from the
-/// previous block's residual to this block's attention, MLP (attention held) and residual
-/// (both held).
+/// previous block's residual — or, before block 0, the token embedding (`hook_embed`) when it
+/// has a dictionary — to this block's attention, MLP (attention held) and residual (both held).
 fn plan(model: &Model, dictionaries: &crate::Dictionaries) -> Result<(Vec<HookPoint>, Vec<Link>)> {
     let shape = model.config().shape();
     let layers: Vec<usize> = dictionaries.keys().filter_map(HookPoint::layer).collect();
@@ -191,33 +192,45 @@ fn plan(model: &Model, dictionaries: &crate::Dictionaries) -> Result<(Vec<HookPo
                 .into(),
         ));
     };
+    let embed = dictionaries.contains_key(&HookPoint::Embed);
+    if embed && first != 0 {
+        return Err(PrismError::InvalidInput(format!(
+            "a dictionary at hook_embed feeds block 0, but the blocks' dictionaries start at \
+             block {first}"
+        )));
+    }
     let mut sites = Vec::new();
+    if embed {
+        sites.push(HookPoint::Embed);
+    }
     for l in first..=last {
         for hook in [
             HookPoint::AttnOut(l),
             HookPoint::MlpOut(l),
             HookPoint::ResidPost(l),
         ] {
-            let Some(dict) = dictionaries.get(&hook) else {
+            if !dictionaries.contains_key(&hook) {
                 return Err(PrismError::InvalidInput(format!(
                     "{hook} has no dictionary: feature edges need one at every block's \
                      hook_attn_out, hook_mlp_out and hook_resid_post from block {first} to \
                      {last}"
                 )));
-            };
-            if dict.d_out() != dict.d_in() {
-                return Err(PrismError::InvalidInput(format!(
-                    "the dictionary at {hook} is a transcoder: feature edges splice sparse \
-                     autoencoders"
-                )));
             }
             sites.push(hook);
         }
     }
+    if let Some(hook) = sites.iter().find(|h| {
+        let d = &dictionaries[*h];
+        d.d_out() != d.d_in()
+    }) {
+        return Err(PrismError::InvalidInput(format!(
+            "the dictionary at {hook} is a transcoder: feature edges splice sparse autoencoders"
+        )));
+    }
     if let Some(other) = dictionaries.keys().find(|h| !sites.contains(h)) {
         return Err(PrismError::InvalidInput(format!(
-            "a dictionary at {other}: feature edges take dictionaries at hook_attn_out, \
-             hook_mlp_out and hook_resid_post only"
+            "a dictionary at {other}: feature edges take dictionaries at hook_embed, \
+             hook_attn_out, hook_mlp_out and hook_resid_post only"
         )));
     }
     let mut links = Vec::new();
@@ -237,8 +250,12 @@ fn plan(model: &Model, dictionaries: &crate::Dictionaries) -> Result<(Vec<HookPo
         if !shape.parallel_residual {
             links.push(link(attn, mlp, &[]));
         }
-        if l > first {
-            let prev = HookPoint::ResidPost(l - 1);
+        let prev = if l > first {
+            Some(HookPoint::ResidPost(l - 1))
+        } else {
+            embed.then_some(HookPoint::Embed)
+        };
+        if let Some(prev) = prev {
             links.push(link(prev, mlp, &[attn]));
             links.push(link(prev, attn, &[]));
             links.push(link(prev, resid, &[mlp, attn]));
@@ -374,6 +391,20 @@ pub fn edges(
         Direction::Denoise => (&pairs.corrupt, &runs.corrupt),
         Direction::Noise => (&pairs.clean, &runs.clean),
     };
+    // The residual stream entering each block in the target run: a link's passes start at its
+    // upstream site's block instead of the embedding.
+    let blocks: std::collections::BTreeSet<usize> =
+        sites.iter().filter_map(HookPoint::layer).collect();
+    let mut hooks = Hooks::new();
+    for &l in &blocks {
+        hooks = hooks.capture(HookPoint::ResidPre(l));
+    }
+    let mut captured = model.transformer.capture_only(target_batch, &hooks)?;
+    let mut resid_pre = BTreeMap::new();
+    for &l in &blocks {
+        let x = captured.take(HookPoint::ResidPre(l))?.into_rank3()?;
+        resid_pre.insert(l, x.without_autodiff());
+    }
     let mut edges = Vec::new();
     for (i, link) in links.iter().enumerate() {
         let matrix = link_weights(
@@ -381,6 +412,7 @@ pub fn edges(
             target_batch,
             link,
             &target[&link.up],
+            &resid_pre,
             &host,
             &selected(link.down),
             options,
@@ -426,12 +458,15 @@ pub fn edges(
 
 /// The weights of one link, `[m_down + 1, m_up + 1]` row-major (rows: downstream features then
 /// error; columns likewise upstream): one forward and backward pass per chunk of downstream
-/// nodes, each node in its own copy of the pairs.
+/// nodes, each node in its own copy of the pairs, from the upstream site's block on (its
+/// residual input from `resid_pre`; after a residual site, the site's own composed state).
+#[allow(clippy::too_many_arguments)]
 fn link_weights(
     model: &Model,
     target_batch: &prism_models::TokenBatch,
     link: &Link,
     up_state: &State,
+    resid_pre: &BTreeMap<usize, Tensor<3>>,
     host: &BTreeMap<HookPoint, HostSite>,
     selected: &[bool],
     options: &PatchOptions,
@@ -451,13 +486,38 @@ fn link_weights(
         let copies = chunk.len();
         let leaf = up_state.tile(copies).leaves();
         let mut hooks = Hooks::new();
-        let (l, d) = (leaf.clone(), dict_up.clone());
-        let at_up: prism_core::HookFn = Arc::new(move |hook: HookPoint, act: Activation| {
-            let state = State::read(hook, act, Some(&d))?;
-            check_dims(&state.dims(), &l.dims())?;
-            state.zip(&l, Op::Add)?.compose(Some(&d))
-        });
-        hooks = hooks.intervene(Intervention::new(link.up, Edit::Custom(at_up)));
+        // Where the pass starts: the block after a residual site, with the site's state plus
+        // the leaves as its input; the site's own block for an attention or MLP output (edited
+        // there); the embedding for hook_embed.
+        let start = match link.up {
+            HookPoint::ResidPost(l) => {
+                let x = up_state
+                    .tile(copies)
+                    .zip(&leaf, Op::Add)?
+                    .compose(Some(&dict_up))?
+                    .into_rank3()?;
+                Some((l + 1, x))
+            }
+            up => {
+                let (l, d) = (leaf.clone(), dict_up.clone());
+                let at_up: prism_core::HookFn =
+                    Arc::new(move |hook: HookPoint, act: Activation| {
+                        let state = State::read(hook, act, Some(&d))?;
+                        check_dims(&state.dims(), &l.dims())?;
+                        state.zip(&l, Op::Add)?.compose(Some(&d))
+                    });
+                hooks = hooks.intervene(Intervention::new(up, Edit::Custom(at_up)));
+                match up.layer() {
+                    Some(l) => {
+                        let x = resid_pre.get(&l).ok_or_else(|| {
+                            PrismError::InvalidInput(format!("no residual input of block {l}"))
+                        })?;
+                        Some((l, x.clone().repeat_dim(0, copies)))
+                    }
+                    None => None,
+                }
+            }
+        };
         for &held in &link.held {
             let detach: prism_core::HookFn = Arc::new(|_, act: Activation| Ok(act.detach()));
             hooks = hooks.intervene(Intervention::new(held, Edit::Custom(detach)));
@@ -472,7 +532,12 @@ fn link_weights(
         });
         hooks = hooks.intervene(Intervention::new(link.down, Edit::Custom(at_down)));
         let batch = tile(target_batch, copies, model.pad_id())?;
-        model.transformer.capture_only(&batch, &hooks)?;
+        match start {
+            Some((layer, x)) => model
+                .transformer
+                .capture_only_from(&batch, layer, x, &hooks)?,
+            None => model.transformer.capture_only(&batch, &hooks)?,
+        };
         let y = seen
             .lock()
             .map_err(|_| PrismError::InvalidInput("a hook panicked".into()))?

@@ -21,6 +21,7 @@ fn dictionaries(model: &str) -> Dictionaries {
             continue;
         }
         let hook: HookPoint = path.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        // (hook_embed for llama_gqa: the embedding feeds block 0.)
         let sae = prism_sae::Sae::load(&path, &prism_core::device("cpu").unwrap()).unwrap();
         out.insert(hook, Arc::new(sae) as Arc<dyn Dictionary + Send + Sync>);
     }
@@ -94,8 +95,9 @@ fn feature_edges_match_the_pytorch_reference() {
                 _ => {}
             }
         }
+        // Sequential llama_gqa also has the embedding's three links into block 0.
         let parallel = model_name == "gpt_neox_parallel";
-        assert_eq!(links, if parallel { 7 } else { 9 }, "{model_name}");
+        assert_eq!(links, if parallel { 7 } else { 12 }, "{model_name}");
         // The last residual site's nodes reach the metric with their effects.
         let last = Node::new(HookPoint::ResidPost(1), None, Unit::Error);
         let effect = circuit
@@ -109,17 +111,17 @@ fn feature_edges_match_the_pytorch_reference() {
 }
 
 /// Where the downstream node is linear in the sites before it, its incoming edges add up to
-/// its effect: with block 1's residual dictionary made dead (every code 0, so its error term
-/// is the whole residual stream, `resid_1 = resid_0 + attn_1 + mlp_1`) and every position
-/// counting, the edges into that error node from attn_1, mlp_1 and resid_0 sum to its node
-/// effect. Catches a link that leaves a path in twice (a missing hold) or out, and a weight
-/// scaled per pair or per position.
+/// its effect: with block l's residual dictionary made dead (every code 0, so its error term
+/// is the whole residual stream, `resid_l = resid_{l−1} + attn_l + mlp_l`, the embedding in
+/// place of `resid_{−1}`) and every position counting, the edges into that error node from
+/// attn_l, mlp_l and the site before sum to its node effect. Catches a link that leaves a path
+/// in twice (a missing hold) or out, and a weight scaled per pair or per position.
 #[test]
 fn edges_into_a_linear_node_sum_to_its_effect() {
-    for model_name in ["llama_gqa", "gpt_neox_parallel"] {
+    for (model_name, block) in [("llama_gqa", 1), ("gpt_neox_parallel", 1), ("llama_gqa", 0)] {
         let c = case(model_name);
         let mut dictionaries = dictionaries(model_name);
-        let hook = HookPoint::ResidPost(1);
+        let hook = HookPoint::ResidPost(block);
         let sae = prism_sae::Sae::load(
             &fixtures()
                 .join("edges")
