@@ -434,8 +434,7 @@ fn edge_circuit(args: &CircuitArgs, e: &Experiment, method: Method) -> Result<()
     )?;
     let score = f.curve.first().map(|p| p.faithfulness);
     if let Some(path) = &args.graph {
-        let text = serde_json::to_string_pretty(&c)
-            .map_err(|err| PrismError::InvalidInput(err.to_string()))?;
+        let text = c.to_json().to_string();
         prism_core::atomic_write(path, text.as_bytes())?;
         let svg = path.with_extension("svg");
         prism_core::atomic_write(&svg, c.svg(12).as_bytes())?;

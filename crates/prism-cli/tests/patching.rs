@@ -345,7 +345,22 @@ fn feature_edges_through_the_cli() {
     assert!(c["circuit_nodes"].as_u64().unwrap() > 0);
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&graph).unwrap()).unwrap();
-    assert_eq!(written["edges"].as_array().unwrap().len(), lib.edges.len());
+    // Edges as [source, target, weight] over the node list (the metric last).
+    let nodes = written["nodes"].as_array().unwrap();
+    let listed = written["edges"].as_array().unwrap();
+    assert_eq!(listed.len(), lib.edges.len());
+    assert_eq!(nodes.len(), lib.nodes.len() + 1);
+    let first = &listed[0];
+    let from = &nodes[first[0].as_u64().unwrap() as usize];
+    assert_eq!(
+        from["hook"],
+        serde_json::to_value(lib.edges[0].from).unwrap()["hook"]
+    );
+    assert_eq!(
+        from["feature"],
+        serde_json::to_value(lib.edges[0].from).unwrap()["feature"]
+    );
+    assert_eq!(first[2].as_f64().unwrap(), lib.edges[0].weight);
     let svg = std::fs::read_to_string(graph.with_extension("svg")).unwrap();
     assert!(
         svg.starts_with("<svg")

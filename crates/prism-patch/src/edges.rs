@@ -116,11 +116,13 @@ pub struct NodeEffect {
     pub selected: bool,
 }
 
-/// A feature circuit: every node's effect, and the edges between the sites.
-#[derive(Clone, Debug, Serialize)]
+/// A feature circuit: every node's effect, and the edges between the sites. Serialised (and
+/// written by [`EdgeCircuit::to_json`]) with nodes listed once and edges as `[source, target,
+/// weight]` triples of node indices — the last node is the metric — so that a graph of
+/// millions of edges stays a file of tens of megabytes.
+#[derive(Clone, Debug)]
 pub struct EdgeCircuit {
-    /// The sites, in the order a forward pass reaches them (hook names in JSON).
-    #[serde(serialize_with = "hook_names")]
+    /// The sites, in the order a forward pass reaches them.
     pub sites: Vec<HookPoint>,
     /// Every feature and error node of every site.
     pub nodes: Vec<NodeEffect>,
@@ -138,14 +140,62 @@ pub struct EdgeCircuit {
     pub options: EdgeOptions,
 }
 
-fn hook_names<S: serde::Serializer>(
-    sites: &[HookPoint],
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    s.collect_seq(sites.iter().map(ToString::to_string))
+impl Serialize for EdgeCircuit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
 }
 
 impl EdgeCircuit {
+    /// The circuit as JSON: `metric`, `direction`, `clean`, `corrupt`, `options`, `sites` (hook
+    /// names), `nodes` (each node's fields, its `effect` and whether it counts — `selected` —,
+    /// then `{"metric": true}`), and `edges` as `[source, target, weight]` with indices into
+    /// `nodes`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let index: BTreeMap<Node, usize> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.node, i))
+            .collect();
+        let metric = self.nodes.len();
+        let mut nodes: Vec<serde_json::Value> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let mut v = serde_json::to_value(n.node).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("effect".into(), serde_json::json!(n.effect));
+                    o.insert("selected".into(), serde_json::json!(n.selected));
+                }
+                v
+            })
+            .collect();
+        nodes.push(serde_json::json!({ "metric": true }));
+        let edges: Vec<serde_json::Value> = self
+            .edges
+            .iter()
+            .filter_map(|e| {
+                let from = *index.get(&e.from)?;
+                let to = match e.to {
+                    EdgeTarget::Node(n) => *index.get(&n)?,
+                    EdgeTarget::Metric => metric,
+                };
+                Some(serde_json::json!([from, to, e.weight]))
+            })
+            .collect();
+        serde_json::json!({
+            "metric": self.metric,
+            "direction": self.direction,
+            "clean": self.clean,
+            "corrupt": self.corrupt,
+            "options": self.options,
+            "sites": self.sites.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "nodes": nodes,
+            "edges": edges,
+        })
+    }
+
     /// The nodes of the pruned circuit: those that count somewhere and carry a kept edge (in
     /// the order of [`EdgeCircuit::nodes`]).
     pub fn circuit_nodes(&self) -> Vec<Node> {
