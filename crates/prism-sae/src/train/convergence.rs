@@ -73,7 +73,8 @@ impl ConvergenceOptions {
 pub struct HeldOut {
     /// Held-out rows measured.
     pub rows: usize,
-    /// Fraction of variance explained, `1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²` (docs/metrics.md).
+    /// Fraction of variance explained, `1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²` (docs/metrics.md; for a
+    /// transcoder, of its output hook's rows by its output).
     pub fve: f64,
     /// Mean squared error per element, raw scale.
     pub mse: f64,
@@ -92,8 +93,9 @@ pub struct HeldOut {
     pub mmcs_seeds_alive: Option<f64>,
 }
 
-/// Measures every run (see [`HeldOut`]); `None` for a run whose dictionary cannot be exported
-/// yet (BatchTopK before its threshold is tracked).
+/// Measures every run (see [`HeldOut`]; a transcoder's output against its target's held-out
+/// rows); `None` for a run whose dictionary cannot be exported yet (BatchTopK before its
+/// threshold is tracked).
 pub fn measure(
     runs: &[Run],
     options: &ConvergenceOptions,
@@ -108,13 +110,28 @@ pub fn measure(
                 r.name, r.input
             ))
         })?;
-        let Ok(sae) = r.trainer.to_sae(device) else {
+        let target = match r.output {
+            Some(o) => Some(options.held_out.get(o).ok_or_else(|| {
+                PrismError::InvalidInput(format!("{}: no held-out rows for input {o}", r.name))
+            })?),
+            None => None,
+        };
+        let exported: Result<Box<dyn Dictionary>> = if r.trainer.config.is_transcoder() {
+            r.trainer
+                .to_transcoder(device)
+                .map(|t| Box::new(t) as Box<dyn Dictionary>)
+        } else {
+            r.trainer
+                .to_sae(device)
+                .map(|s| Box::new(s) as Box<dyn Dictionary>)
+        };
+        let Ok(dict) = exported else {
             points.push(None);
             decoders.push(None);
             continue;
         };
-        let (point, fired) = reconstruct(&sae, x, options.dense_share, device)?;
-        decoders.push(Some((sae.decoder_directions(), fired)));
+        let (point, fired) = reconstruct(dict.as_ref(), x, target, options.dense_share, device)?;
+        decoders.push(Some((dict.decoder_directions(), fired)));
         points.push(Some(point));
     }
     for group in seed_groups(runs) {
@@ -185,32 +202,41 @@ fn seed_groups(runs: &[Run]) -> Vec<Vec<usize>> {
     groups
 }
 
-/// Reconstruction metrics of `sae` on `x`, and how many rows each feature fired on.
+/// Reconstruction metrics of `dict` on `x` — of `target` (a transcoder's output hook's rows)
+/// when given, else of `x` itself — and how many rows each feature fired on.
 fn reconstruct(
-    sae: &crate::Sae,
+    dict: &dyn Dictionary,
     x: &HostTensor,
+    target: Option<&HostTensor>,
     dense_share: f64,
     device: &Device,
 ) -> Result<(HeldOut, Vec<u32>)> {
-    let [rows, d] = x.dims2()?;
+    let rows = x.dims2()?[0];
     if rows == 0 {
         return Err(PrismError::InvalidInput("no held-out rows".into()));
     }
     let xt = x.to_burn::<2>(device)?;
-    let codes = sae.encode(xt.clone());
-    let x_hat = sae.decode(codes.clone());
+    let y = target.unwrap_or(x);
+    let [y_rows, d] = y.dims2()?;
+    if y_rows != rows {
+        return Err(PrismError::Shape(format!(
+            "{rows} held-out input rows but {y_rows} target rows"
+        )));
+    }
+    let codes = dict.encode(xt.clone());
+    let y_hat = dict.output(xt, codes.clone());
     let fired: Vec<u32> = to_vec(codes.not_equal_elem(0.0).float().sum_dim(0))?
         .into_iter()
         .map(|v| v.round() as u32)
         .collect();
-    let sq_err = to_vec((xt - x_hat).square().sum())?[0] as f64;
+    let sq_err = to_vec((y.to_burn::<2>(device)? - y_hat).square().sum())?[0] as f64;
     let mut mean = vec![0f64; d];
-    for r in x.data.chunks(d) {
+    for r in y.data.chunks(d) {
         for (m, v) in mean.iter_mut().zip(r) {
             *m += *v as f64 / rows as f64;
         }
     }
-    let total: f64 = x
+    let total: f64 = y
         .data
         .chunks(d)
         .map(|r| {
