@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use crate::attribute::{Attribution, Method, gradients};
 use crate::exact::{Direction, PatchOptions, check_dims, tile};
-use crate::node::{Node, Unit};
+use crate::node::{Node, dictionary_nodes};
 use crate::pairs::PairBatch;
 use crate::state::{Op, State};
 
@@ -382,14 +382,19 @@ pub fn edges(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<EdgeCircuit> {
     let (sites, links) = plan(model, &options.dictionaries)?;
+    // Each site's nodes, features then the error term: index j is unit j of its state.
+    let site_nodes: BTreeMap<HookPoint, Vec<Node>> = sites
+        .iter()
+        .map(|&h| {
+            (
+                h,
+                dictionary_nodes(h, options.dictionaries[&h].d_sae(), None),
+            )
+        })
+        .collect();
     let nodes: Vec<Node> = sites
         .iter()
-        .flat_map(|&h| {
-            let m = options.dictionaries[&h].d_sae();
-            (0..m)
-                .map(move |j| Node::new(h, None, Unit::Feature(j)))
-                .chain(std::iter::once(Node::new(h, None, Unit::Error)))
-        })
+        .flat_map(|h| site_nodes[h].iter().copied())
         .collect();
     let mut passes = (0, 0);
     let Attribution {
@@ -427,11 +432,10 @@ pub fn edges(
     for &h in &sites {
         let [_, _, m, _] = host[&h].dims;
         let sel = selected(h);
-        for j in 0..=m {
-            let unit = if j < m { Unit::Feature(j) } else { Unit::Error };
+        for (j, &node) in site_nodes[&h].iter().enumerate() {
             let per = effects[&h].iter().skip(j).step_by(m + 1);
             node_effects.push(NodeEffect {
-                node: Node::new(h, None, unit),
+                node,
                 effect: per.sum(),
                 selected: sel.iter().skip(j).step_by(m + 1).any(|&v| v),
             });
@@ -467,16 +471,12 @@ pub fn edges(
             &selected(link.down),
             options,
         )?;
-        let (up, down) = (&host[&link.up], &host[&link.down]);
-        let (m_up, m_down) = (up.dims[2], down.dims[2]);
-        for (jd, row) in matrix.chunks(m_up + 1).enumerate() {
-            for (ju, &w) in row.iter().enumerate() {
-                let unit = |j: usize, m: usize| {
-                    if j < m { Unit::Feature(j) } else { Unit::Error }
-                };
+        let (ups, downs) = (&site_nodes[&link.up], &site_nodes[&link.down]);
+        for (&to, row) in downs.iter().zip(matrix.chunks(ups.len())) {
+            for (&from, &w) in ups.iter().zip(row) {
                 edges.push(Edge {
-                    from: Node::new(link.up, None, unit(ju, m_up)),
-                    to: EdgeTarget::Node(Node::new(link.down, None, unit(jd, m_down))),
+                    from,
+                    to: EdgeTarget::Node(to),
                     weight: f64::from(w),
                 });
             }
@@ -534,15 +534,15 @@ fn link_weights(
     let per_pass = (options.rows_per_forward / b.max(1)).max(1);
     for chunk in units.chunks(per_pass) {
         let copies = chunk.len();
-        let leaf = up_state.tile(copies).leaves();
+        let tiled = up_state.tile(copies);
+        let leaf = tiled.leaves();
         let mut hooks = Hooks::new();
         // Where the pass starts: the block after a residual site, with the site's state plus
         // the leaves as its input; the site's own block for an attention or MLP output (edited
         // there); the embedding for hook_embed.
         let start = match link.up {
             HookPoint::ResidPost(l) => {
-                let x = up_state
-                    .tile(copies)
+                let x = tiled
                     .zip(&leaf, Op::Add)?
                     .compose(Some(&dict_up))?
                     .into_rank3()?;

@@ -357,20 +357,7 @@ impl Engine for BurnEngine {
                 x_host.len()
             )));
         }
-        match target {
-            Some(y) if y.len() != n * d_out => {
-                return Err(PrismError::Shape(format!(
-                    "a target of {} values is not {n} rows of {d_out}",
-                    y.len()
-                )));
-            }
-            None if d_out != d => {
-                return Err(PrismError::Shape(format!(
-                    "a dictionary {d} → {d_out} needs a target of width {d_out} (it is a transcoder)"
-                )));
-            }
-            _ => {}
-        }
+        super::objective::check_target(target.map(<[f32]>::len), n, d, d_out)?;
         // As the host engine checks: `k` in range, penalties ≥ 0, the architecture's own rules
         // (a Matryoshka dictionary's groups), a transcoder's — the passes below rely on them.
         objective.validate(m)?;

@@ -158,20 +158,7 @@ fn check_inputs(
             x.len()
         ));
     }
-    match inputs.target {
-        Some(y) if Some(y.len()) != n.checked_mul(d_out) => {
-            return shape(format!(
-                "a target of {} values is not {n} rows of {d_out}",
-                y.len()
-            ));
-        }
-        None if d_out != d => {
-            return shape(format!(
-                "a dictionary {d} → {d_out} needs a target of width {d_out} (it is a transcoder)"
-            ));
-        }
-        _ => {}
-    }
+    check_target(inputs.target.map(<[f32]>::len), n, d, d_out)?;
     check_params(objective, p, inputs.apply_b_dec_to_input)?;
     if grads.d != d
         || grads.d_out != d_out
@@ -230,6 +217,21 @@ pub(crate) fn check_params(
         }
     }
     check_output(objective, d, d_out, skip > 0, apply_b_dec_to_input)
+}
+
+/// A batch's target, of `len` values (`None`: the batch itself), against a dictionary `d → d_out`
+/// (both engines check it before a step): `n` rows of `d_out`, and one is needed exactly when
+/// the widths differ.
+pub(crate) fn check_target(len: Option<usize>, n: usize, d: usize, d_out: usize) -> Result<()> {
+    match len {
+        Some(len) if Some(len) != n.checked_mul(d_out) => Err(PrismError::Shape(format!(
+            "a target of {len} values is not {n} rows of {d_out}"
+        ))),
+        None if d_out != d => Err(PrismError::Shape(format!(
+            "a dictionary {d} → {d_out} needs a target of width {d_out} (it is a transcoder)"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// A transcoder's rules (both engines check them before a step): only architectures with a
@@ -354,17 +356,9 @@ fn features_target<'a>(
     if p.w_skip.is_empty() {
         return Cow::Borrowed(y);
     }
-    let mut out = y.to_vec();
-    // out −= x · W_skipᵀ: a product into a negated copy, so the GEMM accumulates.
-    out.iter_mut().for_each(|v| *v = -*v);
-    crate::kernel::matmul(
-        View::new(x, n, p.d),
-        View::new(&p.w_skip, p.d_out, p.d).t(),
-        &mut out,
-        true,
-    );
-    out.iter_mut().for_each(|v| *v = -*v);
-    Cow::Owned(out)
+    let skip =
+        prism_core::dense::matmul_new(View::new(x, n, p.d), View::new(&p.w_skip, p.d_out, p.d).t());
+    Cow::Owned(y.iter().zip(&skip).map(|(y, s)| y - s).collect())
 }
 
 /// Calls `f(row, entry, column)` for every stored entry, in order.

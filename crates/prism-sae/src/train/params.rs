@@ -125,14 +125,19 @@ impl Params {
 
     /// Rescales every decoder row to unit norm (rows of norm 0 are left alone).
     pub fn normalize_decoder(&mut self) {
-        use rayon::prelude::*;
-        self.w_dec.par_chunks_mut(self.d_out).for_each(|row| {
-            let n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-            if n > 0.0 {
-                row.iter_mut().for_each(|v| *v /= n);
-            }
-        });
+        unit_rows(&mut self.w_dec, self.d_out);
     }
+}
+
+/// Rescales every row of `width` values to unit norm (rows of norm 0 are left alone).
+pub(crate) fn unit_rows(values: &mut [f32], width: usize) {
+    use rayon::prelude::*;
+    values.par_chunks_mut(width).for_each(|row| {
+        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if n > 0.0 {
+            row.iter_mut().for_each(|v| *v /= n);
+        }
+    });
 }
 
 prism_core::simd_dispatch! {

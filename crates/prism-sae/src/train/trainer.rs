@@ -141,10 +141,7 @@ impl Trainer {
             let mut rows: Vec<f32> = (0..m * d)
                 .map(|_| StandardNormal.sample(&mut rng))
                 .collect();
-            rows.chunks_mut(d).for_each(|r| {
-                let n = r.iter().map(|v| v * v).sum::<f32>().sqrt();
-                r.iter_mut().for_each(|v| *v /= n.max(f32::MIN_POSITIVE));
-            });
+            super::params::unit_rows(&mut rows, d);
             rows
         };
         let adam = Adam::new(&params, config.adam);
